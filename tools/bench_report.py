@@ -1,0 +1,42 @@
+"""Writes one named section of BENCHMARKS.md, leaving the other sections untouched.
+
+Every `tools/bench_*.py` script calls `write_section(name, markdown)`; the section
+is delimited by HTML comment markers so that benchmarks run independently and in
+any order without clobbering each other's figures.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+
+import jax
+
+BENCHMARKS_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
+_HEADER = (
+    "# effjax benchmarks\n\n"
+    "Each section is written by the script named in it; rerun that script to refresh it.\n"
+    "Ratios are measured side by side in one run (the machines are shared and noisy).\n"
+)
+
+
+def machine_line() -> str:
+    """One line describing where the figures were measured."""
+    dev = jax.devices()[0]
+    kind = getattr(dev, "device_kind", dev.platform)
+    return (
+        f"measured {datetime.date.today().isoformat()} on {platform.machine()} "
+        f"{os.cpu_count()} cores, jax {jax.__version__}, device: {dev.platform} ({kind}) x{jax.device_count()}"
+    )
+
+
+def write_section(name: str, markdown: str, path: str = BENCHMARKS_PATH) -> None:
+    begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
+    block = f"{begin}\n{markdown.rstrip()}\n{end}"
+    text = open(path).read() if os.path.exists(path) else _HEADER
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
