@@ -1,1 +1,10 @@
-"""effjax.data."""
+"""Embedded datasets and the sharded, checkpointable input pipeline.
+
+`load_dataset(data_config)` returns a `Dataset`: in-memory numpy splits plus the
+task specs that models, losses and metrics read. `pipeline.py` turns a split into
+global `jax.Array` batches sharded over the mesh's data axes.
+"""
+
+from effjax.data.specs import Dataset, TaskSpec, load_dataset, DATASET_NAMES
+
+__all__ = ["Dataset", "TaskSpec", "load_dataset", "DATASET_NAMES"]

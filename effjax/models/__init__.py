@@ -1,1 +1,5 @@
-"""effjax.models."""
+"""Flax Linen modules. Never imports `effjax.train` or `effjax.search`."""
+
+from effjax.models.registry import MODEL_NAMES, build_model
+
+__all__ = ["MODEL_NAMES", "build_model"]

@@ -1,0 +1,98 @@
+"""The base experiment config: every field effjax reads, with its default and meaning.
+
+Config files in `configs/` start from `base_config()` and override what differs,
+so a field is documented once, here. Mesh axes follow MaxText's naming: `data`
+(pure data parallel), `fsdp` (data parallel with sharded parameters), `tensor`
+(model parallel over heads / MLP width) and `expert` (MoE experts).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+MESH_AXES = ("data", "fsdp", "tensor", "expert")
+
+# logical axis name -> mesh axes. Parameters and activations use different names so
+# a batch dimension and a parameter dimension may both use `fsdp`.
+DEFAULT_LOGICAL_AXIS_RULES = (
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_mlp", "tensor"),
+    ("activation_expert", "expert"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("kv", None),
+    ("expert", "expert"),
+    ("decoder", "tensor"),
+    ("classes", None),
+    ("patch", None),
+    ("position", None),
+)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # seeds parameter init, data order and every per-step random draw
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # one of effjax.data.DATASET_NAMES: digits, shapes, npz, tfds
+    c.data.seed = 0  # shapes: generator seed; npz: split seed when the file has no splits
+    c.data.image_size = 32  # shapes: scene height = width in pixels
+    c.data.num_train = 2000  # shapes: training scenes
+    c.data.num_val = 500  # shapes: validation scenes
+    c.data.num_test = 500  # shapes: test scenes
+    c.data.path = ""  # npz: path of the .npz file
+    c.data.tasks = ()  # npz: task list, "name:kind[:num_classes]" each
+    c.data.tfds_name = ""  # tfds: dataset name (needs effjax[tfds] and internet)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "mt_vit"  # one of effjax.models.MODEL_NAMES
+    c.model.patch_size = 2  # pixels per patch side; must divide the image size
+    c.model.hidden_dim = 64  # token width
+    c.model.num_layers = 4  # encoder blocks
+    c.model.num_heads = 4  # attention heads; must divide hidden_dim
+    c.model.mlp_dim = 128  # MLP hidden width
+    c.model.decoder_dim = 64  # task-head hidden width
+    c.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (parameters stay float32)
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.task_weights = ml_collections.ConfigDict()  # task name -> loss weight (default 1.0)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64  # global batch size, split over the data-parallel devices
+    c.train.num_steps = 300  # optimizer steps
+    c.train.optimizer = "adamw"  # adamw | sgd
+    c.train.learning_rate = 3e-3  # peak learning rate
+    c.train.schedule = "cosine"  # cosine | constant
+    c.train.warmup_steps = 20  # linear warm-up steps
+    c.train.weight_decay = 1e-4  # decoupled weight decay (adamw)
+    c.train.momentum = 0.9  # sgd momentum
+    c.train.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
+    c.train.max_skipped_steps = 10  # stop when this many consecutive steps have non-finite updates
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 256  # global eval batch size
+    c.eval.every_steps = 100  # evaluate on val every this many steps (and at the end)
+    c.eval.final_split = "test"  # split evaluated after training
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 100  # save every this many steps (and at the end)
+    c.checkpoint.keep = 3  # most recent checkpoints kept
+    c.checkpoint.async_save = True  # save in the background while training continues
+
+    c.log = ml_collections.ConfigDict()
+    c.log.every_steps = 10  # write training scalars every this many steps
+    c.log.progress_bar = True  # tqdm bar on process 0
+
+    c.profile_steps = 0  # trace this many steps (after compilation) with jax.profiler; 0 disables
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # data-parallel axis; -1 takes the devices left over by the other axes
+    c.mesh.fsdp = 1  # fully-sharded data-parallel axis
+    c.mesh.tensor = 1  # tensor-parallel axis
+    c.mesh.expert = 1  # expert-parallel axis
+    c.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES  # logical axis -> mesh axes
+    return c

@@ -1,0 +1,91 @@
+"""Dataset and task descriptions, and the registry that builds a dataset from its config.
+
+A task is one prediction target per example: an image-level class
+(`classification`), a per-pixel class (`segmentation`) or a per-pixel value
+(`depth`). Everything downstream (heads, losses, metrics, cost model) reads these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import numpy as np
+
+TASK_KINDS = ("classification", "segmentation", "depth")
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # one of TASK_KINDS
+    num_classes: int = 0  # classes for classification/segmentation; 0 for depth
+
+    @property
+    def is_dense(self) -> bool:
+        return self.kind in ("segmentation", "depth")
+
+    @property
+    def out_channels(self) -> int:
+        return 1 if self.kind == "depth" else self.num_classes
+
+    @property
+    def metric(self) -> str:
+        return {"classification": "accuracy", "segmentation": "miou", "depth": "rmse"}[self.kind]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind != "depth"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """In-memory splits: `splits[split]["image"]` is float32 [N, H, W, C]; one array per task."""
+
+    name: str
+    tasks: tuple[TaskSpec, ...]
+    splits: Mapping[str, Mapping[str, np.ndarray]]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.splits["train"]["image"].shape[1:])
+
+    def num_examples(self, split: str) -> int:
+        return int(self.splits[split]["image"].shape[0])
+
+    def task(self, name: str) -> TaskSpec:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def split_indices(n: int, fractions: tuple[float, float], seed: int) -> dict[str, np.ndarray]:
+    """A fixed permutation cut into train / val / test by the val and test fractions."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = int(round(n * fractions[0])), int(round(n * fractions[1]))
+    return {"val": perm[:n_val], "test": perm[n_val : n_val + n_test], "train": perm[n_val + n_test :]}
+
+
+def _builders() -> dict[str, Callable]:
+    from effjax.data import digits, npz_source, shapes, tfds_source
+
+    return {"digits": digits.load, "shapes": shapes.load, "npz": npz_source.load, "tfds": tfds_source.load}
+
+
+DATASET_NAMES = ("digits", "shapes", "npz", "tfds")
+
+
+def load_dataset(data_config) -> Dataset:
+    builders = _builders()
+    if data_config.name not in builders:
+        raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset; allowed: {sorted(builders)}")
+    ds = builders[data_config.name](data_config)
+    for split in SPLITS:
+        arrays = ds.splits[split]
+        n = arrays["image"].shape[0]
+        for t in ds.tasks:
+            if arrays[t.name].shape[0] != n:
+                raise ValueError(f"dataset {ds.name}: task {t.name!r} has {arrays[t.name].shape[0]} labels for {n} images")
+    return ds

@@ -1,0 +1,67 @@
+"""effjax launcher: `python -m effjax.main --config=configs/<name>.py[:variant] --workdir=<dir>`.
+
+Overrides: `--config.train.learning_rate=1e-3`. Several hosts: start the same
+command on each with `--coordinator_address=host0:1234 --num_processes=N
+--process_id=i` (on TPU pods and SLURM, JAX detects these by itself). Config
+mistakes print one line naming the field and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/quickstart.py[:variant].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and results.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of JAX processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+_INIT_TIMEOUT = flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the other processes.")
+
+
+def _initialize_distributed() -> None:
+    import jax
+
+    if _COORDINATOR.value or _NUM_PROCESSES.value:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value, initialization_timeout=_INIT_TIMEOUT.value)
+    elif any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE")):
+        jax.distributed.initialize()
+
+
+def main(argv) -> int:
+    del argv
+    from effjax.pipeline import run_main_job
+    from effjax.validation import ConfigError
+
+    if _CONFIG.value is None or not _WORKDIR.value:
+        print("effjax: error: --config and --workdir are required, e.g. "
+              "--config=configs/quickstart.py --workdir=/tmp/effjax", file=sys.stderr)
+        return 2
+    logging.getLogger("effjax").setLevel(logging.INFO)
+    _initialize_distributed()
+    try:
+        summary = run_main_job(_CONFIG.value, _WORKDIR.value)
+    except ConfigError as e:
+        print(f"effjax: error: {e}", file=sys.stderr)
+        return 2
+    import jax
+
+    if jax.process_index() == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run():
+    """Console-script entry point (`effjax --config=... --workdir=...`)."""
+    app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,131 @@
+"""Building blocks shared by every effjax model: dense layers with a `dot_general`
+hook and logical axis names, multi-head attention and the MLP.
+
+Quantization (AQT) is injected, as in MaxText, by replacing the `dot_general` a
+layer multiplies with: every layer belongs to a *layer group* ("embed",
+"attention", "mlp", "head", ...), and a `DotGeneralProvider` maps the group to a
+factory of dot_general modules (or None for plain `lax.dot_general`). Parameters
+carry logical axis names; activations are constrained with logical names too, so
+one rules table (in the config) decides every sharding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# group name -> factory returning a dot_general-compatible callable (a Flax module
+# instance created inside the calling module, e.g. AQT's AqtDotGeneral), or None.
+DotGeneralProvider = Callable[[str], Optional[Callable[[], Callable]]]
+
+default_kernel_init = nn.initializers.xavier_uniform()
+
+# Modules add already-weighted auxiliary losses (MoE load balance, router z-loss,
+# distillation terms) with `self.sow(AUX_LOSS_COLLECTION, name, value)`; the train
+# step adds their sum to the task loss.
+AUX_LOSS_COLLECTION = "aux_loss"
+
+
+def resolve_dot_general(provider: Optional[DotGeneralProvider], group: str) -> Callable:
+    factory = provider(group) if provider is not None else None
+    return factory() if factory is not None else lax.dot_general
+
+
+def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
+    """Logical sharding constraint; a no-op outside a mesh/rules context."""
+    return nn.with_logical_constraint(x, tuple(names))
+
+
+class Dense(nn.Module):
+    """y = x W + b over the last axis, through the group's dot_general."""
+
+    features: int
+    kernel_axes: tuple[Optional[str], Optional[str]]
+    group: str
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+    kernel_init: Callable = default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
+            (x.shape[-1], self.features),
+            self.param_dtype,
+        )
+        dot_general = resolve_dot_general(self.dot_general_provider, self.group)
+        y = dot_general(
+            x.astype(self.dtype), kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())), precision=None
+        )
+        if self.use_bias:
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[1:]), (self.features,), self.param_dtype
+            )
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm whose scale and bias carry the `embed` logical axis."""
+
+    dtype: Any = jnp.float32
+    axis_name: str = "embed"
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.LayerNorm(
+            dtype=self.dtype,
+            scale_init=nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (self.axis_name,)),
+        )(x)
+
+
+class MultiHeadAttention(nn.Module):
+    """Dense softmax self-attention with per-head q/k/v projections (fused heads axis)."""
+
+    num_heads: int
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_model = x.shape[-1]
+        head_dim = d_model // self.num_heads
+        dense = lambda name, axes: Dense(  # noqa: E731
+            self.num_heads * head_dim, axes, "attention", dtype=self.dtype,
+            dot_general_provider=self.dot_general_provider, name=name,
+        )
+        split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, head_dim))  # noqa: E731
+        q = split(dense("query", ("embed", "heads"))(x))
+        k = split(dense("key", ("embed", "heads"))(x))
+        v = split(dense("value", ("embed", "heads"))(x))
+        q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape[:-1] + (self.num_heads * head_dim,))
+        return Dense(d_model, ("heads", "embed"), "attention", dtype=self.dtype,
+                     dot_general_provider=self.dot_general_provider, name="out")(out)
+
+
+class Mlp(nn.Module):
+    """Two-layer GELU MLP."""
+
+    hidden_dim: int
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_model = x.shape[-1]
+        h = Dense(self.hidden_dim, ("embed", "mlp"), "mlp", dtype=self.dtype,
+                  dot_general_provider=self.dot_general_provider, name="wi")(x)
+        h = constrain(nn.gelu(h), ("activation_batch", "activation_length", "activation_mlp"))
+        return Dense(d_model, ("mlp", "embed"), "mlp", dtype=self.dtype,
+                     dot_general_provider=self.dot_general_provider, name="wo")(h)

@@ -1,0 +1,110 @@
+"""Multi-task Vision Transformer: a shared pre-norm ViT encoder and one head per task.
+
+Encoder (Dosovitskiy et al., 2021): non-overlapping patches -> linear embedding,
+a class token, learned position embeddings, `num_layers` pre-norm blocks
+(x + MHA(LN(x)); x + MLP(LN(x))) and a final LayerNorm.
+Heads: an image-level task reads the class token through a small MLP decoder; a
+dense task (segmentation, depth) decodes every patch token into its p x p pixels
+("linear unpatchify", as in SETR-naive/Segmenter-linear), so dense multi-task
+learning runs at CPU scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effjax.compress.subnet import SubnetConfig
+from effjax.data.specs import TaskSpec
+from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, Mlp, MultiHeadAttention, constrain
+
+
+def patchify(images: jax.Array, patch: int) -> jax.Array:
+    """[B, H, W, C] -> [B, (H/p)*(W/p), p*p*C]."""
+    b, h, w, c = images.shape
+    x = images.reshape(b, h // patch, patch, w // patch, patch, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+def unpatchify(tokens: jax.Array, patch: int, height: int, width: int) -> jax.Array:
+    """[B, (H/p)*(W/p), p*p*C] -> [B, H, W, C]."""
+    b, _, d = tokens.shape
+    c = d // (patch * patch)
+    x = tokens.reshape(b, height // patch, width // patch, patch, patch, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, height, width, c)
+
+
+class EncoderBlock(nn.Module):
+    num_heads: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, x):
+        x = x + MultiHeadAttention(self.num_heads, self.dtype, self.dot_general_provider, name="attention")(
+            LayerNorm(self.dtype, name="ln_attention")(x))
+        x = x + Mlp(self.mlp_dim, self.dtype, self.dot_general_provider, name="mlp")(LayerNorm(self.dtype, name="ln_mlp")(x))
+        return constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+
+
+class TaskHead(nn.Module):
+    """LN -> Dense(decoder_dim) -> GELU -> Dense(outputs), per token or on the class token."""
+
+    task: TaskSpec
+    decoder_dim: int
+    patch_size: int
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
+        x = tokens[:, 1:] if self.task.is_dense else tokens[:, 0]
+        x = LayerNorm(self.dtype, name="ln")(x)
+        x = nn.gelu(Dense(self.decoder_dim, ("embed", "decoder"), "head", dtype=self.dtype,
+                          dot_general_provider=self.dot_general_provider, name="hidden")(x))
+        outputs = self.task.out_channels * (self.patch_size**2 if self.task.is_dense else 1)
+        y = Dense(outputs, ("decoder", "classes"), "head", dtype=self.dtype,
+                  dot_general_provider=self.dot_general_provider, name="out")(x)
+        if self.task.is_dense:
+            y = unpatchify(y, self.patch_size, *image_hw)
+            if self.task.kind == "depth":
+                y = y[..., 0]
+        return y.astype(jnp.float32)
+
+
+class MultiTaskViT(nn.Module):
+    tasks: Sequence[TaskSpec]
+    patch_size: int
+    hidden_dim: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    decoder_dim: int
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False, subnet: Optional[SubnetConfig] = None) -> dict[str, jax.Array]:
+        """Predictions per task. The baseline owns no compression knob: `subnet` must be the default."""
+        del train  # no dropout / batch statistics in this model
+        if subnet is not None and subnet != SubnetConfig():
+            raise ValueError(f"model mt_vit has no compression knobs; got {subnet}")
+        _, h, w, _ = images.shape
+        x = Dense(self.hidden_dim, ("patch", "embed"), "embed", dtype=self.dtype,
+                  dot_general_provider=self.dot_general_provider, name="patch_embed")(
+            patchify(images.astype(self.dtype), self.patch_size))
+        cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
+                         (1, 1, self.hidden_dim))
+        x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_dim)).astype(self.dtype), x], axis=1)
+        pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed")),
+                         (1, x.shape[1], self.hidden_dim))
+        x = constrain(x + pos.astype(self.dtype), ("activation_batch", "activation_length", "activation_embed"))
+        for i in range(self.num_layers):
+            x = EncoderBlock(self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider, name=f"block{i}")(x)
+        x = LayerNorm(self.dtype, name="ln_final")(x)
+        return {t.name: TaskHead(t, self.decoder_dim, self.patch_size, self.dtype, self.dot_general_provider,
+                                 name=f"head_{t.name}")(x, (h, w)) for t in self.tasks}

@@ -1,0 +1,263 @@
+"""Exact Gaussian-process surrogates, one per modeled objective, in JAX with float64.
+
+Model (Rasmussen & Williams, 2006, "Gaussian Processes for Machine Learning"):
+  f ~ GP(c, s^2 k_Matern52(x, x' | l_1..l_D)),  y = f + eps,  eps ~ N(0, sigma^2),
+with the Matern-5/2 kernel (R&W Eq. 4.17), k(r) = (1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r),
+r^2 = sum_i (x_i - x'_i)^2 / l_i^2 (one lengthscale per input, "ARD"). Inputs live in the
+unit cube (see `space.py`); outcomes are standardized to zero mean and unit variance.
+
+Hyperparameters (log l, log s^2, log sigma^2, c) are fitted by maximum a posteriori:
+the log marginal likelihood (R&W Eq. 2.30) plus normal priors on the logs, with
+BoTorch's dimension-scaled lengthscale prior log l ~ N(sqrt2 + 0.5 log D, sqrt3)
+(Hvarfner et al., 2024, "Vanilla Bayesian optimization performs great in high
+dimensions"), log s^2 ~ N(0, 1) and log sigma^2 ~ N(-4, 1), optimized with L-BFGS-B.
+
+Robustness: JAX's Cholesky returns NaN instead of raising, so `robust_cholesky` checks
+the factor and retries with a jitter growing by 100x (relative to the mean diagonal).
+To avoid recompiling as data arrive, the training set is padded to a power of two:
+padded rows get unit prior variance, zero covariance and zero targets, which leaves the
+posterior and the marginal likelihood exactly unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+JITTERS = (0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
+LENGTHSCALE_BOUNDS = (0.025, 1e4)
+OUTPUTSCALE_BOUNDS = (0.05, 20.0)
+NOISE_BOUNDS = (1e-6, 1.0)
+MEAN_BOUNDS = (-3.0, 3.0)
+
+
+def padded_size(n: int, minimum: int = 32) -> int:
+    """Smallest power of two >= n (and >= minimum): the shapes we compile for."""
+    return max(minimum, 1 << max(0, (n - 1).bit_length()))
+
+
+class GPParams(NamedTuple):
+    """Hyperparameters of M independent GPs (leading axis M)."""
+
+    log_lengthscale: jax.Array  # (M, D)
+    log_outputscale: jax.Array  # (M,)
+    log_noise: jax.Array  # (M,)
+    mean: jax.Array  # (M,)
+
+
+class GPState(NamedTuple):
+    """A fitted GP, ready for predictions (leading axis M on every field but x, valid)."""
+
+    params: GPParams
+    x: jax.Array  # (N, D) padded training inputs
+    valid: jax.Array  # (N,) which rows are real
+    chol: jax.Array  # (M, N, N) Cholesky factor of K + sigma^2 I
+    alpha: jax.Array  # (M, N) (K + sigma^2 I)^-1 (y - c)
+
+
+def matern52(x1: jax.Array, x2: jax.Array, log_lengthscale: jax.Array, log_outputscale: jax.Array) -> jax.Array:
+    """Matern-5/2 covariance matrix between rows of x1 (n, D) and x2 (m, D)."""
+    inv_l = jnp.exp(-log_lengthscale)
+    diff = (x1[:, None, :] - x2[None, :, :]) * inv_l
+    r2 = jnp.sum(diff * diff, axis=-1)
+    # The floor keeps the gradient of sqrt finite at r = 0 (duplicate points).
+    r = jnp.sqrt(jnp.maximum(r2, 1e-30))
+    s5r = math.sqrt(5.0) * r
+    return jnp.exp(log_outputscale) * (1.0 + s5r + (5.0 / 3.0) * r2) * jnp.exp(-s5r)
+
+
+def robust_cholesky(matrix: jax.Array) -> jax.Array:
+    """Cholesky factor of a symmetric PSD matrix, adding the smallest jitter in JITTERS
+    (times the mean diagonal) that gives a finite factor; differentiable."""
+    n = matrix.shape[-1]
+    eye = jnp.eye(n, dtype=matrix.dtype)
+    scale = jax.lax.stop_gradient(jnp.mean(jnp.diagonal(matrix)))
+    frozen = jax.lax.stop_gradient(matrix)
+    jitters = jnp.asarray(JITTERS, dtype=matrix.dtype)
+
+    def failed(i):
+        factor = jnp.linalg.cholesky(frozen + jitters[i] * scale * eye)
+        return ~jnp.all(jnp.isfinite(factor))
+
+    def cond(i):
+        return (i < len(JITTERS) - 1) & failed(i)
+
+    index = jax.lax.while_loop(cond, lambda i: i + 1, jnp.asarray(0))
+    return jnp.linalg.cholesky(matrix + jitters[index] * scale * eye)
+
+
+def _train_covariance(log_ls, log_os, log_noise, x, valid):
+    k = matern52(x, x, log_ls, log_os)
+    mask = valid[:, None] & valid[None, :]
+    diag = jnp.where(valid, jnp.exp(log_noise), 1.0)
+    return jnp.where(mask, k, 0.0) + jnp.diag(diag)
+
+
+def _log_prior(log_ls, log_os, log_noise, dim):
+    def normal(v, mu, sd):
+        return -0.5 * ((v - mu) / sd) ** 2
+    ls_mu = math.sqrt(2.0) + 0.5 * math.log(dim)
+    return jnp.sum(normal(log_ls, ls_mu, math.sqrt(3.0))) + normal(log_os, 0.0, 1.0) + normal(log_noise, -4.0, 1.0)
+
+
+def _neg_log_posterior_one(log_ls, log_os, log_noise, mean, x, valid, y):
+    cov = _train_covariance(log_ls, log_os, log_noise, x, valid)
+    chol = robust_cholesky(cov)
+    resid = jnp.where(valid, y - mean, 0.0)
+    w = jax.scipy.linalg.solve_triangular(chol, resid, lower=True)
+    n_valid = jnp.sum(valid)
+    log_ml = -0.5 * jnp.dot(w, w) - jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * n_valid * math.log(2 * math.pi)
+    return -(log_ml + _log_prior(log_ls, log_os, log_noise, x.shape[1])) / n_valid
+
+
+@jax.jit
+def _loss_and_grad(params: GPParams, x, valid, y):
+    def total(p):
+        per_objective = jax.vmap(_neg_log_posterior_one, in_axes=(0, 0, 0, 0, None, None, 0))(
+            p.log_lengthscale, p.log_outputscale, p.log_noise, p.mean, x, valid, y)
+        return jnp.sum(per_objective), per_objective
+    (value, per_objective), grad = jax.value_and_grad(total, has_aux=True)(params)
+    return value, per_objective, grad
+
+
+@jax.jit
+def _condition(params: GPParams, x, valid, y) -> GPState:
+    def one(log_ls, log_os, log_noise, mean, y_m):
+        chol = robust_cholesky(_train_covariance(log_ls, log_os, log_noise, x, valid))
+        resid = jnp.where(valid, y_m - mean, 0.0)
+        alpha = jax.scipy.linalg.cho_solve((chol, True), resid)
+        return chol, alpha
+    chol, alpha = jax.vmap(one)(params.log_lengthscale, params.log_outputscale, params.log_noise, params.mean, y)
+    return GPState(params, x, valid, chol, alpha)
+
+
+def posterior_one(state: GPState, m: int | jax.Array, x_new: jax.Array):
+    """Latent posterior mean (n,) and covariance (n, n) of objective m at x_new (standardized units)."""
+    p = jax.tree_util.tree_map(lambda a: a[m], state.params)
+    k_new = jnp.where(state.valid[None, :], matern52(x_new, state.x, p.log_lengthscale, p.log_outputscale), 0.0)
+    mean = p.mean + k_new @ state.alpha[m]
+    v = jax.scipy.linalg.solve_triangular(state.chol[m], k_new.T, lower=True)
+    cov = matern52(x_new, x_new, p.log_lengthscale, p.log_outputscale) - v.T @ v
+    return mean, cov
+
+
+@jax.jit
+def _posterior_all(state: GPState, x_new):
+    return jax.vmap(lambda m: posterior_one(state, m, x_new))(jnp.arange(state.alpha.shape[0]))
+
+
+def _to_vector(p: GPParams) -> np.ndarray:
+    return np.concatenate([np.asarray(p.log_lengthscale), np.asarray(p.log_outputscale)[:, None],
+                           np.asarray(p.log_noise)[:, None], np.asarray(p.mean)[:, None]], axis=1).ravel()
+
+
+def _from_vector(v: np.ndarray, m: int, d: int) -> GPParams:
+    a = jnp.asarray(v.reshape(m, d + 3))
+    return GPParams(a[:, :d], a[:, d], a[:, d + 1], a[:, d + 2])
+
+
+class FittedGP:
+    """Independent exact GPs for M outcomes observed at the same inputs.
+
+    `fit(x, y)` takes x (n, D) in the unit cube and y (n, M) in original units. Exact
+    duplicate rows of x are merged first (their outcomes averaged).
+    """
+
+    def __init__(self, state: GPState, y_mean: np.ndarray, y_std: np.ndarray, n_train: int,
+                 neg_log_posterior: np.ndarray, x_train: np.ndarray):
+        self.state = state
+        self.y_mean = y_mean
+        self.y_std = y_std
+        self.n_train = n_train
+        self.neg_log_posterior = neg_log_posterior
+        self.x_train = x_train
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.y_mean)
+
+    def posterior(self, x_new) -> tuple[np.ndarray, np.ndarray]:
+        """Latent posterior means (n, M) and variances (n, M) at x_new, in original units."""
+        with jax.enable_x64(True):
+            x_new = jnp.asarray(np.asarray(x_new, dtype=np.float64))
+            mean, cov = _posterior_all(self.state, x_new)
+            mean = np.asarray(mean).T * self.y_std + self.y_mean
+            var = np.clip(np.asarray(jnp.diagonal(cov, axis1=1, axis2=2)).T, 0.0, None) * self.y_std ** 2
+        return mean, var
+
+
+def merge_duplicates(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique rows of x with the mean of their outcomes (order of first appearance)."""
+    keys = np.round(x, 12)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((len(first), y.shape[1]))
+    np.add.at(sums, inverse, y)
+    counts = np.bincount(inverse, minlength=len(first))[:, None]
+    order = np.argsort(first)
+    return x[first][order], (sums / counts)[order]
+
+
+def initial_params(m: int, d: int, lengthscale: float) -> GPParams:
+    return GPParams(jnp.full((m, d), math.log(lengthscale)), jnp.zeros(m), jnp.full(m, math.log(1e-3)), jnp.zeros(m))
+
+
+def fit_gp(x, y, maxiter: int = 200) -> FittedGP:
+    """MAP-fits independent Matern-5/2 GPs to outcomes y (n, M) at inputs x (n, D) in [0, 1]^D."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"fit_gp: need x (n, D) and y (n, M) with the same n >= 1, got {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("fit_gp: x and y must be finite (found NaN or inf)")
+    x, y = merge_duplicates(x, y)
+    n, d = x.shape
+    m = y.shape[1]
+    y_mean = y.mean(axis=0)
+    y_std = y.std(axis=0)
+    y_std = np.where(y_std > 1e-12 * np.maximum(1.0, np.abs(y_mean)), y_std, 1.0)
+    n_pad = padded_size(n)
+    x_pad = np.zeros((n_pad, d))
+    x_pad[:n] = x
+    valid = np.arange(n_pad) < n
+    y_pad = np.zeros((m, n_pad))
+    y_pad[:, :n] = ((y - y_mean) / y_std).T
+
+    lower = np.array([math.log(LENGTHSCALE_BOUNDS[0])] * d + [math.log(OUTPUTSCALE_BOUNDS[0]), math.log(NOISE_BOUNDS[0]), MEAN_BOUNDS[0]])
+    upper = np.array([math.log(LENGTHSCALE_BOUNDS[1])] * d + [math.log(OUTPUTSCALE_BOUNDS[1]), math.log(NOISE_BOUNDS[1]), MEAN_BOUNDS[1]])
+    bounds = list(zip(np.tile(lower, m), np.tile(upper, m)))
+
+    with jax.enable_x64(True):
+        xj, vj, yj = jnp.asarray(x_pad), jnp.asarray(valid), jnp.asarray(y_pad)
+
+        def objective(v):
+            value, _, grad = _loss_and_grad(_from_vector(v, m, d), xj, vj, yj)
+            value = float(value)
+            grad = _to_vector(grad)
+            if not (math.isfinite(value) and np.all(np.isfinite(grad))):
+                return 1e10, np.zeros_like(v)
+            return value, grad
+
+        best, best_value = None, math.inf
+        # Two deterministic starts: short and medium lengthscales (unit-cube units).
+        for lengthscale in (0.2 * math.sqrt(d), 1.0 * math.sqrt(d)):
+            v0 = np.clip(_to_vector(initial_params(m, d, lengthscale)), np.tile(lower, m), np.tile(upper, m))
+            res = scipy.optimize.minimize(objective, v0, jac=True, method="L-BFGS-B", bounds=bounds,
+                                          options={"maxiter": maxiter})
+            if math.isfinite(res.fun) and res.fun < best_value:
+                best, best_value = res.x, float(res.fun)
+        if best is None:
+            raise ValueError("fit_gp: the marginal likelihood is not finite at any start; check the outcomes")
+        params = _from_vector(best, m, d)
+        _, per_objective, _ = _loss_and_grad(params, xj, vj, yj)
+        state = _condition(params, xj, vj, yj)
+        if not (np.all(np.isfinite(np.asarray(state.chol))) and np.all(np.isfinite(np.asarray(state.alpha)))):
+            raise ValueError("fit_gp: Cholesky factor is not finite even with the largest jitter")
+    return FittedGP(state, y_mean, y_std, n, np.asarray(per_objective), x)

@@ -1,0 +1,63 @@
+"""Orbax checkpoints of the train state with the data iterator's state beside it.
+
+Saves are asynchronous and atomic (Orbax renames a temporary directory on
+commit) but Orbax does not verify content: a truncated or missing file in the
+newest step makes `restore` raise. `restore_latest` therefore walks back from the
+newest step, warning for each one that fails, until one restores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import grain
+import orbax.checkpoint as ocp
+
+log = logging.getLogger("effjax")
+
+
+class Checkpointer:
+    def __init__(self, directory: str, keep: int, async_save: bool = True):
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.directory = os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+
+    def save(self, step: int, state: Any, data_iterator: Optional[grain.DatasetIterator] = None, wait: bool = False):
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        if wait:
+            self.manager.wait_until_finished()
+
+    def restore_latest(self, abstract_state: Any, data_iterator: Optional[grain.DatasetIterator] = None):
+        """Returns (step, state) of the newest step that restores, or (None, None) if there is none."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            items = {"state": ocp.args.StandardRestore(abstract_state)}
+            if data_iterator is not None:
+                items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+                return step, restored["state"]
+            except Exception as e:  # Orbax raises many types for damaged files
+                nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint; starting from scratch"
+                msg = f"checkpoint step {step} in {self.directory} failed to restore ({type(e).__name__}: {str(e)[:200]}); {nxt}"
+                log.warning(msg)
+                import warnings
+
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return None, None
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,77 @@
+"""The jitted train and eval steps, with explicit shardings and donation.
+
+Randomness is `fold_in(rng, step)`, so a resumed run draws exactly what an
+uninterrupted one would. A step whose loss or gradients are non-finite leaves
+parameters and optimizer state untouched and is counted in the state.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from effjax.data.specs import TaskSpec
+from effjax.models.layers import AUX_LOSS_COLLECTION
+from effjax.train import losses
+from effjax.train.state import TrainState
+
+
+def sum_aux_losses(mutated) -> jax.Array:
+    leaves = jax.tree.leaves(mutated.get(AUX_LOSS_COLLECTION, {}))
+    return sum((jnp.sum(x) for x in leaves), jnp.zeros((), jnp.float32))
+
+
+def init_state_fn(model: nn.Module, tx: optax.GradientTransformation, image_shape, boxed: bool) -> Callable:
+    def init(rng):
+        images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+        params = model.init({"params": rng}, images)["params"]
+        if not boxed:
+            params = nn.unbox(params)
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(step=zero, params=params, opt_state=tx.init(params), skipped_in_a_row=zero, skipped_total=zero)
+
+    return init
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
+                    task_weights: Mapping[str, float], schedule: optax.Schedule) -> Callable:
+    def train_step(state: TrainState, batch, rng):
+        rng = jax.random.fold_in(rng, state.step)
+
+        def loss_fn(params):
+            preds, aux = model.apply({"params": params}, batch["image"], train=True,
+                                     rngs={"params": rng, "dropout": rng}, mutable=[AUX_LOSS_COLLECTION])
+            total, per_task = losses.multitask_loss(tasks, preds, batch, task_weights)
+            aux_total = sum_aux_losses(aux)
+            return total + aux_total, {**per_task, "aux": aux_total}
+
+        (loss, per_task), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            skipped_in_a_row=jnp.where(finite, 0, state.skipped_in_a_row + 1),
+            skipped_total=state.skipped_total + (~finite).astype(jnp.int32),
+        )
+        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+                   **{f"loss/{k}": v for k, v in per_task.items()}}
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, tasks: Sequence[TaskSpec]) -> Callable:
+    def eval_step(params, batch):
+        preds = model.apply({"params": params}, batch["image"], train=False, rngs={"params": jax.random.PRNGKey(0)})
+        return {t.name: losses.metric_sums(t, preds[t.name], batch[t.name], batch["mask"]) for t in tasks}
+
+    return eval_step

@@ -1,0 +1,244 @@
+"""`train_and_evaluate(config, workdir)`: the sharded training loop.
+
+Mesh from the config; train state created by `jit(init, out_shardings=...)` from
+the logical-axis rules; one jitted, donated train step; periodic evaluation of
+every task; Orbax checkpoints with the data iterator's state, auto-resume and
+fall-back; SIGTERM saves and returns cleanly; TensorBoard scalars including step
+time, examples/s and achieved FLOP/s (XLA's cost analysis of the compiled step);
+an optional jax.profiler trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import time
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from effjax import validation
+from effjax.data import load_dataset, pipeline
+from effjax.data.specs import Dataset
+from effjax.models import build_model
+from effjax.train import losses, mesh as mesh_lib, optim, step as step_lib
+from effjax.train.checkpoint import Checkpointer
+from effjax.train.metrics import MetricWriter
+
+log = logging.getLogger("effjax")
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: Any  # final TrainState (global jax arrays)
+    metrics: dict[str, dict[str, float]]  # split -> task -> metric
+    train_losses: dict[int, float]  # step -> loss at logged steps
+    preempted: bool = False
+    start_step: int = 0
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks, so the run saves and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def any_process(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        return bool(np.asarray(multihost_utils.process_allgather(np.array([self.requested]))).any())
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything derived from the config before the loop: reused by tools and evaluation."""
+
+    config: Any
+    dataset: Dataset
+    mesh: jax.sharding.Mesh
+    model: nn.Module
+    tx: Any
+    schedule: Any
+    state_shardings: Any
+    abstract_state: Any
+    batch_sharding: Any
+    rules: tuple
+
+
+def build(config, devices: Sequence[jax.Device] | None = None, dataset: Dataset | None = None,
+          dot_general_provider=None) -> Setup:
+    validation.validate_static(config)
+    mesh = mesh_lib.make_mesh(config.mesh, devices)
+    rules = mesh_lib.rules_tuple(config.logical_axis_rules)
+    validation.validate_batch(config, mesh_lib.data_parallel_size(mesh, rules))
+    if dataset is None:
+        try:
+            dataset = load_dataset(config.data)
+        except validation.ConfigError:
+            raise
+        except ValueError as e:
+            raise validation.ConfigError(str(e)) from None
+    validation.validate_with_data(config, dataset)
+    model = build_model(config.model, dataset.tasks, dot_general_provider)
+    tx, schedule = optim.make_optimizer(config.train)
+    boxed = jax.eval_shape(step_lib.init_state_fn(model, tx, dataset.image_shape, boxed=True), jax.random.PRNGKey(0))
+    shardings = mesh_lib.tree_shardings(boxed, mesh, rules)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), shardings)
+    return Setup(config, dataset, mesh, model, tx, schedule, shardings, abstract, mesh_lib.batch_sharding(mesh, rules), rules)
+
+
+def init_state(setup: Setup, rng):
+    init = step_lib.init_state_fn(setup.model, setup.tx, setup.dataset.image_shape, boxed=False)
+    with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+        return jax.jit(init, out_shardings=setup.state_shardings)(rng)
+
+
+def evaluate(setup: Setup, params, split: str, eval_step=None) -> dict[str, float]:
+    """Every task's metric over a whole split (padded last batch masked out)."""
+    if eval_step is None:
+        eval_step = jax.jit(step_lib.make_eval_step(setup.model, setup.dataset.tasks),
+                            in_shardings=(setup.state_shardings.params, setup.batch_sharding))
+    bs = setup.config.eval.batch_size
+    totals = None
+    with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+        for local in pipeline.eval_batches(setup.dataset, split, bs):
+            sums = jax.device_get(eval_step(params, pipeline.to_global(local, setup.batch_sharding, bs)))
+            totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    return {t.name: losses.finalize_metric(t, totals[t.name]) for t in setup.dataset.tasks}
+
+
+def _flops_of(compiled) -> float:
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost.get("flops", 0.0))
+    except Exception:  # cost analysis is best-effort on some backends
+        return 0.0
+
+
+def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | None = None,
+                       dot_general_provider=None) -> TrainResult:
+    setup = build(config, devices, dot_general_provider=dot_general_provider)
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    writer = MetricWriter(os.path.join(workdir, "tensorboard"))
+    tc = config.train
+    task_weights = dict(config.loss.task_weights)
+
+    root = jax.random.PRNGKey(config.seed)
+    init_rng, step_rng = jax.random.split(root)
+    data_iter = pipeline.train_iterator(setup.dataset, tc.batch_size, seed=config.seed)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep, config.checkpoint.async_save)
+    start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
+    if state is None:
+        start, state = 0, init_state(setup, init_rng)
+    elif is_main:
+        log.info("resumed from step %d in %s", start, ckpt.directory)
+
+    train_step = jax.jit(
+        step_lib.make_train_step(setup.model, setup.tx, setup.dataset.tasks, task_weights, setup.schedule),
+        in_shardings=(setup.state_shardings, setup.batch_sharding, mesh_lib.replicated(setup.mesh)),
+        out_shardings=(setup.state_shardings, mesh_lib.replicated(setup.mesh)),
+        donate_argnums=(0,),
+    )
+    eval_step = jax.jit(step_lib.make_eval_step(setup.model, setup.dataset.tasks),
+                        in_shardings=(setup.state_shardings.params, setup.batch_sharding))
+    step_rng = jax.device_put(step_rng, mesh_lib.replicated(setup.mesh))
+
+    train_losses: dict[int, float] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    step_flops = None
+    preempted = False
+    profiling_until = None
+    window_start, window_steps = time.perf_counter(), 0
+    bar = tqdm(total=tc.num_steps, initial=start, disable=not (is_main and config.log.progress_bar),
+               desc="train", dynamic_ncols=True)
+    with _Preemption() as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+        step = start
+        while step < tc.num_steps:
+            batch = pipeline.to_global(next(data_iter), setup.batch_sharding, tc.batch_size)
+            if step_flops is None:
+                step_flops = _flops_of(train_step.lower(state, batch, step_rng).compile()) * setup.mesh.size
+            if config.profile_steps and profiling_until is None and step >= start + 2:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+                profiling_until = step + config.profile_steps
+            state, step_metrics = train_step(state, batch, step_rng)
+            step += 1
+            window_steps += 1
+            bar.update(1)
+            if profiling_until is not None and step == profiling_until:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+            if step % config.log.every_steps == 0 or step == tc.num_steps:
+                m = jax.device_get(step_metrics)
+                skipped_in_a_row, skipped_total = int(state.skipped_in_a_row), int(state.skipped_total)
+                elapsed = time.perf_counter() - window_start
+                step_time = elapsed / window_steps
+                scalars = {k: float(v) for k, v in m.items()}
+                scalars.update({"perf/step_time_s": step_time, "perf/examples_per_s": tc.batch_size / step_time,
+                                "perf/tflops_per_s": (step_flops or 0.0) / step_time / 1e12,
+                                "train/skipped_steps": skipped_total})
+                writer.scalars(step, scalars)
+                train_losses[step] = scalars["loss"]
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+                window_start, window_steps = time.perf_counter(), 0
+                if skipped_in_a_row >= tc.max_skipped_steps:
+                    ckpt.close()
+                    writer.close()
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"training diverged: the last {skipped_in_a_row} steps (up to step {step}) produced non-finite "
+                        f"loss or gradients and were skipped; lower config.train.learning_rate "
+                        f"(now {tc.learning_rate}) or check the data")
+            if step % config.eval.every_steps == 0 or step == tc.num_steps:
+                metrics["val"] = evaluate(setup, state.params, "val", eval_step)
+                writer.scalars(step, {f"val/{k}": v for k, v in metrics["val"].items()})
+            if step % config.checkpoint.every_steps == 0 or step == tc.num_steps:
+                ckpt.save(step, state, data_iter)
+            if preemption.any_process():
+                ckpt.save(step, state, data_iter, wait=True)
+                preempted = True
+                if is_main:
+                    log.warning("SIGTERM received: saved step %d to %s; exiting", step, ckpt.directory)
+                break
+        if profiling_until is not None and step < profiling_until:
+            jax.profiler.stop_trace()
+    bar.close()
+    if not preempted:
+        split = config.eval.final_split
+        metrics[split] = evaluate(setup, state.params, split, eval_step)
+        writer.scalars(step, {f"{split}/{k}": v for k, v in metrics[split].items()})
+        writer.hparams({"model": config.model.name, "data": config.data.name, "hidden_dim": config.model.hidden_dim,
+                        "num_layers": config.model.num_layers, "learning_rate": tc.learning_rate,
+                        "batch_size": tc.batch_size, "num_steps": tc.num_steps},
+                       {f"hparams/{split}_{k}": v for k, v in metrics[split].items()})
+    ckpt.close()
+    writer.close()
+    return TrainResult(state, metrics, train_losses, preempted, start)

@@ -1,0 +1,72 @@
+"""Config validation before anything is compiled: one clear line per mistake.
+
+Every check names the field, the value given and what is allowed, and raises
+`ConfigError`; `effjax.main` prints it without a traceback and exits with 2.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from effjax.data.specs import DATASET_NAMES, SPLITS, Dataset
+from effjax.models.registry import DTYPES, MODEL_NAMES
+
+
+class ConfigError(ValueError):
+    """A config field has a value effjax cannot run with."""
+
+
+def _require(cond: bool, field: str, value, allowed: str):
+    if not cond:
+        raise ConfigError(f"config.{field}={value!r}: {allowed}")
+
+
+def _positive_int(config, field: str):
+    value = config
+    for part in field.split("."):
+        value = value[part]
+    _require(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0, field, value,
+             "must be a positive integer")
+
+
+def validate_static(config) -> None:
+    """Checks that need neither devices nor data."""
+    _require(config.data.name in DATASET_NAMES, "data.name", config.data.name, f"unknown dataset; allowed: {list(DATASET_NAMES)}")
+    _require(config.model.name in MODEL_NAMES, "model.name", config.model.name, f"unknown model; allowed: {list(MODEL_NAMES)}")
+    _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype, f"allowed: {list(DTYPES)}")
+    lr = config.train.learning_rate
+    _require(isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0,
+             "train.learning_rate", lr, "must be a finite number > 0")
+    for field in ("train.batch_size", "train.num_steps", "eval.batch_size", "eval.every_steps", "checkpoint.every_steps",
+                  "checkpoint.keep", "log.every_steps", "model.patch_size", "model.hidden_dim", "model.num_layers",
+                  "model.num_heads", "model.mlp_dim", "model.decoder_dim"):
+        _positive_int(config, field)
+    _require(config.train.warmup_steps >= 0, "train.warmup_steps", config.train.warmup_steps, "must be >= 0")
+    _require(config.train.optimizer in ("adamw", "sgd"), "train.optimizer", config.train.optimizer, "allowed: adamw, sgd")
+    _require(config.train.schedule in ("cosine", "constant"), "train.schedule", config.train.schedule, "allowed: cosine, constant")
+    _require(config.model.hidden_dim % config.model.num_heads == 0, "model.num_heads", config.model.num_heads,
+             f"must divide model.hidden_dim={config.model.hidden_dim}")
+    _require(config.eval.final_split in SPLITS, "eval.final_split", config.eval.final_split, f"allowed: {list(SPLITS)}")
+    _require(config.profile_steps >= 0, "profile_steps", config.profile_steps, "must be >= 0")
+    if config.data.name == "shapes":
+        for field in ("data.image_size", "data.num_train", "data.num_val", "data.num_test"):
+            _positive_int(config, field)
+
+
+def validate_batch(config, data_parallel: int) -> None:
+    for field in ("train.batch_size", "eval.batch_size"):
+        value = config[field.split(".")[0]][field.split(".")[1]]
+        _require(value % data_parallel == 0, field, value,
+                 f"must be divisible by the data-parallel size {data_parallel} (mesh data x fsdp)")
+
+
+def validate_with_data(config, dataset: Dataset) -> None:
+    h, w, _ = dataset.image_shape
+    p = config.model.patch_size
+    _require(h % p == 0 and w % p == 0, "model.patch_size", p, f"must divide the image size {h}x{w} of dataset {dataset.name!r}")
+    names = [t.name for t in dataset.tasks]
+    for task in config.loss.task_weights:
+        _require(task in names, f"loss.task_weights.{task}", config.loss.task_weights[task], f"unknown task; dataset tasks: {names}")
+    _require(dataset.num_examples("train") >= config.train.batch_size, "train.batch_size", config.train.batch_size,
+             f"larger than the {dataset.num_examples('train')} training examples")
