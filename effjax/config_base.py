@@ -71,6 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.weight_decay = 1e-4  # decoupled weight decay (adamw)
     c.train.momentum = 0.9  # sgd momentum
     c.train.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
+    c.train.objective = "multitask"  # train-step builder in effjax.train.objectives
+    c.train.init_from = ""  # workdir whose latest checkpoint initializes the parameters (fine-tuning)
     c.train.max_skipped_steps = 10  # stop when this many consecutive steps have non-finite updates
 
     c.eval = ml_collections.ConfigDict()

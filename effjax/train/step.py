@@ -69,9 +69,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tasks: S
     return train_step
 
 
-def make_eval_step(model: nn.Module, tasks: Sequence[TaskSpec]) -> Callable:
+def make_eval_step(model: nn.Module, tasks: Sequence[TaskSpec], subnet=None) -> Callable:
+    """Metric sums of one batch; `subnet` (a SubnetConfig) selects the compressed configuration."""
+    extra = {} if subnet is None else {"subnet": subnet}
+
     def eval_step(params, batch):
-        preds = model.apply({"params": params}, batch["image"], train=False, rngs={"params": jax.random.PRNGKey(0)})
+        preds = model.apply({"params": params}, batch["image"], train=False, rngs={"params": jax.random.PRNGKey(0)}, **extra)
         return {t.name: losses.metric_sums(t, preds[t.name], batch[t.name], batch["mask"]) for t in tasks}
 
     return eval_step

@@ -17,6 +17,7 @@ import signal
 import time
 from typing import Any, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ from effjax import validation
 from effjax.data import load_dataset, pipeline
 from effjax.data.specs import Dataset
 from effjax.models import build_model
-from effjax.train import losses, mesh as mesh_lib, optim, step as step_lib
+from effjax.train import losses, mesh as mesh_lib, objectives, optim, step as step_lib
 from effjax.train.checkpoint import Checkpointer
 from effjax.train.metrics import MetricWriter
 
@@ -120,10 +121,38 @@ def init_state(setup: Setup, rng):
         return jax.jit(init, out_shardings=setup.state_shardings)(rng)
 
 
-def evaluate(setup: Setup, params, split: str, eval_step=None) -> dict[str, float]:
+def init_params_from(setup: Setup, params, workdir: str):
+    """Parameters of another run's latest checkpoint, for the paths both models share.
+
+    Used to fine-tune from a float / dense checkpoint (QAT, Sparsifiner). Parameters
+    the other model lacks keep their fresh initialization.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    mgr = ocp.CheckpointManager(directory, item_names=("state", "data"))
+    step = mgr.latest_step()
+    if step is None:
+        raise validation.ConfigError(f"config.train.init_from={workdir!r}: no checkpoint in {directory}")
+    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    mgr.close()
+    source = flax.traverse_util.flatten_dict(restored["params"], sep="/")
+    flat = flax.traverse_util.flatten_dict(params, sep="/")
+    loaded = 0
+    for path, value in flat.items():
+        if path in source and tuple(source[path].shape) == tuple(value.shape):
+            flat[path] = jax.device_put(jnp.asarray(source[path], value.dtype), value.sharding)
+            loaded += 1
+    if loaded == 0:
+        raise validation.ConfigError(f"config.train.init_from={workdir!r}: no parameter matches this model's shapes")
+    log.info("initialized %d of %d parameter arrays from %s step %d", loaded, len(flat), directory, step)
+    return flax.traverse_util.unflatten_dict(flat, sep="/")
+
+
+def evaluate(setup: Setup, params, split: str, eval_step=None, subnet=None) -> dict[str, float]:
     """Every task's metric over a whole split (padded last batch masked out)."""
     if eval_step is None:
-        eval_step = jax.jit(step_lib.make_eval_step(setup.model, setup.dataset.tasks),
+        eval_step = jax.jit(step_lib.make_eval_step(setup.model, setup.dataset.tasks, subnet),
                             in_shardings=(setup.state_shardings.params, setup.batch_sharding))
     bs = setup.config.eval.batch_size
     totals = None
@@ -159,11 +188,13 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
     if state is None:
         start, state = 0, init_state(setup, init_rng)
+        if config.train.init_from:
+            state = state.replace(params=init_params_from(setup, state.params, config.train.init_from))
     elif is_main:
         log.info("resumed from step %d in %s", start, ckpt.directory)
 
     train_step = jax.jit(
-        step_lib.make_train_step(setup.model, setup.tx, setup.dataset.tasks, task_weights, setup.schedule),
+        objectives.build_train_step(setup, config),
         in_shardings=(setup.state_shardings, setup.batch_sharding, mesh_lib.replicated(setup.mesh)),
         out_shardings=(setup.state_shardings, mesh_lib.replicated(setup.mesh)),
         donate_argnums=(0,),

@@ -1,0 +1,31 @@
+"""Registry of training objectives: how one train step turns a batch into an update.
+
+`config.train.objective` names the builder; each builder takes the `Setup` (model,
+optimizer, tasks, ...) and the config and returns a pure
+`train_step(state, batch, rng) -> (state, metrics)` that the trainer jits with
+explicit shardings and donation. Feature issues (sandwich training of slimmable
+subnets, Sparsifiner distillation, MoE routing losses) register their own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from effjax.train import step as step_lib
+
+
+def _multitask(setup, config) -> Callable:
+    return step_lib.make_train_step(setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights), setup.schedule)
+
+
+_BUILDERS: dict[str, Callable] = {
+    "multitask": _multitask,
+}
+OBJECTIVE_NAMES = tuple(_BUILDERS)
+
+
+def build_train_step(setup, config) -> Callable:
+    name = config.train.get("objective", "multitask")
+    if name not in _BUILDERS:
+        raise ValueError(f"config.train.objective={name!r}: unknown objective; allowed: {list(_BUILDERS)}")
+    return _BUILDERS[name](setup, config)
