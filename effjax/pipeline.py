@@ -15,7 +15,7 @@ def run_main_job(config, workdir: str) -> dict:
     result = train_and_evaluate(config, workdir)
     summary = {
         "workdir": os.path.abspath(workdir),
-        "preempted": result.preempted,
+        "interrupted": result.interrupted,
         "steps": int(result.state.step),
         "skipped_steps": int(result.state.skipped_total),
         "final_train_loss": result.train_losses[max(result.train_losses)] if result.train_losses else None,

@@ -21,6 +21,8 @@ class TaskSpec:
     name: str
     kind: str  # one of TASK_KINDS
     num_classes: int = 0  # classes for classification/segmentation; 0 for depth
+    value_mean: float = 0.0  # depth: training-set mean; heads predict (value - mean) / std
+    value_std: float = 1.0  # depth: training-set standard deviation
 
     @property
     def is_dense(self) -> bool:
@@ -68,6 +70,17 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int) -> dict[str
     return {"val": perm[:n_val], "test": perm[n_val : n_val + n_test], "train": perm[n_val + n_test :]}
 
 
+def with_value_statistics(tasks: tuple[TaskSpec, ...], train: Mapping[str, np.ndarray]) -> tuple[TaskSpec, ...]:
+    """Depth tasks get the training split's mean/std so heads can predict normalized values."""
+    out = []
+    for t in tasks:
+        if t.kind == "depth":
+            v = np.asarray(train[t.name], np.float64)
+            t = dataclasses.replace(t, value_mean=float(v.mean()), value_std=float(max(v.std(), 1e-6)))
+        out.append(t)
+    return tuple(out)
+
+
 def _builders() -> dict[str, Callable]:
     from effjax.data import digits, npz_source, shapes, tfds_source
 
@@ -82,6 +95,7 @@ def load_dataset(data_config) -> Dataset:
     if data_config.name not in builders:
         raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset; allowed: {sorted(builders)}")
     ds = builders[data_config.name](data_config)
+    ds = dataclasses.replace(ds, tasks=with_value_statistics(ds.tasks, ds.splits["train"]))
     for split in SPLITS:
         arrays = ds.splits[split]
         n = arrays["image"].shape[0]

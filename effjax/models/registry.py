@@ -30,6 +30,12 @@ def _mt_vit(model_config, tasks, dot_general_provider):
 
 _BUILDERS = {
     "mt_vit": _mt_vit,
+    "moe_vit": lambda model_config, tasks, dot_general_provider: __import__(
+        "effjax.models.moe_vit", fromlist=["build"]).build(model_config, tasks, dot_general_provider),
+    "slim_vit": lambda model_config, tasks, dot_general_provider: __import__(
+        "effjax.models.slim_vit", fromlist=["build"]).build(model_config, tasks, dot_general_provider),
+    "sparse_vit": lambda model_config, tasks, dot_general_provider: __import__(
+        "effjax.models.sparse_vit", fromlist=["build"]).build(model_config, tasks, dot_general_provider),
 }
 MODEL_NAMES = tuple(_BUILDERS)
 

@@ -72,7 +72,7 @@ class TaskHead(nn.Module):
         if self.task.is_dense:
             y = unpatchify(y, self.patch_size, *image_hw)
             if self.task.kind == "depth":
-                y = y[..., 0]
+                y = y[..., 0] * self.task.value_std + self.task.value_mean
         return y.astype(jnp.float32)
 
 

@@ -46,6 +46,8 @@ def non_dominated_mask(y: np.ndarray, deduplicate: bool = False) -> np.ndarray:
     n = len(y)
     if n == 0:
         return np.zeros(0, dtype=bool)
+    if n > 1024:
+        return _non_dominated_mask_large(y, deduplicate)
     # ge[i, j]: j is >= i everywhere; gt[i, j]: j is > i somewhere.
     ge = np.all(y[None, :, :] >= y[:, None, :], axis=-1)
     gt = np.any(y[None, :, :] > y[:, None, :], axis=-1)
@@ -55,6 +57,27 @@ def non_dominated_mask(y: np.ndarray, deduplicate: bool = False) -> np.ndarray:
         equal = np.all(y[None, :, :] == y[:, None, :], axis=-1)
         earlier_equal = np.any(np.tril(equal, k=-1), axis=1)
         mask &= ~earlier_equal
+    return mask
+
+
+def _non_dominated_mask_large(y: np.ndarray, deduplicate: bool) -> np.ndarray:
+    """O(n * front size) filter for many points: repeatedly keep only the points that beat
+    the best remaining point (by sum) somewhere."""
+    order = np.argsort(-y.sum(axis=1), kind="stable")
+    remaining = order
+    front = []
+    while len(remaining):
+        best = remaining[0]
+        front.append(best)
+        beats = np.any(y[remaining] > y[best], axis=1)
+        remaining = remaining[beats]
+    mask = np.zeros(len(y), dtype=bool)
+    mask[np.array(front)] = True
+    if not deduplicate:  # points equal to a front point are non-dominated too
+        front_points = y[mask]
+        for i in np.flatnonzero(~mask):
+            if np.any(np.all(front_points == y[i], axis=1)):
+                mask[i] = True
     return mask
 
 

@@ -3,13 +3,18 @@
 Saves are asynchronous and atomic (Orbax renames a temporary directory on
 commit) but Orbax does not verify content: a truncated or missing file in the
 newest step makes `restore` raise. `restore_latest` therefore walks back from the
-newest step, warning for each one that fails, until one restores.
+newest step, warning for each one that fails, until one restores. A step that
+fails is moved aside (to `<workdir>/checkpoints_corrupt/`), never deleted, so the
+run can write that step again and the damaged files stay available to inspect.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
+import warnings
 from typing import Any, Optional
 
 import grain
@@ -27,8 +32,14 @@ class Checkpointer:
         )
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+        self._last_saved_step = None
 
     def save(self, step: int, state: Any, data_iterator: Optional[grain.DatasetIterator] = None, wait: bool = False):
+        if step == self._last_saved_step:
+            if wait:
+                self.manager.wait_until_finished()
+            return
+        self._last_saved_step = step
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
@@ -48,12 +59,22 @@ class Checkpointer:
                 return step, restored["state"]
             except Exception as e:  # Orbax raises many types for damaged files
                 nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint; starting from scratch"
-                msg = f"checkpoint step {step} in {self.directory} failed to restore ({type(e).__name__}: {str(e)[:200]}); {nxt}"
+                moved = self._quarantine(step)
+                msg = (f"checkpoint step {step} in {self.directory} failed to restore ({type(e).__name__}: "
+                       f"{str(e)[:200]}); moved it to {moved}; {nxt}")
                 log.warning(msg)
-                import warnings
-
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
         return None, None
+
+    def _quarantine(self, step: int) -> str:
+        import jax
+
+        target = os.path.join(os.path.dirname(self.directory), "checkpoints_corrupt", f"{step}-{int(time.time())}")
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        self.manager.reload()
+        return target
 
     def wait(self):
         self.manager.wait_until_finished()

@@ -20,6 +20,11 @@ def _multitask(setup, config) -> Callable:
 
 _BUILDERS: dict[str, Callable] = {
     "multitask": _multitask,
+    "sandwich": lambda setup, config: __import__("effjax.train.sandwich", fromlist=["build_sandwich_step"]).build_sandwich_step(setup, config),
+    "sparsifiner_predictor": lambda setup, config: __import__(
+        "effjax.train.sparsifiner_steps", fromlist=["x"]).make_predictor_distillation_step(setup, config),
+    "sparsifiner_finetune": lambda setup, config: __import__(
+        "effjax.train.sparsifiner_steps", fromlist=["x"]).make_sparse_finetune_step(setup, config),
 }
 OBJECTIVE_NAMES = tuple(_BUILDERS)
 

@@ -50,7 +50,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tasks: S
             return total + aux_total, {**per_task, "aux": aux_total}
 
         (loss, per_task), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

@@ -44,7 +44,7 @@ class TrainResult:
     state: Any  # final TrainState (global jax arrays)
     metrics: dict[str, dict[str, float]]  # split -> task -> metric
     train_losses: dict[int, float]  # step -> loss at logged steps
-    preempted: bool = False
+    interrupted: bool = False
     start_step: int = 0
 
 
@@ -206,7 +206,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     train_losses: dict[int, float] = {}
     metrics: dict[str, dict[str, float]] = {}
     step_flops = None
-    preempted = False
+    interrupted = False
     profiling_until = None
     window_start, window_steps = time.perf_counter(), 0
     bar = tqdm(total=tc.num_steps, initial=start, disable=not (is_main and config.log.progress_bar),
@@ -253,16 +253,21 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                 writer.scalars(step, {f"val/{k}": v for k, v in metrics["val"].items()})
             if step % config.checkpoint.every_steps == 0 or step == tc.num_steps:
                 ckpt.save(step, state, data_iter)
+            halt = bool(tc.halt_after_steps) and step - start >= tc.halt_after_steps and step < tc.num_steps
+            if halt:
+                ckpt.save(step, state, data_iter, wait=True)
+                interrupted = True
+                break
             if preemption.any_process():
                 ckpt.save(step, state, data_iter, wait=True)
-                preempted = True
+                interrupted = True
                 if is_main:
                     log.warning("SIGTERM received: saved step %d to %s; exiting", step, ckpt.directory)
                 break
         if profiling_until is not None and step < profiling_until:
             jax.profiler.stop_trace()
     bar.close()
-    if not preempted:
+    if not interrupted:
         split = config.eval.final_split
         metrics[split] = evaluate(setup, state.params, split, eval_step)
         writer.scalars(step, {f"{split}/{k}": v for k, v in metrics[split].items()})
@@ -272,4 +277,4 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                        {f"hparams/{split}_{k}": v for k, v in metrics[split].items()})
     ckpt.close()
     writer.close()
-    return TrainResult(state, metrics, train_losses, preempted, start)
+    return TrainResult(state, metrics, train_losses, interrupted, start)

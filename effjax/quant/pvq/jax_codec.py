@@ -1,10 +1,10 @@
 """Vectorized JAX PVQ codec: batch search, and batch Fischer encode/decode in uint64.
 
-Same algorithms as the NumPy references (`search.search_one`, `enumeration.encode`),
+Same algorithms as the NumPy references (`reference_search.search_one`, `enumeration.encode`),
 written over a batch of groups [groups, L] and jit-compiled:
 
 - search: projection + greedy pulse placement (Opus-style), then the exact refinement
-  path of `search.py` run for all groups at once in a `lax.while_loop` that stops when
+  path of `reference_search.py` run for all groups at once in a `lax.while_loop` that stops when
   every group is past its last curvature;
 - encode/decode: Fischer (1986) offsets gathered from the uint64 table
   `counting.offset_tables_uint64`, one coordinate per step. Used only when
@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from effjax.quant.pvq import enumeration
-from effjax.quant.pvq.counting import check_dims, fits_uint64, offset_tables_uint64
-from effjax.quant.pvq.search import RELATIVE_IMPROVEMENT, check_search_input, max_path_steps
+from effjax.quant.pvq.counting import check_dims, fits_uint64, num_codewords, offset_tables_uint64
+from effjax.quant.pvq.reference_search import RELATIVE_IMPROVEMENT, check_search_input, max_path_steps
 
 
 def _greedy(magnitudes, K):
@@ -103,6 +103,20 @@ def _search_kernel(x, K: int, refine: bool):
     return jnp.where(x < 0, -y, y)
 
 
+MIN_BUCKET = 256
+
+
+def _bucket(rows: int) -> int:
+    """Batch sizes are padded to a power of two so that jit compiles few shapes."""
+    return max(MIN_BUCKET, 1 << (rows - 1).bit_length())
+
+
+def _pad_rows(array: np.ndarray, fill) -> np.ndarray:
+    rows = array.shape[0]
+    padding = np.broadcast_to(np.asarray(fill, array.dtype), (_bucket(rows) - rows,) + array.shape[1:])
+    return np.concatenate([array, padding])
+
+
 def search_batch(x, K: int, refine: bool = True) -> np.ndarray:
     """Codewords [..., L] (int64) of P(L, K) nearest in angle to each vector of x [..., L]."""
     x = check_search_input(x, K)
@@ -110,8 +124,8 @@ def search_batch(x, K: int, refine: bool = True) -> np.ndarray:
     if K == 0 or flat.shape[0] == 0:
         return np.zeros(x.shape, np.int64)
     with jax.enable_x64(True):
-        y = _search_kernel(jnp.asarray(flat, jnp.float64), K=int(K), refine=bool(refine))
-        y = np.asarray(y, dtype=np.int64)
+        y = _search_kernel(jnp.asarray(_pad_rows(flat, 0.0)), K=int(K), refine=bool(refine))
+        y = np.asarray(y, dtype=np.int64)[: flat.shape[0]]
     return y.reshape(x.shape)
 
 
@@ -155,8 +169,10 @@ def encode_batch(codewords, K: int) -> np.ndarray:
     enumeration._check_batch(codewords, K)
     start, _ = offset_tables_uint64(L, K)
     with jax.enable_x64(True):
-        index = _encode_kernel(jnp.asarray(codewords, jnp.int32), jnp.asarray(start), K=int(K))
-        return np.asarray(index, dtype=np.uint64)
+        first_codeword = np.eye(1, L, dtype=np.int32)[0] * K
+        padded = _pad_rows(codewords.astype(np.int32), first_codeword)
+        index = _encode_kernel(jnp.asarray(padded), jnp.asarray(start), K=int(K))
+        return np.asarray(index, dtype=np.uint64)[: codewords.shape[0]]
 
 
 def decode_batch(indices, L: int, K: int) -> np.ndarray:
@@ -167,11 +183,12 @@ def decode_batch(indices, L: int, K: int) -> np.ndarray:
     indices = np.asarray(indices)
     if indices.dtype != np.uint64 or indices.ndim != 1:
         indices = enumeration.check_indices(indices, L, K)
-    elif indices.size and int(indices.max()) >= int(offset_tables_uint64(L, K)[1][L, K].sum()):
-        raise ValueError(f"index {int(indices.max())} out of range [0, N({L}, {K}))")
+    elif indices.size and int(indices.max()) >= num_codewords(L, K):
+        raise ValueError(f"index {int(indices.max())} out of range [0, N({L}, {K}) = {num_codewords(L, K)})")
     if indices.size == 0:
         return np.zeros((0, L), np.int64)
     start, size = offset_tables_uint64(L, K)
     with jax.enable_x64(True):
-        y = _decode_kernel(jnp.asarray(indices), jnp.asarray(start), jnp.asarray(size), L=L, K=K)
-        return np.asarray(y, dtype=np.int64)
+        padded = _pad_rows(indices, 0)
+        y = _decode_kernel(jnp.asarray(padded), jnp.asarray(start), jnp.asarray(size), L=L, K=K)
+        return np.asarray(y, dtype=np.int64)[: indices.shape[0]]

@@ -1,19 +1,29 @@
 """Nearest-codeword search on the pyramid P(L, K): a per-vector NumPy reference.
 
-The codeword nearest in angle to x maximizes the correlation objective (x.y)^2 / (y.y)
-over y in Z^L with ||y||_1 = K (Fischer 1986, Sec. III; the shape quantizer of
-van der Ouderaa et al. 2024, "Pyramid Vector Quantization for LLMs", Sec. 3). Steps:
+The codeword nearest in angle to x maximizes (x.y)^2 / (y.y) over y in Z^L with
+||y||_1 = K (Fischer 1986, Sec. III; the shape quantizer of van der Ouderaa et al. 2024,
+"Pyramid Vector Quantization for LLMs", Sec. 3). With a = |x| and y >= 0 (signs follow x;
+a zero coordinate gets +), maximize F(y) = a.y / ||y||_2. Steps:
 
-1. projection: y = floor((K - 1/2) |x| / ||x||_1), which never overshoots K pulses and
+1. projection: y = floor((K - 1/2) a / ||a||_1), which never overshoots K pulses and
    leaves at most L pulses to place;
 2. greedy pulse placement (as in the Opus codec): each remaining pulse goes to the
-   coordinate that maximizes (x.y + |x_i|)^2 / (y.y + 2 y_i + 1);
-3. refinement by local pulse moves: take one pulse from coordinate i and give it to j,
-   the best such move over all (i, j), while it strictly improves the objective.
-Signs follow x (a zero coordinate gets +). A zero vector maps to K pulses on coordinate 0.
+   coordinate that maximizes (a.y + a_i)^2 / (y.y + 2 y_i + 1). Near-optimal only
+   (gaps of a few percent in the objective on small L, K; see experiments/pvq);
+3. exact refinement along a parametric path. If y* is optimal and c* = F(y*) / (2 ||y*||),
+   then for every y, a.y <= F* ||y|| <= F* (||y||^2 + ||y*||^2) / (2 ||y*||), i.e. y*
+   maximizes the separable concave g_c(y) = a.y - c y.y (sum y = K) at c = c*. For fixed c
+   that maximizer y(c) is the K largest marginal gains a_i - c (2m - 1), m = 1..K
+   (`allocation_at`); as c grows it changes one pulse at a time, moving a pulse i -> j at
+   c = (a_i - a_j) / (2 (y_i - y_j - 1)) (`next_event`). c* lies in
+   [F_greedy / (2K), ||a||_2 sqrt(L) / (2K)] (from F_greedy <= F* <= ||a||_2 and
+   K / sqrt(L) <= ||y*|| <= K), so we walk y(c) over that interval and keep the best F.
+   For inputs without ties this visits y* (exact); measured exact on every brute-force
+   case, ties included (tests/pvq/test_search.py, experiments/pvq/README.md).
+A zero vector maps to K pulses on coordinate 0.
 
-This file is the straightforward loop used as the semantic reference and the benchmark
-baseline; `jax_codec.search_batch` is the vectorized version of the same three steps.
+This file is the straightforward per-vector loop used as the semantic reference and the
+benchmark baseline; `jax_codec.search_batch` runs the same steps vectorized.
 `brute_force_search` enumerates P(L, K) for tests.
 """
 
@@ -28,7 +38,8 @@ RELATIVE_IMPROVEMENT = 1e-12  # a path point must beat the best so far by this m
 
 
 def max_path_steps(L: int, K: int) -> int:
-    """Cap on pulse moves along the refinement path (each pulse moves a few times at most)."""
+    """Cap on pulse moves along the refinement path (a safety bound; the walks measured on
+    Gaussian groups take far fewer steps, see experiments/pvq/README.md)."""
     return 4 * K + 2 * L
 
 

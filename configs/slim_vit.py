@@ -1,0 +1,86 @@
+"""Slimmable multi-task ViT supernet trained with the sandwich rule (ECMT / US-Nets), and its baselines.
+
+The argument is a comma-separated list: a dataset (`digits` or `shapes`, default
+digits) and optional variants.
+
+  # the supernet (sandwich rule, in-place distillation, CIKD)
+  python -m effjax.main --config=configs/slim_vit.py:digits --workdir=/tmp/effjax/slim_digits
+  python -m effjax.main --config=configs/slim_vit.py:shapes --workdir=/tmp/effjax/slim_shapes
+  # the same without Configuration-Invariant KD
+  python -m effjax.main --config=configs/slim_vit.py:shapes,nocikd --workdir=/tmp/effjax/slim_shapes_nocikd
+  # one width trained alone (a plain mt_vit with the widths of encoder/decoder multiplier 0.5)
+  python -m effjax.main --config=configs/slim_vit.py:shapes,alone=0.5 --workdir=/tmp/effjax/alone_0.5
+  # a single-task baseline for delta_m (full width, the other tasks' loss weights 0)
+  python -m effjax.main --config=configs/slim_vit.py:shapes,single=depth --workdir=/tmp/effjax/single_depth
+
+Variants: `tiny` (a few steps, for tests), `nocikd`, `alone=<w>`, `single=<task>`.
+"""
+
+import ml_collections
+
+from effjax.compress.cost_slim import decoder_width, encoder_widths
+from effjax.config_base import base_config
+
+TASKS = {"digits": ("digit", "parity", "ge5"), "shapes": ("segmentation", "depth", "count")}
+
+
+def get_config(arg: str | None = None):
+    parts = [p.strip() for p in (arg or "digits").split(",") if p.strip()]
+    dataset = parts.pop(0) if parts and parts[0] in TASKS else "digits"
+    c = base_config()
+    c.data.name = dataset
+    c.model.name = "slim_vit"
+    c.model.width_menu = (0.25, 0.5, 0.75, 1.0)  # encoder and decoder width multipliers (sampled and selected)
+    c.model.hidden_dim = 64
+    c.model.num_layers = 3
+    c.model.num_heads = 4  # head size 16: widths 0.25..1.0 keep 1..4 heads
+    c.model.mlp_dim = 128
+    c.model.decoder_dim = 64
+    c.train.objective = "sandwich"
+    c.slim = ml_collections.ConfigDict()
+    c.slim.num_random = 2  # random configs per step besides max and min (US-Nets: 2)
+    c.slim.inplace_kd_weight = 1.0  # in-place distillation to the max config's predictions (US-Nets: 1)
+    c.slim.cikd_weight = 1.0  # Configuration-Invariant KD on encoder tokens (ECMT; weight our choice)
+    c.slim.label_weight_small = 0.0  # label loss of the non-max configs (US-Nets: 0)
+    if dataset == "digits":
+        c.model.patch_size = 2  # 16 patches + class token
+        c.train.num_steps = 500
+    else:
+        c.data.image_size = 16  # CPU scale: 16x16 scenes
+        c.data.num_train, c.data.num_val, c.data.num_test = 2000, 500, 500
+        c.model.patch_size = 4  # 16 patches + class token; each decodes 4x4 pixels
+        c.train.num_steps = 500
+    c.train.batch_size = 64
+    c.eval.every_steps = 200
+    c.checkpoint.every_steps = 200
+    c.log.progress_bar = False
+
+    for part in sorted(parts, key=lambda p: p != "tiny"):  # tiny first: later variants scale its widths
+        name, _, value = part.partition("=")
+        if name == "tiny":
+            c.model.hidden_dim, c.model.mlp_dim, c.model.decoder_dim, c.model.num_layers = 32, 64, 32, 2
+            c.data.num_train, c.data.num_val, c.data.num_test = 128, 64, 64
+            c.train.num_steps, c.train.warmup_steps, c.train.batch_size = 6, 2, 16
+            c.eval.every_steps = c.checkpoint.every_steps = 3
+            c.log.every_steps = 3
+            c.eval.batch_size = 64
+        elif name == "nocikd":
+            c.slim.cikd_weight = 0.0
+        elif name == "alone":
+            width = float(value)
+            heads, hidden, mlp = encoder_widths(c.model.hidden_dim, c.model.num_heads, c.model.mlp_dim, width)
+            c.model.name = "mt_vit"
+            c.model.num_heads, c.model.hidden_dim, c.model.mlp_dim = heads, hidden, mlp
+            c.model.decoder_dim = decoder_width(c.model.decoder_dim, width)
+            c.train.objective = "multitask"
+        elif name == "single":
+            if value not in TASKS[dataset]:
+                raise ValueError(f"configs/slim_vit.py: single={value!r}: allowed tasks of {dataset}: {TASKS[dataset]}")
+            c.model.name = "mt_vit"
+            c.train.objective = "multitask"
+            for task in TASKS[dataset]:
+                c.loss.task_weights[task] = 1.0 if task == value else 0.0
+        else:
+            raise ValueError(f"configs/slim_vit.py: unknown variant {part!r}; allowed: digits, shapes, tiny, nocikd, "
+                             f"alone=<width>, single=<task>")
+    return c

@@ -1,0 +1,55 @@
+"""Sparsifiner on `shapes`: the configs/shapes_vit.py ViT (64 patches + class token) with sparse attention.
+
+  python -m effjax.main --config=configs/shapes_vit.py --workdir=/tmp/sp/shapes_dense
+  python -m effjax.main --config=configs/sparsifiner_shapes.py:predictor --workdir=/tmp/sp/shapes_s1 \
+      --config.train.init_from=/tmp/sp/shapes_dense
+  python -m effjax.main --config=configs/sparsifiner_shapes.py:finetune,rho=0.25 --workdir=/tmp/sp/shapes_s2 \
+      --config.train.init_from=/tmp/sp/shapes_s1
+
+Arguments as in configs/sparsifiner_digits.py (predictor | finetune, rho=X, tokens=X, random, tiny).
+"""
+
+import importlib.util
+import os
+
+from effjax.config_base import base_config
+
+
+def _digits_module():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sparsifiner_digits.py")
+    spec = importlib.util.spec_from_file_location("_sparsifiner_digits_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(arg: str | None = None):
+    common = _digits_module()
+    opts = common.parse_arg(arg, "configs/sparsifiner_shapes.py")
+    c = base_config()
+    c.data.name = "shapes"
+    c.data.image_size = 32
+    c.model.patch_size = 4  # as configs/shapes_vit.py, so its checkpoint initializes this model
+    c.model.hidden_dim = 64
+    c.model.num_layers = 4
+    c.model.decoder_dim = 64
+    c.train.num_steps = 300
+    c.train.warmup_steps = 20
+    c.eval.every_steps = 100
+    c.checkpoint.every_steps = 100
+    common.apply_sparsifiner(c, opts, default_rho=0.25, predictor={"channels": 4, "reduction": 8, "top": 4})
+    if opts["tiny"]:
+        c.data.num_train, c.data.num_val, c.data.num_test = 256, 64, 64
+        c.model.hidden_dim = 32
+        c.model.mlp_dim = 64
+        c.model.decoder_dim = 32
+        c.model.num_layers = 2
+        c.train.num_steps = 4
+        c.train.warmup_steps = 1
+        c.train.batch_size = 32
+        c.eval.every_steps = 4
+        c.checkpoint.every_steps = 4
+        c.log.every_steps = 2
+        c.log.progress_bar = False
+        c.model.token_pruning_layers = (0,) if opts["tokens"] < 1 else ()
+    return c

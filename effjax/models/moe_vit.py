@@ -1,0 +1,205 @@
+"""Multi-task MoE ViT with task-conditioned routing (M3ViT, Liang et al., NeurIPS 2022).
+
+The dense multi-task ViT of `vit.py` with the MLP of every other block (blocks
+1, 3, ... by default) replaced by a `MoeMlp`. With `task_routing="per_task"` each MoE
+layer owns one router per task (M3ViT Sec. 3.2): the encoder runs once per task,
+routed for that task, and each task's head reads its own pass; the dense blocks
+before the first MoE block and that block's attention are shared by all passes
+and computed once. Training runs
+every task's pass in one step (the losses are summed, one update), so the generic
+multi-task train step works unchanged. `task="name"` at call time runs one pass and
+one head: single-task inference activates only that task's experts.
+`task_routing="shared"` is one router for all tasks (one encoder pass).
+
+Knobs read from the SubnetConfig at call time: `moe_top_p` > 0 routes top-p;
+`moe_top_k` > 0 routes top-k with that k; with both 0 the model's defaults apply
+(`top_p` if > 0, else `top_k`). Auxiliary losses are sown by the
+MoE layers; routing statistics go to `MOE_STATS_COLLECTION` when it is mutable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effjax.compress.cost_moe import moe_block_indices
+from effjax.compress.subnet import SubnetConfig
+from effjax.data.specs import TaskSpec
+from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, MultiHeadAttention, constrain
+from effjax.models.moe import DISPATCH_METHODS, MoeMlp
+from effjax.models.vit import EncoderBlock, TaskHead, patchify
+
+TASK_ROUTING = ("per_task", "shared")
+_MOE_KNOBS = ("moe_top_k", "moe_top_p")
+
+
+class MoeEncoderBlock(nn.Module):
+    """Pre-norm block x + MHA(LN(x)); x + MoE(LN(x)); `moe` is an unbound MoeMlp that the block adopts.
+
+    `attend` and `mix` are the two halves, so the task passes can share the attention
+    half of the first MoE block (its input is the same for every task).
+    """
+
+    num_heads: int
+    moe: MoeMlp
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    def setup(self):
+        self.attention = MultiHeadAttention(self.num_heads, self.dtype, self.dot_general_provider)
+        self.ln_attention = LayerNorm(self.dtype)
+        self.ln_mlp = LayerNorm(self.dtype)
+
+    def attend(self, x):
+        return x + self.attention(self.ln_attention(x))
+
+    def mix(self, x, router_index: int, top_k: int, top_p: float):
+        x = x + self.moe(self.ln_mlp(x), router_index, top_k, top_p)
+        return constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+
+    def __call__(self, x, router_index: int, top_k: int, top_p: float):
+        return self.mix(self.attend(x), router_index, top_k, top_p)
+
+
+class MoeMultiTaskViT(nn.Module):
+    tasks: Sequence[TaskSpec]
+    patch_size: int
+    hidden_dim: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int  # hidden width of the dense blocks' MLPs
+    decoder_dim: int
+    num_experts: int = 8
+    expert_dim: int = 64  # hidden width of each expert
+    moe_every: int = 2
+    top_k: int = 2
+    top_p: float = 0.0  # > 0: top-p routing by default
+    capacity_factor: float = 1.25
+    dispatch: str = "einsum"
+    task_routing: str = "per_task"
+    renormalize_gates: bool = False
+    balance_weight: float = 0.01
+    z_loss_weight: float = 1e-3
+    entropy_weight: float = 0.0
+    router_groups: Optional[tuple[tuple[int, ...], ...]] = None  # per MoE layer, after merging
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    def _check(self, subnet: SubnetConfig, task: Optional[str]):
+        names = [t.name for t in self.tasks]
+        if task is not None and task not in names:
+            raise ValueError(f"task={task!r}: unknown task; allowed: {names}")
+        if self.task_routing not in TASK_ROUTING:
+            raise ValueError(f"task_routing={self.task_routing!r}: allowed: {list(TASK_ROUTING)}")
+        if self.dispatch not in DISPATCH_METHODS:
+            raise ValueError(f"dispatch={self.dispatch!r}: allowed: {list(DISPATCH_METHODS)}")
+        if self.moe_every < 1:
+            raise ValueError(f"moe_every={self.moe_every}: must be >= 1")
+        others = {f.name: getattr(subnet, f.name) for f in dataclasses.fields(subnet) if f.name not in _MOE_KNOBS}
+        defaults = {f.name: getattr(SubnetConfig(), f.name) for f in dataclasses.fields(subnet) if f.name not in _MOE_KNOBS}
+        if others != defaults:
+            changed = sorted(k for k in others if others[k] != defaults[k])
+            raise ValueError(f"model moe_vit owns only the knobs {list(_MOE_KNOBS)}; got non-default {changed}")
+        moe_layers = moe_block_indices(self.num_layers, self.moe_every)
+        if self.router_groups is not None and len(self.router_groups) != len(moe_layers):
+            raise ValueError(f"router_groups has {len(self.router_groups)} entries; the model has {len(moe_layers)} MoE layers")
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False, subnet: Optional[SubnetConfig] = None,
+                 task: Optional[str] = None) -> dict[str, jax.Array]:
+        """Predictions per task, or only `task`'s when given (single-task inference)."""
+        del train  # no dropout / batch statistics in this model
+        subnet = subnet or SubnetConfig()
+        self._check(subnet, task)
+        _, h, w, _ = images.shape
+        x = Dense(self.hidden_dim, ("patch", "embed"), "embed", dtype=self.dtype,
+                  dot_general_provider=self.dot_general_provider, name="patch_embed")(
+            patchify(images.astype(self.dtype), self.patch_size))
+        cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
+                         (1, 1, self.hidden_dim))
+        x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_dim)).astype(self.dtype), x], axis=1)
+        pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed")),
+                         (1, x.shape[1], self.hidden_dim))
+        x = constrain(x + pos.astype(self.dtype), ("activation_batch", "activation_length", "activation_embed"))
+
+        moe_layers = moe_block_indices(self.num_layers, self.moe_every)
+        blocks = []
+        for i in range(self.num_layers):
+            if i in moe_layers:
+                j = moe_layers.index(i)
+                moe = MoeMlp(
+                    num_experts=self.num_experts, expert_dim=self.expert_dim,
+                    num_routers=len(self.tasks) if self.task_routing == "per_task" else 1,
+                    top_k=self.top_k, capacity_factor=self.capacity_factor, dispatch=self.dispatch,
+                    renormalize_gates=self.renormalize_gates, balance_weight=self.balance_weight,
+                    z_loss_weight=self.z_loss_weight, entropy_weight=self.entropy_weight,
+                    router_groups=None if self.router_groups is None else tuple(self.router_groups[j]),
+                    dtype=self.dtype, dot_general_provider=self.dot_general_provider, parent=None)
+                blocks.append(MoeEncoderBlock(self.num_heads, moe, self.dtype, self.dot_general_provider, name=f"block{i}"))
+            else:
+                blocks.append(EncoderBlock(self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider, name=f"block{i}"))
+        first_moe = moe_layers[0] if moe_layers else self.num_layers
+        for block in blocks[:first_moe]:
+            x = block(x)
+        shared = blocks[first_moe].attend(x) if moe_layers else x
+        final_norm = LayerNorm(self.dtype, name="ln_final")
+        heads = {t.name: TaskHead(t, self.decoder_dim, self.patch_size, self.dtype, self.dot_general_provider,
+                                  name=f"head_{t.name}") for t in self.tasks}
+
+        def encode(router_index: int) -> jax.Array:
+            y = shared
+            for i in range(first_moe, self.num_layers):
+                if i == first_moe:
+                    y = blocks[i].mix(y, router_index, top_k, top_p)
+                elif i in moe_layers:
+                    y = blocks[i](y, router_index, top_k, top_p)
+                else:
+                    y = blocks[i](y)
+            return final_norm(y)
+
+        top_k, top_p = subnet.moe_top_k, subnet.moe_top_p
+        if not top_k and not top_p:
+            top_p = self.top_p
+
+        wanted = [t for t in self.tasks if task is None or t.name == task]
+        if self.task_routing == "shared":
+            tokens = encode(0)
+            return {t.name: heads[t.name](tokens, (h, w)) for t in wanted}
+        index = {t.name: n for n, t in enumerate(self.tasks)}
+        return {t.name: heads[t.name](encode(index[t.name]), (h, w)) for t in wanted}
+
+
+def build(model_config, tasks, dot_general_provider=None) -> MoeMultiTaskViT:
+    """The registry's builder: `config.model` fields plus the MoE fields of configs/moe_*.py."""
+    from effjax.models.registry import DTYPES
+
+    get = lambda name, default: model_config.get(name, default)  # noqa: E731
+    groups = get("router_groups", None)
+    return MoeMultiTaskViT(
+        tasks=tuple(tasks),
+        patch_size=model_config.patch_size,
+        hidden_dim=model_config.hidden_dim,
+        num_layers=model_config.num_layers,
+        num_heads=model_config.num_heads,
+        mlp_dim=model_config.mlp_dim,
+        decoder_dim=model_config.decoder_dim,
+        num_experts=get("num_experts", 8),
+        expert_dim=get("expert_dim", 64),
+        moe_every=get("moe_every", 2),
+        top_k=get("top_k", 2),
+        top_p=get("top_p", 0.0),
+        capacity_factor=get("capacity_factor", 1.25),
+        dispatch=get("dispatch", "einsum"),
+        task_routing=get("task_routing", "per_task"),
+        renormalize_gates=get("renormalize_gates", False),
+        balance_weight=get("balance_weight", 0.01),
+        z_loss_weight=get("z_loss_weight", 1e-3),
+        entropy_weight=get("entropy_weight", 0.0),
+        router_groups=None if not groups else tuple(tuple(int(e) for e in g) for g in groups),
+        dtype=DTYPES[model_config.dtype],
+        dot_general_provider=dot_general_provider,
+    )

@@ -1,0 +1,168 @@
+"""Sparsifiner attention (Wei et al., CVPR 2023): connectivity predictor and two sparse paths.
+
+Per layer and head, the *connectivity predictor* (Sec. 3.2 of the paper) guesses
+which keys each query needs, cheaply:
+
+  q~ = q W_q, k~ = k W_k                      channel reduction d_h -> c (shared by the heads)
+  k_low = P^T k~                               learned low-rank projection of the token axis, N -> M
+  C = softmax(q~ k_low^T / sqrt(num_heads))    basis coefficients, one row per query
+  A~ = C B                                     approximate attention map over N keys (B: M x N basis)
+
+For the mask (inference and fine-tuning) the coefficients keep their top
+`basis_coefficients` entries per row and the basis is thresholded at
+`basis_threshold`, so A~ costs (N-1) x top x N multiply-adds per head; for the
+stage-1 distillation loss the full product C B is used. The binary connectivity
+mask keeps the top ceil(rho N) keys of each query row of A~ (the class-token row
+stays dense) and carries no gradient.
+
+Two attention paths share one interface, `sparse_attention(..., path=)`:
+`"masked"` computes all N x N logits and sets the dropped ones to a large
+negative value before the softmax (training, any N); `"gathered"` gathers the
+kept keys and values per query and computes only those k logits, O(N k d) work
+(inference). Both return the same outputs. Arrays are head-major: [B, H, N, d].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effjax.compress.cost_sparse import kept_key_count
+from effjax.models.layers import Dense, DotGeneralProvider
+
+ATTENTION_PATHS = ("masked", "gathered")
+MASK_SCORES = ("predictor", "random")
+
+
+def _softmax_f32(logits: jax.Array, dtype) -> jax.Array:
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+
+
+def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> tuple[jax.Array, jax.Array]:
+    """Plain softmax attention: (outputs [B, H, N, d], weights [B, H, N, N])."""
+    weights = _softmax_f32(jnp.einsum("bhqd,bhkd->bhqk", q, k) * scale, q.dtype)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, v), weights
+
+
+def top_key_indices(scores: jax.Array, num_keys: int) -> jax.Array:
+    """Indices of the `num_keys` highest scores of each row (no gradient): [..., num_keys] int32."""
+    return jax.lax.top_k(jax.lax.stop_gradient(scores), num_keys)[1].astype(jnp.int32)
+
+
+def connectivity_mask(key_indices: jax.Array, num_tokens: int) -> jax.Array:
+    """Boolean mask [B, H, N, N] from the kept keys of rows 1..N-1; row 0 (class token) is all kept."""
+    b, h = key_indices.shape[:2]
+    rows = jnp.zeros((b, h, num_tokens - 1, num_tokens), bool)
+    rows = jnp.put_along_axis(rows, key_indices, True, axis=-1, inplace=False)
+    return jnp.concatenate([jnp.ones((b, h, 1, num_tokens), bool), rows], axis=2)
+
+
+def masked_attention(q, k, v, key_indices: jax.Array, scale: float) -> tuple[jax.Array, jax.Array]:
+    """Dense logits with dropped (query, key) pairs masked out: (outputs, weights [B, H, N, N])."""
+    return attention_with_mask(q, k, v, connectivity_mask(key_indices, q.shape[2]), scale)
+
+
+def attention_with_mask(q, k, v, mask: jax.Array, scale: float) -> tuple[jax.Array, jax.Array]:
+    """Softmax attention over the True entries of `mask` [B, H, N, N].
+
+    A row with no kept key would be a softmax of nothing; its weights are zero
+    (not NaN), so its output is zero.
+    """
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) * scale
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    weights = jnp.where(mask & mask.any(-1, keepdims=True), weights, 0.0).astype(q.dtype)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, v), weights
+
+
+def _gather_rows(x: jax.Array, key_indices: jax.Array) -> jax.Array:
+    """x [B, H, N, d] at key_indices [B, H, R, k] -> [B, H, R, k, d]."""
+    b, h, r, kk = key_indices.shape
+    flat = jnp.take_along_axis(x, key_indices.reshape(b, h, r * kk, 1), axis=2)
+    return flat.reshape(b, h, r, kk, x.shape[-1])
+
+
+def gathered_attention(q, k, v, key_indices: jax.Array, scale: float) -> tuple[jax.Array, jax.Array]:
+    """Only the kept pairs: the class-token row attends densely (O(N d)), every other row
+    attends to its k gathered keys (O(k d)). Returns (outputs, class-row weights [B, H, N])."""
+    cls_out, cls_weights = dense_attention(q[:, :, :1], k, v, scale)
+    keys, values = _gather_rows(k, key_indices), _gather_rows(v, key_indices)
+    weights = _softmax_f32(jnp.einsum("bhqd,bhqkd->bhqk", q[:, :, 1:], keys) * scale, q.dtype)
+    rows_out = jnp.einsum("bhqk,bhqkd->bhqd", weights, values)
+    return jnp.concatenate([cls_out, rows_out], axis=2), cls_weights[:, :, 0]
+
+
+def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, path: str
+                     ) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
+    """One interface for every path: (outputs [B, H, N, d], class-row weights [B, H, N], full weights or None).
+
+    `key_indices` None means dense attention; otherwise it holds the kept keys of
+    query rows 1..N-1, [B, H, N-1, k]. `path` is "masked" or "gathered".
+    """
+    if path not in ATTENTION_PATHS:
+        raise ValueError(f"path={path!r}: allowed: {list(ATTENTION_PATHS)}")
+    if key_indices is None:
+        out, weights = dense_attention(q, k, v, scale)
+        return out, weights[:, :, 0], weights
+    if path == "masked":
+        out, weights = masked_attention(q, k, v, key_indices, scale)
+        return out, weights[:, :, 0], weights
+    out, cls_weights = gathered_attention(q, k, v, key_indices, scale)
+    return out, cls_weights, None
+
+
+class ConnectivityPredictor(nn.Module):
+    """Approximate attention of query rows 1..N-1 over the N current tokens (see the module docstring).
+
+    `num_tokens` is the full token count (patches + class token) the token-axis
+    projection and the basis are sized for; after token pruning the current tokens
+    select their rows / columns by `positions` (their indices in the full sequence).
+    """
+
+    num_heads: int
+    num_tokens: int
+    reduced_channels: int
+    token_rank: int
+    basis_coefficients: int
+    basis_threshold: float
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, q: jax.Array, k: jax.Array, positions: jax.Array, reconstruct: bool = False) -> jax.Array:
+        """q, k: [B, H, n, d]; positions: [B, n] int. Returns A~ [B, H, n-1, n]; `reconstruct`
+        gives the full C B product used by the distillation loss instead of the sparse one."""
+        reduce = lambda name: Dense(self.reduced_channels, ("kv", None), "attention", dtype=self.dtype,  # noqa: E731
+                                    dot_general_provider=self.dot_general_provider, name=name)
+        q_red, k_red = reduce("query_reduce")(q[:, :, 1:]), reduce("key_reduce")(k)
+        token_down = self.param("token_down", nn.with_logical_partitioning(nn.initializers.truncated_normal(0.02),
+                                                                           ("position", None)),
+                                (self.num_tokens, self.token_rank), jnp.float32)
+        basis = self.param("basis", nn.with_logical_partitioning(nn.initializers.truncated_normal(0.02),
+                                                                 (None, "position")),
+                           (self.token_rank, self.num_tokens), jnp.float32)
+        down_rows = token_down.astype(self.dtype)[positions]  # [B, n, M]
+        basis_cols = jnp.swapaxes(basis.astype(self.dtype)[:, positions], 0, 1)  # [B, M, n]
+        k_low = jnp.einsum("bhnc,bnm->bhmc", k_red, down_rows)
+        coefficients = _softmax_f32(jnp.einsum("bhqc,bhmc->bhqm", q_red, k_low) * self.num_heads**-0.5, self.dtype)
+        if reconstruct:
+            return jnp.einsum("bhqm,bmn->bhqn", coefficients, basis_cols)
+        basis_cols = jnp.where(jnp.abs(basis_cols) > self.basis_threshold, basis_cols, 0.0)
+        top = min(self.basis_coefficients, self.token_rank)
+        top_values, top_rows = jax.lax.top_k(coefficients, top)  # [B, H, n-1, top]
+        chosen = jax.vmap(lambda cols, rows: cols[rows])(basis_cols, top_rows)  # [B, H, n-1, top, n]
+        return jnp.einsum("bhqj,bhqjn->bhqn", top_values, chosen)
+
+
+def predicted_key_indices(approx_attention: jax.Array, keep_ratio: float) -> jax.Array:
+    """Top ceil(rho n) keys of each row of the approximate attention [B, H, n-1, n]."""
+    n = approx_attention.shape[-1]
+    return top_key_indices(approx_attention, kept_key_count(keep_ratio, n))
+
+
+def random_key_indices(rng: jax.Array, shape: tuple[int, ...], keep_ratio: float) -> jax.Array:
+    """The random-mask baseline: top ceil(rho n) of uniform random scores, shape [B, H, n-1, n]."""
+    return top_key_indices(jax.random.uniform(rng, shape), kept_key_count(keep_ratio, shape[-1]))

@@ -1,0 +1,342 @@
+"""Ask/tell multi-objective Bayesian optimization, and the `optimize` loop on top of it.
+
+Each `ask` (after a scrambled-Sobol initial design) fits one GP per modeled objective
+(`gp.py`), builds qLogNEHVI (`acquisition.py`) over every evaluated and pending
+configuration, and maximizes it (`acquisition_optimizer.py`). A batch of q proposals is
+built sequentially greedily (Daulton et al., NeurIPS 2021, Section 5): each chosen point
+joins the baseline as a pending point, whose unknown outcome NEHVI integrates over, before
+the next one is chosen. The random state of every proposal is derived from the seed and
+the number of evaluations so far, so a resumed search proposes what the original would
+have proposed.
+
+The hypervolume reference point is each objective's `ref` when given; otherwise it is
+inferred from the observed Pareto front as nadir - 0.1 * (ideal - nadir), per objective,
+following BoTorch's `infer_reference_point`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import scipy.stats
+from tqdm.auto import tqdm
+
+from effjax.search import storage
+from effjax.search.acquisition import QLogNEHVI
+from effjax.search.acquisition_optimizer import CandidatePool, maximize_continuous, maximize_discrete
+from effjax.search.gp import fit_gp
+from effjax.search.hypervolume import hypervolume
+from effjax.search.objectives import Objective, check_objectives
+from effjax.search.pareto import non_dominated_mask
+from effjax.search.space import Params, Space
+
+MAX_ENUMERATE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """A proposed configuration awaiting its objective values."""
+
+    id: int
+    params: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """An evaluated configuration: `values` maps every objective name to a float."""
+
+    id: int
+    params: dict
+    values: dict
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """`history`: every evaluation in the order told; `pareto`: its non-dominated subset."""
+
+    history: list[Evaluation]
+    pareto: list[Evaluation]
+    objectives: list[Objective]
+    proposal_seconds: list[float] = dataclasses.field(default_factory=list)
+
+    def hypervolume(self, ref_point: Sequence[float] | None = None) -> float:
+        """Hypervolume of the history (ref_point defaults to each objective's `ref`)."""
+        if ref_point is None:
+            if any(o.ref is None for o in self.objectives):
+                raise ValueError("hypervolume: pass ref_point, or give every Objective a ref")
+            ref_point = [o.ref for o in self.objectives]
+        points = [[e.values[o.name] for o in self.objectives] for e in self.history]
+        return hypervolume(np.array(points).reshape(-1, len(self.objectives)), ref_point,
+                           [o.direction for o in self.objectives])
+
+
+def pareto_subset(evaluations: Sequence[Evaluation], objectives: Sequence[Objective]) -> list[Evaluation]:
+    if not evaluations:
+        return []
+    signs = np.array([o.sign for o in objectives])
+    y = np.array([[e.values[o.name] for o in objectives] for e in evaluations]) * signs
+    mask = non_dominated_mask(y)
+    return [e for e, keep in zip(evaluations, mask) if keep]
+
+
+class Optimizer:
+    """Ask/tell multi-objective BO over `space`.
+
+    Args:
+      space: the search space (with its constraints).
+      objectives: `Objective`s; those with `fn` are computed, the others modeled.
+      seed: makes every proposal deterministic given the evaluations told so far.
+      workdir: if given, evaluations are appended to `workdir/evaluations.jsonl` as they are
+        told, and earlier ones found there are loaded (resume).
+      n_initial: size of the scrambled-Sobol initial design (default 2 * (parameters + 1)).
+      n_samples, n_raw, n_restarts: quasi-MC samples of the acquisition, raw points and
+        L-BFGS-B starts of its optimization.
+    """
+
+    def __init__(self, space: Space, objectives: Sequence[Objective], seed: int = 0, workdir: str | None = None,
+                 n_initial: int | None = None, n_samples: int = 128, n_raw: int = 512, n_restarts: int = 10):
+        if not isinstance(space, Space):
+            raise ValueError(f"space: expected a Space, got {type(space).__name__}")
+        self.space = space
+        self.objectives = check_objectives(objectives)
+        names = set(space.names)
+        for o in self.objectives:
+            if o.name in names:
+                raise ValueError(f"objective {o.name!r} has the same name as a parameter")
+        self.modeled = [o for o in self.objectives if not o.is_computed]
+        self.computed = [o for o in self.objectives if o.is_computed]
+        self.seed = int(seed)
+        self.n_initial = max(1, int(n_initial)) if n_initial is not None else 2 * (len(space.params) + 1)
+        self.n_samples, self.n_raw, self.n_restarts = n_samples, n_raw, n_restarts
+        self.workdir = workdir
+        self._history: list[Evaluation] = []
+        self._pending: dict[int, Trial] = {}
+        self._next_id = 0
+        self._computed_cache: dict[tuple, np.ndarray] = {}
+        self._design: list[Params] | None = None
+        self._pool: CandidatePool | None = None
+        self.proposal_seconds: list[float] = []
+        if workdir is not None:
+            storage.check_search_file(workdir, self._describe())
+            for record in storage.read_evaluations(workdir):
+                self._record(record.get("id"), record["params"], record["values"], persist=False)
+
+    def _describe(self) -> dict:
+        return {"space": self.space.describe(),
+                "objectives": [[o.name, o.direction, o.is_computed] for o in self.objectives]}
+
+    # ----- public API -----------------------------------------------------------------
+
+    @property
+    def history(self) -> list[Evaluation]:
+        return list(self._history)
+
+    @property
+    def pareto(self) -> list[Evaluation]:
+        return pareto_subset(self._history, self.objectives)
+
+    @property
+    def pending(self) -> list[Trial]:
+        return list(self._pending.values())
+
+    def result(self) -> SearchResult:
+        return SearchResult(self.history, self.pareto, list(self.objectives), list(self.proposal_seconds))
+
+    def ask(self, n: int = 1) -> list[Trial]:
+        """Proposes up to `n` new feasible configurations (fewer only if a discrete space runs out)."""
+        if int(n) != n or n < 1:
+            raise ValueError(f"ask: n must be an integer >= 1, got {n!r}")
+        start = time.perf_counter()
+        trials: list[Trial] = []
+        rng = np.random.default_rng([self.seed, len(self._history) + len(self._pending)])
+        fitted = None
+        for _ in range(int(n)):
+            params = self._next_design_point()
+            if params is None:
+                if fitted is None:
+                    fitted = self._fit()
+                params = self._propose(fitted, rng)
+            if params is None:
+                break
+            trial = Trial(self._next_id, params)
+            self._next_id += 1
+            self._pending[trial.id] = trial
+            trials.append(trial)
+        self.proposal_seconds.append(time.perf_counter() - start)
+        return trials
+
+    def tell(self, trial: Trial | int, values: dict[str, Any]) -> Evaluation:
+        """Records the objective values of an asked trial (or of its id)."""
+        trial_id = trial.id if isinstance(trial, Trial) else trial
+        if trial_id not in self._pending:
+            raise ValueError(f"tell: trial id {trial_id!r} is not pending (ask for it first; each trial is told once)")
+        params = self._pending.pop(trial_id).params
+        return self._record(trial_id, params, values, persist=True)
+
+    # ----- bookkeeping -----------------------------------------------------------------
+
+    def _record(self, trial_id, params: dict, values: dict, persist: bool) -> Evaluation:
+        params = self.space.validate(params)
+        if not isinstance(values, dict):
+            raise ValueError(f"objective values must be a dict of {[o.name for o in self.modeled]}, got {type(values).__name__}")
+        clean = {}
+        computed = self._computed_values(params)
+        for o in self.objectives:
+            if o.is_computed:
+                clean[o.name] = float(computed[self.computed.index(o)])
+                continue
+            if o.name not in values:
+                raise ValueError(f"fn returned no value for objective {o.name!r}; it must return a dict with keys "
+                                 f"{[m.name for m in self.modeled]}, got keys {sorted(values)}")
+            try:
+                v = float(values[o.name])
+            except (TypeError, ValueError):
+                raise ValueError(f"objective {o.name!r}: value {values[o.name]!r} is not a number") from None
+            if not math.isfinite(v):
+                raise ValueError(f"objective {o.name!r}: value is {v} for params {params}; values must be finite floats")
+            clean[o.name] = v
+        if trial_id is None:
+            trial_id = self._next_id
+        evaluation = Evaluation(int(trial_id), params, clean)
+        if persist and self.workdir is not None:
+            storage.append_evaluation(self.workdir, {"id": evaluation.id, "params": params, "values": clean})
+        self._history.append(evaluation)
+        self._next_id = max(self._next_id, evaluation.id + 1)
+        return evaluation
+
+    def _computed_values(self, params: Params) -> np.ndarray:
+        if not self.computed:
+            return np.zeros(0)
+        key = self.space.key(params)
+        if key not in self._computed_cache:
+            values = []
+            for o in self.computed:
+                v = float(o.fn(params))
+                if not math.isfinite(v):
+                    raise ValueError(f"computed objective {o.name!r}: fn returned {v} for params {params}; must be finite")
+                values.append(v)
+            self._computed_cache[key] = np.array(values)
+        return self._computed_cache[key]
+
+    def _seen_keys(self) -> set:
+        return {self.space.key(e.params) for e in self._history} | {self.space.key(t.params) for t in self._pending.values()}
+
+    def _next_design_point(self) -> Params | None:
+        if len(self._history) + len(self._pending) >= self.n_initial and self._history:
+            return None
+        if self._design is None:
+            self._design = self._initial_design()
+        seen = self._seen_keys()
+        for p in self._design:
+            if self.space.key(p) not in seen:
+                return dict(p)
+        return None
+
+    def _initial_design(self) -> list[Params]:
+        """Scrambled Sobol points, rounded, feasible and distinct (at most n_initial)."""
+        sobol = scipy.stats.qmc.Sobol(d=self.space.dim, scramble=True, rng=self.seed)
+        design, keys = [], set()
+        for _ in range(8):
+            for x in sobol.random(1 << max(6, (4 * self.n_initial - 1).bit_length())):
+                p = self.space.decode(x)
+                k = self.space.key(p)
+                if k not in keys and self.space.is_feasible(p):
+                    design.append(p)
+                    keys.add(k)
+                if len(design) >= self.n_initial + 32:  # spare points for asks made before any tell
+                    return design
+        if len(design) >= self.n_initial:
+            return design
+        if not design:
+            raise ValueError("constraints: no feasible configuration found among 2048+ quasi-random draws of the space")
+        return design
+
+    # ----- Bayesian optimization -------------------------------------------------------
+
+    def _fit(self) -> dict:
+        """GP fit and the objective normalization shared by the proposals of one ask."""
+        evals = self._history
+        x = self.space.encode_many([e.params for e in evals])
+        y_modeled = np.array([[e.values[o.name] for o in self.modeled] for e in evals])
+        gp = fit_gp(x, y_modeled)
+        ordered = self.modeled + self.computed
+        signs = np.array([o.sign for o in ordered])
+        y = np.array([[e.values[o.name] for o in ordered] for e in evals]) * signs
+        front = y[non_dominated_mask(y)]
+        nadir, ideal = front.min(axis=0), front.max(axis=0)
+        span = ideal - nadir
+        span = np.where(span > 0, span, np.maximum(np.abs(nadir), 1.0))
+        ref = np.array([o.sign * o.ref if o.ref is not None else nadir[i] - 0.1 * span[i] for i, o in enumerate(ordered)])
+        scale = y.max(axis=0) - ref
+        fallback = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
+        scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(ref)), scale, fallback)
+        mm = len(self.modeled)
+        sign_m, ref_m, scale_m = signs[:mm], ref[:mm], scale[:mm]
+        return {"gp": gp, "ref": ref, "scale": scale,
+                "offset": (sign_m * gp.y_mean - ref_m) / scale_m, "slope": sign_m * gp.y_std / scale_m}
+
+    def _computed_u(self, fitted: dict, params_list: Sequence[Params]) -> np.ndarray:
+        mc = len(self.computed)
+        if mc == 0:
+            return np.zeros((len(params_list), 0))
+        mm = len(self.modeled)
+        signs = np.array([o.sign for o in self.computed])
+        raw = np.array([self._computed_values(p) for p in params_list]).reshape(-1, mc)
+        return (signs * raw - fitted["ref"][mm:]) / fitted["scale"][mm:]
+
+    def _propose(self, fitted: dict, rng: np.random.Generator) -> Params | None:
+        gp = fitted["gp"]
+        pending = [t.params for t in self._pending.values()]
+        x_baseline = np.concatenate([gp.x_train, self.space.encode_many(pending)]) if pending else gp.x_train
+        baseline_params = [self.space.decode(x) for x in gp.x_train] + pending
+        acq = QLogNEHVI(gp, x_baseline, self._computed_u(fitted, baseline_params), fitted["offset"], fitted["slope"],
+                        q=1, n_samples=self.n_samples, seed=int(rng.integers(2**31)))
+        computed = lambda ps: self._computed_u(fitted, ps)  # noqa: E731
+        exclude = self._seen_keys()
+        pareto_params = [e.params for e in self.pareto]
+        if self.space.is_discrete:
+            if self._pool is None and self.space.cardinality <= MAX_ENUMERATE:
+                self._pool = CandidatePool(self.space)
+            params, _ = maximize_discrete(acq, self.space, rng, computed, exclude, pareto_params, self._pool)
+        else:
+            incumbents = self.space.encode_many(pareto_params)
+            params, _ = maximize_continuous(acq, self.space, rng, computed, exclude, incumbents,
+                                            n_raw=self.n_raw, n_restarts=self.n_restarts)
+        return params
+
+
+def optimize(fn: Callable[[dict], dict], space: Space, objectives: Sequence[Objective], budget: int, seed: int = 0,
+             workdir: str | None = None, batch_size: int = 1, progress: bool = True, n_initial: int | None = None,
+             ) -> SearchResult:
+    """Evaluates `fn(params) -> {objective: value}` `budget` times (in total, counting
+    evaluations resumed from `workdir`) and returns the history and its Pareto set.
+
+    Proposals come `batch_size` at a time (qLogNEHVI, sequential greedy), after a
+    scrambled-Sobol initial design of `n_initial` points (default: min(2 (d + 1), budget // 3),
+    at least 2). Computed objectives (`Objective(..., fn=...)`) need not be returned by `fn`.
+    """
+    if not callable(fn):
+        raise ValueError(f"fn: expected a callable params -> dict of objective values, got {fn!r}")
+    if isinstance(budget, bool) or int(budget) != budget or budget < 1:
+        raise ValueError(f"budget: must be an integer >= 1, got {budget!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    budget, batch_size = int(budget), int(batch_size)
+    if n_initial is None and isinstance(space, Space):
+        n_initial = min(2 * (len(space.params) + 1), max(2, budget // 3))
+    opt = Optimizer(space, objectives, seed=seed, workdir=workdir, n_initial=n_initial)
+    with tqdm(total=budget, initial=min(len(opt.history), budget), disable=not progress, desc="search",
+              unit="eval") as bar:
+        while len(opt.history) < budget:
+            trials = opt.ask(min(batch_size, budget - len(opt.history)))
+            if not trials:
+                break  # a discrete space with every feasible configuration evaluated
+            for trial in trials:
+                values = fn(dict(trial.params))
+                opt.tell(trial, values)
+                bar.update(1)
+    return opt.result()

@@ -1,0 +1,177 @@
+"""Sandwich-rule train step for a slimmable multi-task supernet (objective "sandwich").
+
+One jitted step, one optimizer update, following Universally Slimmable Networks
+(Yu & Huang, ICCV 2019, Sec. 3.2-3.3) and ECMT (Aich et al., ICCV 2023):
+  1. the max config (full encoder, full decoders) trains on the labels
+     (the weighted multi-task loss);
+  2. the min config and `num_random` random configs train on
+       inplace_kd_weight  * in-place distillation to the max config's detached
+                            predictions (soft cross-entropy to its softmax for
+                            classification / segmentation, L1 for depth),
+     + cikd_weight        * Configuration-Invariant KD: mean squared distance between
+                            the config's encoder output tokens and the max encoder's
+                            detached tokens on the channels both have,
+     + label_weight_small * the labels' loss (0 in US-Nets);
+  3. the gradients of all configs are summed into one update.
+
+Random configs: each draws its encoder width and every task's decoder width
+uniformly from the model's width menu with `fold_in(rng, step)`, inside the jitted
+step, so a resumed run replays the same draws. Widths fix shapes, so a traced choice
+needs `lax.switch`; the switch is factored: one switch over the encoder menu (K
+branches, output zero-padded to the max token width) and one per task over its
+decoder menu (K branches each, reading the padded tokens with the traced active
+width), i.e. K * (1 + T) compiled branches instead of K^(1+T) joint configs. The min
+and random configs run in one `lax.scan` whose body computes one config's gradient,
+so compile size does not grow with `num_random`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from effjax.compress.cost_slim import encoder_widths
+from effjax.data.specs import TaskSpec
+from effjax.train import losses
+from effjax.train.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class SandwichOptions:
+    num_random: int = 2  # random configs per step, besides the max and min configs
+    inplace_kd_weight: float = 1.0  # weight of distillation to the max config's predictions
+    cikd_weight: float = 1.0  # weight of Configuration-Invariant KD on encoder features
+    label_weight_small: float = 0.0  # weight of the label loss for the non-max configs
+
+    def __post_init__(self):
+        if not isinstance(self.num_random, int) or self.num_random < 0:
+            raise ValueError(f"config.slim.num_random={self.num_random!r}: must be an integer >= 0")
+        for field in ("inplace_kd_weight", "cikd_weight", "label_weight_small"):
+            value = getattr(self, field)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"config.slim.{field}={value!r}: must be a finite number >= 0")
+
+    @classmethod
+    def from_config(cls, config) -> "SandwichOptions":
+        slim = config.get("slim", None) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(slim) - known)
+        if unknown:
+            raise ValueError(f"config.slim: unknown fields {unknown}; allowed: {sorted(known)}")
+        return cls(**{k: slim[k] for k in known if k in slim})
+
+
+def distillation_loss(task: TaskSpec, student: jax.Array, teacher: jax.Array) -> jax.Array:
+    """In-place distillation to a detached teacher prediction (soft CE for classes, L1 for depth)."""
+    teacher = jax.lax.stop_gradient(teacher)
+    if task.kind in ("classification", "segmentation"):
+        return optax.softmax_cross_entropy(student, jax.nn.softmax(teacher, axis=-1)).mean()
+    return jnp.abs(student - teacher).mean()
+
+
+def feature_distillation_loss(student: jax.Array, teacher: jax.Array, active: jax.Array) -> jax.Array:
+    """CIKD: mean squared distance on the first `active` channels (student is zero-padded beyond)."""
+    keep = (jnp.arange(student.shape[-1]) < active).astype(student.dtype)
+    count = jnp.maximum(active, 1).astype(jnp.float32) * student.shape[0] * student.shape[1]
+    return jnp.sum(jnp.square(student - jax.lax.stop_gradient(teacher)) * keep) / count
+
+
+def sample_configs(rng: jax.Array, num_random: int, num_tasks: int, menu_size: int) -> jax.Array:
+    """Menu indices [1 + num_random, 1 + num_tasks]: row 0 the min config, then random ones;
+    column 0 the encoder, then one column per task's decoder."""
+    smallest = jnp.zeros((1, 1 + num_tasks), jnp.int32)
+    random = jax.random.randint(rng, (num_random, 1 + num_tasks), 0, menu_size, jnp.int32)
+    return jnp.concatenate([smallest, random], axis=0)
+
+
+def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
+                       task_weights: Mapping[str, float], schedule: optax.Schedule, options: SandwichOptions) -> Callable:
+    if not (hasattr(model, "encode") and hasattr(model, "decode") and hasattr(model, "width_menu")):
+        raise ValueError(f"config.train.objective='sandwich' needs a slimmable model (config.model.name='slim_vit'); "
+                         f"got {type(model).__name__}")
+    menu = tuple(sorted(model.width_menu))
+    max_dim = model.hidden_dim
+    active_widths = jnp.asarray([encoder_widths(model.hidden_dim, model.num_heads, model.mlp_dim, w)[1] for w in menu])
+    weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
+
+    def encoder_branch(width: float) -> Callable:
+        def run(params, images):
+            tokens = model.apply({"params": params}, images, width, method="encode")
+            return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1])))
+
+        return run
+
+    def decoder_branch(task: str, width: float, image_hw) -> Callable:
+        def run(params, tokens, active):
+            return model.apply({"params": params}, tokens, task, width, image_hw, active, method="decode")
+
+        return run
+
+    def config_loss(params, batch, row, teacher_preds, teacher_tokens):
+        images = batch["image"]
+        hw = images.shape[1:3]
+        tokens = jax.lax.switch(row[0], [encoder_branch(w) for w in menu], params, images)
+        active = active_widths[row[0]]
+        preds = {t.name: jax.lax.switch(row[1 + i], [decoder_branch(t.name, w, hw) for w in menu], params, tokens, active)
+                 for i, t in enumerate(tasks)}
+        kd = sum(weights[t.name] * distillation_loss(t, preds[t.name], teacher_preds[t.name]) for t in tasks)
+        cikd = feature_distillation_loss(tokens, teacher_tokens, active)
+        total = options.inplace_kd_weight * kd + options.cikd_weight * cikd
+        label = jnp.zeros((), jnp.float32)
+        if options.label_weight_small:
+            label, _ = losses.multitask_loss(tasks, preds, batch, weights)
+            total = total + options.label_weight_small * label
+        return total, {"kd": kd, "cikd": cikd, "label": label}
+
+    def max_loss(params, batch):
+        preds, tokens = model.apply({"params": params}, batch["image"], return_features=True)
+        total, per_task = losses.multitask_loss(tasks, preds, batch, weights)
+        return total, (per_task, preds, tokens)
+
+    def train_step(state: TrainState, batch, rng):
+        rng = jax.random.fold_in(rng, state.step)
+        (loss_max, (per_task, teacher_preds, teacher_tokens)), grads = jax.value_and_grad(max_loss, has_aux=True)(
+            state.params, batch)
+        teacher_preds, teacher_tokens = jax.lax.stop_gradient((teacher_preds, teacher_tokens))
+        rows = sample_configs(rng, options.num_random, len(tasks), len(menu))
+
+        def one_config(grads_sum, row):
+            (loss, parts), g = jax.value_and_grad(config_loss, has_aux=True)(
+                state.params, batch, row, teacher_preds, teacher_tokens)
+            return jax.tree.map(jnp.add, grads_sum, g), (loss, parts)
+
+        grads, (config_losses, parts) = jax.lax.scan(one_config, grads, rows)
+        loss = loss_max + config_losses.sum()
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            skipped_in_a_row=jnp.where(finite, 0, state.skipped_in_a_row + 1),
+            skipped_total=state.skipped_total + (~finite).astype(jnp.int32),
+        )
+        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+                   "loss/max": loss_max, "loss/min": config_losses[0],
+                   "loss/kd": parts["kd"].mean(), "loss/cikd": parts["cikd"].mean(),
+                   "loss/label_small": parts["label"].mean(),
+                   **{f"loss/{k}": v for k, v in per_task.items()}}
+        if options.num_random:
+            metrics["loss/random"] = config_losses[1:].mean()
+        return new_state, metrics
+
+    return train_step
+
+
+def build_sandwich_step(setup, config) -> Callable:
+    """Objective builder for `config.train.objective = "sandwich"`; weights and n from `config.slim`."""
+    return make_sandwich_step(setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights),
+                              setup.schedule, SandwichOptions.from_config(config))
