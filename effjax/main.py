@@ -45,6 +45,8 @@ def main(argv) -> int:
               "--config=configs/quickstart.py --workdir=/tmp/effjax", file=sys.stderr)
         return 2
     logging.getLogger("effjax").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+    logging.getLogger("jax").setLevel(logging.WARNING)
     _initialize_distributed()
     try:
         summary = run_main_job(_CONFIG.value, _WORKDIR.value)

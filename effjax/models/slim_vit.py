@@ -105,8 +105,8 @@ class SlimTaskHead(nn.Module):
                       dot_general_provider=self.dot_general_provider, name="out")(x)
         if self.task.is_dense:
             y = unpatchify(y, self.patch_size, *image_hw)
-            if self.task.kind == "depth":
-                y = y[..., 0]
+            if self.task.kind == "depth":  # heads predict normalized depth, as MultiTaskViT
+                y = y[..., 0] * self.task.value_std + self.task.value_mean
         return y.astype(jnp.float32)
 
 

@@ -1,5 +1,8 @@
 """Orbax checkpoints of the train state with the data iterator's state beside it.
 
+The iterator's state (the position in the global batch stream, identical on every
+process) is stored as JSON, so a checkpoint written by N processes restores in M.
+
 Saves are asynchronous and atomic (Orbax renames a temporary directory on
 commit) but Orbax does not verify content: a truncated or missing file in the
 newest step makes `restore` raise. `restore_latest` therefore walks back from the
@@ -42,7 +45,7 @@ class Checkpointer:
         self._last_saved_step = step
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+            items["data"] = ocp.args.JsonSave(data_iterator.get_state())
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
         if wait:
             self.manager.wait_until_finished()
@@ -53,9 +56,11 @@ class Checkpointer:
         for i, step in enumerate(steps):
             items = {"state": ocp.args.StandardRestore(abstract_state)}
             if data_iterator is not None:
-                items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+                items["data"] = ocp.args.JsonRestore()
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+                if data_iterator is not None:
+                    data_iterator.set_state(restored["data"])
                 return step, restored["state"]
             except Exception as e:  # Orbax raises many types for damaged files
                 nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint; starting from scratch"
@@ -75,6 +80,14 @@ class Checkpointer:
             shutil.move(os.path.join(self.directory, str(step)), target)
         self.manager.reload()
         return target
+
+    def latest_params(self):
+        """The parameters of the newest step as host numpy arrays (for tools and tests)."""
+        step = self.manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        return step, restored["state"]["params"]
 
     def wait(self):
         self.manager.wait_until_finished()

@@ -17,10 +17,11 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from effjax.config_base import MESH_AXES
+from effjax.validation import ConfigError
 
 
-class MeshError(ValueError):
-    pass
+class MeshError(ConfigError):
+    """The mesh in the config does not fit the devices."""
 
 
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:

@@ -127,16 +127,13 @@ def init_params_from(setup: Setup, params, workdir: str):
     Used to fine-tune from a float / dense checkpoint (QAT, Sparsifiner). Parameters
     the other model lacks keep their fresh initialization.
     """
-    import orbax.checkpoint as ocp
-
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    mgr = ocp.CheckpointManager(directory, item_names=("state", "data"))
-    step = mgr.latest_step()
-    if step is None:
+    if not os.path.isdir(directory) or not os.listdir(directory):
         raise validation.ConfigError(f"config.train.init_from={workdir!r}: no checkpoint in {directory}")
-    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    mgr.close()
-    source = flax.traverse_util.flatten_dict(restored["params"], sep="/")
+    source_ckpt = Checkpointer(directory, keep=1, async_save=False)
+    step, source_params = source_ckpt.latest_params()
+    source_ckpt.close()
+    source = flax.traverse_util.flatten_dict(source_params, sep="/")
     flat = flax.traverse_util.flatten_dict(params, sep="/")
     loaded = 0
     for path, value in flat.items():
