@@ -16,6 +16,17 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+def _cluster_detected() -> bool:
+    """A multi-host launcher's environment (read before JAX is imported: libtpu rewrites some of it)."""
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        return True
+    hosts = env.get("TPU_WORKER_HOSTNAMES", "")
+    return "," in hosts and not hosts.startswith("WARNING")
+
+
+_CLUSTER_AT_START = _cluster_detected()
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/quickstart.py[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and results.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
@@ -31,7 +42,7 @@ def _initialize_distributed() -> None:
         jax.distributed.initialize(
             coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value, initialization_timeout=_INIT_TIMEOUT.value)
-    elif any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE")):
+    elif _CLUSTER_AT_START:
         jax.distributed.initialize()
 
 

@@ -16,6 +16,7 @@ def run_main_job(config, workdir: str) -> dict:
     summary = {
         "workdir": os.path.abspath(workdir),
         "interrupted": result.interrupted,
+        "start_step": int(result.start_step),
         "steps": int(result.state.step),
         "skipped_steps": int(result.state.skipped_total),
         "final_train_loss": result.train_losses[max(result.train_losses)] if result.train_losses else None,

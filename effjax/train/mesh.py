@@ -48,7 +48,11 @@ def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
     shape = mesh_shape(mesh_config, len(devices))
     if len(devices) == jax.device_count():
         return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    if devices[0].platform == "cpu":
+        return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    from jax.experimental import mesh_utils  # topology-aware order for accelerators (and AOT topologies)
+
+    return Mesh(mesh_utils.create_device_mesh(shape, devices), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
 def rules_tuple(rules) -> tuple:

@@ -147,7 +147,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
 
         grads, (config_losses, parts) = jax.lax.scan(one_config, grads, rows)
         loss = loss_max + config_losses.sum()
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

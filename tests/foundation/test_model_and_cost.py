@@ -8,7 +8,7 @@ from effjax.compress.subnet import SubnetConfig
 from effjax.data import load_dataset
 from effjax.models import build_model
 
-from helpers import tiny
+from tests.foundation.helpers import tiny
 
 
 def _xla_forward_flops(model, params, images):

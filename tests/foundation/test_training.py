@@ -7,7 +7,7 @@ import pytest
 
 from effjax.train.trainer import TrainingDiverged, train_and_evaluate
 
-from helpers import tiny
+from tests.foundation.helpers import tiny
 
 
 def _params(result):

@@ -8,7 +8,7 @@ import pytest
 from effjax.train.trainer import build
 from effjax.validation import ConfigError
 
-from helpers import REPO, tiny
+from tests.foundation.helpers import REPO, tiny
 
 
 def _set(c, field, value):
