@@ -49,21 +49,32 @@ def _initialize_distributed() -> None:
 def main(argv) -> int:
     del argv
     from effjax.pipeline import run_main_job
+    from effjax.train.trainer import TrainingDiverged
     from effjax.validation import ConfigError
 
     if _CONFIG.value is None or not _WORKDIR.value:
         print("effjax: error: --config and --workdir are required, e.g. "
               "--config=configs/quickstart.py --workdir=/tmp/effjax", file=sys.stderr)
         return 2
+    try:
+        config = _CONFIG.value
+        _ = config.seed  # ml_collections reports a config file that failed to load only on first use
+    except OSError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        print(f"effjax: error: --config: {lines[-1]}", file=sys.stderr)
+        return 2
     logging.getLogger("effjax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
     logging.getLogger("jax").setLevel(logging.WARNING)
     _initialize_distributed()
     try:
-        summary = run_main_job(_CONFIG.value, _WORKDIR.value)
+        summary = run_main_job(config, _WORKDIR.value)
     except ConfigError as e:
         print(f"effjax: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"effjax: error: {e}", file=sys.stderr)
+        return 1
     import jax
 
     if jax.process_index() == 0:
@@ -71,9 +82,24 @@ def main(argv) -> int:
     return 0
 
 
+def _parse_flags(argv):
+    """absl's parser, with bad flags and config overrides reported as one line (exit 2)."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        lines = [line.strip() for line in str(e).replace("\\n", "\n").strip("'\"").splitlines() if line.strip()]
+        message = lines[-1] if lines else type(e).__name__
+        if "Traceback" in str(e):  # an exception inside a config file's get_config
+            message = f"{lines[0].split(':')[0]}: {message}"
+        if "Did you mean" in message:
+            message = f"unknown config field {' '.join(lines)}"
+        print(f"effjax: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run():
     """Console-script entry point (`effjax --config=... --workdir=...`)."""
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ class Checkpointer:
             create=True,
         )
         self.directory = os.path.abspath(directory)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
         self._last_saved_step = None
 
     def save(self, step: int, state: Any, data_iterator: Optional[grain.DatasetIterator] = None, wait: bool = False):
@@ -49,6 +51,36 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
         if wait:
             self.manager.wait_until_finished()
+
+    def check_compatible(self, abstract_state: Any) -> None:
+        """Raises ValueError when the newest checkpoint holds arrays of other shapes than the model's.
+
+        Called before restoring, so a model or config change never gets treated as
+        damage (which would move the checkpoint aside): the run stops and names the
+        first mismatching parameter instead.
+        """
+        import jax
+
+        step = self.manager.latest_step()
+        if step is None:
+            return
+        try:
+            saved = self.manager.item_metadata(step)["state"]
+        except Exception:  # unreadable metadata: leave the verdict to restore_latest
+            return
+        if saved is None:
+            return
+        def name(path):  # the saved tree is plain dicts; the model's has dataclasses and named tuples
+            return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+        saved_flat = {name(p): getattr(x, "shape", None) for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
+        model_flat = {name(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+        for path, shape in model_flat.items():
+            if path not in saved_flat or (saved_flat[path] is not None and tuple(saved_flat[path]) != tuple(shape)):
+                found = "missing" if path not in saved_flat else f"shape {tuple(saved_flat[path])}"
+                raise ValueError(
+                    f"the checkpoint at step {step} in {self.directory} does not match this model: {path} is {found} "
+                    f"there but {tuple(shape)} here; use a new --workdir or restore the original config")
 
     def restore_latest(self, abstract_state: Any, data_iterator: Optional[grain.DatasetIterator] = None):
         """Returns (step, state) of the newest step that restores, or (None, None) if there is none."""

@@ -182,6 +182,11 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     init_rng, step_rng = jax.random.split(root)
     data_iter = pipeline.train_iterator(setup.dataset, tc.batch_size, seed=config.seed)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep, config.checkpoint.async_save)
+    try:
+        ckpt.check_compatible(setup.abstract_state)
+    except ValueError as e:
+        ckpt.close()
+        raise validation.ConfigError(str(e)) from None
     start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
     if state is None:
         start, state = 0, init_state(setup, init_rng)
