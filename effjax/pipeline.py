@@ -1,6 +1,10 @@
-"""The main job the launcher runs: train the config, evaluate it, write a summary.
+"""The main job the launcher runs.
 
-(The train -> search -> export pipeline of the supernet issue plugs in here.)
+Without a `search` section in the config: train the config and evaluate it.
+With one: train the supernet once, search its accuracy-FLOPs-bits Pareto front
+zero-shot, write `pareto.json`, `pareto.png`, `report.md` and the TensorBoard
+plots/hparams, and export the best point per FLOPs budget (`python -m effjax.export`
+exports any other).
 """
 
 from __future__ import annotations
@@ -8,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 
-from effjax.train.trainer import train_and_evaluate
+import jax
+
+from effjax.train.trainer import build, train_and_evaluate
 
 
-def run_main_job(config, workdir: str) -> dict:
-    result = train_and_evaluate(config, workdir)
-    summary = {
+def _summary(result, workdir: str) -> dict:
+    return {
         "workdir": os.path.abspath(workdir),
         "interrupted": result.interrupted,
         "start_step": int(result.start_step),
@@ -24,9 +29,74 @@ def run_main_job(config, workdir: str) -> dict:
         "tensorboard": os.path.join(os.path.abspath(workdir), "tensorboard"),
         "checkpoints": os.path.join(os.path.abspath(workdir), "checkpoints"),
     }
-    import jax
 
+
+def run_main_job(config, workdir: str) -> dict:
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json(indent=2))
+    result = train_and_evaluate(config, workdir)
+    summary = _summary(result, workdir)
+    if "search" in config and not result.interrupted:
+        summary.update(search_and_export(config, workdir, result))
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
+
+
+def search_and_export(config, workdir: str, result) -> dict:
+    from effjax import report as report_lib
+    from effjax import supernet_search as ss
+    from effjax.compress import export as export_lib
+    from effjax.train.metrics import MetricWriter
+
+    setup = build(config)
+    evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights))
+    search_result = ss.run_search(evaluator, config.search, workdir, seed=config.seed)
+    points = ss.pareto_points(evaluator, search_result)
+    full = evaluator.metrics(ss.subnet_from_params(_full_params(evaluator), evaluator.tasks), "val")
+    outputs = {}
+    if jax.process_index() == 0:
+        outputs["pareto_json"] = os.path.join(workdir, "pareto.json")
+        ss.write_pareto_json(points, outputs["pareto_json"])
+        outputs["pareto_png"] = os.path.join(workdir, "pareto.png")
+        image = ss.plot_pareto(points, outputs["pareto_png"], f"{config.data.name}: zero-shot subnets of one supernet")
+        writer = MetricWriter(os.path.join(workdir, "tensorboard"))
+        writer.image(int(result.state.step), "search/pareto", image)
+        best = max(points, key=lambda p: p["metrics"]["score"])
+        writer.hparams({"search_budget": int(config.search.budget), "bits_menu": str(list(config.search.bits)),
+                        "width_menu": str(list(config.model.width_menu))},
+                       {"hparams/best_score": best["metrics"]["score"], "hparams/front_size": sum(p["pareto"] for p in points),
+                        "hparams/full_supernet_score": full["score"]})
+        writer.close()
+        exports = {}
+        for p in report_lib.budget_picks(points):
+            directory = os.path.join(workdir, "export", f"point_{p['id']}")
+            export_point(evaluator, p, directory, config)
+            exports[p["id"]] = directory
+        outputs["report_md"] = os.path.join(workdir, "report.md")
+        with open(outputs["report_md"], "w") as f:
+            f.write(report_lib.render(points, full, config, exports))
+        outputs["exports"] = exports
+        outputs["front_size"] = sum(p["pareto"] for p in points)
+        outputs["full_supernet_val_score"] = full["score"]
+        outputs["best_val_score"] = best["metrics"]["score"]
+    return outputs
+
+
+def _full_params(evaluator) -> dict:
+    params = {"encoder_width": 1.0, "weight_bits": 32}
+    params.update({f"decoder_width_{t.name}": 1.0 for t in evaluator.tasks})
+    return params
+
+
+def export_point(evaluator, point: dict, directory: str, config) -> dict:
+    from effjax.compress import export as export_lib
+    from effjax.compress.subnet import SubnetConfig
+
+    subnet = SubnetConfig.from_dict(point["config"])
+    meta = {"model_config": config.model.to_dict(), "tasks": [t.__dict__ for t in evaluator.tasks],
+            "subnet": subnet.to_dict(), "point": point, "dataset": config.data.to_dict()}
+    return export_lib.write(directory, evaluator.host_params, evaluator.plan(subnet), meta)

@@ -1,0 +1,66 @@
+"""`report.md`: a short human summary of a supernet search (best points per budget, the front)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def budget_picks(points, fractions=(1.0, 0.5, 0.25, 0.1)) -> list[dict]:
+    """The best-scoring front point within each fraction of the largest evaluated FLOPs."""
+    front = [p for p in points if p["pareto"]]
+    if not front:
+        return []
+    top = max(p["cost"]["flops"] for p in points)
+    picks = []
+    for f in fractions:
+        within = [p for p in front if p["cost"]["flops"] <= f * top]
+        if within:
+            best = max(within, key=lambda p: p["metrics"]["score"])
+            if best not in picks:
+                picks.append(best)
+    return picks
+
+
+def _describe(p) -> str:
+    c = p["config"]
+    dec = ", ".join(f"{k} {v:g}" for k, v in sorted(c["decoder_widths"].items()))
+    bits = "float32" if c["weight_bits"] is None else f"int{c['weight_bits']} (first/last int{c['first_last_bits']})"
+    return f"encoder {c['encoder_width']:g}, decoders [{dec}], weights {bits}"
+
+
+def render(points, full_metrics, config, exports) -> str:
+    front = sorted((p for p in points if p["pareto"]), key=lambda p: p["cost"]["flops"])
+    flops = [p["cost"]["flops"] for p in front]
+    best = max(points, key=lambda p: p["metrics"]["score"])
+    lines = [
+        f"# Supernet search report ({config.data.name})",
+        "",
+        f"{len(points)} configurations evaluated zero-shot on the validation split; {len(front)} are Pareto-optimal in "
+        f"(score up, FLOPs down, bits down), spanning {min(flops):.3g} to {max(flops):.3g} FLOPs per example "
+        f"({max(flops) / max(min(flops), 1):.1f}x).",
+        "",
+        f"Full supernet (all widths 1, float32): validation score {full_metrics['score']:.4f}. "
+        f"Best evaluated point: {best['metrics']['score']:.4f} (id {best['id']}, {_describe(best)}), "
+        f"{100 * (best['metrics']['score'] - full_metrics['score']):+.2f} points.",
+        "",
+        "## Best point per FLOPs budget",
+        "",
+        "| budget (of max FLOPs) | id | config | val score | test score | MFLOPs | size (KiB) | export |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    top = max(p["cost"]["flops"] for p in points)
+    for p in budget_picks(points):
+        lines.append(
+            f"| {p['cost']['flops'] / top:.0%} | {p['id']} | {_describe(p)} | {p['metrics']['score']:.4f} | "
+            f"{p['metrics'].get('test_score', float('nan')):.4f} | {p['cost']['flops'] / 1e6:.3f} | "
+            f"{p['cost']['bits'] / 8 / 1024:.1f} | `{exports.get(p['id'], '-')}` |")
+    lines += ["", "## The front", "", "| id | config | val score | MFLOPs | size (KiB) |", "|---|---|---|---|---|"]
+    for p in front:
+        lines.append(f"| {p['id']} | {_describe(p)} | {p['metrics']['score']:.4f} | {p['cost']['flops'] / 1e6:.3f} | "
+                     f"{p['cost']['bits'] / 8 / 1024:.1f} |")
+    scores = np.array([p["metrics"]["score"] for p in front])
+    lines += ["", "What the front says: going from the largest to the smallest front point divides FLOPs by "
+              f"{max(flops) / max(min(flops), 1):.1f}x and changes the score by {100 * (scores[0] - scores[-1]):+.2f} points "
+              "(smallest minus largest). Export any point: `python -m effjax.export --workdir=<this dir> --point=<id>` "
+              "or `--max_flops=<F>`.", ""]
+    return "\n".join(lines)
