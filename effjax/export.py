@@ -3,7 +3,7 @@
   python -m effjax.export --workdir=<pipeline workdir> --point=<id>
   python -m effjax.export --workdir=<pipeline workdir> --max_flops=2e6   # best front point within a budget
 
-Writes `<workdir>/export/point_<id>/` (or `--output`): `model.npz` (sliced, quantized
+Writes `<workdir>/export/point_<id>/` (or `--output`): `model.bin` (sliced, quantized
 weights) and `model.json`; then loads it back with `effjax.compress.export.load`,
 measures its test metrics and prints them beside the `pareto.json` entry.
 """
@@ -86,7 +86,7 @@ def export_from_workdir(workdir: str, point_id=None, max_flops=None, output=None
     dataset = load_dataset(config.data)
     measured = evaluate_exported(model, dataset, "test")
     measured["score"] = supernet_search.score(dataset.tasks, measured, dict(config.search.score_weights))
-    return {"directory": directory, "point": point, "measured_test": measured, "npz_bytes": meta["npz_bytes"],
+    return {"directory": directory, "point": point, "measured_test": measured, "bin_bytes": meta["bin_bytes"],
             "payload_bits": meta["payload_bits"], "bits_objective": point["cost"]["bits"]}
 
 
@@ -104,7 +104,7 @@ def main(argv) -> int:
     reported = {k[len("test_"):]: v for k, v in out["point"]["metrics"].items() if k.startswith("test_")}
     print(json.dumps({"export": out["directory"], "point": out["point"]["id"], "config": out["point"]["config"],
                       "measured_test": out["measured_test"], "reported_test": reported or "(not on the front: not measured)",
-                      "size_bytes_on_disk": out["npz_bytes"], "bits_objective_bytes": out["bits_objective"] / 8}, indent=2))
+                      "size_bytes_on_disk": out["bin_bytes"], "bits_objective_bytes": out["bits_objective"] / 8}, indent=2))
     return 0
 
 

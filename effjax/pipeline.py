@@ -31,28 +31,28 @@ def _summary(result, workdir: str) -> dict:
     }
 
 
-def run_main_job(config, workdir: str) -> dict:
+def run_main_job(config, workdir: str, devices=None) -> dict:
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
-    result = train_and_evaluate(config, workdir)
+    result = train_and_evaluate(config, workdir, devices)
     summary = _summary(result, workdir)
     if "search" in config and not result.interrupted:
-        summary.update(search_and_export(config, workdir, result))
+        summary.update(search_and_export(config, workdir, result, devices))
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
 
 
-def search_and_export(config, workdir: str, result) -> dict:
+def search_and_export(config, workdir: str, result, devices=None) -> dict:
     from effjax import report as report_lib
     from effjax import supernet_search as ss
     from effjax.compress import export as export_lib
     from effjax.train.metrics import MetricWriter
 
-    setup = build(config)
+    setup = build(config, devices)
     evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights))
     search_result = ss.run_search(evaluator, config.search, workdir, seed=config.seed)
     points = ss.pareto_points(evaluator, search_result)

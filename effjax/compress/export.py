@@ -4,9 +4,11 @@ The subnet's active parameters are found from each parameter's logical axis name
 (`embed` -> active token width, `heads` -> active heads x head size, `mlp` ->
 active MLP width, `decoder` -> that task's decoder width; other axes stay whole),
 sliced out as prefixes, and kernels are quantized to the subnet's bits per layer
-group (`weight_quant`). The export is `model.npz` (sliced arrays: float32, int8,
+group (`weight_quant`). The export is `model.bin` (sliced arrays: float32, int8,
 or packed int4 with scales) plus `model.json` (model config, tasks, subnet, and the
-bits count). `load` rebuilds the model family's module, zero-pads the slices to
+bits count). The weights are one raw little-endian byte stream, `model.bin`, with
+each array's offset, dtype and shape in `model.json`, so the bytes on disk are the
+bits objective / 8 (plus at most half a byte of int4 padding per array). `load` rebuilds the model family's module, zero-pads the slices to
 the full shapes (prefix slicing reads only the active part, so padding is exact)
 and runs it at the same subnet: the exported model computes what the supernet
 computed for that configuration, without the supernet's checkpoint or the search.
@@ -106,33 +108,57 @@ def quantized_params(params, plans: Sequence[ParamPlan]):
 
 
 def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[str, Any]) -> dict:
-    """Writes model.npz + model.json; returns the metadata written (with sizes)."""
+    """Writes model.bin + model.json; returns the metadata written (with sizes)."""
     os.makedirs(directory, exist_ok=True)
     flat = flax.traverse_util.flatten_dict(params, sep="/")
-    arrays = {}
+    chunks, index, offset = [], [], 0
+
+    def add(name: str, array: np.ndarray):
+        nonlocal offset
+        data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        index.append({"name": name, "dtype": array.dtype.str.lstrip("<>|="), "shape": list(array.shape),
+                      "offset": offset, "nbytes": len(data)})
+        chunks.append(data)
+        offset += len(data)
+
     for p in plans:
         active = _slice(flat[p.path], p.active_shape).astype(np.float32)
-        key = p.path.replace("/", ".")
         if p.bits == 8:
-            arrays[key + ".q"], arrays[key + ".scale"] = quantize_kernel(active, 8)
+            q, scale = quantize_kernel(active, 8)
+            add(p.path + ":q", q)
+            add(p.path + ":scale", scale)
         elif p.bits == 4:
-            q, arrays[key + ".scale"] = quantize_kernel(active, 4)
-            arrays[key + ".q4"] = pack_int4(q)
+            q, scale = quantize_kernel(active, 4)
+            add(p.path + ":q4", pack_int4(q))
+            add(p.path + ":scale", scale)
         else:
-            arrays[key] = active
-    npz = os.path.join(directory, "model.npz")
-    np.savez(npz, **arrays)
+            add(p.path, active)
+    binary = os.path.join(directory, "model.bin")
+    with open(binary, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
     meta = dict(metadata)
     meta.update({
         "format_version": FORMAT_VERSION,
         "params": [{"path": p.path, "full_shape": list(p.full_shape), "active_shape": list(p.active_shape), "bits": p.bits}
                    for p in plans],
+        "arrays": index,
         "payload_bits": total_bits(plans),
-        "npz_bytes": os.path.getsize(npz),
+        "bin_bytes": os.path.getsize(binary),
     })
     with open(os.path.join(directory, "model.json"), "w") as f:
         json.dump(meta, f, indent=2)
     return meta
+
+
+def _read_arrays(directory: str, index) -> dict[str, np.ndarray]:
+    with open(os.path.join(directory, "model.bin"), "rb") as f:
+        blob = f.read()
+    expected = sum(a["nbytes"] for a in index)
+    if len(blob) != expected:
+        raise ValueError(f"{directory}/model.bin has {len(blob)} bytes, model.json describes {expected}")
+    return {a["name"]: np.frombuffer(blob, dtype=np.dtype(a["dtype"]).newbyteorder("<"), count=int(np.prod(a["shape"])),
+                                     offset=a["offset"]).reshape(a["shape"]) for a in index}
 
 
 class ExportedModel:
@@ -151,15 +177,14 @@ class ExportedModel:
         self.tasks = tuple(TaskSpec(**t) for t in self.meta["tasks"])
         self.subnet = SubnetConfig.from_dict(self.meta["subnet"])
         self.model_config = ml_collections.ConfigDict(self.meta["model_config"])
-        with np.load(os.path.join(directory, "model.npz")) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = _read_arrays(directory, self.meta["arrays"])
         flat = {}
         for p in self.meta["params"]:
-            key, shape, full = p["path"].replace("/", "."), tuple(p["active_shape"]), tuple(p["full_shape"])
+            key, shape, full = p["path"], tuple(p["active_shape"]), tuple(p["full_shape"])
             if p["bits"] == 8:
-                value = dequantize_kernel(arrays[key + ".q"], arrays[key + ".scale"])
+                value = dequantize_kernel(arrays[key + ":q"], arrays[key + ":scale"])
             elif p["bits"] == 4:
-                value = dequantize_kernel(unpack_int4(arrays[key + ".q4"], shape), arrays[key + ".scale"])
+                value = dequantize_kernel(unpack_int4(arrays[key + ":q4"], shape), arrays[key + ":scale"])
             else:
                 value = arrays[key]
             padded = np.zeros(full, np.float32)

@@ -1,0 +1,94 @@
+"""The main job end to end at toy scale: train a supernet, search, write outputs, export, reload."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from effjax import pipeline
+from effjax.compress import export as export_lib
+from effjax.config_loading import load_config
+from effjax.export import evaluate_exported, export_from_workdir
+from tests.foundation.helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("pipeline"))
+    config = load_config(os.path.join(REPO, "configs", "pipeline.py") + ":digits,tiny")
+    config.log.progress_bar = False
+    summary = pipeline.run_main_job(config, workdir, devices=jax.devices()[:1])
+    return workdir, summary
+
+
+def test_outputs_have_the_documented_schema(pipeline_run):
+    workdir, summary = pipeline_run
+    with open(os.path.join(workdir, "pareto.json")) as f:
+        points = json.load(f)["points"]
+    assert len(points) == 6 and len({p["id"] for p in points}) == 6
+    for p in points:
+        assert set(p) >= {"id", "config", "metrics", "cost", "pareto"}
+        assert set(p["cost"]) == {"flops", "params", "bits", "bops"}
+        assert {"score", "val_digit", "val_parity", "val_ge5"} <= set(p["metrics"])
+    assert any(p["pareto"] for p in points)
+    front = [p for p in points if p["pareto"]]
+    for a in front:  # no front point is dominated by any evaluated point
+        for b in points:
+            better_or_equal = (b["metrics"]["score"] >= a["metrics"]["score"] and b["cost"]["flops"] <= a["cost"]["flops"]
+                               and b["cost"]["bits"] <= a["cost"]["bits"])
+            strictly = (b["metrics"]["score"] > a["metrics"]["score"] or b["cost"]["flops"] < a["cost"]["flops"]
+                        or b["cost"]["bits"] < a["cost"]["bits"])
+            assert not (better_or_equal and strictly)
+    for name in ("pareto.png", "report.md", "summary.json", "config.json", "search/evaluations.jsonl"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(workdir, "tensorboard"))
+    acc.Reload()
+    assert "search/pareto" in acc.Tags()["images"]
+
+
+def test_export_matches_its_pareto_entry_in_accuracy_and_size(pipeline_run):
+    workdir, _ = pipeline_run
+    with open(os.path.join(workdir, "pareto.json")) as f:
+        points = json.load(f)["points"]
+    point = next(p for p in points if p["pareto"])
+    out = export_from_workdir(workdir, point_id=point["id"], output=os.path.join(workdir, "cli_export"))
+    for task in ("digit", "parity", "ge5"):
+        assert out["measured_test"][task] == point["metrics"][f"test_{task}"]
+    assert out["bin_bytes"] * 8 == out["bits_objective"] == point["cost"]["bits"]
+
+
+def test_exported_model_predicts_like_the_supernet_at_that_subnet(pipeline_run):
+    from effjax.supernet_search import SubnetEvaluator
+    from effjax.train.checkpoint import Checkpointer
+    from effjax.train.trainer import build
+    import ml_collections
+
+    workdir, _ = pipeline_run
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    setup = build(config, jax.devices()[:1])
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=3, async_save=False)
+    _, params = ckpt.latest_params()
+    ckpt.close()
+    evaluator = SubnetEvaluator(setup, params, {})
+    from effjax.compress.subnet import SubnetConfig
+
+    subnet = SubnetConfig(encoder_width=0.5, decoder_widths=(("digit", 0.25), ("ge5", 1.0), ("parity", 0.5)),
+                          weight_bits=4, first_last_bits=8)
+    plans = evaluator.plan(subnet)
+    assert any(p.active_shape != p.full_shape for p in plans)
+    directory = os.path.join(workdir, "manual_export")
+    pipeline.export_point(evaluator, {"id": -1, "config": subnet.to_dict()}, directory, config)
+    exported = export_lib.load(directory)
+    images = setup.dataset.splits["val"]["image"][:16]
+    reference = setup.model.apply({"params": export_lib.quantized_params(evaluator.host_params, plans)}, images,
+                                  subnet=export_lib.widths_only(subnet))
+    got = exported.predict(images)
+    for task in reference:
+        np.testing.assert_allclose(got[task], np.asarray(reference[task]), rtol=1e-5, atol=1e-6)
+    metrics = evaluate_exported(exported, setup.dataset, "val")
+    assert metrics["digit"] == pytest.approx(evaluator.metrics(subnet, "val")["digit"])
