@@ -24,7 +24,7 @@ import numpy as np
 
 from effjax.quant.pvq import enumeration
 from effjax.quant.pvq.counting import check_dims, fits_uint64, num_codewords, offset_tables_uint64
-from effjax.quant.pvq.reference_search import RELATIVE_IMPROVEMENT, check_search_input, max_path_steps
+from effjax.quant.pvq.reference_search import RELATIVE_IMPROVEMENT, check_search_input, curvature_interval, max_path_steps
 
 
 def _greedy(magnitudes, K):
@@ -46,12 +46,28 @@ def _greedy(magnitudes, K):
 
 
 def _allocation_at(magnitudes, K, curvature):
-    """Batch version of `search.allocation_at`: the K largest marginals a_i - c (2m - 1)."""
-    B, L = magnitudes.shape
-    steps = 2 * jnp.arange(1, K + 1, dtype=magnitudes.dtype) - 1
-    marginals = magnitudes[:, :, None] - curvature[:, None, None] * steps
-    _, chosen = jax.lax.top_k(marginals.reshape(B, L * K), K)
-    return jax.nn.one_hot(chosen // K, L, dtype=jnp.int32).sum(1, dtype=jnp.int32)
+    """Batch version of `reference_search.allocation_at` (the K largest marginals
+    a_i - c (2m - 1)) without a top-k over L*K values: a water-filling threshold theta solves
+    sum_i max(0, (a_i + c - theta) / (2c)) = K; coordinate i then holds every marginal above
+    theta (at most K in total, at least K - L), and the few pulses left go one at a time to
+    the largest next marginal, which completes the top K because marginals fall with m."""
+    L = magnitudes.shape[-1]
+    c = jnp.where(curvature > 0, curvature, 1.0)[:, None]
+    shifted = magnitudes + c
+    ordered = -jnp.sort(-shifted, axis=-1)
+    active = jnp.arange(1, L + 1, dtype=magnitudes.dtype)
+    thresholds = (jnp.cumsum(ordered, axis=-1) - 2 * c * K) / active
+    last_active = jnp.sum(thresholds < ordered, axis=-1, keepdims=True) - 1
+    theta = jnp.take_along_axis(thresholds, jnp.maximum(last_active, 0), axis=-1)
+    relaxed = jnp.maximum((shifted - theta) / (2 * c), 0.0)
+    y = jnp.maximum(jnp.ceil(relaxed * (1 - 1e-12) - 1e-12) - 1, 0).astype(jnp.int32)
+
+    def place_one(_, y):
+        next_marginal = magnitudes - c * (2 * y + 1)
+        pick = jax.nn.one_hot(jnp.argmax(next_marginal, axis=-1), L, dtype=jnp.int32)
+        return y + pick * (y.sum(-1, keepdims=True) < K)
+
+    return jax.lax.fori_loop(0, L, place_one, y)
 
 
 def _objective(magnitudes, y):
@@ -67,8 +83,7 @@ def _search_kernel(x, K: int, refine: bool):
     y = _greedy(magnitudes, K)
     if refine:
         best, best_value = y, _objective(magnitudes, y)
-        curvature = jnp.sqrt(best_value) / (2 * K)
-        last_curvature = jnp.sqrt((magnitudes * magnitudes).sum(-1) * L) / (2 * K)
+        curvature, last_curvature = curvature_interval(magnitudes, best_value, K, xp=jnp)
         y = _allocation_at(magnitudes, K, curvature)
         rows = jnp.arange(B)
 
@@ -95,7 +110,7 @@ def _search_kernel(x, K: int, refine: bool):
             curvature = jnp.where(done, curvature, event)
             return step + 1, y, curvature, done, best, best_value
 
-        done = jnp.zeros(B, bool)
+        done = magnitudes.sum(-1) == 0  # zero rows (and batch padding) have nothing to refine
         state = (0, y, curvature, done, best, best_value)
         _, _, _, _, y, _ = jax.lax.while_loop(keep_going, walk, state)
     zero = magnitudes.sum(-1) == 0
@@ -104,6 +119,7 @@ def _search_kernel(x, K: int, refine: bool):
 
 
 MIN_BUCKET = 256
+SEARCH_CHUNK_ELEMENTS = 2**22  # rows * L * L per search call: bounds the walk's [rows, L, L] temporaries
 
 
 def _bucket(rows: int) -> int:
@@ -123,10 +139,15 @@ def search_batch(x, K: int, refine: bool = True) -> np.ndarray:
     flat = x.reshape(-1, x.shape[-1])
     if K == 0 or flat.shape[0] == 0:
         return np.zeros(x.shape, np.int64)
+    L = flat.shape[1]
+    chunk_rows = max(MIN_BUCKET, 1 << (SEARCH_CHUNK_ELEMENTS // (L * L)).bit_length() - 1)
+    pieces = []
     with jax.enable_x64(True):
-        y = _search_kernel(jnp.asarray(_pad_rows(flat, 0.0)), K=int(K), refine=bool(refine))
-        y = np.asarray(y, dtype=np.int64)[: flat.shape[0]]
-    return y.reshape(x.shape)
+        for start in range(0, flat.shape[0], chunk_rows):
+            chunk = flat[start : start + chunk_rows]
+            y = _search_kernel(jnp.asarray(_pad_rows(chunk, 0.0)), K=int(K), refine=bool(refine))
+            pieces.append(np.asarray(y, dtype=np.int64)[: chunk.shape[0]])
+    return np.concatenate(pieces).reshape(x.shape)
 
 
 @functools.partial(jax.jit, static_argnames=("K",))

@@ -15,9 +15,11 @@ a zero coordinate gets +), maximize F(y) = a.y / ||y||_2. Steps:
    maximizes the separable concave g_c(y) = a.y - c y.y (sum y = K) at c = c*. For fixed c
    that maximizer y(c) is the K largest marginal gains a_i - c (2m - 1), m = 1..K
    (`allocation_at`); as c grows it changes one pulse at a time, moving a pulse i -> j at
-   c = (a_i - a_j) / (2 (y_i - y_j - 1)) (`next_event`). c* lies in
-   [F_greedy / (2K), ||a||_2 sqrt(L) / (2K)] (from F_greedy <= F* <= ||a||_2 and
-   K / sqrt(L) <= ||y*|| <= K), so we walk y(c) over that interval and keep the best F.
+   c = (a_i - a_j) / (2 (y_i - y_j - 1)) (`next_event`). We walk y(c) over an interval
+   that must hold c*, keeping the best F (`curvature_interval`): with y = (K/L) 1 + z,
+   Cauchy-Schwarz gives F(y) <= (K mean(a) + ||a - mean(a)|| t) / sqrt(K^2/L + t^2),
+   t = ||z||, so F(y*) >= F_greedy confines t* (a quadratic inequality), hence
+   ||y*|| = sqrt(K^2/L + t*^2) and c* = F*/(2||y*||) with F_greedy <= F* <= ||a||_2.
    For inputs without ties this visits y* (exact); measured exact on every brute-force
    case, ties included (tests/pvq/test_search.py, experiments/pvq/README.md).
 A zero vector maps to K pulses on coordinate 0.
@@ -60,6 +62,40 @@ def check_search_input(x, K) -> np.ndarray:
     return x
 
 
+def curvature_interval(magnitudes, best_value, K: int, xp=np):
+    """[c_lo, c_hi] holding c* = F*/(2||y*||) (last axis of magnitudes is L; xp is numpy or jax.numpy).
+
+    best_value is the greedy objective F_greedy^2. With A = K mean(a), s = ||a - mean(a)||,
+    Q = K^2/L, any y with F(y) >= F_greedy has t = ||y - (K/L) 1|| in the roots interval of
+    (s^2 - F^2) t^2 + 2 A s t + A^2 - F^2 Q >= 0; then ||y||^2 = Q + t^2 and
+    c* <= max_t (A + s t) / (2 (Q + t^2)), c* >= F_greedy / (2 min(K, ||y||_max)).
+    Both ends are widened by a relative 1e-9 against rounding.
+    """
+    L = magnitudes.shape[-1]
+    mean = magnitudes.mean(-1)
+    A = K * mean
+    s = xp.sqrt(((magnitudes - mean[..., None]) ** 2).sum(-1))
+    Q = K * K / L
+    F = xp.sqrt(best_value) * (1 - 1e-12)
+    curvature = s * s - F * F  # coefficient of t^2
+    half_linear = A * s
+    constant = A * A - F * F * Q
+    discriminant = xp.maximum(half_linear * half_linear - curvature * constant, 0.0)
+    bounded = curvature < 0
+    safe = xp.where(bounded, curvature, -1.0)
+    t_low = xp.maximum((-half_linear + xp.sqrt(discriminant)) / safe, 0.0)
+    t_high = (-half_linear - xp.sqrt(discriminant)) / safe
+    t_low = xp.where(bounded, t_low, 0.0)
+    norm_high = xp.where(bounded, xp.minimum(xp.sqrt(Q + t_high * t_high), K), K)
+    s_safe = xp.where(s > 0, s, 1.0)
+    t_peak = xp.where(s > 0, (-A + xp.sqrt(A * A + s * s * Q)) / s_safe, 0.0)
+    t_peak = xp.where(bounded, xp.clip(t_peak, t_low, t_high), xp.maximum(t_peak, t_low))
+    upper = (A + s * t_peak) / (2 * (Q + t_peak * t_peak))
+    upper = xp.minimum(upper, xp.sqrt((magnitudes * magnitudes).sum(-1) * L) / (2 * K))
+    lower = xp.sqrt(best_value) / (2 * norm_high)
+    return lower * (1 - 1e-9), upper * (1 + 1e-9)
+
+
 def allocation_at(magnitudes: np.ndarray, K: int, curvature: float) -> np.ndarray:
     """argmax of a.y - curvature * y.y over y >= 0 integer with sum(y) = K: the K largest
     marginal gains a_i - curvature * (2m - 1), m = 1..K, counted per coordinate."""
@@ -100,8 +136,7 @@ def search_one(x: np.ndarray, K: int, refine: bool = True) -> np.ndarray:
         y[i] += 1
     if refine:
         best, best_value = y, xy * xy / yy
-        curvature = np.sqrt(best_value) / (2 * K)
-        last_curvature = np.sqrt(magnitudes @ magnitudes * L) / (2 * K)
+        curvature, last_curvature = curvature_interval(magnitudes, best_value, K)
         y = allocation_at(magnitudes, K, curvature)
         for _ in range(max_path_steps(L, K)):
             value = float(magnitudes @ y) ** 2 / float(y @ y)

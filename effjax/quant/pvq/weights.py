@@ -10,10 +10,11 @@ van der Ouderaa et al. (2024), "Pyramid Vector Quantization for LLMs", Sec. 3-4:
 - scale quantizer: for a fixed shape u = y/||y||, ||w - g u||^2 = (g - w.u)^2 + ||w||^2 - (w.u)^2,
   so the gain error adds exactly to the shape error and the best b_s-bit fixed-rate gain
   quantizer is the MSE-optimal scalar quantizer of the optimal gains g* = w.u. We fit it
-  per layer with Lloyd's algorithm (2^b_s levels, initialized at quantiles); Lloyd's
-  conditions are necessary for optimality and sufficient when the gain density is
-  log-concave (e.g. the chi distribution of the gains of Gaussian groups), under the
-  assumption that gain codes are stored at a fixed b_s bits (no entropy coding);
+  per layer with Lloyd's algorithm (2^b_s levels, initialized at quantiles, run on the
+  layer's empirical gains). Lloyd's conditions are necessary for optimality, and for a
+  log-concave gain density (e.g. the chi distribution of the gains of Gaussian groups)
+  their solution is unique (Fleischer 1964), hence optimal. Assumption: gain codes are
+  stored at a fixed b_s bits (no entropy coding), one codebook per layer;
 - rotation ("coherence processing"): W <- H D W along the input axis, with D random
   signs from `seed` and H the normalized Walsh-Hadamard matrix in blocks of the largest
   power of two dividing in_features (at most `MAX_HADAMARD_BLOCK`); dequantization undoes it.
