@@ -35,20 +35,26 @@ def hypervolume_positive(u: np.ndarray) -> float:
     u = u[np.all(u > 0, axis=1)]
     if len(u) == 0:
         return 0.0
-    m = u.shape[1]
-    if m == 1:
+    if u.shape[1] == 1:
         return float(u[:, 0].max())
-    u = u[non_dominated_mask(u, deduplicate=True)]
+    return _sliced(u[non_dominated_mask(u, deduplicate=True)])
+
+
+def _sliced(u: np.ndarray) -> float:
+    """HSO slicing on positive points; dominated points are harmless, just slower."""
+    m = u.shape[1]
     if m == 2:
         return _hv_2d(u)
-    order = np.argsort(-u[:, -1], kind="stable")
-    u = u[order]
+    u = u[np.argsort(-u[:, -1], kind="stable")]
     z = np.concatenate([u[:, -1], [0.0]])
     total = 0.0
     for k in range(1, len(u) + 1):
         thickness = z[k - 1] - z[k]
         if thickness > 0:
-            total += thickness * hypervolume_positive(u[:k, :-1])
+            prefix = u[:k, :-1]
+            if m > 3 and k > 2:
+                prefix = prefix[non_dominated_mask(prefix, deduplicate=True)]
+            total += thickness * _sliced(prefix)
     return total
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import scipy.stats
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from effjax.search import storage
@@ -103,10 +104,6 @@ class Optimizer:
             raise ValueError(f"space: expected a Space, got {type(space).__name__}")
         self.space = space
         self.objectives = check_objectives(objectives)
-        names = set(space.names)
-        for o in self.objectives:
-            if o.name in names:
-                raise ValueError(f"objective {o.name!r} has the same name as a parameter")
         self.modeled = [o for o in self.objectives if not o.is_computed]
         self.computed = [o for o in self.objectives if o.is_computed]
         self.seed = int(seed)
@@ -151,10 +148,16 @@ class Optimizer:
         if int(n) != n or n < 1:
             raise ValueError(f"ask: n must be an integer >= 1, got {n!r}")
         start = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            trials = self._ask(int(n))
+        self.proposal_seconds.append(time.perf_counter() - start)
+        return trials
+
+    def _ask(self, n: int) -> list[Trial]:
         trials: list[Trial] = []
         rng = np.random.default_rng([self.seed, len(self._history) + len(self._pending)])
         fitted = None
-        for _ in range(int(n)):
+        for _ in range(n):
             params = self._next_design_point()
             if params is None:
                 if fitted is None:
@@ -166,7 +169,6 @@ class Optimizer:
             self._next_id += 1
             self._pending[trial.id] = trial
             trials.append(trial)
-        self.proposal_seconds.append(time.perf_counter() - start)
         return trials
 
     def tell(self, trial: Trial | int, values: dict[str, Any]) -> Evaluation:

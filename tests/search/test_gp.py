@@ -1,0 +1,78 @@
+"""Gaussian-process surrogate: posterior quality, duplicates, MAP fit, robust Cholesky."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from effjax.search.gp import fit_gp, neg_log_posterior_and_grad, robust_cholesky
+
+
+def test_posterior_on_a_1d_function():
+    x = np.linspace(0, 1, 12)[:, None]
+    y = np.sin(6 * x) + 0.5 * x
+    gp = fit_gp(x, y)
+    x_test = np.linspace(0.02, 0.98, 25)[:, None]
+    mean, var = gp.posterior(x_test)
+    assert np.max(np.abs(mean - (np.sin(6 * x_test) + 0.5 * x_test))) < 0.05
+    # Fits the data closely and is uncertain away from it.
+    mean_train, var_train = gp.posterior(x)
+    assert np.allclose(mean_train, y, atol=3e-2)
+    _, var_far = gp.posterior(np.array([[3.0]]))
+    assert var_far[0, 0] > 0.5 * np.var(y) > 100 * var_train.max()
+
+
+def test_duplicates_and_near_duplicates_do_not_crash():
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 2))
+    x = np.concatenate([x, x, x + 1e-9, x[:1]])
+    y = np.concatenate([np.sum(x, axis=1, keepdims=True)] * 2, axis=1)
+    gp = fit_gp(x, y)
+    assert gp.n_train == 12  # exact duplicates merged, near duplicates kept
+    mean, var = gp.posterior(x)
+    assert np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(var >= 0)
+
+
+def test_constant_outcomes_fit():
+    gp = fit_gp(np.random.default_rng(1).random((5, 3)), np.full((5, 1), 2.5))
+    mean, _ = gp.posterior(np.array([[0.5, 0.5, 0.5]]))
+    assert mean[0, 0] == pytest.approx(2.5, abs=1e-6)
+
+
+def test_fit_improves_the_map_objective():
+    rng = np.random.default_rng(2)
+    x = rng.random((20, 3))
+    y = np.sin(4 * x[:, 0]) + x[:, 1] ** 2
+    ys = (y - y.mean()) / y.std()
+    gp = fit_gp(x, y[:, None])
+    start = np.array([np.log(0.4 * np.sqrt(3))] * 3 + [0.0, np.log(1e-3), 0.0])
+    before, _ = neg_log_posterior_and_grad(start, x, ys)
+    assert gp.neg_log_posterior[0] < before - 0.1
+
+
+def test_analytic_gradient_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    x, y = rng.random((10, 2)), rng.normal(size=10)
+    theta = np.array([-1.0, 0.3, 0.2, -3.0, 0.1])
+    _, grad = neg_log_posterior_and_grad(theta, x, y)
+    eps = 1e-6
+    numeric = [(neg_log_posterior_and_grad(theta + e, x, y)[0] - neg_log_posterior_and_grad(theta - e, x, y)[0]) / (2 * eps)
+               for e in np.eye(len(theta)) * eps]
+    assert np.allclose(grad, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_robust_cholesky_recovers_from_a_singular_matrix():
+    with jax.enable_x64(True):
+        v = jnp.ones((4, 1))
+        singular = v @ v.T  # rank one: plain Cholesky gives NaN
+        assert not np.all(np.isfinite(np.asarray(jnp.linalg.cholesky(singular - 1e-12 * jnp.eye(4)))))
+        factor = np.asarray(robust_cholesky(singular - 1e-12 * jnp.eye(4)))
+        assert np.all(np.isfinite(factor))
+        assert np.allclose(factor @ factor.T, np.asarray(singular), atol=1e-2)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="finite"):
+        fit_gp(np.zeros((3, 1)), np.array([[1.0], [np.nan], [2.0]]))
+    with pytest.raises(ValueError, match="same n"):
+        fit_gp(np.zeros((3, 1)), np.zeros((2, 1)))

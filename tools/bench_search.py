@@ -1,0 +1,248 @@
+"""Benchmark of effjax.search (qLogNEHVI) against scrambled Sobol and NSGA-II.
+
+Runs every method on BraninCurrin, DTLZ2 (d=6, M=2) and VehicleSafety (d=5, M=3) with a
+budget of 50 evaluations over 5 seeds; reports the mean (and std) final hypervolume, the
+log10 hypervolume gap to the known maximum, and the optimizer's time per proposal; then
+times one proposal with 100 observations, 3 modeled objectives and 20 inputs. Writes the
+"search" section of BENCHMARKS.md, experiments/search/README.md and
+experiments/search/hv_vs_evals.png.
+
+    python -m tools.bench_search                       # everything, sequentially
+    python -m tools.bench_search --problems branincurrin --out /tmp/bc.json   # one part
+    python -m tools.bench_search --report /tmp/bc.json /tmp/dtlz2.json ...    # merge parts
+
+XLA runs single-threaded here (set below, before JAX starts): the search's arrays are
+small, and on a shared 2-core machine thread hand-offs cost more than they save.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from effjax.search import Optimizer, hypervolume, optimize  # noqa: E402
+from effjax.search.nsga2 import nsga2_search, sobol_search  # noqa: E402
+from effjax.search.problems import DTLZ2, get_problem  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT_DIR = os.path.join(REPO, "experiments", "search")
+PROBLEMS = ["branincurrin", "dtlz2", "vehiclesafety"]
+COMMAND = "python -m tools.bench_search"
+
+
+def hv_trace(problem, history) -> list[float]:
+    names = problem.objective_names
+    y = np.array([[e.values[n] for n in names] for e in history])
+    return [hypervolume(y[: k + 1], problem.ref_point) for k in range(len(y))]
+
+
+def run_method(method: str, problem, budget: int, seed: int) -> dict:
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    proposal_seconds: list[float] = []
+    if method == "qLogNEHVI":
+        result = optimize(problem, problem.space, problem.objectives, budget=budget, seed=seed, progress=False)
+        proposal_seconds = result.proposal_seconds
+    elif method == "Sobol":
+        result = sobol_search(problem, problem.space, problem.objectives, budget=budget, seed=seed)
+    elif method == "NSGA-II":
+        result = nsga2_search(problem, problem.space, problem.objectives, budget=budget, seed=seed)
+    elif method == "optuna-TPE":
+        result = _optuna(problem, budget, seed)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
+    trace = hv_trace(problem, result.history)
+    # Proposals after the initial design (the design's asks take no model time).
+    model_asks = [s for s in proposal_seconds if s > 0.02] or proposal_seconds
+    return {"method": method, "seed": seed, "hv": trace[-1], "trace": trace, "wall_s": wall, "cpu_s": cpu,
+            "optimizer_s": float(sum(proposal_seconds)), "first_proposal_s": float(model_asks[0]) if model_asks else 0.0,
+            "proposal_s": float(np.median(model_asks)) if model_asks else 0.0}
+
+
+def _optuna(problem, budget, seed):
+    import optuna  # optional comparison
+    from effjax.search.optimizer import Evaluation, SearchResult, pareto_subset
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    study = optuna.create_study(directions=["minimize"] * problem.n_objectives, sampler=sampler)
+    history = []
+
+    def objective(trial):
+        params = {f"x{i}": trial.suggest_float(f"x{i}", lo, hi) for i, (lo, hi) in enumerate(problem.bounds)}
+        values = problem(params)
+        history.append(Evaluation(len(history), params, values))
+        return [values[n] for n in problem.objective_names]
+
+    study.optimize(objective, n_trials=budget)
+    return SearchResult(history, pareto_subset(history, problem.objectives), problem.objectives)
+
+
+def time_large_proposal(n_obs: int = 100, dim: int = 20, n_objectives: int = 3, repeats: int = 3) -> dict:
+    """Seconds per proposal with n_obs observations of DTLZ2(dim, M=3), all objectives modeled."""
+    problem = DTLZ2(dim, n_objectives)
+    opt = Optimizer(problem.space, problem.objectives, seed=0, n_initial=n_obs)
+    for trial in opt.ask(n_obs):
+        opt.tell(trial, problem(trial.params))
+    timings = []
+    for i in range(repeats + 1):
+        wall, cpu = time.perf_counter(), time.process_time()
+        (trial,) = opt.ask()
+        timings.append((time.perf_counter() - wall, time.process_time() - cpu))
+        opt.tell(trial, problem(trial.params))
+    after = timings[1:]
+    return {"compile_and_propose_s": timings[0][0], "wall_s": float(np.median([w for w, _ in after])),
+            "cpu_s": float(np.median([c for _, c in after])), "n_obs": n_obs, "dim": dim, "n_objectives": n_objectives}
+
+
+def methods_available() -> list[str]:
+    methods = ["qLogNEHVI", "Sobol", "NSGA-II"]
+    try:
+        import optuna  # noqa: F401
+        methods.append("optuna-TPE")
+    except ImportError:
+        pass
+    return methods
+
+
+def run(problems, seeds, budget, large: bool) -> dict:
+    out = {"budget": budget, "seeds": seeds, "runs": {}, "large": None}
+    for name in problems:
+        problem = get_problem(name)
+        for method in methods_available():
+            for seed in range(seeds):
+                r = run_method(method, problem, budget, seed)
+                out["runs"].setdefault(name, []).append(r)
+                print(f"{name:14s} {method:10s} seed {seed}: HV {r['hv']:.4f} (max {problem.max_hv:.4f}) "
+                      f"optimizer {r['optimizer_s']:.1f}s wall {r['wall_s']:.1f}s cpu {r['cpu_s']:.1f}s", flush=True)
+    if large:
+        out["large"] = time_large_proposal()
+        print("large proposal:", out["large"], flush=True)
+    return out
+
+
+def merge(parts: list[dict]) -> dict:
+    merged = {"budget": parts[0]["budget"], "seeds": parts[0]["seeds"], "runs": {}, "large": None}
+    for p in parts:
+        merged["runs"].update(p["runs"])
+        merged["large"] = merged["large"] or p.get("large")
+    return merged
+
+
+def table(results: dict) -> tuple[str, list[str]]:
+    lines = ["| problem | method | HV mean ± std | log10 HV gap | optimizer s / run | s / proposal (median) | cpu s / run |",
+             "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for name, runs in results["runs"].items():
+        problem = get_problem(name)
+        for method in dict.fromkeys(r["method"] for r in runs):
+            rs = [r for r in runs if r["method"] == method]
+            hv = np.array([r["hv"] for r in rs])
+            gap = np.log10(np.maximum(problem.max_hv - hv, 1e-12)).mean()
+            opt_s = np.mean([r["optimizer_s"] for r in rs])
+            prop = np.mean([r["proposal_s"] for r in rs])
+            cpu = np.mean([r["cpu_s"] for r in rs])
+            timing = f"{opt_s:.1f}" if method == "qLogNEHVI" else "-"
+            prop_s = f"{prop:.2f}" if method == "qLogNEHVI" else "-"
+            lines.append(f"| {problem.name} | {method} | {hv.mean():.4f} ± {hv.std():.4f} | {gap:.2f} | {timing} | {prop_s} | {cpu:.1f} |")
+            if method == "qLogNEHVI":
+                if name == "branincurrin":
+                    verdicts.append(f"BraninCurrin mean HV {hv.mean():.2f} (target >= 58.0): {'met' if hv.mean() >= 58.0 else 'MISSED'}")
+                if name == "dtlz2":
+                    verdicts.append(f"DTLZ2 d=6 mean HV {hv.mean():.4f} (target >= 0.34): {'met' if hv.mean() >= 0.34 else 'MISSED'}")
+                worst = max(r["optimizer_s"] for r in rs)
+                verdicts.append(f"{problem.name}: optimizer time per 50-evaluation run, mean {opt_s:.1f} s, worst {worst:.1f} s "
+                                f"(target <= 30 s): {'met' if worst <= 30 else 'MISSED'}")
+    large = results.get("large")
+    if large:
+        lines.append("")
+        lines.append(f"One proposal, {large['n_obs']} observations, {large['n_objectives']} modeled objectives, "
+                     f"{large['dim']} inputs (DTLZ2): {large['wall_s']:.2f} s wall, {large['cpu_s']:.2f} s CPU after "
+                     f"compilation (first proposal incl. compilation {large['compile_and_propose_s']:.1f} s).")
+        verdicts.append(f"100 obs / 3 objectives / 20 dims proposal {large['wall_s']:.2f} s wall (target <= 2 s): "
+                        f"{'met' if large['wall_s'] <= 2 else 'MISSED'}")
+    return "\n".join(lines), verdicts
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [n for n in ("branincurrin", "dtlz2", "vehiclesafety") if n in results["runs"]]
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        problem = get_problem(name)
+        runs = results["runs"][name]
+        for method in dict.fromkeys(r["method"] for r in runs):
+            traces = np.array([r["trace"] for r in runs if r["method"] == method])
+            gap = np.log10(np.maximum(problem.max_hv - traces, 1e-12))
+            x = np.arange(1, traces.shape[1] + 1)
+            ax.plot(x, gap.mean(0), label=method)
+            ax.fill_between(x, gap.mean(0) - gap.std(0), gap.mean(0) + gap.std(0), alpha=0.2)
+        ax.set_title(problem.name)
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("log10(max HV - HV)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(results: dict) -> None:
+    from tools.bench_report import machine_line, write_section
+    text, verdicts = table(results)
+    header = (f"Budget {results['budget']} evaluations, {results['seeds']} seeds; HV = final hypervolume of all "
+              f"evaluations w.r.t. the standard reference point; gap = log10(max HV - HV), mean over seeds; "
+              f"'s / proposal' = median wall time of one model-based `ask` (GP fit + acquisition build + "
+              f"optimization); 'optimizer s / run' includes JIT compilation.")
+    section = (f"## search: multi-objective BO (qLogNEHVI) vs Sobol vs NSGA-II\n\n`{COMMAND}`\n\n{machine_line()}\n\n"
+               f"{header}\n\n{text}\n\nTargets:\n" + "\n".join(f"- {v}" for v in verdicts) + "\n")
+    write_section("search", section)
+    os.makedirs(EXPERIMENT_DIR, exist_ok=True)
+    plot(results, os.path.join(EXPERIMENT_DIR, "hv_vs_evals.png"))
+    with open(os.path.join(EXPERIMENT_DIR, "results.json"), "w") as f:
+        json.dump({k: v for k, v in results.items()}, f)
+    readme = os.path.join(EXPERIMENT_DIR, "README.md")
+    notes = ""
+    if os.path.exists(readme):
+        existing = open(readme).read()
+        if "<!-- notes -->" in existing:
+            notes = existing[existing.index("<!-- notes -->"):]
+    with open(readme, "w") as f:
+        f.write(f"# Multi-objective Bayesian optimization benchmark (issue 3)\n\nCommand (from the repo root):\n\n"
+                f"    {COMMAND}\n\n{machine_line()}\n\n{header}\n\n{text}\n\n![HV gap vs evaluations](hv_vs_evals.png)\n\n"
+                f"Targets:\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n" + (notes or "<!-- notes -->\n"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", nargs="*", default=PROBLEMS)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=50)
+    parser.add_argument("--no-large", action="store_true", help="skip the 100-observation proposal timing")
+    parser.add_argument("--out", help="write raw results to this JSON file and do not report")
+    parser.add_argument("--report", nargs="*", help="merge these JSON files and write the reports")
+    args = parser.parse_args()
+    if args.report:
+        report(merge([json.load(open(p)) for p in args.report]))
+        return
+    results = run(args.problems, args.seeds, args.budget, large=not args.no_large)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f)
+        return
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
