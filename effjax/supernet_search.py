@@ -81,12 +81,12 @@ class SubnetEvaluator:
 
     def cost(self, subnet: SubnetConfig) -> dict[str, float]:
         layers = slim_vit_layers(self.setup.config.model, self.setup.dataset.image_shape, self.tasks,
-                                 export_lib.widths_only(subnet))
+                                 subnet.without_bits())
         c = total_cost(layers, dataclasses.replace(subnet, activation_bits=None))
         return {"flops": c.flops, "params": c.params, "bits": export_lib.total_bits(self.plan(subnet)), "bops": c.bops}
 
     def metrics(self, subnet: SubnetConfig, split: str) -> dict[str, float]:
-        widths_only = export_lib.widths_only(subnet)
+        widths_only = subnet.without_bits()
         if widths_only not in self._eval_steps:
             self._eval_steps[widths_only] = jax.jit(
                 step_lib.make_eval_step(self.setup.model, self.tasks, widths_only),

@@ -8,7 +8,7 @@ attention work of the path used at inference (the gathered path):
   per sparse layer with n tokens, k = ceil(rho n) kept keys per query row, H heads of width d_h:
     query-key pairs   n + (n - 1) k                (class-token row dense)
     logits, mixing    pairs x d_h MACs each per head; softmax over the pairs
-    predictor         q, k channel reduction      2 n d_h c        MACs per head
+    predictor         q, k channel reduction      (2n - 1) d_h c   MACs per head (query rows 1..n-1)
                       token-axis projection       n M c
                       coefficient logits          (n - 1) M c      (+ softmax over M)
                       sparse basis product        (n - 1) t n      (t = min(top coefficients, M))
@@ -17,7 +17,9 @@ A dense layer costs n^2 d_h per head for logits and for mixing, as in `vit_layer
 "MHSA FLOPs" (the paper's metric) are the logits, softmax, mixing and predictor
 layers, i.e. everything in attention except the q/k/v/out projections, which rho
 does not change; `mhsa_flops` sums them. The top-k selections and gathers move
-data and are not FLOPs, as in XLA's cost analysis.
+data and are not counted; XLA's cost analysis counts their index arithmetic, so
+it reads a few percent higher for sparse configs (5-8% at rho 0.25-0.5 on the
+shapes model; equal within 0.4% at rho = 1; test_cost_sparse.py).
 
 The two count helpers here are the single source of truth the model also uses.
 """
@@ -82,7 +84,7 @@ def tokens_per_layer(model_config, num_patches: int, subnet: SubnetConfig) -> li
     return counts
 
 
-def _attention_core(name: str, n: int, heads: int, head_dim: int, keep_ratio: float, sparse: bool) -> list[LayerCost]:
+def attention_core_layers(name: str, n: int, heads: int, head_dim: int, keep_ratio: float, sparse: bool) -> list[LayerCost]:
     d = heads * head_dim
     pairs = n + (n - 1) * kept_key_count(keep_ratio, n) if sparse else n * n
     return [LayerCost(f"{name}/attention_logits", "attention", pairs * d, 0, activation_only=True,
@@ -123,7 +125,7 @@ def sparse_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[
         sparse = rho < 1 and i in fields["sparse_layers"]
         layers += [LayerCost(f"{name}/ln", "norm", 0, 4 * d, elementwise_flops=2 * n * d * LAYERNORM_FLOPS_PER_ELEMENT),
                    LayerCost(f"{name}/qkv", "attention", 3 * n * d * d, 3 * (d * d + d))]
-        layers += _attention_core(name, n, heads, head_dim, rho, sparse)
+        layers += attention_core_layers(name, n, heads, head_dim, rho, sparse)
         if fields["mask_scores"] == "predictor":
             # the predictor's parameters exist in every layer; its work only where the layer is sparse
             pred = _predictor(name, n, full, heads, head_dim, fields)

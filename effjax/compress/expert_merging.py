@@ -209,17 +209,18 @@ def merge_moe_params(params: Mapping, stats: Mapping[str, LayerRoutingStats], nu
         labels = group_experts(s.frequency(), router_similarity(logits), num_groups)
         replaced[path] = merge_layer(layer, labels, s.frequency(), align, weighting)
         groups.append(tuple(int(g) for g in labels))
-    return _replace_subtrees(params, replaced), tuple(groups)
+    return replace_layers(params, replaced), tuple(groups)
 
 
-def _replace_subtrees(tree: Mapping, replaced: Mapping[str, Mapping], prefix: str = "") -> dict:
+def replace_layers(tree: Mapping, replaced: Mapping[str, Mapping], prefix: str = "") -> dict:
+    """A copy of a parameter tree with the sub-dicts at the given paths replaced."""
     out = {}
     for key, value in tree.items():
         path = f"{prefix}/{key}" if prefix else str(key)
         if path in replaced:
             out[key] = dict(replaced[path])
         elif isinstance(value, Mapping):
-            out[key] = _replace_subtrees(value, replaced, path)
+            out[key] = replace_layers(value, replaced, path)
         else:
             out[key] = value
     return out

@@ -32,11 +32,6 @@ from effjax.data.specs import TaskSpec
 FORMAT_VERSION = 1
 
 
-def widths_only(subnet: SubnetConfig) -> SubnetConfig:
-    """The part of a subnet the slimmable model itself reads (bits are applied to the weights)."""
-    return SubnetConfig(encoder_width=subnet.encoder_width, decoder_widths=subnet.decoder_widths)
-
-
 def layer_group(path: str) -> str:
     """The layer group of a parameter path, as the subnet's bits are assigned."""
     parts = path.split("/")
@@ -69,7 +64,7 @@ class ParamPlan:
 
 def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfig) -> list[ParamPlan]:
     """What each parameter contributes to the subnet: active prefix shape and storage bits."""
-    widths = slim_widths(model_config, tasks, widths_only(subnet))
+    widths = slim_widths(model_config, tasks, subnet.without_bits())
     decoders = dict(widths.decoders)
     flat = flax.traverse_util.flatten_dict(boxed_abstract_params, sep="/")
     plans = []
@@ -192,7 +187,7 @@ class ExportedModel:
             flat[p["path"]] = padded
         self.params = flax.traverse_util.unflatten_dict(flat, sep="/")
         model = build_model(self.model_config, self.tasks)
-        subnet = widths_only(self.subnet)
+        subnet = self.subnet.without_bits()
         self._apply = jax.jit(lambda params, images: model.apply({"params": params}, images, subnet=subnet))
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:

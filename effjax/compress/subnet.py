@@ -41,6 +41,11 @@ class SubnetConfig:
             bits = getattr(self, field)
             check(bits is None or bits in (2, 4, 8), field, "allowed: None (float), 2, 4, 8")
 
+    def without_bits(self) -> "SubnetConfig":
+        """The knobs a model reads at call time; the bits belong to the dot_general provider or the export."""
+        return dataclasses.replace(self, weight_bits=None, activation_bits=None,
+                                   first_last_bits=SubnetConfig.first_last_bits)
+
     def decoder_width(self, task: str) -> float:
         return dict(self.decoder_widths).get(task, 1.0)
 

@@ -89,10 +89,11 @@ class MultiTaskViT(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False, subnet: Optional[SubnetConfig] = None) -> dict[str, jax.Array]:
-        """Predictions per task. The baseline owns no compression knob: `subnet` must be the default."""
+        """Predictions per task. The baseline reads no knob itself: a `subnet` may only set bits, which the
+        dot_general provider (AQT) applies."""
         del train  # no dropout / batch statistics in this model
-        if subnet is not None and subnet != SubnetConfig():
-            raise ValueError(f"model mt_vit has no compression knobs; got {subnet}")
+        if subnet is not None and subnet.without_bits() != SubnetConfig():
+            raise ValueError(f"model mt_vit has no width/sparsity/MoE knobs; got {subnet}")
         _, h, w, _ = images.shape
         x = Dense(self.hidden_dim, ("patch", "embed"), "embed", dtype=self.dtype,
                   dot_general_provider=self.dot_general_provider, name="patch_embed")(

@@ -158,6 +158,5 @@ def model_subnet(subnet: Optional[SubnetConfig]) -> Optional[SubnetConfig]:
     """
     if subnet is None:
         return None
-    rest = dataclasses.replace(subnet, weight_bits=None, activation_bits=None,
-                               first_last_bits=SubnetConfig().first_last_bits)
+    rest = subnet.without_bits()
     return None if rest == SubnetConfig() else rest

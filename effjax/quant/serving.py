@@ -102,7 +102,7 @@ def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int],
     converter = quantized_model(model_config, tasks, subnet, options, QuantMode.CONVERT)
     _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, rngs=_RNG,
                                                    mutable=[QUANT_COLLECTION], **_call_kwargs(subnet)))(params)
-    frozen = written[QUANT_COLLECTION]
+    frozen = written.get(QUANT_COLLECTION, {})  # empty when only activations are quantized
     kept, dropped = _drop_replaced_kernels(params, frozen)
     server = quantized_model(model_config, tasks, subnet, options, QuantMode.SERVE)
     return ServingModel(server, {"params": kept, QUANT_COLLECTION: frozen}, dropped, subnet, options)

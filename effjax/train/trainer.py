@@ -107,6 +107,13 @@ def build(config, devices: Sequence[jax.Device] | None = None, dataset: Dataset 
         except ValueError as e:
             raise validation.ConfigError(str(e)) from None
     validation.validate_with_data(config, dataset)
+    if dot_general_provider is None and "quant" in config:
+        from effjax.quant import aqt_config  # AQT loads only for quantized runs
+
+        try:
+            dot_general_provider = aqt_config.provider_from_config(config)
+        except ValueError as e:
+            raise validation.ConfigError(str(e)) from None
     model = build_model(config.model, dataset.tasks, dot_general_provider)
     tx, schedule = optim.make_optimizer(config.train)
     boxed = jax.eval_shape(step_lib.init_state_fn(model, tx, dataset.image_shape, boxed=True), jax.random.PRNGKey(0))

@@ -86,7 +86,7 @@ def test_exported_model_predicts_like_the_supernet_at_that_subnet(pipeline_run):
     exported = export_lib.load(directory)
     images = setup.dataset.splits["val"]["image"][:16]
     reference = setup.model.apply({"params": export_lib.quantized_params(evaluator.host_params, plans)}, images,
-                                  subnet=export_lib.widths_only(subnet))
+                                  subnet=subnet.without_bits())
     got = exported.predict(images)
     for task in reference:
         np.testing.assert_allclose(got[task], np.asarray(reference[task]), rtol=1e-5, atol=1e-6)
