@@ -1,0 +1,158 @@
+"""Markdown tables (stdout) and plots (PNG here) from results_<dataset>.json written by run.py.
+
+  python -m experiments.controllable_mtl.report
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from effjax.data.specs import TaskSpec  # noqa: E402
+from effjax.train import mtl_metrics  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KINDS = {"digit": "classification", "parity": "classification", "ge5": "classification",
+         "segmentation": "segmentation", "depth": "depth", "count": "classification"}
+
+
+def task_specs(names):
+    return [TaskSpec(n, KINDS[n], 2) for n in names]
+
+
+def points(task: TaskSpec, value: float) -> str:
+    return f"{value:.3f}" if task.kind == "depth" else f"{100 * value:.1f}"
+
+
+def gap(task: TaskSpec, supernet: float, alone: float) -> str:
+    """Supernet minus alone, oriented so that positive = supernet better: points, or % for RMSE."""
+    if task.kind == "depth":
+        return f"{100 * (alone - supernet) / alone:+.1f}%"
+    return f"{100 * (supernet - alone):+.1f}"
+
+
+def width_table(r) -> str:
+    tasks = task_specs(r["tasks"])
+    head = "| width | MFLOPs/img | " + " | ".join(f"{t.name} super / alone / gap" for t in tasks) + " | Δm super | Δm alone |"
+    lines = [head, "|" + "---|" * (len(tasks) + 4)]
+    table = r["tables"]["supernet"]["test"]
+    for w in r["menu"]:
+        sup = {t.name: table[f"{w}|{t.name}|{w}"] for t in tasks}
+        alone = r["runs"][f"alone_{w}"]["test"]
+        cells = [f"{points(t, sup[t.name])} / {points(t, alone[t.name])} / {gap(t, sup[t.name], alone[t.name])}" for t in tasks]
+        lines.append(f"| {w} | {r['flops'][str(w)] / 1e6:.3f} | " + " | ".join(cells) +
+                     f" | {mtl_metrics.delta_m(sup, r['single_task'], tasks):+.1f}% | "
+                     f"{mtl_metrics.delta_m(alone, r['single_task'], tasks):+.1f}% |")
+    single = " / ".join(f"{t.name} {points(t, r['single_task'][t.name])}" for t in tasks)
+    return "\n".join(lines) + f"\n\nSingle-task baselines (full width, test): {single}."
+
+
+def cikd_table(r) -> str:
+    tasks = task_specs(r["tasks"])
+    w = r["menu"][0]
+    lines = ["| encoder | decoders | CIKD | " + " | ".join(t.name for t in tasks) + " | Δm |", "|" + "---|" * (len(tasks) + 4)]
+    for d in (w, 1.0):
+        for name, label in (("supernet", "on"), ("supernet_nocikd", "off")):
+            table = r["tables"][name]["test"]
+            m = {t.name: table[f"{w}|{t.name}|{d}"] for t in tasks}
+            lines.append(f"| {w} | {d} | {label} | " + " | ".join(points(t, m[t.name]) for t in tasks) +
+                         f" | {mtl_metrics.delta_m(m, r['single_task'], tasks):+.1f}% |")
+    return "\n".join(lines)
+
+
+def budget_table(r) -> str:
+    tasks = task_specs(r["tasks"])
+    c = r["control"]
+    lines = ["| budget (MFLOPs) | picked: encoder, decoders | FLOPs (M) | within | " + " | ".join(t.name for t in tasks)
+             + " | Δm |", "|" + "---|" * (len(tasks) + 5)]
+    for row in c["budget_sweep"]:
+        dec = ", ".join(f"{k} {v}" for k, v in sorted(row["subnet"]["decoder_widths"].items()))
+        lines.append(f"| {row['budget'] / 1e6:.3f} | {row['subnet']['encoder_width']}; {dec} | {row['flops'] / 1e6:.3f} | "
+                     f"{'yes' if row['within_budget'] else 'NO'} | " +
+                     " | ".join(points(t, row["test"][t.name]) for t in tasks) + f" | {row['test_delta_m']:+.1f}% |")
+    return "\n".join(lines) + f"\n\nHypervolume of (FLOPs, Δm) over the sweep: {c['hypervolume']:.4g} " \
+        f"(reference point {c['hypervolume_reference'][0] / 1e6:.3f} MFLOPs, {c['hypervolume_reference'][1]:.1f}% Δm)."
+
+
+def preference_table(r) -> str:
+    tasks = task_specs(r["tasks"])
+    c = r["control"]
+    sweep = c["preference_sweep"]
+    prefs = [row["preference"][0] for row in sweep[tasks[0].name]]
+    lines = [f"Fixed budget {c['fixed_budget'] / 1e6:.3f} MFLOPs/img; p = preference of the swept task, the others "
+             "share 1 - p. Cell: test metric (picked encoder width e / the task's decoder width d).", "",
+             "| swept task | " + " | ".join(f"p={p:.1f}" for p in prefs) + " | Spearman |",
+             "|" + "---|" * (2 + len(prefs))]
+    for t in tasks:
+        cells = [f"{points(t, row['test'][t.name])} (e{row['subnet']['encoder_width']}/d{row['subnet']['decoder_widths'][t.name]})"
+                 for row in sweep[t.name]]
+        lines.append(f"| {t.name} | " + " | ".join(cells) + f" | {c['controllability'][t.name]:+.2f} |")
+    return "\n".join(lines) + f"\n\nMean controllability: {c['mean_controllability']:+.2f}."
+
+
+def plot_preference(results) -> str:
+    fig, axes = plt.subplots(len(results), 3, figsize=(12, 3.2 * len(results)), squeeze=False)
+    for row_axes, r in zip(axes, results):
+        tasks = task_specs(r["tasks"])
+        for i, (ax, t) in enumerate(zip(row_axes, tasks)):
+            rows = r["control"]["preference_sweep"][t.name]
+            ax.plot([x["preference"][i] for x in rows], [x["test"][t.name] for x in rows], "o-")
+            ax.set_title(f"{r['dataset']}: {t.name} (ρ={r['control']['controllability'][t.name]:+.2f})")
+            ax.set_xlabel(f"preference of {t.name}")
+            ax.set_ylabel({"depth": "RMSE (lower better)", "segmentation": "mIoU"}.get(t.kind, "accuracy"))
+    fig.tight_layout()
+    path = os.path.join(HERE, "performance_vs_preference.png")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_budget(results) -> str:
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        tasks = task_specs(r["tasks"])
+        sweep = r["control"]["budget_sweep"]
+        ax.plot([x["budget"] / 1e6 for x in sweep], [x["test_delta_m"] for x in sweep], "o-", label="controller pick (test)")
+        table = r["tables"]["supernet"]["test"]
+        for w in r["menu"]:
+            m = {t.name: table[f"{w}|{t.name}|{w}"] for t in tasks}
+            alone = r["runs"][f"alone_{w}"]["test"]
+            ax.plot(r["flops"][str(w)] / 1e6, mtl_metrics.delta_m(m, r["single_task"], tasks), "s", color="C1",
+                    label="supernet, uniform width" if w == r["menu"][0] else None)
+            ax.plot(r["flops"][str(w)] / 1e6, mtl_metrics.delta_m(alone, r["single_task"], tasks), "^", color="C2",
+                    label="width trained alone" if w == r["menu"][0] else None)
+        ax.set_xlabel("FLOPs budget (M per image)")
+        ax.set_ylabel("Δm vs single-task (%)")
+        ax.set_title(f"{r['dataset']}: performance against budget (uniform preference)")
+        ax.legend()
+    fig.tight_layout()
+    path = os.path.join(HERE, "performance_vs_budget.png")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main():
+    results = [json.load(open(os.path.join(HERE, f"results_{d}.json"))) for d in ("digits", "shapes")
+               if os.path.exists(os.path.join(HERE, f"results_{d}.json"))]
+    for r in results:
+        runs = r["runs"]
+        print(f"\n## {r['dataset']}\n")
+        print("Training wall time (s, shared 2-core CPU): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in runs.items()))
+        print("\n### Every width of the supernet vs the same width trained alone (test)\n")
+        print(width_table(r))
+        print("\n### CIKD on vs off at the smallest encoder (test)\n")
+        print(cikd_table(r))
+        print("\n### Budget sweep, uniform preference (selected on val, reported on test)\n")
+        print(budget_table(r))
+        print("\n### Preference sweep (selected on val, reported on test)\n")
+        print(preference_table(r))
+    if results:
+        print("\n", plot_preference(results), plot_budget(results))
+
+
+if __name__ == "__main__":
+    main()

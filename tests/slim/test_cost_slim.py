@@ -1,0 +1,58 @@
+"""Exact FLOPs of width configs: agree with XLA's cost analysis of the compiled sliced subnet."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from effjax.compress.cost import vit_cost
+from effjax.compress.cost_slim import slim_vit_cost, slim_widths
+from effjax.compress.subnet import SubnetConfig
+
+from .conftest import build, init_params, model_config
+
+
+def _xla_flops_per_example(model, params, images, subnet):
+    compiled = jax.jit(lambda p, x: model.apply({"params": p}, x, subnet=subnet)).lower(params, images).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return cost["flops"] / images.shape[0]
+
+
+@pytest.mark.parametrize("dataset, encoder, decoders", [
+    ("digits", 1.0, (1.0, 1.0, 1.0)),
+    ("digits", 0.25, (0.25, 1.0, 0.5)),
+    ("shapes", 1.0, (0.25, 0.25, 0.25)),
+    ("shapes", 0.5, (1.0, 0.5, 0.25)),
+    ("shapes", 0.25, (0.25, 0.75, 1.0)),
+    ("shapes", 0.75, (0.75, 0.75, 0.75)),
+])
+def test_analytic_flops_match_xla_within_10_percent(request, dataset, encoder, decoders):
+    ds = request.getfixturevalue(dataset)
+    mc = model_config(hidden_dim=32, num_heads=4, mlp_dim=64, decoder_dim=32, num_layers=2,
+                      patch_size=2 if dataset == "digits" else 4, width_menu=(0.25, 0.5, 0.75, 1.0))
+    model = build(ds.tasks, mc)
+    images = jnp.asarray(ds.splits["val"]["image"][:4])
+    params = init_params(model, images)
+    subnet = SubnetConfig(encoder, tuple((t.name, d) for t, d in zip(ds.tasks, decoders)))
+    analytic = slim_vit_cost(mc, ds.image_shape, ds.tasks, subnet).flops
+    xla = _xla_flops_per_example(model, params, images, subnet)
+    assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
+
+
+def test_full_width_prices_like_the_dense_vit(shapes):
+    mc = model_config(hidden_dim=64, num_heads=4, mlp_dim=128, decoder_dim=64, num_layers=3)
+    assert slim_vit_cost(mc, shapes.image_shape, shapes.tasks) == vit_cost(mc, shapes.image_shape, shapes.tasks)
+
+
+def test_flops_grow_with_every_width_and_params_count_the_slices(shapes):
+    mc = model_config(hidden_dim=64, num_heads=4, mlp_dim=128, decoder_dim=64, num_layers=3)
+    menu = (0.25, 0.5, 0.75, 1.0)
+    cost = lambda e, d: slim_vit_cost(mc, shapes.image_shape, shapes.tasks,  # noqa: E731
+                                      SubnetConfig(e, (("depth", d),)))
+    flops = [[cost(e, d).flops for d in menu] for e in menu]
+    assert all(flops[i][j] < flops[i + 1][j] for i in range(3) for j in range(4))
+    assert all(flops[i][j] < flops[i][j + 1] for i in range(4) for j in range(3))
+    widths = slim_widths(mc, shapes.tasks, SubnetConfig(0.5, (("depth", 0.25),)))
+    assert (widths.heads, widths.hidden, widths.mlp, widths.decoder("depth"), widths.decoder("count")) == (2, 32, 64, 16, 64)
+    small = cost(0.5, 0.25)
+    assert small.params < cost(1.0, 1.0).params and small.weight_bits == 32 * small.params

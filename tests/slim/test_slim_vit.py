@@ -1,0 +1,93 @@
+"""The slimmable multi-task ViT: equals MultiTaskViT at the sliced widths; encode/decode split; subnet checks."""
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from effjax.compress.cost_slim import slim_widths
+from effjax.compress.subnet import SubnetConfig
+from effjax.models import build_model
+from effjax.models.vit import MultiTaskViT
+
+from .conftest import apply, build, init_params, model_config
+
+
+def _dense_params_from_slim(slim_params, dense_shapes):
+    """MultiTaskViT parameters as the prefix slices of the slim parameters (path renaming only)."""
+    slim = flax.traverse_util.flatten_dict(slim_params, sep="/")
+    out = {}
+    for path, shape in flax.traverse_util.flatten_dict(dense_shapes, sep="/").items():
+        source = path.replace("/LayerNorm_0", "")
+        source = {"patch_embed/kernel": "embedding/patch_embed/kernel", "patch_embed/bias": "embedding/patch_embed/bias",
+                  "cls": "embedding/cls", "pos_embedding": "embedding/pos_embedding"}.get(source, source)
+        source = source.replace("block", "blocks_", 1) if source.startswith("block") else source
+        source = source.replace("head_", "heads_", 1) if source.startswith("head_") else source
+        out[path] = slim[source][tuple(slice(0, n) for n in shape.shape)]
+    return flax.traverse_util.unflatten_dict(out, sep="/")
+
+
+@pytest.mark.parametrize("dataset, width, decoders", [
+    ("digits", 1.0, 1.0), ("digits", 0.5, 0.5), ("shapes", 0.5, 1.0), ("shapes", 1.0, 0.5)])
+def test_subnet_equals_a_plain_vit_with_sliced_weights(request, dataset, width, decoders):
+    ds = request.getfixturevalue(dataset)
+    mc = model_config(num_layers=2, patch_size=4 if dataset == "shapes" else 2)
+    model = build(ds.tasks, mc)
+    images = jnp.asarray(ds.splits["val"]["image"][:4])
+    params = init_params(model, images)
+    subnet = SubnetConfig(width, tuple((t.name, decoders) for t in ds.tasks))
+    w = slim_widths(mc, ds.tasks, subnet)
+    dense = MultiTaskViT(ds.tasks, mc.patch_size, w.hidden, mc.num_layers, w.heads, w.mlp, w.decoder(ds.tasks[0].name))
+    shapes = jax.eval_shape(lambda: nn.unbox(dense.init(jax.random.PRNGKey(0), images[:1])["params"]))
+    expected = apply(dense, _dense_params_from_slim(params, shapes), images)
+    got = apply(model, params, images, subnet=subnet)
+    for t in ds.tasks:
+        np.testing.assert_allclose(got[t.name], expected[t.name], rtol=2e-4, atol=2e-5)
+
+
+def test_padded_encode_decode_equals_the_sliced_forward(digits):
+    mc = model_config()
+    model = build(digits.tasks, mc)
+    images = jnp.asarray(digits.splits["val"]["image"][:4])
+    params = init_params(model, images)
+    subnet = SubnetConfig(0.5, (("digit", 0.5), ("parity", 1.0), ("ge5", 0.5)))
+    expected = apply(model, params, images, subnet=subnet)
+    tokens = apply(model, params, images, 0.5, method="encode")
+    padded = jnp.pad(tokens, ((0, 0), (0, 0), (0, mc.hidden_dim - tokens.shape[-1])))
+    for t in digits.tasks:
+        got = apply(model, params, padded, t.name, subnet.decoder_width(t.name), (8, 8),
+                          jnp.int32(tokens.shape[-1]), method="decode")
+        np.testing.assert_allclose(got, expected[t.name], rtol=1e-4, atol=1e-5)
+
+
+def test_a_task_prediction_depends_only_on_its_own_decoder_width(digits):
+    model = build(digits.tasks, model_config())
+    images = jnp.asarray(digits.splits["val"]["image"][:4])
+    params = init_params(model, images)
+    mixed = apply(model, params, images, subnet=SubnetConfig(0.5, (("digit", 0.5), ("parity", 1.0), ("ge5", 0.5))))
+    uniform = apply(model, params, images, subnet=SubnetConfig(0.5, (("digit", 1.0), ("parity", 1.0), ("ge5", 1.0))))
+    np.testing.assert_allclose(mixed["parity"], uniform["parity"], rtol=1e-6)
+    assert not np.allclose(mixed["digit"], uniform["digit"])
+
+
+def test_subnet_knobs_are_checked(digits):
+    model = build(digits.tasks, model_config())
+    images = jnp.zeros((1, 8, 8, 1))
+    params = init_params(model, images)
+    with pytest.raises(ValueError, match="attention_keep_ratio"):
+        model.apply({"params": params}, images, subnet=SubnetConfig(attention_keep_ratio=0.5))
+    with pytest.raises(ValueError, match="unknown tasks"):
+        model.apply({"params": params}, images, subnet=SubnetConfig(decoder_widths=(("depth", 0.5),)))
+
+
+def test_registry_builds_it_with_logical_axis_names_everywhere(digits):
+    mc = model_config()
+    model = build_model(mc, digits.tasks)
+    boxed = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves and all(isinstance(x, nn.Partitioned) and len(x.names) == x.value.ndim for x in leaves)
+    assert tuple(model.width_menu) == (0.5, 1.0)
+    with pytest.raises(ValueError, match="width_menu"):
+        build_model(model_config(width_menu=(0.25, 0.5)), digits.tasks)
