@@ -85,13 +85,33 @@ def _gather_rows(x: jax.Array, key_indices: jax.Array) -> jax.Array:
     return flat.reshape(b, h, r, kk, x.shape[-1])
 
 
-def gathered_attention(q, k, v, key_indices: jax.Array, scale: float) -> tuple[jax.Array, jax.Array]:
-    """Only the kept pairs: the class-token row attends densely (O(N d)), every other row
-    attends to its k gathered keys (O(k d)). Returns (outputs, class-row weights [B, H, N])."""
-    cls_out, cls_weights = dense_attention(q[:, :, :1], k, v, scale)
+def _attend_gathered(q_rows, k, v, key_indices, scale):
     keys, values = _gather_rows(k, key_indices), _gather_rows(v, key_indices)
-    weights = _softmax_f32(jnp.einsum("bhqd,bhqkd->bhqk", q[:, :, 1:], keys) * scale, q.dtype)
-    rows_out = jnp.einsum("bhqk,bhqkd->bhqd", weights, values)
+    weights = _softmax_f32(jnp.einsum("bhqd,bhqkd->bhqk", q_rows, keys) * scale, q_rows.dtype)
+    return jnp.einsum("bhqk,bhqkd->bhqd", weights, values)
+
+
+def gathered_attention(q, k, v, key_indices: jax.Array, scale: float, query_block: Optional[int] = None
+                       ) -> tuple[jax.Array, jax.Array]:
+    """Only the kept pairs: the class-token row attends densely (O(N d)), every other row
+    attends to its k gathered keys (O(k d)). Returns (outputs, class-row weights [B, H, N]).
+
+    The gathered keys and values take N k d memory; `query_block` bounds that to
+    query_block x k x d by processing the query rows in blocks (lax.map).
+    """
+    cls_out, cls_weights = dense_attention(q[:, :, :1], k, v, scale)
+    q_rows, rows = q[:, :, 1:], q.shape[2] - 1
+    if query_block is None or rows <= query_block:
+        rows_out = _attend_gathered(q_rows, k, v, key_indices, scale)
+    else:
+        b, h, _, d = q.shape
+        pad = (-rows) % query_block
+        blocks = (rows + pad) // query_block
+        to_blocks = lambda x: jnp.moveaxis(  # noqa: E731
+            jnp.pad(x, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(b, h, blocks, query_block, x.shape[-1]), 2, 0)
+        out = jax.lax.map(lambda blk: _attend_gathered(blk[0], k, v, blk[1], scale),
+                          (to_blocks(q_rows), to_blocks(key_indices)))
+        rows_out = jnp.moveaxis(out, 0, 2).reshape(b, h, blocks * query_block, d)[:, :, :rows]
     return jnp.concatenate([cls_out, rows_out], axis=2), cls_weights[:, :, 0]
 
 

@@ -77,7 +77,10 @@ class SparseMultiHeadAttention(nn.Module):
         key_indices = None
         if keep_ratio < 1:
             if self.mask_scores == "random":
-                rng = self.make_rng("dropout") if self.has_rng("dropout") else jax.random.PRNGKey(0)
+                # a fresh draw per step while training; at evaluation the fixed "params" key (folded with
+                # this module's path, so each layer differs) makes the baseline deterministic
+                stream = "dropout" if self.has_rng("dropout") else "params" if self.has_rng("params") else None
+                rng = self.make_rng(stream) if stream else jax.random.PRNGKey(0)
                 key_indices = sa.random_key_indices(rng, (x.shape[0], self.num_heads, x.shape[1] - 1, x.shape[1]),
                                                     keep_ratio)
             else:
