@@ -108,6 +108,22 @@ def route(logits: jax.Array, top_k: int, top_p: float = 0.0, renormalize: bool =
     return top_k_routing(logits, top_k, renormalize)
 
 
+def merge_duplicate_choices(routing: Routing) -> Routing:
+    """One choice per (token, expert): later choices of an expert already chosen add their gate to the first.
+
+    Needed after router re-binding (several router outputs point at one merged expert),
+    so a token takes at most one slot of each expert.
+    """
+    index, valid = routing.expert_index, routing.valid
+    k = index.shape[-1]
+    same = (index[..., :, None] == index[..., None, :]) & valid[..., :, None] & valid[..., None, :]  # [G, S, K, K]
+    earlier = jnp.triu(jnp.ones((k, k), bool), 1)  # earlier[i, j]: i < j
+    duplicate = jnp.any(same & earlier, axis=-2)
+    keep = valid & ~duplicate
+    gate = jnp.where(keep, jnp.einsum("gsij,gsj->gsi", same.astype(routing.gate.dtype), routing.gate), 0.0)
+    return routing._replace(gate=gate, valid=keep)
+
+
 def expert_capacity(tokens_per_group: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
     """Slots per expert and group; `capacity_factor <= 0` means dropless (every token fits)."""
     if capacity_factor <= 0:
@@ -371,12 +387,12 @@ class MoeMlp(nn.Module):
         routing = route(logits, top_k, top_p, self.renormalize_gates)
         self._sow_losses(routing)
         if self.router_groups is not None:
-            routing = routing._replace(expert_index=jnp.asarray(self.router_groups, jnp.int32)[routing.expert_index])
+            routing = merge_duplicate_choices(
+                routing._replace(expert_index=jnp.asarray(self.router_groups, jnp.int32)[routing.expert_index]))
         self._sow_stats(routing, router_index)
 
         x = x.astype(self.dtype)
-        k_capacity = top_k if not top_p else max(top_k, 1)
-        capacity = expert_capacity(s, e, k_capacity, self.capacity_factor)
+        capacity = expert_capacity(s, e, top_k, self.capacity_factor)  # top-p: sized for top_k choices
         if self.dispatch == "dense":
             return moe_dense_path(x, routing, w, self._dot_generals())
         if self.dispatch == "ragged":
