@@ -13,7 +13,7 @@ bits) (Abdolrashidi et al., 2021, Sec. 3). Later issues add their layers
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
@@ -46,12 +46,18 @@ class Cost:
         return dataclasses.asdict(self)
 
 
-def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec]) -> list[LayerCost]:
+def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec], *, hidden: Optional[int] = None,
+               heads: Optional[int] = None, mlp: Optional[int] = None,
+               decoders: Optional[Mapping[str, int]] = None) -> list[LayerCost]:
+    """Per-layer costs per example; the keyword widths override the config's (a sliced subnet)."""
     h, w, c = image_shape
     p = model_config.patch_size
     patches = (h // p) * (w // p)
     n = patches + 1
-    d, m, dec = model_config.hidden_dim, model_config.mlp_dim, model_config.decoder_dim
+    d = hidden or model_config.hidden_dim
+    m = mlp or model_config.mlp_dim
+    heads = heads or model_config.num_heads
+    decoders = decoders or {}
     layers = [LayerCost("patch_embed", "embed", patches * p * p * c * d, p * p * c * d + d),
               LayerCost("tokens", "embed", 0, d + n * d)]
     for i in range(model_config.num_layers):
@@ -59,7 +65,7 @@ def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpe
             LayerCost(f"block{i}/ln", "norm", 0, 4 * d, elementwise_flops=2 * n * d * LAYERNORM_FLOPS_PER_ELEMENT),
             LayerCost(f"block{i}/qkv", "attention", 3 * n * d * d, 3 * (d * d + d)),
             LayerCost(f"block{i}/attention_logits", "attention", n * n * d, 0, activation_only=True,
-                      elementwise_flops=model_config.num_heads * n * n * SOFTMAX_FLOPS_PER_ELEMENT),
+                      elementwise_flops=heads * n * n * SOFTMAX_FLOPS_PER_ELEMENT),
             LayerCost(f"block{i}/attention_mix", "attention", n * n * d, 0, activation_only=True),
             LayerCost(f"block{i}/out", "attention", n * d * d, d * d + d),
             LayerCost(f"block{i}/mlp", "mlp", 2 * n * d * m, 2 * d * m + m + d, elementwise_flops=n * m * GELU_FLOPS_PER_ELEMENT),
@@ -68,6 +74,7 @@ def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpe
     for t in tasks:
         rows = patches if t.is_dense else 1
         out = t.out_channels * (p * p if t.is_dense else 1)
+        dec = decoders.get(t.name, model_config.decoder_dim)
         layers.append(LayerCost(f"head_{t.name}", "head", rows * (d * dec + dec * out), 2 * d + d * dec + dec + dec * out + out,
                                 elementwise_flops=rows * (d * LAYERNORM_FLOPS_PER_ELEMENT + dec * GELU_FLOPS_PER_ELEMENT)))
     return layers

@@ -23,8 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, LAYERNORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT,
-                                  Cost, LayerCost, total_cost)
+from effjax.compress.cost import Cost, LayerCost, total_cost, vit_layers
 from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 
@@ -106,33 +105,8 @@ def slim_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[Ta
                     subnet: Optional[SubnetConfig] = None) -> list[LayerCost]:
     """Per-layer MACs, active parameters and element-wise FLOPs of the sliced subnet, per example."""
     widths = slim_widths(model_config, tasks, subnet)
-    h, w, c = image_shape
-    p = model_config.patch_size
-    patches = (h // p) * (w // p)
-    n = patches + 1
-    d, m, heads = widths.hidden, widths.mlp, widths.heads
-    layers = [LayerCost("patch_embed", "embed", patches * p * p * c * d, p * p * c * d + d),
-              LayerCost("tokens", "embed", 0, d + n * d)]
-    for i in range(model_config.num_layers):
-        layers += [
-            LayerCost(f"block{i}/ln", "norm", 0, 4 * d, elementwise_flops=2 * n * d * LAYERNORM_FLOPS_PER_ELEMENT),
-            LayerCost(f"block{i}/qkv", "attention", 3 * n * d * d, 3 * (d * d + d)),
-            LayerCost(f"block{i}/attention_logits", "attention", n * n * d, 0, activation_only=True,
-                      elementwise_flops=heads * n * n * SOFTMAX_FLOPS_PER_ELEMENT),
-            LayerCost(f"block{i}/attention_mix", "attention", n * n * d, 0, activation_only=True),
-            LayerCost(f"block{i}/out", "attention", n * d * d, d * d + d),
-            LayerCost(f"block{i}/mlp", "mlp", 2 * n * d * m, 2 * d * m + m + d,
-                      elementwise_flops=n * m * GELU_FLOPS_PER_ELEMENT),
-        ]
-    layers.append(LayerCost("ln_final", "norm", 0, 2 * d, elementwise_flops=n * d * LAYERNORM_FLOPS_PER_ELEMENT))
-    for t in tasks:
-        rows = patches if t.is_dense else 1
-        out = t.out_channels * (p * p if t.is_dense else 1)
-        dec = widths.decoder(t.name)
-        layers.append(LayerCost(f"head_{t.name}", "head", rows * (d * dec + dec * out),
-                                2 * d + d * dec + dec + dec * out + out,
-                                elementwise_flops=rows * (d * LAYERNORM_FLOPS_PER_ELEMENT + dec * GELU_FLOPS_PER_ELEMENT)))
-    return layers
+    return vit_layers(model_config, image_shape, tasks, hidden=widths.hidden, heads=widths.heads, mlp=widths.mlp,
+                      decoders=dict(widths.decoders))
 
 
 def slim_vit_cost(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec],
