@@ -24,10 +24,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "Export directory (default <workdi
 
 
 def evaluate_exported(model, dataset, split: str, batch_size: int = 256) -> dict[str, float]:
-    """Every task's metric of a loaded export over a split, and the search score."""
+    """Every task's metric of a loaded export over a split."""
     import numpy as np
 
-    from effjax import supernet_search
     from effjax.data import pipeline
     from effjax.train import losses
 

@@ -49,7 +49,6 @@ def run_main_job(config, workdir: str, devices=None) -> dict:
 def search_and_export(config, workdir: str, result, devices=None) -> dict:
     from effjax import report as report_lib
     from effjax import supernet_search as ss
-    from effjax.compress import export as export_lib
     from effjax.train.metrics import MetricWriter
 
     setup = build(config, devices)

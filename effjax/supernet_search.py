@@ -15,7 +15,6 @@ import json
 import os
 from typing import Any, Callable, Mapping
 
-import flax.linen as nn
 import jax
 import numpy as np
 

@@ -29,9 +29,9 @@ import jax.numpy as jnp
 from effjax.compress.cost_moe import moe_block_indices
 from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
-from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, MultiHeadAttention, constrain
+from effjax.models.layers import DotGeneralProvider, LayerNorm, MultiHeadAttention, constrain
 from effjax.models.moe import DISPATCH_METHODS, MoeMlp
-from effjax.models.vit import EncoderBlock, TaskHead, patchify
+from effjax.models.vit import EncoderBlock, TaskHead, embed_tokens
 
 TASK_ROUTING = ("per_task", "shared")
 _MOE_KNOBS = ("moe_top_k", "moe_top_p")
@@ -116,15 +116,7 @@ class MoeMultiTaskViT(nn.Module):
         subnet = subnet or SubnetConfig()
         self._check(subnet, task)
         _, h, w, _ = images.shape
-        x = Dense(self.hidden_dim, ("patch", "embed"), "embed", dtype=self.dtype,
-                  dot_general_provider=self.dot_general_provider, name="patch_embed")(
-            patchify(images.astype(self.dtype), self.patch_size))
-        cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
-                         (1, 1, self.hidden_dim))
-        x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_dim)).astype(self.dtype), x], axis=1)
-        pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed")),
-                         (1, x.shape[1], self.hidden_dim))
-        x = constrain(x + pos.astype(self.dtype), ("activation_batch", "activation_length", "activation_embed"))
+        x = embed_tokens(self, images, self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
 
         moe_layers = moe_block_indices(self.num_layers, self.moe_every)
         blocks = []

@@ -34,7 +34,7 @@ from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, Mlp, constrain
-from effjax.models.vit import TaskHead, patchify
+from effjax.models.vit import TaskHead, embed_tokens
 
 INTERMEDIATES = "intermediates"
 ATTENTION_PATH_CHOICES = ("auto",) + sa.ATTENTION_PATHS  # auto: masked when training, gathered otherwise
@@ -166,15 +166,7 @@ class SparseViT(nn.Module):
         if capture and path == "gathered":
             raise ValueError("capture=True needs the full attention weights: use attention_path masked or auto")
         _, h, w, _ = images.shape
-        x = Dense(self.hidden_dim, ("patch", "embed"), "embed", dtype=self.dtype,
-                  dot_general_provider=self.dot_general_provider, name="patch_embed")(
-            patchify(images.astype(self.dtype), self.patch_size))
-        cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
-                         (1, 1, self.hidden_dim))
-        x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_dim)).astype(self.dtype), x], axis=1)
-        pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed")),
-                         (1, x.shape[1], self.hidden_dim))
-        x = constrain(x + pos.astype(self.dtype), ("activation_batch", "activation_length", "activation_embed"))
+        x = embed_tokens(self, images, self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
         full_tokens = x.shape[1]
         positions = jnp.broadcast_to(jnp.arange(full_tokens, dtype=jnp.int32), x.shape[:2])
         full = None

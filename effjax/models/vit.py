@@ -37,6 +37,19 @@ def unpatchify(tokens: jax.Array, patch: int, height: int, width: int) -> jax.Ar
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, height, width, c)
 
 
+def embed_tokens(module: nn.Module, images: jax.Array, hidden_dim: int, patch_size: int, dtype,
+                 dot_general_provider: Optional[DotGeneralProvider]) -> jax.Array:
+    """Patch embedding, class token and learned positions, as parameters of `module`
+    (`patch_embed`, `cls`, `pos_embedding`); call it from `module`'s compact `__call__`."""
+    x = Dense(hidden_dim, ("patch", "embed"), "embed", dtype=dtype, dot_general_provider=dot_general_provider,
+              name="patch_embed")(patchify(images.astype(dtype), patch_size))
+    cls = module.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")), (1, 1, hidden_dim))
+    x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, hidden_dim)).astype(dtype), x], axis=1)
+    pos = module.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed")),
+                       (1, x.shape[1], hidden_dim))
+    return constrain(x + pos.astype(dtype), ("activation_batch", "activation_length", "activation_embed"))
+
+
 class EncoderBlock(nn.Module):
     num_heads: int
     mlp_dim: int
@@ -95,15 +108,7 @@ class MultiTaskViT(nn.Module):
         if subnet is not None and subnet.without_bits() != SubnetConfig():
             raise ValueError(f"model mt_vit has no width/sparsity/MoE knobs; got {subnet}")
         _, h, w, _ = images.shape
-        x = Dense(self.hidden_dim, ("patch", "embed"), "embed", dtype=self.dtype,
-                  dot_general_provider=self.dot_general_provider, name="patch_embed")(
-            patchify(images.astype(self.dtype), self.patch_size))
-        cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
-                         (1, 1, self.hidden_dim))
-        x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_dim)).astype(self.dtype), x], axis=1)
-        pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed")),
-                         (1, x.shape[1], self.hidden_dim))
-        x = constrain(x + pos.astype(self.dtype), ("activation_batch", "activation_length", "activation_embed"))
+        x = embed_tokens(self, images, self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
         for i in range(self.num_layers):
             x = EncoderBlock(self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider, name=f"block{i}")(x)
         x = LayerNorm(self.dtype, name="ln_final")(x)

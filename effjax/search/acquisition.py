@@ -39,7 +39,6 @@ Computed objectives (known functions of the configuration) enter as exact values
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 

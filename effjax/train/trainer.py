@@ -183,7 +183,6 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     os.makedirs(workdir, exist_ok=True)
     writer = MetricWriter(os.path.join(workdir, "tensorboard"))
     tc = config.train
-    task_weights = dict(config.loss.task_weights)
 
     root = jax.random.PRNGKey(config.seed)
     init_rng, step_rng = jax.random.split(root)
