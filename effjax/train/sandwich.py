@@ -39,6 +39,7 @@ from effjax.compress.cost_slim import encoder_widths
 from effjax.data.specs import TaskSpec
 from effjax.train import losses
 from effjax.train.state import TrainState
+from effjax.train.step import apply_gradients
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,18 +148,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
 
         grads, (config_losses, parts) = jax.lax.scan(one_config, grads, rows)
         loss = loss_max + config_losses.sum()
-        grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-        new_state = TrainState(
-            step=state.step + 1,
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            skipped_in_a_row=jnp.where(finite, 0, state.skipped_in_a_row + 1),
-            skipped_total=state.skipped_total + (~finite).astype(jnp.int32),
-        )
+        new_state, grad_norm = apply_gradients(state, grads, loss, tx)
         metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                    "loss/max": loss_max, "loss/min": config_losses[0],
                    "loss/kd": parts["kd"].mean(), "loss/cikd": parts["cikd"].mean(),

@@ -28,11 +28,11 @@ from typing import Callable
 import flax
 import jax
 import jax.numpy as jnp
-import optax
 
 from effjax.compress.subnet import SubnetConfig
 from effjax.train import losses
 from effjax.train.state import TrainState
+from effjax.train.step import apply_gradients
 
 INTERMEDIATES = "intermediates"
 PREDICTOR_MODULE = "predictor"
@@ -53,21 +53,7 @@ def trainable_mask(params, train_predictor: bool):
 
 
 def _apply_masked_update(state: TrainState, grads, tx, mask, loss):
-    grads = jax.tree.map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
-    grad_norm = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    updates = jax.tree.map(lambda u, m: u if m else jnp.zeros_like(u), updates, mask)
-    params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-    new_state = TrainState(
-        step=state.step + 1,
-        params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
-        skipped_in_a_row=jnp.where(finite, 0, state.skipped_in_a_row + 1),
-        skipped_total=state.skipped_total + (~finite).astype(jnp.int32),
-    )
-    return new_state, grad_norm
+    return apply_gradients(state, grads, loss, tx, trainable=mask)
 
 
 def attention_distillation_loss(intermediates) -> jax.Array:

@@ -37,6 +37,29 @@ def init_state_fn(model: nn.Module, tx: optax.GradientTransformation, image_shap
     return init
 
 
+def apply_gradients(state: TrainState, grads, loss: jax.Array, tx: optax.GradientTransformation,
+                    trainable=None) -> tuple[TrainState, jax.Array]:
+    """One optimizer update; a non-finite loss or gradient leaves params and optimizer state
+    unchanged and is counted. `trainable` (a bool tree like params) freezes the False leaves:
+    their gradients and updates are zeroed. Returns (new state, global gradient norm)."""
+    frozen = lambda tree: tree if trainable is None else jax.tree.map(  # noqa: E731
+        lambda x, m: x if m else jnp.zeros_like(x), tree, trainable)
+    grads = frozen(grads)
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, frozen(updates))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        skipped_in_a_row=jnp.where(finite, 0, state.skipped_in_a_row + 1),
+        skipped_total=state.skipped_total + (~finite).astype(jnp.int32),
+    )
+    return new_state, grad_norm
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
                     task_weights: Mapping[str, float], schedule: optax.Schedule) -> Callable:
     def train_step(state: TrainState, batch, rng):
@@ -50,18 +73,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tasks: S
             return total + aux_total, {**per_task, "aux": aux_total}
 
         (loss, per_task), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-        new_state = TrainState(
-            step=state.step + 1,
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            skipped_in_a_row=jnp.where(finite, 0, state.skipped_in_a_row + 1),
-            skipped_total=state.skipped_total + (~finite).astype(jnp.int32),
-        )
+        new_state, grad_norm = apply_gradients(state, grads, loss, tx)
         metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                    **{f"loss/{k}": v for k, v in per_task.items()}}
         return new_state, metrics
