@@ -9,7 +9,9 @@ objective (the same recursion as the HSO hypervolume algorithm): between consecu
 values of the last objective, the region is a fixed (M-1)-dimensional region times an
 interval, and consecutive slabs with the same (M-1)-dimensional front are merged. For
 2 objectives this gives the n + 1 staircase cells (n cells for the dominated region);
-for 3 objectives at most O(n^2) cells; beyond, exact but growing as O(n^(M-1)).
+a cell of the (M-1)-dimensional decomposition that survives from one slab to the next
+is extended rather than cut, which leaves O(n) cells for 3 objectives (each new point
+replaces a few staircase cells) instead of O(n^2); beyond, exact but growing faster.
 
 Everything uses the maximization convention (see `pareto.py`). Cells of the
 non-dominated region are unbounded above: their upper bounds are +inf.
@@ -34,6 +36,42 @@ def _weakly_dominated_by(p: np.ndarray, front: np.ndarray) -> bool:
     return len(front) > 0 and bool(np.any(np.all(front >= p, axis=1)))
 
 
+def _staircase(front: list[tuple[float, float]], dominated: bool) -> list[tuple[float, float, float, float]]:
+    """2-objective cells (lower_x, lower_y, upper_x, upper_y) of a front sorted by x descending."""
+    xs = [np.inf] + [x for x, _ in front] + [0.0]
+    if dominated:
+        return [(xs[i + 1], 0.0, xs[i], front[i - 1][1]) for i in range(1, len(front) + 1)]
+    ys = [0.0] + [y for _, y in front]
+    return [(xs[i + 1], ys[i], xs[i], np.inf) for i in range(len(front) + 1)]
+
+
+def _cells_3d(u: np.ndarray, dominated: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The slab sweep of `_cells` specialized to 3 objectives in plain Python: the
+    2-objective staircase is small, and at these sizes numpy's per-call overhead would
+    cost more than the arithmetic (this runs once per MC sample at every proposal)."""
+    points = sorted(map(tuple, u.tolist()), key=lambda p: -p[2])
+    front: list[tuple[float, float]] = []
+    active = {cell: np.inf for cell in _staircase(front, dominated)}
+    boxes: list[tuple[tuple[float, float, float, float], float, float]] = []
+    for x, y, z in points:
+        if any(fx >= x and fy >= y for fx, fy in front):
+            continue
+        front = sorted([(fx, fy) for fx, fy in front if not (x >= fx and y >= fy)] + [(x, y)], key=lambda p: -p[0])
+        updated = {}
+        for cell in _staircase(front, dominated):
+            updated[cell] = active.get(cell, z)
+        for cell, top in active.items():
+            if cell not in updated and top > z:
+                boxes.append((cell, z, top))
+        active = updated
+    boxes.extend((cell, 0.0, top) for cell, top in active.items() if top > 0.0)
+    if not boxes:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    lower = np.array([(c[0], c[1], bottom) for c, bottom, _ in boxes])
+    upper = np.array([(c[2], c[3], top) for c, _, top in boxes])
+    return lower, upper
+
+
 def _cells(u: np.ndarray, dominated: bool) -> tuple[np.ndarray, np.ndarray]:
     """Cells of the (non-)dominated region of a clean front `u` (n, M), reference at 0."""
     n, m = u.shape
@@ -55,31 +93,45 @@ def _cells(u: np.ndarray, dominated: bool) -> tuple[np.ndarray, np.ndarray]:
             lower = np.stack([xs[1:], ys], axis=1)
             upper = np.stack([xs[:-1], np.full(n + 1, np.inf)], axis=1)
         return lower, upper
+    if m == 3:
+        return _cells_3d(u, dominated)
     p = u[np.argsort(-u[:, -1], kind="stable")]
-    z = np.concatenate([[np.inf], p[:, -1], [0.0]])
     lowers, uppers = [], []
+    # Active (M-1)-dimensional cells of the current slab, keyed by their exact bounds, with
+    # the level of the last objective where each began. A cell that survives a change of
+    # the (M-1)-front keeps growing downwards instead of being cut, so each emitted box is
+    # a maximal run of one (M-1)-cell: O(n) boxes for 3 objectives instead of O(n^2).
+    active: dict[bytes, tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def change_front(front: np.ndarray, level: float) -> None:
+        nonlocal active
+        lo, hi = _cells(front, dominated)
+        updated = {}
+        for a, b in zip(lo, hi):
+            key = a.tobytes() + b.tobytes()
+            updated[key] = (a, b, active[key][2] if key in active else level)
+        for key, (a, b, top) in active.items():
+            if key not in updated and top > level:
+                lowers.append(np.append(a, level))
+                uppers.append(np.append(b, top))
+        active = updated
+
     front = np.zeros((0, m - 1))
-    group_top = z[0]
-
-    def flush(bottom: float) -> None:
-        if group_top > bottom and (len(front) > 0 or not dominated):
-            lo, hi = _cells(front, dominated)
-            k = len(lo)
-            lowers.append(np.concatenate([lo, np.full((k, 1), bottom)], axis=1))
-            uppers.append(np.concatenate([hi, np.full((k, 1), group_top)], axis=1))
-
+    change_front(front, np.inf)
     for j in range(n):
         projected = p[j, :-1]
         if _weakly_dominated_by(projected, front):
             continue  # the (M-1)-front is unchanged, so this slab merges with the previous one
-        flush(z[j + 1])
-        group_top = z[j + 1]
         keep = ~np.all(projected >= front, axis=1) if len(front) else np.zeros(0, dtype=bool)
         front = np.concatenate([front[keep], projected[None]], axis=0)
-    flush(0.0)
+        change_front(front, p[j, -1])
+    for a, b, top in active.values():  # everything still open reaches down to the reference
+        if top > 0.0:
+            lowers.append(np.append(a, 0.0))
+            uppers.append(np.append(b, top))
     if not lowers:
         return np.zeros((0, m)), np.zeros((0, m))
-    return np.concatenate(lowers), np.concatenate(uppers)
+    return np.stack(lowers), np.stack(uppers)
 
 
 def _prepare(front, ref) -> tuple[np.ndarray, np.ndarray]:

@@ -76,3 +76,16 @@ def test_bad_inputs():
         fit_gp(np.zeros((3, 1)), np.array([[1.0], [np.nan], [2.0]]))
     with pytest.raises(ValueError, match="same n"):
         fit_gp(np.zeros((3, 1)), np.zeros((2, 1)))
+
+
+def test_lengthscale_prior_mode_is_that_of_botorchs_lognormal():
+    # LogNormal(mu, 3) density on the value l, with mu = sqrt2 + log(D) / 2: mode of the
+    # objective in log l at mu - 3 (l ~ 0.50 for D = 6), not at mu (l ~ 10).
+    from effjax.search.gp import _log_prior_and_grad
+    grid = np.linspace(-4.0, 4.0, 8001)
+    values = [_log_prior_and_grad(np.full(6, g), 0.0, -5.0)[0] for g in grid]
+    mode = grid[int(np.argmax(values))]
+    assert mode == pytest.approx(np.sqrt(2.0) + 0.5 * np.log(6.0) - 3.0, abs=1e-3)
+    assert np.exp(mode) == pytest.approx(0.50, abs=0.01)
+    # The noise prior's gradient vanishes at its mode, log sigma^2 = -4 - 1.
+    assert _log_prior_and_grad(np.zeros(6), 0.0, -5.0)[3] == pytest.approx(0.0)

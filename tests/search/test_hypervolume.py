@@ -105,6 +105,20 @@ def test_two_objective_cell_counts():
     assert np.all(np.isinf(hi)) and len(lo) == 1
 
 
+def test_three_objective_cells_grow_linearly_and_tie_safely():
+    # 2n + 1 non-dominated boxes for n points in general position (the local lower bounds
+    # of a 3-objective front), not the O(n^2) of cutting every slab.
+    front = sphere_front(40, 3, seed=3)
+    assert len(nondominated_cells(front, np.zeros(3))[0]) == 2 * 40 + 1
+    # Ties in every coordinate: still an exact, disjoint cover.
+    tied = np.round(sphere_front(25, 3, seed=4), 1) + 0.05
+    lo, hi = dominated_cells(tied, np.zeros(3))
+    assert np.prod(hi - lo, axis=1).sum() == pytest.approx(hypervolume_positive(tied), rel=1e-12)
+    nlo, nhi = nondominated_cells(tied, np.zeros(3))
+    clipped = np.clip(np.minimum(nhi, 1.5) - nlo, 0, None)
+    assert np.prod(clipped, axis=1).sum() + hypervolume_positive(tied) == pytest.approx(1.5 ** 3, rel=1e-12)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="direction"):
         hypervolume([[1, 2]], [3, 3], ["min", "up"])
