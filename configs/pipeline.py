@@ -19,7 +19,7 @@ from effjax.config_loading import load_config
 
 
 def get_config(arg: str | None = None):
-    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "slim_vit.py") + ":" + (arg or "digits"))
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "supernet.py") + ":" + (arg or "digits"))
     c.search = ml_collections.ConfigDict()
     c.search.budget = 40  # configurations evaluated (zero-shot, on the validation split)
     c.search.batch_size = 4  # proposals per round (qLogNEHVI batch)

@@ -26,6 +26,7 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     ("mlp", "tensor"),
     ("kv", None),
     ("expert", "expert"),
+    ("expert_mlp", "tensor"),
     ("decoder", "tensor"),
     ("classes", None),
     ("patch", None),

@@ -55,7 +55,7 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
     evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights))
     search_result = ss.run_search(evaluator, config.search, workdir, seed=config.seed)
     points = ss.pareto_points(evaluator, search_result)
-    full = evaluator.metrics(ss.subnet_from_params(_full_params(evaluator), evaluator.tasks), "val")
+    full = evaluator.metrics(ss.subnet_from_params(ss.full_params(config, evaluator.tasks), evaluator.tasks), "val")
     outputs = {}
     if jax.process_index() == 0:
         outputs["pareto_json"] = os.path.join(workdir, "pareto.json")
@@ -66,7 +66,8 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
         writer.image(int(result.state.step), "search/pareto", image)
         best = max(points, key=lambda p: p["metrics"]["score"])
         writer.hparams({"search_budget": int(config.search.budget), "bits_menu": str(list(config.search.bits)),
-                        "width_menu": str(list(config.model.width_menu))},
+                        "width_menu": str(list(config.model.width_menu)),
+                        **{f"{name}_menu": str(values) for name, values in ss.knob_menus(config).items()}},
                        {"hparams/best_score": best["metrics"]["score"], "hparams/front_size": sum(p["pareto"] for p in points),
                         "hparams/full_supernet_score": full["score"]})
         writer.close()
@@ -83,12 +84,6 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
         outputs["full_supernet_val_score"] = full["score"]
         outputs["best_val_score"] = best["metrics"]["score"]
     return outputs
-
-
-def _full_params(evaluator) -> dict:
-    params = {"encoder_width": 1.0, "weight_bits": 32}
-    params.update({f"decoder_width_{t.name}": 1.0 for t in evaluator.tasks})
-    return params
 
 
 def export_point(evaluator, point: dict, directory: str, config) -> dict:

@@ -25,7 +25,12 @@ def _describe(p) -> str:
     c = p["config"]
     dec = ", ".join(f"{k} {v:g}" for k, v in sorted(c["decoder_widths"].items()))
     bits = "float32" if c["weight_bits"] is None else f"int{c['weight_bits']} (first/last int{c['first_last_bits']})"
-    return f"encoder {c['encoder_width']:g}, decoders [{dec}], weights {bits}"
+    knobs = ""
+    if c.get("attention_keep_ratio", 1.0) < 1:
+        knobs += f", keep {c['attention_keep_ratio']:g}"
+    if c.get("moe_top_k"):
+        knobs += f", top-{c['moe_top_k']}"
+    return f"encoder {c['encoder_width']:g}, decoders [{dec}]{knobs}, weights {bits}"
 
 
 def render(points, full_metrics, config, exports) -> str:
@@ -39,7 +44,7 @@ def render(points, full_metrics, config, exports) -> str:
         f"(score up, FLOPs down, bits down), spanning {min(flops):.3g} to {max(flops):.3g} FLOPs per example "
         f"({max(flops) / max(min(flops), 1):.1f}x).",
         "",
-        f"Full supernet (all widths 1, float32): validation score {full_metrics['score']:.4f}. "
+        f"Full supernet (all widths 1, dense attention, most experts, float32): validation score {full_metrics['score']:.4f}. "
         f"Best evaluated point: {best['metrics']['score']:.4f} (id {best['id']}, {_describe(best)}), "
         f"{100 * (best['metrics']['score'] - full_metrics['score']):+.2f} points.",
         "",

@@ -1,7 +1,8 @@
 """Zero-shot search of a trained supernet's accuracy-FLOPs-bits Pareto front.
 
 Every candidate is a `SubnetConfig` (encoder width, one decoder width per task,
-weight bits). It is evaluated on the validation split with no retraining: the
+weight bits, and for the `super_vit` supernet the attention keep ratio and MoE
+top-k it was trained on). It is evaluated on the validation split with no retraining: the
 supernet's weights sliced to the subnet and quantized after training (per-channel
 symmetric weights, `weight_quant`). FLOPs come from the shared cost model and bits
 from the export plan (exactly what an export writes), so only the score is
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -22,6 +23,7 @@ from effjax import search
 from effjax.compress import export as export_lib
 from effjax.compress.cost import total_cost
 from effjax.compress.cost_slim import slim_vit_layers
+from effjax.compress.cost_super import super_vit_layers
 from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.train import step as step_lib
@@ -48,16 +50,36 @@ def subnet_from_params(params: Mapping[str, Any], tasks) -> SubnetConfig:
     return SubnetConfig(
         encoder_width=float(params["encoder_width"]),
         decoder_widths=tuple(sorted((t.name, float(params[f"decoder_width_{t.name}"])) for t in tasks)),
+        attention_keep_ratio=float(params.get("attention_keep_ratio", 1.0)),
+        moe_top_k=int(params.get("moe_top_k", 0)),
         weight_bits=None if bits >= FLOAT_BITS else bits,
         first_last_bits=None if bits >= FLOAT_BITS else max(bits, 8),
     )
 
 
-def search_space(menu, tasks, bits_menu) -> search.Space:
+def knob_menus(config) -> dict[str, list]:
+    """The searched menus beyond widths and bits: the supernet's keep ratios and top-k (those it was trained on)."""
+    if config.model.name != "super_vit":
+        return {}
+    slim = config.get("slim", None) or {}
+    menus = {"attention_keep_ratio": sorted(float(r) for r in slim.get("keep_ratios", (1.0,))),
+             "moe_top_k": sorted(int(k) for k in slim.get("top_ks", ()))}
+    return {name: values for name, values in menus.items() if len(values) > 1}
+
+
+def search_space(menu, tasks, bits_menu, extra_menus: Mapping[str, Sequence] | None = None) -> search.Space:
     params = [search.Ordinal("encoder_width", list(menu))]
     params += [search.Ordinal(f"decoder_width_{t.name}", list(menu)) for t in tasks]
+    params += [search.Ordinal(name, list(values)) for name, values in (extra_menus or {}).items()]
     params.append(search.Ordinal("weight_bits", sorted(int(b) for b in bits_menu)))
     return search.Space(params)
+
+
+def full_params(config, tasks) -> dict:
+    """The search parameters of the full supernet (every width 1, dense, most experts, float)."""
+    params = {"encoder_width": 1.0, "weight_bits": FLOAT_BITS, **{f"decoder_width_{t.name}": 1.0 for t in tasks}}
+    params.update({name: max(values) for name, values in knob_menus(config).items()})
+    return params
 
 
 @dataclasses.dataclass
@@ -79,8 +101,8 @@ class SubnetEvaluator:
         return export_lib.plan(self.boxed, self.setup.config.model, self.tasks, subnet)
 
     def cost(self, subnet: SubnetConfig) -> dict[str, float]:
-        layers = slim_vit_layers(self.setup.config.model, self.setup.dataset.image_shape, self.tasks,
-                                 subnet.without_bits())
+        layers_of = super_vit_layers if self.setup.config.model.name == "super_vit" else slim_vit_layers
+        layers = layers_of(self.setup.config.model, self.setup.dataset.image_shape, self.tasks, subnet.without_bits())
         c = total_cost(layers, dataclasses.replace(subnet, activation_bits=None))
         return {"flops": c.flops, "params": c.params, "bits": export_lib.total_bits(self.plan(subnet)), "bops": c.bops}
 
@@ -99,7 +121,8 @@ class SubnetEvaluator:
 
 def run_search(evaluator: SubnetEvaluator, search_config, workdir: str, seed: int) -> search.SearchResult:
     tasks = evaluator.tasks
-    space = search_space(evaluator.setup.config.model.width_menu, tasks, search_config.bits)
+    space = search_space(evaluator.setup.config.model.width_menu, tasks, search_config.bits,
+                         knob_menus(evaluator.setup.config))
     cache: dict[SubnetConfig, dict] = {}
 
     def cost_of(params):

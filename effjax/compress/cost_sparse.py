@@ -92,7 +92,7 @@ def attention_core_layers(name: str, n: int, heads: int, head_dim: int, keep_rat
             LayerCost(f"{name}/attention_mix", "attention", pairs * d, 0, activation_only=True)]
 
 
-def _predictor(name: str, n: int, full_tokens: int, heads: int, head_dim: int, fields: dict) -> list[LayerCost]:
+def predictor_layers(name: str, n: int, full_tokens: int, heads: int, head_dim: int, fields: dict) -> list[LayerCost]:
     c = fields["predictor_channels"]
     m = predictor_rank(full_tokens, fields["predictor_token_reduction"])
     top = min(fields["predictor_top_coefficients"], m)
@@ -128,7 +128,7 @@ def sparse_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[
         layers += attention_core_layers(name, n, heads, head_dim, rho, sparse)
         if fields["mask_scores"] == "predictor":
             # the predictor's parameters exist in every layer; its work only where the layer is sparse
-            pred = _predictor(name, n, full, heads, head_dim, fields)
+            pred = predictor_layers(name, n, full, heads, head_dim, fields)
             layers += pred if sparse else [LayerCost(x.name, x.group, 0, x.params) for x in pred]
         layers += [LayerCost(f"{name}/out", "attention", n * d * d, d * d + d),
                    LayerCost(f"{name}/mlp", "mlp", 2 * n * d * mlp, 2 * d * mlp + mlp + d,

@@ -3,8 +3,11 @@
 The subnet's active parameters are found from each parameter's logical axis names
 (`embed` -> active token width, `heads` -> active heads x head size, `mlp` ->
 active MLP width, `decoder` -> that task's decoder width; other axes stay whole),
-sliced out as prefixes, and kernels are quantized to the subnet's bits per layer
-group (`weight_quant`). The export is `model.bin` (sliced arrays: float32, int8,
+sliced out as prefixes (the MoE axes `expert` / `expert_mlp` stay whole), and
+kernels (Dense and MoE expert kernels) are quantized to the subnet's bits per layer
+group (`weight_quant`) with the per-column scales of the full max-width kernel (the
+numbers quantization-aware training, `effjax.compress.qat`, and zero-shot evaluation
+use); the active prefix of codes and scales is written. The export is `model.bin` (sliced arrays: float32, int8,
 or packed int4 with scales) plus `model.json` (model config, tasks, subnet, and the
 bits count). The weights are one raw little-endian byte stream, `model.bin`, with
 each array's offset, dtype and shape in `model.json`, so the bytes on disk are the
@@ -26,7 +29,8 @@ import numpy as np
 
 from effjax.compress.cost_slim import slim_widths
 from effjax.compress.subnet import SubnetConfig
-from effjax.compress.weight_quant import (dequantize_kernel, pack_int4, payload_bits, quantize_kernel, unpack_int4)
+from effjax.compress.weight_quant import (dequantize_kernel, fake_quantize, is_kernel, pack_int4, payload_bits,
+                                         quantize_kernel, unpack_int4)
 from effjax.data.specs import TaskSpec
 
 FORMAT_VERSION = 1
@@ -64,7 +68,8 @@ class ParamPlan:
 
 def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfig) -> list[ParamPlan]:
     """What each parameter contributes to the subnet: active prefix shape and storage bits."""
-    widths = slim_widths(model_config, tasks, subnet.without_bits())
+    widths = slim_widths(model_config, tasks, SubnetConfig(encoder_width=subnet.encoder_width,
+                                                           decoder_widths=subnet.decoder_widths))
     decoders = dict(widths.decoders)
     flat = flax.traverse_util.flatten_dict(boxed_abstract_params, sep="/")
     plans = []
@@ -76,7 +81,7 @@ def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet:
                  "decoder": decoders.get(task)}
         active = tuple(min(sizes.get(n) or dim, dim) for n, dim in zip(names, shape))
         weight_bits, _ = subnet.bits_for(layer_group(path))
-        bits = weight_bits if path.endswith("kernel") and len(shape) == 2 else 32
+        bits = weight_bits if is_kernel(path, len(shape)) else 32
         plans.append(ParamPlan(path, shape, active, bits))
     return plans
 
@@ -95,10 +100,7 @@ def quantized_params(params, plans: Sequence[ParamPlan]):
     out = {}
     for p in plans:
         full = np.array(flat[p.path], np.float32)
-        if p.bits < 32:
-            active = _slice(full, p.active_shape)
-            full[tuple(slice(0, s) for s in p.active_shape)] = dequantize_kernel(*quantize_kernel(active, p.bits))
-        out[p.path] = full
+        out[p.path] = fake_quantize(full, p.bits) if p.bits < 32 else full
     return flax.traverse_util.unflatten_dict(out, sep="/")
 
 
@@ -117,17 +119,14 @@ def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[
         offset += len(data)
 
     for p in plans:
-        active = _slice(flat[p.path], p.active_shape).astype(np.float32)
-        if p.bits == 8:
-            q, scale = quantize_kernel(active, 8)
-            add(p.path + ":q", q)
-            add(p.path + ":scale", scale)
-        elif p.bits == 4:
-            q, scale = quantize_kernel(active, 4)
-            add(p.path + ":q4", pack_int4(q))
+        full = np.asarray(flat[p.path], np.float32)
+        if p.bits < 32:  # the full kernel's per-column scales, as training and zero-shot evaluation use
+            q, scale = quantize_kernel(full, p.bits)
+            q, scale = _slice(q, p.active_shape), _slice(scale, p.active_shape[:-2] + p.active_shape[-1:])
+            add(p.path + (":q" if p.bits == 8 else ":q4"), q if p.bits == 8 else pack_int4(q))
             add(p.path + ":scale", scale)
         else:
-            add(p.path, active)
+            add(p.path, _slice(full, p.active_shape))
     binary = os.path.join(directory, "model.bin")
     with open(binary, "wb") as f:
         for chunk in chunks:

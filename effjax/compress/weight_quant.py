@@ -14,20 +14,25 @@ import numpy as np
 SCALE_BITS = 32
 
 
+def is_kernel(path: str, ndim: int) -> bool:
+    """The weights that are quantized: Dense kernels [in, out] and MoE expert kernels [E, in, out]."""
+    return (path.endswith("kernel") and ndim == 2) or (path.rsplit("/", 1)[-1] in ("wi", "wo") and ndim == 3)
+
+
 def quantize_kernel(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """(integer codes as int8, float32 scale per output column) of a [in, out] kernel."""
+    """(integer codes as int8, float32 scale per output column) of a [..., in, out] kernel."""
     if bits not in (4, 8):
         raise ValueError(f"bits={bits}: allowed 4 or 8 (32 keeps float)")
     w = np.asarray(w, np.float32)
     qmax = 2 ** (bits - 1) - 1
-    scale = np.abs(w).max(axis=0) / qmax
+    scale = np.abs(w).max(axis=-2) / qmax
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int8)
+    q = np.clip(np.rint(w / scale[..., None, :]), -qmax, qmax).astype(np.int8)
     return q, scale
 
 
 def dequantize_kernel(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return (q.astype(np.float32) * scale.astype(np.float32)).astype(np.float32)
+    return (q.astype(np.float32) * np.expand_dims(scale.astype(np.float32), -2)).astype(np.float32)
 
 
 def fake_quantize(w: np.ndarray, bits: int) -> np.ndarray:
@@ -52,4 +57,4 @@ def payload_bits(shape: tuple[int, ...], bits: int) -> int:
     size = int(np.prod(shape))
     if bits >= 32:
         return 32 * size
-    return bits * size + SCALE_BITS * shape[-1]
+    return bits * size + SCALE_BITS * (size // shape[-2])

@@ -206,11 +206,19 @@ def expert_mlp(buffers: jax.Array, w: ExpertWeights, dot_generals=(lax.dot_gener
 
 
 def moe_capacity_path(x, routing: Routing, w: ExpertWeights, capacity: int, method: str,
-                      dot_generals=(lax.dot_general, lax.dot_general)):
-    """Dispatch -> experts -> combine for one device's groups (capacity-based methods)."""
+                      dot_generals=(lax.dot_general, lax.dot_general), active_capacity=None):
+    """Dispatch -> experts -> combine for one device's groups (capacity-based methods).
+
+    `active_capacity` (may be traced, <= capacity) drops the choices whose position in
+    their expert's buffer is beyond it: buffers sized for the largest top-k of a menu
+    then route exactly as buffers sized for a smaller, traced top-k would.
+    """
     dispatch, combine = _DISPATCH[method]
     num_experts = w.wi.shape[0]
     slot, kept = assign_slots(routing, num_experts, capacity)
+    if active_capacity is not None:
+        kept = kept & (slot % capacity < active_capacity)
+        slot = jnp.where(kept, slot, num_experts * capacity)
     buffers = dispatch(x, slot, num_experts, capacity)
     buffers = constrain(buffers, ("activation_batch", "activation_expert", None, "activation_embed"))
     out = expert_mlp(buffers, w, dot_generals)

@@ -36,6 +36,8 @@ _BUILDERS = {
         "effjax.models.slim_vit", fromlist=["build"]).build(model_config, tasks, dot_general_provider),
     "sparse_vit": lambda model_config, tasks, dot_general_provider: __import__(
         "effjax.models.sparse_vit", fromlist=["build"]).build(model_config, tasks, dot_general_provider),
+    "super_vit": lambda model_config, tasks, dot_general_provider: __import__(
+        "effjax.models.super_vit", fromlist=["build"]).build(model_config, tasks, dot_general_provider),
 }
 MODEL_NAMES = tuple(_BUILDERS)
 

@@ -14,6 +14,16 @@ One jitted step, one optimizer update, following Universally Slimmable Networks
      + label_weight_small * the labels' loss (0 in US-Nets);
   3. the gradients of all configs are summed into one update.
 
+The supernet's other knobs (`super_vit`, issue 9) join the same rule: each config
+also draws an attention keep ratio, an MoE top-k and a weight-bits value from the
+menus `config.slim.keep_ratios`, `top_ks` and `weight_bits` (the max config takes
+keep 1, the largest top-k and float weights; the min config the smallest of each).
+These do not change shapes, so they enter the encoder branch as traced scalars; the
+bits are applied by fake-quantizing the parameters with a straight-through gradient
+(`effjax.compress.qat`) before the config runs. Auxiliary losses the model sows (MoE
+load balance and z-loss, the Sparsifiner predictor's distillation in the max pass)
+are added to each config's loss.
+
 Random configs: each draws its encoder width and every task's decoder width
 uniformly from the model's width menu with `fold_in(rng, step)`, inside the jitted
 step, so a resumed run replays the same draws. Widths fix shapes, so a traced choice
@@ -36,7 +46,10 @@ import numpy as np
 import optax
 
 from effjax.compress.cost_slim import encoder_widths
+from effjax.compress.qat import fake_quantize_params
+from effjax.compress.subnet import FLOAT_BITS, SubnetConfig
 from effjax.data.specs import TaskSpec
+from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.train import losses
 from effjax.train.state import TrainState
 from effjax.train.step import apply_gradients
@@ -48,6 +61,9 @@ class SandwichOptions:
     inplace_kd_weight: float = 1.0  # weight of distillation to the max config's predictions
     cikd_weight: float = 1.0  # weight of Configuration-Invariant KD on encoder features
     label_weight_small: float = 0.0  # weight of the label loss for the non-max configs
+    keep_ratios: tuple[float, ...] = (1.0,)  # attention keep ratios sampled (super_vit)
+    top_ks: tuple[int, ...] = ()  # MoE experts per token sampled (super_vit); () keeps the model default
+    weight_bits: tuple[int, ...] = (FLOAT_BITS,)  # body weight bits sampled; 32 is float (QAT otherwise)
 
     def __post_init__(self):
         if not isinstance(self.num_random, int) or self.num_random < 0:
@@ -56,6 +72,19 @@ class SandwichOptions:
             value = getattr(self, field)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ValueError(f"config.slim.{field}={value!r}: must be a finite number >= 0")
+        object.__setattr__(self, "keep_ratios", tuple(sorted(float(r) for r in self.keep_ratios)))
+        object.__setattr__(self, "top_ks", tuple(sorted(int(k) for k in self.top_ks)))
+        object.__setattr__(self, "weight_bits", tuple(sorted(int(b) for b in self.weight_bits)))
+        if not self.keep_ratios or any(not 0 < r <= 1 for r in self.keep_ratios) or self.keep_ratios[-1] != 1.0:
+            raise ValueError(f"config.slim.keep_ratios={self.keep_ratios!r}: need ratios in (0, 1] including 1.0")
+        if any(k < 1 for k in self.top_ks):
+            raise ValueError(f"config.slim.top_ks={self.top_ks!r}: each must be an integer >= 1")
+        if not self.weight_bits or any(b not in (2, 4, 8, FLOAT_BITS) for b in self.weight_bits):
+            raise ValueError(f"config.slim.weight_bits={self.weight_bits!r}: allowed values 2, 4, 8, 32 (float)")
+
+    @property
+    def samples_knobs(self) -> bool:
+        return len(self.keep_ratios) > 1 or len(self.top_ks) > 1 or len(self.weight_bits) > 1
 
     @classmethod
     def from_config(cls, config) -> "SandwichOptions":
@@ -90,20 +119,44 @@ def sample_configs(rng: jax.Array, num_random: int, num_tasks: int, menu_size: i
     return jnp.concatenate([smallest, random], axis=0)
 
 
+def sample_knob_indices(rng: jax.Array, num_random: int, menu_sizes: Sequence[int]) -> jax.Array:
+    """Menu indices [1 + num_random, len(menu_sizes)] of the non-width knobs: row 0 the min config."""
+    smallest = jnp.zeros((1, len(menu_sizes)), jnp.int32)
+    random = jax.random.randint(rng, (num_random, len(menu_sizes)), 0, jnp.asarray(menu_sizes, jnp.int32), jnp.int32)
+    return jnp.concatenate([smallest, random], axis=0)
+
+
+def _aux_total(mutated) -> jax.Array:
+    return sum((jnp.sum(x) for x in jax.tree.leaves(mutated.get(AUX_LOSS_COLLECTION, {}))), jnp.zeros((), jnp.float32))
+
+
 def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
                        task_weights: Mapping[str, float], schedule: optax.Schedule, options: SandwichOptions) -> Callable:
     if not (hasattr(model, "encode") and hasattr(model, "decode") and hasattr(model, "width_menu")):
         raise ValueError(f"config.train.objective='sandwich' needs a slimmable model (config.model.name='slim_vit'); "
                          f"got {type(model).__name__}")
+    is_super = hasattr(model, "moe_every")
+    if not is_super and (len(options.keep_ratios) > 1 or options.top_ks):
+        raise ValueError("config.slim.keep_ratios / top_ks: sampled only by the supernet (config.model.name='super_vit')")
     menu = tuple(sorted(model.width_menu))
     max_dim = model.hidden_dim
     active_widths = jnp.asarray([encoder_widths(model.hidden_dim, model.num_heads, model.mlp_dim, w)[1] for w in menu])
     weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
+    keep_menu = jnp.asarray(options.keep_ratios, jnp.float32)
+    top_ks = options.top_ks or ((model.default_top_k,) if is_super else (0,))
+    top_k_menu = jnp.asarray(top_ks, jnp.int32)
+    bits_menu = jnp.asarray(options.weight_bits, jnp.int32)
+    knob_sizes = (len(options.keep_ratios), len(top_ks), len(options.weight_bits))
+    teacher_subnet = SubnetConfig(moe_top_k=max(top_ks)) if is_super else None
 
     def encoder_branch(width: float) -> Callable:
-        def run(params, images):
-            tokens = model.apply({"params": params}, images, width, method="encode")
-            return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1])))
+        def run(params, images, keep_ratio, top_k):
+            if is_super:
+                tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
+                                              method="encode", mutable=[AUX_LOSS_COLLECTION])
+            else:
+                tokens, mutated = model.apply({"params": params}, images, width, method="encode"), {}
+            return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1]))), _aux_total(mutated)
 
         return run
 
@@ -113,16 +166,19 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
 
         return run
 
-    def config_loss(params, batch, row, teacher_preds, teacher_tokens):
+    def config_loss(params, batch, row, knobs, teacher_preds, teacher_tokens):
         images = batch["image"]
         hw = images.shape[1:3]
-        tokens = jax.lax.switch(row[0], [encoder_branch(w) for w in menu], params, images)
+        if len(options.weight_bits) > 1 or options.weight_bits[0] < FLOAT_BITS:
+            params = fake_quantize_params(params, bits_menu[knobs[2]])
+        tokens, aux = jax.lax.switch(row[0], [encoder_branch(w) for w in menu], params, images,
+                                     keep_menu[knobs[0]], top_k_menu[knobs[1]])
         active = active_widths[row[0]]
         preds = {t.name: jax.lax.switch(row[1 + i], [decoder_branch(t.name, w, hw) for w in menu], params, tokens, active)
                  for i, t in enumerate(tasks)}
         kd = sum(weights[t.name] * distillation_loss(t, preds[t.name], teacher_preds[t.name]) for t in tasks)
         cikd = feature_distillation_loss(tokens, teacher_tokens, active)
-        total = options.inplace_kd_weight * kd + options.cikd_weight * cikd
+        total = options.inplace_kd_weight * kd + options.cikd_weight * cikd + aux
         label = jnp.zeros((), jnp.float32)
         if options.label_weight_small:
             label, _ = losses.multitask_loss(tasks, preds, batch, weights)
@@ -130,27 +186,31 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
         return total, {"kd": kd, "cikd": cikd, "label": label}
 
     def max_loss(params, batch):
-        preds, tokens = model.apply({"params": params}, batch["image"], return_features=True)
+        (preds, tokens), mutated = model.apply({"params": params}, batch["image"], train=True, subnet=teacher_subnet,
+                                               return_features=True, mutable=[AUX_LOSS_COLLECTION])
         total, per_task = losses.multitask_loss(tasks, preds, batch, weights)
-        return total, (per_task, preds, tokens)
+        aux = _aux_total(mutated)
+        return total + aux, (per_task, preds, tokens, aux)
 
     def train_step(state: TrainState, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
-        (loss_max, (per_task, teacher_preds, teacher_tokens)), grads = jax.value_and_grad(max_loss, has_aux=True)(
-            state.params, batch)
+        (loss_max, (per_task, teacher_preds, teacher_tokens, aux_max)), grads = jax.value_and_grad(
+            max_loss, has_aux=True)(state.params, batch)
         teacher_preds, teacher_tokens = jax.lax.stop_gradient((teacher_preds, teacher_tokens))
         rows = sample_configs(rng, options.num_random, len(tasks), len(menu))
+        knob_rows = sample_knob_indices(jax.random.fold_in(rng, 1), options.num_random, knob_sizes)
 
-        def one_config(grads_sum, row):
+        def one_config(grads_sum, row_and_knobs):
+            row, knobs = row_and_knobs
             (loss, parts), g = jax.value_and_grad(config_loss, has_aux=True)(
-                state.params, batch, row, teacher_preds, teacher_tokens)
+                state.params, batch, row, knobs, teacher_preds, teacher_tokens)
             return jax.tree.map(jnp.add, grads_sum, g), (loss, parts)
 
-        grads, (config_losses, parts) = jax.lax.scan(one_config, grads, rows)
+        grads, (config_losses, parts) = jax.lax.scan(one_config, grads, (rows, knob_rows))
         loss = loss_max + config_losses.sum()
         new_state, grad_norm = apply_gradients(state, grads, loss, tx)
         metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
-                   "loss/max": loss_max, "loss/min": config_losses[0],
+                   "loss/max": loss_max, "loss/min": config_losses[0], "loss/aux_max": aux_max,
                    "loss/kd": parts["kd"].mean(), "loss/cikd": parts["cikd"].mean(),
                    "loss/label_small": parts["label"].mean(),
                    **{f"loss/{k}": v for k, v in per_task.items()}}

@@ -1,0 +1,35 @@
+"""The main job's supernet (`super_vit`): slimmable widths, Sparsifiner attention, MoE and QAT bits at once.
+
+Same argument as `configs/slim_vit.py` (a dataset, `digits` or `shapes`, and variants,
+e.g. `digits,tiny`); this file swaps in the supernet and the menus the sandwich step
+samples (and the search later picks from):
+
+  python -m effjax.main --config=configs/supernet.py:digits --workdir=workdirs/supernet_digits
+
+Knobs: encoder width and one decoder width per task (`model.width_menu`), attention keep
+ratio in the `model.sparse_layers` (`slim.keep_ratios`), experts per token in the MoE
+blocks (`slim.top_ks`; every `model.moe_every`-th block), body weight bits
+(`slim.weight_bits`, 32 = float; patch embedding and heads at max(bits, 8)).
+"""
+
+import os
+
+from effjax.config_loading import load_config
+
+
+def get_config(arg: str | None = None):
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "slim_vit.py") + ":" + (arg or "digits"))
+    c.model.name = "super_vit"
+    c.model.sparse_layers = tuple(range(c.model.num_layers))  # a connectivity predictor in every block
+    c.model.predictor_channels = 4
+    c.model.predictor_token_reduction = 4  # 17 tokens -> rank 4
+    c.model.predictor_distill_weight = 1.0
+    c.model.moe_every = 2  # block 1 (of 0..2) has the MoE MLP
+    c.model.num_experts = 4
+    c.model.expert_dim = c.model.mlp_dim // 2  # top-2 of these costs what the dense MLP costs
+    c.model.top_k = 2
+    c.model.capacity_factor = 1.25
+    c.slim.keep_ratios = (0.25, 0.5, 1.0)
+    c.slim.top_ks = (1, 2)
+    c.slim.weight_bits = (4, 8, 32)
+    return c

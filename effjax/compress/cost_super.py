@@ -1,0 +1,99 @@
+"""Exact cost of a supernet (`super_vit`) configuration: widths, keep ratio, top-k and bits together.
+
+Issue 9, step 2: one cost function for every knob of the main job's supernet, built
+from the shared rules (`effjax.compress.cost`) and the per-feature pieces:
+  - widths: `cost_slim.slim_widths` (the same rounding the model uses);
+  - Sparsifiner attention in `model.sparse_layers` (here `()` means none): at keep
+    ratio rho < 1 the logits and mixing einsums cover n + (n - 1) ceil(rho n) pairs,
+    the kept key / value rows are gathered, and the connectivity predictor's work is
+    added (`cost_sparse`); at rho = 1 the
+    layer runs dense and the predictor only contributes parameters;
+  - MoE blocks (every `model.moe_every`-th): the router (n d E MACs), the router
+    softmax, and the experts as executed: E buffers of C = `expert_capacity(n, E, k,
+    capacity_factor)` slots each run the GELU MLP (E C 2 d m MACs; padding slots
+    compute too), plus the gate-weighted combine (n k d MACs). Parameters: all
+    experts (the stored model), the router rows of the active width;
+  - bits: `SubnetConfig.bits_for` per layer group (`total_cost`); the export's exact
+    size in bits is `effjax.compress.export.total_bits` of its plan.
+FLOPs are per example of the evaluation (gathered) path; a test holds them within
+10% of XLA's cost analysis of the compiled subnet.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost,
+                                  vit_layers)
+from effjax.compress.cost_moe import moe_block_indices
+from effjax.compress.cost_slim import slim_widths
+from effjax.compress.cost_sparse import attention_core_layers, kept_key_count, predictor_layers, sparse_model_fields
+from effjax.compress.subnet import SubnetConfig
+from effjax.data.specs import TaskSpec
+
+# XLA's CPU cost analysis counts a row gather as one FLOP per element moved plus this
+# much index arithmetic per row (measured on jax 0.10.2, head sizes 16 and 32).
+GATHER_FLOPS_PER_ROW = 6
+
+
+def _block_index(name: str) -> Optional[int]:
+    head = name.split("/")[0]
+    return int(head[len("block"):]) if head.startswith("block") and "/" in name else None
+
+
+def super_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec],
+                     subnet: Optional[SubnetConfig] = None) -> list[LayerCost]:
+    """Per-layer MACs, parameters and element-wise FLOPs of one supernet configuration, per example."""
+    from effjax.models.moe import expert_capacity  # the model's own capacity rule
+
+    subnet = subnet or SubnetConfig()
+    get = model_config.get
+    widths = slim_widths(model_config, tasks, SubnetConfig(encoder_width=subnet.encoder_width,
+                                                           decoder_widths=subnet.decoder_widths))
+    h, w, _ = image_shape
+    n = (h // model_config.patch_size) * (w // model_config.patch_size) + 1
+    d, heads, head_dim = widths.hidden, widths.heads, widths.head_dim
+    rho = subnet.attention_keep_ratio
+    sparse_layers = set(get("sparse_layers", ()))
+    fields = sparse_model_fields(model_config)
+    moe_every = int(get("moe_every", 0))
+    moe_blocks = set(moe_block_indices(model_config.num_layers, moe_every)) if moe_every else set()
+    e, m = int(get("num_experts", 4)), int(get("expert_dim", 64))
+    k = subnet.moe_top_k or int(get("top_k", 2))
+    if moe_blocks and not 1 <= k <= e:
+        raise ValueError(f"SubnetConfig.moe_top_k={k}: must be in [1, model.num_experts={e}]")
+    capacity = expert_capacity(n, e, k, float(get("capacity_factor", 1.25)))
+
+    layers = []
+    for layer in vit_layers(model_config, image_shape, tasks, hidden=d, heads=heads, mlp=widths.mlp,
+                            decoders=dict(widths.decoders)):
+        i = _block_index(layer.name)
+        if i is None:
+            layers.append(layer)
+        elif layer.name.endswith("/attention_logits"):
+            sparse = rho < 1 and i in sparse_layers
+            layers += attention_core_layers(f"block{i}", n, heads, head_dim, rho, sparse)
+            if sparse:  # the gathered path reads each kept key and value row: XLA counts the gathers
+                gathered_rows = 2 * heads * (n - 1) * kept_key_count(rho, n)
+                layers.append(LayerCost(f"block{i}/attention_gather", "attention", 0, 0,
+                                        elementwise_flops=gathered_rows * (head_dim + GATHER_FLOPS_PER_ROW)))
+            if i in sparse_layers:
+                predictor = predictor_layers(f"block{i}", n, n, heads, head_dim, fields)
+                layers += predictor if sparse else [LayerCost(p.name, p.group, 0, p.params) for p in predictor]
+        elif layer.name.endswith("/attention_mix"):
+            continue  # priced with the logits above
+        elif layer.name.endswith("/mlp") and i in moe_blocks:
+            layers += [
+                LayerCost(f"block{i}/router", "router", n * d * e, d * e,
+                          elementwise_flops=n * e * SOFTMAX_FLOPS_PER_ELEMENT),
+                LayerCost(f"block{i}/experts", "expert", e * capacity * 2 * d * m, e * (2 * d * m + m + d),
+                          elementwise_flops=e * capacity * m * GELU_FLOPS_PER_ELEMENT),
+                LayerCost(f"block{i}/combine", "expert", n * k * d, 0, activation_only=True),
+            ]
+        else:
+            layers.append(layer)
+    return layers
+
+
+def super_vit_cost(model_config, image_shape, tasks, subnet: Optional[SubnetConfig] = None) -> Cost:
+    return total_cost(super_vit_layers(model_config, image_shape, tasks, subnet), subnet)

@@ -1,0 +1,142 @@
+"""The main job's supernet: knob paths agree, the cost model matches XLA, QAT and export see the same weights."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from effjax.compress import export as export_lib
+from effjax.compress.cost_super import super_vit_cost, super_vit_layers
+from effjax.compress.qat import fake_quantize, fake_quantize_params
+from effjax.compress.subnet import SubnetConfig
+from effjax.compress.weight_quant import fake_quantize as numpy_fake_quantize
+from effjax.config_loading import load_config
+from effjax.data import load_dataset
+from effjax.models import build_model
+from effjax.models.super_vit import kept_key_mask
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    config = load_config("configs/supernet.py:digits")
+    config.model.hidden_dim, config.model.mlp_dim, config.model.decoder_dim = 32, 64, 32
+    config.model.expert_dim = 32
+    dataset = load_dataset(config.data)
+    model = build_model(config.model, dataset.tasks)
+    images = jnp.asarray(dataset.splits["val"]["image"][:8])
+    params = model.init(jax.random.PRNGKey(0), images)["params"]
+    params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params,
+                          is_leaf=lambda x: hasattr(x, "value"))
+    # random predictor/basis weights so the approximate attention has no ties
+    params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(1), x.shape), params)
+    return config, dataset, model, params, images
+
+
+SUBNETS = [SubnetConfig(),
+           SubnetConfig(encoder_width=0.5, attention_keep_ratio=0.5, moe_top_k=1),
+           SubnetConfig(encoder_width=0.25, decoder_widths=(("digit", 0.5),), attention_keep_ratio=0.25, moe_top_k=2),
+           SubnetConfig(encoder_width=0.75, attention_keep_ratio=1.0, moe_top_k=1)]
+
+
+@pytest.mark.parametrize("subnet", SUBNETS[1:])
+def test_masked_gathered_and_traced_knobs_agree(supernet, subnet):
+    _, _, model, params, images = supernet
+    encode = lambda path: model.apply({"params": params}, images, subnet.encoder_width, subnet.attention_keep_ratio,  # noqa: E731
+                                      subnet.moe_top_k, method="encode", path=path)
+    masked, gathered = encode("masked"), encode("gathered")
+    traced = jax.jit(lambda p, rho, k: model.apply({"params": p}, images, subnet.encoder_width, rho, k, 2,
+                                                   method="encode"))(params, subnet.attention_keep_ratio, subnet.moe_top_k)
+    np.testing.assert_allclose(masked, gathered, atol=2e-5)
+    np.testing.assert_allclose(traced, masked, atol=2e-5)
+    # the knobs matter: the dense full model gives other tokens
+    assert float(jnp.abs(masked[..., :8] - encode_dense(model, params, images)[..., :8]).max()) > 1e-3
+
+
+def encode_dense(model, params, images):
+    return model.apply({"params": params}, images, 1.0, 1.0, 2, method="encode")
+
+
+def test_kept_key_mask_keeps_ceil_rho_n_keys_per_row():
+    scores = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 16, 17))
+    for rho, count in ((0.25, 5), (0.5, 9), (1.0, 17)):
+        mask = np.asarray(kept_key_mask(scores, rho))
+        assert mask.shape == (2, 3, 17, 17) and mask[:, :, 0].all()
+        assert (mask[:, :, 1:].sum(-1) == count).all()
+
+
+@pytest.mark.parametrize("subnet", SUBNETS)
+def test_cost_flops_match_xla_within_10_percent(supernet, subnet):
+    config, dataset, model, params, images = supernet
+    compiled = jax.jit(lambda p, x: model.apply({"params": p}, x, subnet=subnet)).lower(params, images).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    xla = analysis["flops"] / images.shape[0]
+    ours = super_vit_cost(config.model, dataset.image_shape, dataset.tasks, subnet).flops
+    assert ours == pytest.approx(xla, rel=0.10), (ours, xla)
+
+
+def test_cost_falls_with_every_knob(supernet):
+    config, dataset, *_ = supernet
+    cost = lambda **kw: super_vit_cost(config.model, dataset.image_shape, dataset.tasks, SubnetConfig(**kw))  # noqa: E731
+    full = cost()
+    assert cost(encoder_width=0.5).flops < full.flops
+    core = lambda cost_: sum(2 * layer.macs for layer in super_vit_layers(  # noqa: E731
+        config.model, dataset.image_shape, dataset.tasks, SubnetConfig(attention_keep_ratio=cost_))
+        if layer.name.endswith(("attention_logits", "attention_mix")))
+    assert core(0.25) < 0.5 * core(1.0)
+    # at 17 tokens the predictor and the gathers cost more than the pairs they save
+    assert cost(attention_keep_ratio=0.25).flops > full.flops
+    assert cost(moe_top_k=1).flops < full.flops
+    assert cost(weight_bits=4).weight_bits < cost(weight_bits=8).weight_bits < full.weight_bits
+
+
+def test_fake_quantization_equals_the_export_quantizer_and_passes_gradients():
+    w = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 8))
+    for bits in (4, 8):
+        np.testing.assert_allclose(fake_quantize(w, bits), numpy_fake_quantize(np.asarray(w), bits), atol=1e-6)
+        traced = jax.jit(fake_quantize)(w, jnp.int32(bits))
+        np.testing.assert_allclose(traced, fake_quantize(w, bits), atol=1e-6)
+    np.testing.assert_array_equal(jax.jit(fake_quantize)(w, jnp.int32(32)), w)
+    grad = jax.grad(lambda x: jnp.sum(fake_quantize(x, 4) * 3.0))(w)
+    np.testing.assert_allclose(grad, 3.0 * np.ones_like(w))  # straight-through
+
+
+def test_qat_params_equal_the_evaluation_params(supernet):
+    config, dataset, model, params, _ = supernet
+    subnet = SubnetConfig(encoder_width=0.5, moe_top_k=1, weight_bits=4, first_last_bits=8)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1,) + dataset.image_shape, np.float32))["params"])
+    plan = export_lib.plan(boxed, config.model, dataset.tasks, subnet)
+    host = jax.tree.map(np.asarray, params)
+    evaluated = export_lib.quantized_params(host, plan)
+    trained = fake_quantize_params(params, 4)
+    for got, want in zip(jax.tree.leaves(trained), jax.tree.leaves(evaluated)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    quantized = [p for p in plan if p.bits < 32]
+    assert any(p.path.endswith("moe/wi") and p.bits == 4 for p in quantized)
+    assert any("patch_embed" in p.path and p.bits == 8 for p in quantized)
+
+
+def test_export_of_a_supernet_config_predicts_what_the_supernet_computes(supernet, tmp_path):
+    config, dataset, model, params, images = supernet
+    subnet = SubnetConfig(encoder_width=0.5, attention_keep_ratio=0.5, moe_top_k=1, weight_bits=8, first_last_bits=8)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1,) + dataset.image_shape, np.float32))["params"])
+    plan = export_lib.plan(boxed, config.model, dataset.tasks, subnet)
+    host = jax.tree.map(np.asarray, params)
+    meta = export_lib.write(str(tmp_path), host, plan, {"model_config": config.model.to_dict(),
+                                                         "tasks": [dataclasses.asdict(t) for t in dataset.tasks],
+                                                         "subnet": subnet.to_dict()})
+    assert meta["bin_bytes"] * 8 - meta["payload_bits"] < 8 * len(plan)
+    exported = export_lib.load(str(tmp_path)).predict(np.asarray(images))
+    reference = model.apply({"params": export_lib.quantized_params(host, plan)}, images, subnet=subnet.without_bits())
+    for task in reference:
+        np.testing.assert_allclose(exported[task], reference[task], atol=1e-4)
+
+
+def test_bad_knobs_are_refused_in_one_line(supernet):
+    _, _, model, params, images = supernet
+    with pytest.raises(ValueError, match="moe_top_k"):
+        model.apply({"params": params}, images, subnet=SubnetConfig(moe_top_k=5))
+    with pytest.raises(ValueError, match="without_bits"):
+        model.apply({"params": params}, images, subnet=SubnetConfig(weight_bits=4))
