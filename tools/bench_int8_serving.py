@@ -1,7 +1,7 @@
 """Serving latency and memory of an AQT int8 model vs float32 on this CPU, side by side in one run.
 
 Rows: float32; W8A8 (int8 weights and int8 activations: an int8 x int8 -> int32
-matmul); W8 weight-only (int8 weights dequantized into a float matmul: smaller,
+matmul, the two attention einsums int8 x int8 too); W8 weight-only (int8 weights dequantized into a float matmul: smaller,
 not faster); W4A4 (int4 storage; AQT upcasts int4 to int8 for the CPU matmul).
 Plus a bare 1024^3 matmul, f32 vs int8 -> int32, to show what XLA's CPU backend
 does with integer operands. Timings interleave the variants round by round so
@@ -13,6 +13,7 @@ machine noise hits all of them alike; the figure is the median per batch.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -100,6 +101,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     lines = [
         "## AQT int8 serving vs float32 (CPU)",
         "",
@@ -107,6 +109,8 @@ def main():
         "Multi-task ViT on 8x8 digits inputs (patch 2, 17 tokens), untrained weights, jitted forward of one batch;",
         "median of interleaved rounds. `weights` = bytes of the parameter tree that serving holds (int4 at half a byte);",
         "`XLA args+temp` = the compiled forward's argument plus temporary buffers (`memory_analysis`).",
+        "In W8A8 and W4A4 every Dense and both attention einsums (q.k, weights.v) are integer x integer matmuls;",
+        "W8 weight-only dequantizes into float matmuls and keeps the attention einsums float.",
         "",
     ]
     for hidden, layers, batch in ((64, 4, 256), (256, 4, 256)):
@@ -125,7 +129,9 @@ def main():
     mm = bare_matmul(1024, args.rounds)
     lines += ["**bare 1024 x 1024 x 1024 matmul**: "
               f"f32 {1e3 * mm['f32']:.1f} ms, int8 x int8 -> int32 {1e3 * mm['int8']:.1f} ms "
-              f"({mm['f32'] / mm['int8']:.2f}x).", ""]
+              f"({mm['f32'] / mm['int8']:.2f}x).", "",
+              f"1-minute load average on this shared machine: {load_before:.1f} at the start, "
+              f"{os.getloadavg()[0]:.1f} at the end; the ratios come from interleaved rounds of the same run.", ""]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

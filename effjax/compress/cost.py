@@ -6,7 +6,11 @@ per group can be applied. FLOPs = 2 x MACs of every matmul and einsum (XLA's
 convention) plus the element-wise work of softmax, LayerNorm and GELU; the test
 holds the total within 10% of XLA's cost analysis of the compiled forward pass.
 Memory = sum(weights x weight bits); BOPs = sum(MACs x weight bits x activation
-bits) (Abdolrashidi et al., 2021, Sec. 3). Later issues add their layers
+bits) (Abdolrashidi et al., 2021, Sec. 3). Memory is priced as a quantized model
+is served (AQT, `effjax.quant.serving`): only matmul kernels take the group's weight
+bits; what stays float (biases, LayerNorm, class / position tokens) stays 32 bits,
+and each quantized kernel adds one float32 scale per output channel. The two
+activation x activation einsums of attention cost MACs x activation bits squared. Later issues add their layers
 (sparse attention, MoE, slimmable widths) by extending `vit_layers`.
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Optional, Sequence
 
-from effjax.compress.subnet import SubnetConfig
+from effjax.compress.subnet import FLOAT_BITS, SubnetConfig
 from effjax.data.specs import TaskSpec
 
 # Element-wise FLOPs per element, as XLA's CPU cost analysis counts them (measured
@@ -33,6 +37,8 @@ class LayerCost:
     params: int  # weights (kernels and biases); 0 for activation x activation einsums
     activation_only: bool = False  # an einsum of two activations (attention logits / mixing)
     elementwise_flops: int = 0
+    float_params: int = 0  # of `params`, those that stay float32 when the weights are quantized (biases, norms, tokens)
+    quant_scales: int = 0  # float32 scales the quantized kernels add (one per output channel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,26 +64,37 @@ def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpe
     m = mlp or model_config.mlp_dim
     heads = heads or model_config.num_heads
     decoders = decoders or {}
-    layers = [LayerCost("patch_embed", "embed", patches * p * p * c * d, p * p * c * d + d),
-              LayerCost("tokens", "embed", 0, d + n * d)]
+    layers = [LayerCost("patch_embed", "embed", patches * p * p * c * d, p * p * c * d + d, float_params=d, quant_scales=d),
+              LayerCost("tokens", "embed", 0, d + n * d, float_params=d + n * d)]
     for i in range(model_config.num_layers):
         layers += [
-            LayerCost(f"block{i}/ln", "norm", 0, 4 * d, elementwise_flops=2 * n * d * LAYERNORM_FLOPS_PER_ELEMENT),
-            LayerCost(f"block{i}/qkv", "attention", 3 * n * d * d, 3 * (d * d + d)),
+            LayerCost(f"block{i}/ln", "norm", 0, 4 * d, elementwise_flops=2 * n * d * LAYERNORM_FLOPS_PER_ELEMENT,
+                      float_params=4 * d),
+            LayerCost(f"block{i}/qkv", "attention", 3 * n * d * d, 3 * (d * d + d), float_params=3 * d, quant_scales=3 * d),
             LayerCost(f"block{i}/attention_logits", "attention", n * n * d, 0, activation_only=True,
                       elementwise_flops=heads * n * n * SOFTMAX_FLOPS_PER_ELEMENT),
             LayerCost(f"block{i}/attention_mix", "attention", n * n * d, 0, activation_only=True),
-            LayerCost(f"block{i}/out", "attention", n * d * d, d * d + d),
-            LayerCost(f"block{i}/mlp", "mlp", 2 * n * d * m, 2 * d * m + m + d, elementwise_flops=n * m * GELU_FLOPS_PER_ELEMENT),
+            LayerCost(f"block{i}/out", "attention", n * d * d, d * d + d, float_params=d, quant_scales=d),
+            LayerCost(f"block{i}/mlp", "mlp", 2 * n * d * m, 2 * d * m + m + d, elementwise_flops=n * m * GELU_FLOPS_PER_ELEMENT,
+                      float_params=m + d, quant_scales=m + d),
         ]
-    layers.append(LayerCost("ln_final", "norm", 0, 2 * d, elementwise_flops=n * d * LAYERNORM_FLOPS_PER_ELEMENT))
+    layers.append(LayerCost("ln_final", "norm", 0, 2 * d, elementwise_flops=n * d * LAYERNORM_FLOPS_PER_ELEMENT,
+                            float_params=2 * d))
     for t in tasks:
         rows = patches if t.is_dense else 1
         out = t.out_channels * (p * p if t.is_dense else 1)
         dec = decoders.get(t.name, model_config.decoder_dim)
         layers.append(LayerCost(f"head_{t.name}", "head", rows * (d * dec + dec * out), 2 * d + d * dec + dec + dec * out + out,
-                                elementwise_flops=rows * (d * LAYERNORM_FLOPS_PER_ELEMENT + dec * GELU_FLOPS_PER_ELEMENT)))
+                                elementwise_flops=rows * (d * LAYERNORM_FLOPS_PER_ELEMENT + dec * GELU_FLOPS_PER_ELEMENT),
+                                float_params=2 * d + dec + out, quant_scales=dec + out))
     return layers
+
+
+def layer_weight_bits(layer: LayerCost, weight_bits: int) -> int:
+    """Bits of one layer's parameters stored at `weight_bits` (float leftovers and scales at 32)."""
+    if weight_bits >= FLOAT_BITS:
+        return layer.params * FLOAT_BITS
+    return (layer.params - layer.float_params) * weight_bits + (layer.float_params + layer.quant_scales) * FLOAT_BITS
 
 
 def total_cost(layers: Sequence[LayerCost], subnet: Optional[SubnetConfig] = None) -> Cost:
@@ -89,7 +106,7 @@ def total_cost(layers: Sequence[LayerCost], subnet: Optional[SubnetConfig] = Non
         flops += 2 * layer.macs + layer.elementwise_flops
         bops += layer.macs * (ab * ab if layer.activation_only else wb * ab)
         params += layer.params
-        bits += layer.params * wb
+        bits += layer_weight_bits(layer, wb)
     return Cost(flops=flops, params=params, weight_bits=bits, bops=bops)
 
 

@@ -4,7 +4,11 @@ hook and logical axis names, multi-head attention and the MLP.
 Quantization (AQT) is injected, as in MaxText, by replacing the `dot_general` a
 layer multiplies with: every layer belongs to a *layer group* ("embed",
 "attention", "mlp", "head", ...), and a `DotGeneralProvider` maps the group to a
-factory of dot_general modules (or None for plain `lax.dot_general`). Parameters
+factory of dot_general modules (or None for plain `lax.dot_general`). The two
+activation x activation einsums of attention (q.k logits, weights.v mixing) ask
+for the group "attention_scores" (`ATTENTION_SCORES_GROUP`) and run through
+`einsum(..., dot_general=)`, so a provider quantizes them too; with no provider
+(or None for that group) they are the plain `jnp.einsum` they always were. Parameters
 carry logical axis names; activations are constrained with logical names too, so
 one rules table (in the config) decides every sharding.
 """
@@ -30,9 +34,52 @@ default_kernel_init = nn.initializers.xavier_uniform()
 AUX_LOSS_COLLECTION = "aux_loss"
 
 
+# Group of the activation x activation einsums of attention: both operands are
+# activations, so a quantizing provider must not treat the right-hand one as a weight.
+ATTENTION_SCORES_GROUP = "attention_scores"
+
+
 def resolve_dot_general(provider: Optional[DotGeneralProvider], group: str) -> Callable:
     factory = provider(group) if provider is not None else None
     return factory() if factory is not None else lax.dot_general
+
+
+def injected_dot_general(provider: Optional[DotGeneralProvider], group: str = ATTENTION_SCORES_GROUP
+                         ) -> Optional[Callable]:
+    """The group's injected dot_general, or None where the provider leaves it plain.
+
+    Call it inside a module's compact `__call__` (the factory may create a submodule,
+    e.g. an AqtDotGeneral), once per einsum: each einsum needs its own instance.
+    """
+    factory = provider(group) if provider is not None else None
+    return factory() if factory is not None else None
+
+
+def einsum(subscripts: str, lhs: jax.Array, rhs: jax.Array, dot_general: Optional[Callable] = None) -> jax.Array:
+    """Two-operand einsum through `dot_general` (e.g. AQT's); None is `jnp.einsum`, bit for bit.
+
+    Indices in both operands and the output are batch axes, indices in both operands
+    only are contracted, the others are free; each index must appear in the output
+    or in both operands (no implicit sums over one operand).
+    """
+    if dot_general is None:
+        return jnp.einsum(subscripts, lhs, rhs)
+    inputs, _, out = subscripts.replace(" ", "").partition("->")
+    a, _, b = inputs.partition(",")
+    if (not out or not b or len(a) != lhs.ndim or len(b) != rhs.ndim
+            or any(len(set(t)) != len(t) for t in (a, b, out))
+            or any(c not in out and c not in (b if c in a else a) for c in a + b)
+            or any(c not in a + b for c in out)):
+        raise ValueError(f"einsum: subscripts={subscripts!r}: need 'lhs,rhs->out' matching the operand ranks, "
+                         "indices unique per term, each one in the output or in both operands")
+    batch = [c for c in a if c in b and c in out]
+    contract = [c for c in a if c in b and c not in out]
+    dims = ((tuple(a.index(c) for c in contract), tuple(b.index(c) for c in contract)),
+            (tuple(a.index(c) for c in batch), tuple(b.index(c) for c in batch)))
+    y = dot_general(lhs, rhs, dims, precision=None)
+    produced = batch + [c for c in a if c not in b] + [c for c in b if c not in a]
+    order = tuple(produced.index(c) for c in out)
+    return y if order == tuple(range(len(order))) else jnp.transpose(y, order)
 
 
 def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
@@ -107,9 +154,10 @@ class MultiHeadAttention(nn.Module):
         k = split(dense("key", ("embed", "heads"))(x))
         v = split(dense("value", ("embed", "heads"))(x))
         q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
+        logits_dot, mix_dot = (injected_dot_general(self.dot_general_provider) for _ in range(2))
+        logits = einsum("bqhd,bkhd->bhqk", q, k, logits_dot) / jnp.sqrt(head_dim).astype(self.dtype)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape[:-1] + (self.num_heads * head_dim,))
+        out = einsum("bhqk,bkhd->bqhd", weights, v, mix_dot).reshape(x.shape[:-1] + (self.num_heads * head_dim,))
         return Dense(d_model, ("heads", "embed"), "attention", dtype=self.dtype,
                      dot_general_provider=self.dot_general_provider, name="out")(out)
 

@@ -14,8 +14,8 @@ prefix slices of the max-width ones. `active` additionally lets the caller norma
 a zero-padded input over its first `active` channels with a traced count (used by the
 sandwich step, whose random widths arrive through `lax.switch`).
 
-Quantization hooks (`dot_general_provider`) and logical axis names are those of
-`effjax.models.layers`.
+Quantization hooks (`dot_general_provider`, including the attention einsums'
+"attention_scores" group) and logical axis names are those of `effjax.models.layers`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.models.layers import DotGeneralProvider, constrain, default_kernel_init, resolve_dot_general
+from effjax.models.layers import (DotGeneralProvider, constrain, default_kernel_init, einsum, injected_dot_general,
+                                  resolve_dot_general)
 
 LAYERNORM_EPSILON = 1e-6  # as flax.linen.LayerNorm
 
@@ -123,9 +124,11 @@ class SlimAttention(nn.Module):
         k = split(projection("key", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
         v = split(projection("value", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
         q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(self.head_dim).astype(self.dtype)
+        # the two activation x activation einsums go through the "attention_scores" group (layers.einsum)
+        logits_dot, mix_dot = (injected_dot_general(self.dot_general_provider) for _ in range(2))
+        logits = einsum("bqhd,bkhd->bhqk", q, k, logits_dot) / jnp.sqrt(self.head_dim).astype(self.dtype)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape[:-1] + (inner,))
+        out = einsum("bhqk,bkhd->bqhd", weights, v, mix_dot).reshape(x.shape[:-1] + (inner,))
         return projection("out", ("heads", "embed"), max_inner, self.max_in_features)(out, x.shape[-1])
 
 

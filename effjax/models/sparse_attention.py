@@ -20,6 +20,15 @@ Two attention paths share one interface, `sparse_attention(..., path=)`:
 negative value before the softmax (training, any N); `"gathered"` gathers the
 kept keys and values per query and computes only those k logits, O(N k d) work
 (inference). Both return the same outputs. Arrays are head-major: [B, H, N, d].
+
+Quantization: every attention function takes `dot_generals=(logits, mix)`, the
+injected dot_generals of its two activation x activation einsums (one per einsum,
+from `layers.injected_dot_general(provider)`, group "attention_scores"); None
+(the default) is the plain `jnp.einsum`, unchanged. Quantized, the masked and
+gathered paths compute the same integer logits on the kept pairs (per-token
+scales over the head channels), but the mixing einsum scales the values per
+channel over the keys it contracts (all N in the masked path, the kept k in the
+gathered one), so their outputs then differ by quantization noise, not exactly.
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ import jax
 import jax.numpy as jnp
 
 from effjax.compress.cost_sparse import kept_key_count
-from effjax.models.layers import Dense, DotGeneralProvider
+from effjax.models.layers import Dense, DotGeneralProvider, einsum
+
+NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
 
 ATTENTION_PATHS = ("masked", "gathered")
 MASK_SCORES = ("predictor", "random")
@@ -41,10 +52,12 @@ def _softmax_f32(logits: jax.Array, dtype) -> jax.Array:
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
 
 
-def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> tuple[jax.Array, jax.Array]:
+def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, *, dot_generals=NO_DOT_GENERALS
+                    ) -> tuple[jax.Array, jax.Array]:
     """Plain softmax attention: (outputs [B, H, N, d], weights [B, H, N, N])."""
-    weights = _softmax_f32(jnp.einsum("bhqd,bhkd->bhqk", q, k) * scale, q.dtype)
-    return jnp.einsum("bhqk,bhkd->bhqd", weights, v), weights
+    logits_dot, mix_dot = dot_generals
+    weights = _softmax_f32(einsum("bhqd,bhkd->bhqk", q, k, logits_dot) * scale, q.dtype)
+    return einsum("bhqk,bhkd->bhqd", weights, v, mix_dot), weights
 
 
 def top_key_indices(scores: jax.Array, num_keys: int) -> jax.Array:
@@ -60,22 +73,25 @@ def connectivity_mask(key_indices: jax.Array, num_tokens: int) -> jax.Array:
     return jnp.concatenate([jnp.ones((b, h, 1, num_tokens), bool), rows], axis=2)
 
 
-def masked_attention(q, k, v, key_indices: jax.Array, scale: float) -> tuple[jax.Array, jax.Array]:
+def masked_attention(q, k, v, key_indices: jax.Array, scale: float, *, dot_generals=NO_DOT_GENERALS
+                     ) -> tuple[jax.Array, jax.Array]:
     """Dense logits with dropped (query, key) pairs masked out: (outputs, weights [B, H, N, N])."""
-    return attention_with_mask(q, k, v, connectivity_mask(key_indices, q.shape[2]), scale)
+    return attention_with_mask(q, k, v, connectivity_mask(key_indices, q.shape[2]), scale, dot_generals=dot_generals)
 
 
-def attention_with_mask(q, k, v, mask: jax.Array, scale: float) -> tuple[jax.Array, jax.Array]:
+def attention_with_mask(q, k, v, mask: jax.Array, scale: float, *, dot_generals=NO_DOT_GENERALS
+                        ) -> tuple[jax.Array, jax.Array]:
     """Softmax attention over the True entries of `mask` [B, H, N, N].
 
     A row with no kept key would be a softmax of nothing; its weights are zero
     (not NaN), so its output is zero.
     """
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) * scale
+    logits_dot, mix_dot = dot_generals
+    logits = einsum("bhqd,bhkd->bhqk", q, k, logits_dot).astype(jnp.float32) * scale
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1)
     weights = jnp.where(mask & mask.any(-1, keepdims=True), weights, 0.0).astype(q.dtype)
-    return jnp.einsum("bhqk,bhkd->bhqd", weights, v), weights
+    return einsum("bhqk,bhkd->bhqd", weights, v, mix_dot), weights
 
 
 def _gather_rows(x: jax.Array, key_indices: jax.Array) -> jax.Array:
@@ -85,25 +101,29 @@ def _gather_rows(x: jax.Array, key_indices: jax.Array) -> jax.Array:
     return flat.reshape(b, h, r, kk, x.shape[-1])
 
 
-def _attend_gathered(q_rows, k, v, key_indices, scale):
+def _attend_gathered(q_rows, k, v, key_indices, scale, dot_generals=NO_DOT_GENERALS):
+    logits_dot, mix_dot = dot_generals
     keys, values = _gather_rows(k, key_indices), _gather_rows(v, key_indices)
-    weights = _softmax_f32(jnp.einsum("bhqd,bhqkd->bhqk", q_rows, keys) * scale, q_rows.dtype)
-    return jnp.einsum("bhqk,bhqkd->bhqd", weights, values)
+    weights = _softmax_f32(einsum("bhqd,bhqkd->bhqk", q_rows, keys, logits_dot) * scale, q_rows.dtype)
+    return einsum("bhqk,bhqkd->bhqd", weights, values, mix_dot)
 
 
-def gathered_attention(q, k, v, key_indices: jax.Array, scale: float, query_block: Optional[int] = None
-                       ) -> tuple[jax.Array, jax.Array]:
+def gathered_attention(q, k, v, key_indices: jax.Array, scale: float, query_block: Optional[int] = None, *,
+                       dot_generals=NO_DOT_GENERALS) -> tuple[jax.Array, jax.Array]:
     """Only the kept pairs: the class-token row attends densely (O(N d)), every other row
     attends to its k gathered keys (O(k d)). Returns (outputs, class-row weights [B, H, N]).
 
     The gathered keys and values take N k d memory; `query_block` bounds that to
     query_block x k x d by processing the query rows in blocks (lax.map).
     """
-    cls_out, cls_weights = dense_attention(q[:, :, :1], k, v, scale)
+    cls_out, cls_weights = dense_attention(q[:, :, :1], k, v, scale, dot_generals=dot_generals)
     q_rows, rows = q[:, :, 1:], q.shape[2] - 1
     if query_block is None or rows <= query_block:
-        rows_out = _attend_gathered(q_rows, k, v, key_indices, scale)
+        rows_out = _attend_gathered(q_rows, k, v, key_indices, scale, dot_generals)
     else:
+        if tuple(dot_generals) != NO_DOT_GENERALS:
+            # injected dot_generals may be Flax modules, which cannot run inside lax.map
+            raise ValueError("gathered_attention: query_block needs plain einsums; got injected dot_generals")
         b, h, _, d = q.shape
         pad = (-rows) % query_block
         blocks = (rows + pad) // query_block
@@ -115,8 +135,8 @@ def gathered_attention(q, k, v, key_indices: jax.Array, scale: float, query_bloc
     return jnp.concatenate([cls_out, rows_out], axis=2), cls_weights[:, :, 0]
 
 
-def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, path: str
-                     ) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
+def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, path: str, *,
+                     dot_generals=NO_DOT_GENERALS) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
     """One interface for every path: (outputs [B, H, N, d], class-row weights [B, H, N], full weights or None).
 
     `key_indices` None means dense attention; otherwise it holds the kept keys of
@@ -125,12 +145,12 @@ def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, pa
     if path not in ATTENTION_PATHS:
         raise ValueError(f"path={path!r}: allowed: {list(ATTENTION_PATHS)}")
     if key_indices is None:
-        out, weights = dense_attention(q, k, v, scale)
+        out, weights = dense_attention(q, k, v, scale, dot_generals=dot_generals)
         return out, weights[:, :, 0], weights
     if path == "masked":
-        out, weights = masked_attention(q, k, v, key_indices, scale)
+        out, weights = masked_attention(q, k, v, key_indices, scale, dot_generals=dot_generals)
         return out, weights[:, :, 0], weights
-    out, cls_weights = gathered_attention(q, k, v, key_indices, scale)
+    out, cls_weights = gathered_attention(q, k, v, key_indices, scale, dot_generals=dot_generals)
     return out, cls_weights, None
 
 

@@ -33,7 +33,7 @@ from effjax.compress.cost_sparse import kept_token_count, predictor_rank
 from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models import sparse_attention as sa
-from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, Mlp, constrain
+from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, Mlp, constrain, injected_dot_general
 from effjax.models.vit import TaskHead, embed_tokens
 
 INTERMEDIATES = "intermediates"
@@ -85,7 +85,8 @@ class SparseMultiHeadAttention(nn.Module):
                                                     keep_ratio)
             else:
                 key_indices = sa.predicted_key_indices(predictor(q, k, positions), keep_ratio)
-        out, cls_weights, weights = sa.sparse_attention(q, k, v, key_indices, head_dim**-0.5, path)
+        dots = tuple(injected_dot_general(self.dot_general_provider) for _ in range(2))  # logits, mixing
+        out, cls_weights, weights = sa.sparse_attention(q, k, v, key_indices, head_dim**-0.5, path, dot_generals=dots)
         if capture:
             self.sow(INTERMEDIATES, "attention", weights)
         out = out.transpose(0, 2, 1, 3).reshape(x.shape[:-1] + (d_model,))

@@ -49,7 +49,8 @@ from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models import moe
 from effjax.models import sparse_attention as sa
-from effjax.models.layers import AUX_LOSS_COLLECTION, DotGeneralProvider, constrain, resolve_dot_general
+from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, constrain, injected_dot_general,
+                                  resolve_dot_general)
 from effjax.models.slim_vit import (DEFAULT_WIDTH_MENU, SlimEmbedding, SlimMultiTaskViT, SlimTaskHead,
                                     check_width_menu)
 from effjax.models.slimmable import SlimDense, SlimLayerNorm, SlimMlp
@@ -117,8 +118,9 @@ class SuperAttention(nn.Module):
                 self.predictor_basis_threshold, self.dtype, self.dot_general_provider, name="predictor")
             if self.is_initializing():
                 predictor(q, k, self._positions(x), reconstruct=True)
+        dots = tuple(injected_dot_general(self.dot_general_provider) for _ in range(2))  # logits, mixing (AQT)
         if predictor is None or static_dense:
-            out, _, weights = sa.sparse_attention(q, k, v, None, scale, "masked")
+            out, _, weights = sa.sparse_attention(q, k, v, None, scale, "masked", dot_generals=dots)
             if predictor is not None and distill and self.predictor_distill_weight:
                 approx = predictor(jax.lax.stop_gradient(q), jax.lax.stop_gradient(k), self._positions(x),
                                    reconstruct=True)
@@ -127,9 +129,10 @@ class SuperAttention(nn.Module):
         else:
             approx = predictor(q, k, self._positions(x))
             if path == "gathered":
-                out, _, _ = sa.sparse_attention(q, k, v, sa.predicted_key_indices(approx, keep_ratio), scale, "gathered")
+                out, _, _ = sa.sparse_attention(q, k, v, sa.predicted_key_indices(approx, keep_ratio), scale, "gathered",
+                                                dot_generals=dots)
             else:
-                out, _ = sa.attention_with_mask(q, k, v, kept_key_mask(approx, keep_ratio), scale)
+                out, _ = sa.attention_with_mask(q, k, v, kept_key_mask(approx, keep_ratio), scale, dot_generals=dots)
         out = out.transpose(0, 2, 1, 3).reshape(x.shape[:-1] + (inner,))
         return projection("out", ("heads", "embed"), max_inner, self.max_in_features)(out, x.shape[-1])
 

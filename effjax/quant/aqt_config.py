@@ -12,6 +12,11 @@ provider answers with a factory of `AqtDotGeneral` modules, or None for float.
 - Weights (the right-hand operand) are quantized symmetrically per output channel
   with the scale from max|w| (Sec. 3.1); the forward rounds to nearest and the
   backward is the straight-through estimator (AQT's custom VJP).
+- The activation x activation einsums of attention (group "attention_scores":
+  q.k logits and softmax-weights.v mixing, `layers.einsum`) quantize *both*
+  operands as activations, at the body's activation bits (weight bits do not apply:
+  there is no weight); they freeze nothing, so CONVERT / SERVE leave them dynamic.
+  Weight-only quantization (activation bits None) keeps them float.
 - Activations (the left-hand operand) are quantized per token, dynamically, with
   either the abs-max bound or a clipped bound `clip_scale * mean|x|` (the paper's
   3 * mean|x| bound, computed per batch rather than as an EMA: a static EMA needs a
@@ -36,7 +41,10 @@ from aqt.jax.v2.flax import aqt_flax
 from aqt.jax.v2.utils import QuantMode
 
 from effjax.compress.subnet import FLOAT_BITS, SubnetConfig
-from effjax.models.layers import DotGeneralProvider
+from effjax.models.layers import ATTENTION_SCORES_GROUP, DotGeneralProvider
+
+# Groups whose right-hand operand is an activation too (no weight to convert).
+ACTIVATION_ONLY_GROUPS = (ATTENTION_SCORES_GROUP,)
 
 # Variables the CONVERT mode writes (integer weights and their scales).
 QUANT_COLLECTION = "aqt"
@@ -75,16 +83,22 @@ def _optional_bits(bits: int) -> Optional[int]:
 
 
 def aqt_dot_general_config(weight_bits: Optional[int], activation_bits: Optional[int],
-                           options: QuantOptions = QuantOptions()):
-    """The AQT `DotGeneral` config of one layer: lhs = activations, rhs = weights."""
+                           options: QuantOptions = QuantOptions(), rhs_is_activation: bool = False):
+    """The AQT `DotGeneral` config of one layer: lhs = activations, rhs = weights
+    (or, with `rhs_is_activation`, a second activation quantized like the lhs at `weight_bits`)."""
     # use_fwd_quant: the backward multiplies by the *quantized* forward operands (straight-through estimator)
     cfg = aqt_config.dot_general_make(lhs_bits=activation_bits, rhs_bits=weight_bits, bwd_bits=options.bwd_bits,
                                       use_fwd_quant=True)
-    if activation_bits is not None and options.activation_calibration == "absmean":
-        cfg.fwd.dg_quantizer.lhs.calibration = functools.partial(
-            aqt_calibration.AbsMeanCalibration, clipping_scale=options.activation_clip_scale, p=1.0)
-        # values beyond the clipped bound get no gradient (the clip is part of the forward)
-        cfg.fwd.dg_quantizer.lhs.numerics.clip_gradient = True
+    if options.activation_calibration == "absmean":
+        quantizers = [(cfg.fwd.dg_quantizer.lhs, activation_bits)]
+        if rhs_is_activation:
+            quantizers.append((cfg.fwd.dg_quantizer.rhs, weight_bits))
+        for quantizer, bits in quantizers:
+            if bits is not None:
+                quantizer.calibration = functools.partial(
+                    aqt_calibration.AbsMeanCalibration, clipping_scale=options.activation_clip_scale, p=1.0)
+                # values beyond the clipped bound get no gradient (the clip is part of the forward)
+                quantizer.numerics.clip_gradient = True
     if options.bwd_bits is not None and options.rounding == "stochastic":
         aqt_config.set_stochastic_rounding(cfg, vjp_lhs_stochastic_rounding=True, vjp_rhs_stochastic_rounding=False,
                                            implementation="jax.uniform")
@@ -108,7 +122,17 @@ def make_provider(subnet: SubnetConfig, options: QuantOptions = QuantOptions(),
     def provider(group: str):
         if group not in cache:
             wb, ab = (_optional_bits(b) for b in subnet.bits_for(group))
-            if wb is None and ab is None:
+            if group in ACTIVATION_ONLY_GROUPS:
+                cache[group] = None if ab is None else functools.partial(
+                    aqt_flax.AqtDotGeneral,
+                    aqt_dot_general_config(ab, ab, options, rhs_is_activation=True),
+                    lhs_quant_mode=QuantMode.TRAIN,
+                    rhs_quant_mode=QuantMode.TRAIN,  # an activation: quantized on the fly in every mode
+                    rhs_freeze_mode=aqt_flax.FreezerMode.NONE,
+                    use_legacy_freezer=False,
+                    quant_collection=QUANT_COLLECTION,
+                )
+            elif wb is None and ab is None:
                 cache[group] = None
             else:
                 cache[group] = functools.partial(

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from effjax.compress.cost import vit_cost
+from effjax.compress.cost import layer_weight_bits, vit_cost, vit_layers
 from effjax.compress.subnet import SubnetConfig
 from effjax.data import load_dataset
 from effjax.models import build_model
@@ -87,7 +87,9 @@ def test_subnet_bits_price_weight_bits_and_bops():
     int4 = vit_cost(c.model, ds.image_shape, ds.tasks, SubnetConfig(weight_bits=4, activation_bits=4))
     assert full.flops == int8.flops == int4.flops
     assert full.weight_bits == 32 * full.params
-    assert int8.weight_bits == 8 * full.params  # first/last layers at 8 bits too
+    # kernels at 8 bits (first/last layers too); biases, norms, tokens and the scales stay float32
+    assert int8.weight_bits == sum(layer_weight_bits(layer, 8) for layer in vit_layers(c.model, ds.image_shape, ds.tasks))
+    assert 8 * full.params < int8.weight_bits < 12 * full.params
     assert int4.weight_bits < int8.weight_bits and int4.bops < int8.bops < full.bops
 
 

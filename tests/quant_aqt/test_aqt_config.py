@@ -1,4 +1,4 @@
-"""The AQT provider: bits per layer group, options, and injection into every Dense."""
+"""The AQT provider: bits per layer group, options, and injection into every Dense and attention einsum."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from aqt.jax.v2.flax import aqt_flax
 from aqt.jax.v2.numerics import no_numerics
+from aqt.jax.v2.utils import QuantMode
 
 from effjax.compress.subnet import SubnetConfig
-from effjax.models import build_model
+from effjax.models import build_model, layers
+from effjax.models.layers import ATTENTION_SCORES_GROUP
 from effjax.quant import aqt_config
 from effjax.quant.aqt_config import QuantOptions, make_provider, provider_from_config
 from tests.quant_aqt.helpers import DIGIT_TASKS, dot_generals, equations, images, init_params, tiny_model_config
@@ -77,8 +80,8 @@ def test_unknown_quant_field_is_rejected():
         provider_from_config(config)
 
 
-def test_every_dense_runs_an_integer_matmul():
-    """int8 body: each Dense is one int8 x int8 dot_general; the two attention einsums per block stay float."""
+def test_every_dense_and_attention_einsum_runs_an_integer_matmul():
+    """int8 body: each Dense and both attention einsums of each block are int8 x int8 dot_generals; none is float."""
     layers = 1
     mc = tiny_model_config(layers=layers)
     model = build_model(mc, DIGIT_TASKS, make_provider(SubnetConfig(weight_bits=8, activation_bits=8)))
@@ -88,9 +91,12 @@ def test_every_dense_runs_an_integer_matmul():
     integer = [e for e in dots if all(v.aval.dtype == jnp.int8 for v in e.invars)]
     floating = [e for e in dots if all(v.aval.dtype == jnp.float32 for v in e.invars)]
     kernels = [p for p in jax.tree_util.tree_leaves_with_path(params) if p[0][-1].key == "kernel"]
-    assert len(integer) == len(kernels) == 1 + 6 * layers + 2 * len(DIGIT_TASKS)
-    assert len(floating) == 2 * layers
+    assert len(kernels) == 1 + 6 * layers + 2 * len(DIGIT_TASKS)
+    assert len(integer) == len(kernels) + 2 * layers
+    assert len(floating) == 0
     assert all(e.params["preferred_element_type"] == jnp.int32 for e in integer)
+    batched = [e for e in integer if e.params["dimension_numbers"][1] != ((), ())]
+    assert len(batched) == 2 * layers  # the einsums: batched over (batch, heads)
 
 
 def test_int4_body_with_int8_first_and_last_layers():
@@ -100,7 +106,7 @@ def test_int4_body_with_int8_first_and_last_layers():
     params = init_params(model)
     jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x, rngs=RNG))(params, images(2))
     converts = [e.params["new_dtype"] for e in equations(jaxpr, "convert_element_type")]
-    body, first_last = 6, 1 + 2 * len(DIGIT_TASKS)
+    body, first_last = 6 + 2, 1 + 2 * len(DIGIT_TASKS)  # 6 Dense + 2 attention einsums
     assert converts.count(jnp.int4) == 2 * body
     # int8: first/last operands, plus AQT's upcast of int4 x int4 to int8 for the CPU matmul
     assert converts.count(jnp.int8) == 2 * first_last + 2 * body
@@ -132,3 +138,47 @@ def test_model_subnet_strips_bits():
     assert aqt_config.model_subnet(SubnetConfig(weight_bits=4, activation_bits=4)) is None
     kept = aqt_config.model_subnet(SubnetConfig(weight_bits=4, encoder_width=0.5))
     assert kept == SubnetConfig(encoder_width=0.5)
+
+
+def test_attention_scores_group_quantizes_both_operands_as_activations():
+    p = make_provider(SubnetConfig(weight_bits=4, activation_bits=8, first_last_bits=8))
+    assert _fwd_bits(p, ATTENTION_SCORES_GROUP) == (8, 8)  # activation bits on both sides
+    factory = p(ATTENTION_SCORES_GROUP)
+    assert factory.keywords["rhs_quant_mode"] == QuantMode.TRAIN
+    assert factory.keywords["rhs_freeze_mode"] == aqt_flax.FreezerMode.NONE  # nothing to convert
+    for mode in (QuantMode.CONVERT, QuantMode.SERVE):
+        serve = make_provider(SubnetConfig(weight_bits=8, activation_bits=8), mode=mode)
+        assert serve(ATTENTION_SCORES_GROUP).keywords["rhs_quant_mode"] == QuantMode.TRAIN
+    assert make_provider(SubnetConfig(weight_bits=8, activation_bits=None))(ATTENTION_SCORES_GROUP) is None
+
+
+def test_einsum_through_a_dot_general_equals_jnp_einsum():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 3, 4))
+    y = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 3, 4))
+    w = jax.random.normal(jax.random.PRNGKey(2), (2, 3, 5, 7))
+    gathered = jax.random.normal(jax.random.PRNGKey(3), (2, 3, 5, 6, 4))
+    for eq, a, b in [("bqhd,bkhd->bhqk", x, y), ("bhqk,bkhd->bqhd", w, y),
+                     ("bhqd,bhqkd->bhqk", x.transpose(0, 2, 1, 3), gathered)]:
+        np.testing.assert_allclose(layers.einsum(eq, a, b, jax.lax.dot_general), jnp.einsum(eq, a, b),
+                                   rtol=1e-5, atol=1e-5)
+        assert layers.einsum(eq, a, b) is not None
+    with pytest.raises(ValueError, match="subscripts"):
+        layers.einsum("bqd,bkd->bq", x[:, :, 0], y[:, :, 0], jax.lax.dot_general)  # sums k over one operand
+
+
+def test_float_models_ignore_the_attention_scores_group():
+    """No provider, or one that answers None, gives bit-identical outputs to plain jnp.einsum attention."""
+    mc = tiny_model_config(layers=1)
+    seen = []
+
+    def recording(group):
+        seen.append(group)
+        return None
+
+    plain, hooked = build_model(mc, DIGIT_TASKS), build_model(mc, DIGIT_TASKS, recording)
+    params = init_params(plain)
+    x = images(4)
+    a, b = (jax.jit(m.apply)({"params": params}, x) for m in (plain, hooked))
+    for task in a:
+        np.testing.assert_array_equal(np.asarray(a[task]), np.asarray(b[task]))
+    assert seen.count(ATTENTION_SCORES_GROUP) >= 2

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from effjax.compress.cost import vit_cost
 from effjax.compress.subnet import SubnetConfig
 from effjax.quant import serving
 from effjax.quant.aqt_config import QUANT_COLLECTION
@@ -115,3 +116,31 @@ def test_convert_rejects_float_subnet():
     mc = tiny_model_config()
     with pytest.raises(ValueError, match="quantizes nothing"):
         serving.convert(mc, DIGIT_TASKS, IMAGE_SHAPE, {}, SubnetConfig())
+
+
+def test_serving_memory_is_the_cost_models_weight_bits(converted):
+    """The shared cost prices a quantized model as served: integers + scales + float leftovers, to the byte."""
+    mc, subnet, _, _, served = converted
+    assert vit_cost(mc, IMAGE_SHAPE, DIGIT_TASKS, subnet).weight_bits == 8 * served.nbytes()
+
+
+@pytest.mark.parametrize("name, subnet, min_ratio", [
+    # width 256, 2 blocks: kernels are ~98% of the float bytes; int4 body with int8 first/last layers
+    ("int8", SUBNETS["int8"], 3.7),
+    ("int4", SUBNETS["int4"], 6.0),  # one int4 per byte would give ~3.9x
+])
+def test_checkpoint_is_about_4x_or_8x_smaller_where_matmul_weights_dominate(name, subnet, min_ratio, tmp_path):
+    mc = tiny_model_config(hidden=256, layers=2)
+    params = init_params(serving.quantized_model(mc, DIGIT_TASKS, subnet))
+    served = serving.convert(mc, DIGIT_TASKS, IMAGE_SHAPE, params, subnet)
+    float_bytes = serving.save_float_params(params, str(tmp_path / "float"))
+    served_bytes = serving.save_serving(served, str(tmp_path / "serve"))
+    ints = served.integer_leaves()
+    body_ints = sum(q.size for p, q in ints.items() if p.startswith("block"))
+    int_bytes = sum(int(np.ceil(q.size * jnp.iinfo(q.dtype).bits / 8)) for q in ints.values())
+    # int4 is stored packed: the body's integers take size / 2 bytes
+    packed_body = sum(int(np.ceil(q.size * jnp.iinfo(q.dtype).bits / 8)) for p, q in ints.items() if p.startswith("block"))
+    assert packed_body == body_ints * subnet.weight_bits // 8
+    overhead = served_bytes - int_bytes  # scales, biases, LayerNorms, tokens (float32) and the JSON index
+    ratio = float_bytes / served_bytes
+    assert min_ratio < ratio <= 32 / subnet.weight_bits, (name, ratio, int_bytes, overhead)
