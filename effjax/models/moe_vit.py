@@ -167,18 +167,12 @@ class MoeMultiTaskViT(nn.Module):
 
 def build(model_config, tasks, dot_general_provider=None) -> MoeMultiTaskViT:
     """The registry's builder: `config.model` fields plus the MoE fields of configs/moe_*.py."""
-    from effjax.models.registry import DTYPES
+    from effjax.models.registry import vit_fields
 
     get = lambda name, default: model_config.get(name, default)  # noqa: E731
     groups = get("router_groups", None)
     return MoeMultiTaskViT(
-        tasks=tuple(tasks),
-        patch_size=model_config.patch_size,
-        hidden_dim=model_config.hidden_dim,
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        mlp_dim=model_config.mlp_dim,
-        decoder_dim=model_config.decoder_dim,
+        **vit_fields(model_config, tasks, dot_general_provider),
         num_experts=get("num_experts", 8),
         expert_dim=get("expert_dim", 64),
         moe_every=get("moe_every", 2),
@@ -192,6 +186,4 @@ def build(model_config, tasks, dot_general_provider=None) -> MoeMultiTaskViT:
         z_loss_weight=get("z_loss_weight", 1e-3),
         entropy_weight=get("entropy_weight", 0.0),
         router_groups=None if not groups else tuple(tuple(int(e) for e in g) for g in groups),
-        dtype=DTYPES[model_config.dtype],
-        dot_general_provider=dot_general_provider,
     )

@@ -167,17 +167,9 @@ class SlimMultiTaskViT(nn.Module):
 
 def build(model_config, tasks, dot_general_provider=None) -> SlimMultiTaskViT:
     """The registry's builder (`config.model.name = "slim_vit"`); `config.model.width_menu` is optional."""
-    from effjax.models.registry import DTYPES
+    from effjax.models.registry import vit_fields
 
     return SlimMultiTaskViT(
-        tasks=tuple(tasks),
-        patch_size=model_config.patch_size,
-        hidden_dim=model_config.hidden_dim,
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        mlp_dim=model_config.mlp_dim,
-        decoder_dim=model_config.decoder_dim,
+        **vit_fields(model_config, tasks, dot_general_provider),
         width_menu=check_width_menu(model_config.get("width_menu", DEFAULT_WIDTH_MENU)),
-        dtype=DTYPES[model_config.dtype],
-        dot_general_provider=dot_general_provider,
     )

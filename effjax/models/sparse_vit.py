@@ -196,18 +196,12 @@ class SparseViT(nn.Module):
 def build(model_config, tasks, dot_general_provider=None) -> SparseViT:
     """SparseViT from `config.model` (the registry's "sparse_vit" entry)."""
     from effjax.compress.cost_sparse import sparse_model_fields
-    from effjax.models.registry import DTYPES
+    from effjax.models.registry import vit_fields
 
     fields = sparse_model_fields(model_config)
     get = model_config.get
     return SparseViT(
-        tasks=tuple(tasks),
-        patch_size=model_config.patch_size,
-        hidden_dim=model_config.hidden_dim,
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        mlp_dim=model_config.mlp_dim,
-        decoder_dim=model_config.decoder_dim,
+        **vit_fields(model_config, tasks, dot_general_provider),
         predictor_channels=fields["predictor_channels"],
         predictor_token_reduction=fields["predictor_token_reduction"],
         predictor_top_coefficients=fields["predictor_top_coefficients"],
@@ -218,6 +212,4 @@ def build(model_config, tasks, dot_general_provider=None) -> SparseViT:
         attention_path=str(get("attention_path", "auto")),
         default_subnet=SubnetConfig(attention_keep_ratio=float(get("attention_keep_ratio", 1.0)),
                                     token_keep_ratio=float(get("token_keep_ratio", 1.0))),
-        dtype=DTYPES[model_config.dtype],
-        dot_general_provider=dot_general_provider,
     )

@@ -308,17 +308,11 @@ class SuperViT(SlimMultiTaskViT):
 
 def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None) -> SuperViT:
     """The registry's builder (`config.model.name = "super_vit"`)."""
-    from effjax.models.registry import DTYPES
+    from effjax.models.registry import vit_fields
 
     get = model_config.get
     return SuperViT(
-        tasks=tuple(tasks),
-        patch_size=model_config.patch_size,
-        hidden_dim=model_config.hidden_dim,
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        mlp_dim=model_config.mlp_dim,
-        decoder_dim=model_config.decoder_dim,
+        **vit_fields(model_config, tasks, dot_general_provider),
         width_menu=check_width_menu(get("width_menu", DEFAULT_WIDTH_MENU)),
         sparse_layers=tuple(get("sparse_layers", ())),
         moe_every=int(get("moe_every", 0)),
@@ -333,6 +327,4 @@ def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None) ->
         predictor_top_coefficients=int(get("predictor_top_coefficients", 4)),
         predictor_basis_threshold=float(get("predictor_basis_threshold", 0.02)),
         predictor_distill_weight=float(get("predictor_distill_weight", 1.0)),
-        dtype=DTYPES[model_config.dtype],
-        dot_general_provider=dot_general_provider,
     )
