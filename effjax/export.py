@@ -3,8 +3,8 @@
   python -m effjax.export --workdir=<pipeline workdir> --point=<id>
   python -m effjax.export --workdir=<pipeline workdir> --max_flops=2e6   # best front point within a budget
 
-Writes `<workdir>/export/point_<id>/` (or `--output`): `model.bin` (sliced, quantized
-weights) and `model.json`; then loads it back with `effjax.compress.export.load`,
+Writes `<workdir>/export/point_<id>/` (or `--output`): `model.bin` (sliced weights, integer-
+or, for a PVQ point of `config.search.pvq`, PVQ-coded) and `model.json`; then loads it back with `effjax.compress.export.load`,
 measures its test metrics and prints them beside the `pareto.json` entry.
 """
 
@@ -102,6 +102,7 @@ def main(argv) -> int:
         return 2
     reported = {k[len("test_"):]: v for k, v in out["point"]["metrics"].items() if k.startswith("test_")}
     print(json.dumps({"export": out["directory"], "point": out["point"]["id"], "config": out["point"]["config"],
+                      "pvq": out["point"].get("pvq"),
                       "measured_test": out["measured_test"], "reported_test": reported or "(not on the front: not measured)",
                       "size_bytes_on_disk": out["bin_bytes"], "bits_objective_bytes": out["bits_objective"] / 8}, indent=2))
     return 0

@@ -32,6 +32,10 @@ def _summary(result, workdir: str) -> dict:
 
 
 def run_main_job(config, workdir: str, devices=None) -> dict:
+    if "search" in config:
+        from effjax.supernet_search import pvq_menu
+
+        pvq_menu(config)  # a bad config.search.pvq fails before training
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -65,7 +69,8 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
         writer = MetricWriter(os.path.join(workdir, "tensorboard"))
         writer.image(int(result.state.step), "search/pareto", image)
         best = max(points, key=lambda p: p["metrics"]["score"])
-        writer.hparams({"search_budget": int(config.search.budget), "bits_menu": str(list(config.search.bits)),
+        writer.hparams({"search_budget": int(config.search.budget),
+                        "bits_menu": str(ss.bits_values(config.search.bits, evaluator.pvq_settings)),
                         "width_menu": str(list(config.model.width_menu)),
                         **{f"{name}_menu": str(values) for name, values in ss.knob_menus(config).items()}},
                        {"hparams/best_score": best["metrics"]["score"], "hparams/front_size": sum(p["pareto"] for p in points),
@@ -89,8 +94,9 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
 def export_point(evaluator, point: dict, directory: str, config) -> dict:
     from effjax.compress import export as export_lib
     from effjax.compress.subnet import SubnetConfig
+    from effjax.supernet_search import pvq_from_point
 
-    subnet = SubnetConfig.from_dict(point["config"])
+    subnet, pvq = SubnetConfig.from_dict(point["config"]), pvq_from_point(point)
     meta = {"model_config": config.model.to_dict(), "tasks": [t.__dict__ for t in evaluator.tasks],
             "subnet": subnet.to_dict(), "point": point, "dataset": config.data.to_dict()}
-    return export_lib.write(directory, evaluator.host_params, evaluator.plan(subnet), meta)
+    return export_lib.write(directory, evaluator.host_params, evaluator.plan(subnet, pvq), meta, evaluator.pvq_cache)

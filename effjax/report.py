@@ -25,6 +25,10 @@ def _describe(p) -> str:
     c = p["config"]
     dec = ", ".join(f"{k} {v:g}" for k, v in sorted(c["decoder_widths"].items()))
     bits = "float32" if c["weight_bits"] is None else f"int{c['weight_bits']} (first/last int{c['first_last_bits']})"
+    if p.get("pvq"):
+        q = p["pvq"]
+        bits = (f"PVQ L{q['group_size']} K{q['pulses']} b_s{q['scale_bits']}{' rot' if q['rotate'] else ''} "
+                f"({q['bits_per_weight']:g} bits/w; first/last int{c['first_last_bits']})")
     knobs = ""
     if c.get("attention_keep_ratio", 1.0) < 1:
         knobs += f", keep {c['attention_keep_ratio']:g}"

@@ -7,6 +7,18 @@ supernet's weights sliced to the subnet and quantized after training (per-channe
 symmetric weights, `weight_quant`). FLOPs come from the shared cost model and bits
 from the export plan (exactly what an export writes), so only the score is
 modeled by the search's GP; FLOPs and bits are computed objectives.
+
+Post-training PVQ (van der Ouderaa et al. 2024; `config.search.pvq`, off by default):
+each PVQ setting (group size L, pulses K, gain bits b_s, Hadamard rotation) is one more
+value of the searched `weight_bits` Ordinal, named like "pvq_L8_K13_b4" and placed in
+the menu by its bits per weight ((ceil(log2 N(L, K)) + b_s) / L) among the integer
+bits, so the Ordinal stays ordered by model size. A PVQ point's SubnetConfig has
+`weight_bits=None` (the body is not integer) and `first_last_bits=8` (patch embedding
+and heads int8 per channel, as for int4); its PVQSpec is the point's "pvq" entry in
+pareto.json (None for integer / float points). Its body kernels are PVQ-coded on their
+active slice (`export.pvq_matrices`), the bits objective is `export.pvq_payload_bits`
+(exactly what the export writes), and BOPs price the body at 32-bit weights (the decoded
+float kernels the export computes with) and the first/last layers at 8.
 """
 
 from __future__ import annotations
@@ -26,10 +38,14 @@ from effjax.compress.cost_slim import slim_vit_layers
 from effjax.compress.cost_super import super_vit_layers
 from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
+from effjax.quant.pvq import PVQSpec
+from effjax.quant.pvq.counting import fits_uint64
 from effjax.train import step as step_lib
 from effjax.train.trainer import Setup, evaluate
 
 FLOAT_BITS = 32
+PVQ_FIELDS = {"group_size": 8, "pulses": (13,), "scale_bits": 4, "rotate": False, "seed": 0}
+PVQ_FIRST_LAST_BITS = 8
 
 
 def task_score(task: TaskSpec, value: float) -> float:
@@ -45,7 +61,61 @@ def score(tasks, metrics: Mapping[str, float], weights: Mapping[str, float]) -> 
     return sum(float(weights.get(t.name, 1.0)) * task_score(t, metrics[t.name]) for t in tasks) / total
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def pvq_menu(config) -> dict[str, PVQSpec]:
+    """The PVQ settings of `config.search.pvq` by menu name ({} when absent or None); bad fields raise ValueError.
+
+    Fields: group_size (L, int >= 1), pulses (K, an int >= 1 or a list of them: one setting each),
+    scale_bits (b_s, int in [1, 16]), rotate (bool), seed (int, of the rotation signs)."""
+    search_config = config.get("search", None) if hasattr(config, "get") else None
+    pvq = search_config.get("pvq", None) if search_config is not None else None
+    if pvq is None:
+        return {}
+    given = dict(pvq.to_dict() if hasattr(pvq, "to_dict") else pvq)
+    unknown = sorted(set(given) - set(PVQ_FIELDS))
+    if unknown:
+        raise ValueError(f"config.search.pvq: unknown fields {unknown}; allowed: {sorted(PVQ_FIELDS)}")
+    knobs = {**PVQ_FIELDS, **given}
+    group_size, scale_bits, rotate, seed = knobs["group_size"], knobs["scale_bits"], knobs["rotate"], knobs["seed"]
+    pulses = (knobs["pulses"],) if _is_int(knobs["pulses"]) else tuple(knobs["pulses"])
+    if not _is_int(group_size) or group_size < 1:
+        raise ValueError(f"config.search.pvq.group_size={group_size!r}: must be an integer >= 1")
+    if not pulses or not all(_is_int(k) and k >= 1 for k in pulses) or len(set(pulses)) != len(pulses):
+        raise ValueError(f"config.search.pvq.pulses={knobs['pulses']!r}: must be an integer >= 1 or a list of distinct ones")
+    if not _is_int(scale_bits) or not 1 <= scale_bits <= 16:
+        raise ValueError(f"config.search.pvq.scale_bits={scale_bits!r}: must be an integer in [1, 16]")
+    if not isinstance(rotate, (bool, np.bool_)):
+        raise ValueError(f"config.search.pvq.rotate={rotate!r}: must be True or False")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"config.search.pvq.seed={seed!r}: must be an integer >= 0")
+    menu = {}
+    for k in sorted(pulses):
+        if not fits_uint64(int(group_size), int(k)):
+            raise ValueError(f"config.search.pvq: group_size={group_size}, pulses={k} has N(L, K) >= 2^64 codewords; "
+                             "allowed: index_bits <= 64 (smaller L or K)")
+        name = f"pvq_L{group_size}_K{k}_b{scale_bits}" + ("_rot" if rotate else "")
+        menu[name] = PVQSpec(int(group_size), int(k), int(scale_bits), bool(rotate), int(seed))
+    return menu
+
+
+def pvq_of(params: Mapping[str, Any], menu: Mapping[str, PVQSpec]) -> PVQSpec | None:
+    """The PVQSpec a search point's `weight_bits` value names (None for integer or float bits)."""
+    value = params["weight_bits"]
+    if not isinstance(value, str):
+        return None
+    if value not in menu:
+        raise ValueError(f"weight_bits={value!r}: not a PVQ setting of config.search.pvq; allowed: {sorted(menu)}")
+    return menu[value]
+
+
 def subnet_from_params(params: Mapping[str, Any], tasks) -> SubnetConfig:
+    """The SubnetConfig of a search point (a PVQ point: float body bits, int8 first/last layers; see `pvq_of`)."""
+    if isinstance(params["weight_bits"], str):
+        return dataclasses.replace(subnet_from_params({**params, "weight_bits": FLOAT_BITS}, tasks),
+                                   first_last_bits=PVQ_FIRST_LAST_BITS)
     bits = int(params["weight_bits"])
     return SubnetConfig(
         encoder_width=float(params["encoder_width"]),
@@ -67,11 +137,19 @@ def knob_menus(config) -> dict[str, list]:
     return {name: values for name, values in menus.items() if len(values) > 1}
 
 
-def search_space(menu, tasks, bits_menu, extra_menus: Mapping[str, Sequence] | None = None) -> search.Space:
+def bits_values(bits_menu, pvq_settings: Mapping[str, PVQSpec] | None = None) -> list:
+    """The `weight_bits` Ordinal's values: integer bits and PVQ setting names, ordered by bits per weight."""
+    values = [(float(b), 1, int(b)) for b in bits_menu]
+    values += [(spec.bits_per_weight, 0, name) for name, spec in (pvq_settings or {}).items()]
+    return [value for _, _, value in sorted(values, key=lambda v: v[:2])]
+
+
+def search_space(menu, tasks, bits_menu, extra_menus: Mapping[str, Sequence] | None = None,
+                 pvq_settings: Mapping[str, PVQSpec] | None = None) -> search.Space:
     params = [search.Ordinal("encoder_width", list(menu))]
     params += [search.Ordinal(f"decoder_width_{t.name}", list(menu)) for t in tasks]
     params += [search.Ordinal(name, list(values)) for name, values in (extra_menus or {}).items()]
-    params.append(search.Ordinal("weight_bits", sorted(int(b) for b in bits_menu)))
+    params.append(search.Ordinal("weight_bits", bits_values(bits_menu, pvq_settings)))
     return search.Space(params)
 
 
@@ -96,43 +174,60 @@ class SubnetEvaluator:
             jax.random.PRNGKey(0), np.zeros((1,) + self.setup.dataset.image_shape, np.float32))["params"])
         self.host_params = jax.tree.map(np.asarray, jax.device_get(self.params))
         self._eval_steps: dict[SubnetConfig, Callable] = {}
+        self.pvq_settings = pvq_menu(self.setup.config)
+        self.pvq_cache: dict = {}  # PVQ codes of active kernel slices, shared by evaluation and export
 
-    def plan(self, subnet: SubnetConfig):
-        return export_lib.plan(self.boxed, self.setup.config.model, self.tasks, subnet)
+    def candidate(self, params: Mapping[str, Any]) -> tuple[SubnetConfig, PVQSpec | None]:
+        """(SubnetConfig, PVQSpec or None) of a search point."""
+        return subnet_from_params(params, self.tasks), pvq_of(params, self.pvq_settings)
 
-    def cost(self, subnet: SubnetConfig) -> dict[str, float]:
+    def plan(self, subnet: SubnetConfig, pvq: PVQSpec | None = None):
+        return export_lib.plan(self.boxed, self.setup.config.model, self.tasks, subnet, pvq)
+
+    def cost(self, subnet: SubnetConfig, pvq: PVQSpec | None = None) -> dict[str, float]:
         layers_of = super_vit_layers if self.setup.config.model.name == "super_vit" else slim_vit_layers
         layers = layers_of(self.setup.config.model, self.setup.dataset.image_shape, self.tasks, subnet.without_bits())
         c = total_cost(layers, dataclasses.replace(subnet, activation_bits=None))
-        return {"flops": c.flops, "params": c.params, "bits": export_lib.total_bits(self.plan(subnet)), "bops": c.bops}
+        bops = c.bops if pvq is None else _decoded_float_bops(layers, subnet.first_last_bits)
+        return {"flops": c.flops, "params": c.params, "bits": export_lib.total_bits(self.plan(subnet, pvq)), "bops": bops}
 
-    def metrics(self, subnet: SubnetConfig, split: str) -> dict[str, float]:
+    def metrics(self, subnet: SubnetConfig, split: str, pvq: PVQSpec | None = None) -> dict[str, float]:
         widths_only = subnet.without_bits()
         if widths_only not in self._eval_steps:
             self._eval_steps[widths_only] = jax.jit(
                 step_lib.make_eval_step(self.setup.model, self.tasks, widths_only),
                 in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding))
-        params = export_lib.quantized_params(self.host_params, self.plan(subnet))
+        params = export_lib.quantized_params(self.host_params, self.plan(subnet, pvq), self.pvq_cache)
         params = jax.device_put(params, self.setup.state_shardings.params)
         values = evaluate(self.setup, params, split, self._eval_steps[widths_only])
         values["score"] = score(self.tasks, values, self.score_weights)
         return values
 
 
+def _decoded_float_bops(layers, first_last_bits: int) -> float:
+    """BOPs of a PVQ point: float activations, body weights decoded to float32, first/last layers integer."""
+    bops = 0.0
+    for layer in layers:
+        weight_bits = first_last_bits if layer.group in ("embed", "head") else FLOAT_BITS
+        bops += layer.macs * (FLOAT_BITS if layer.activation_only else weight_bits) * FLOAT_BITS
+    return bops
+
+
 def run_search(evaluator: SubnetEvaluator, search_config, workdir: str, seed: int) -> search.SearchResult:
     tasks = evaluator.tasks
     space = search_space(evaluator.setup.config.model.width_menu, tasks, search_config.bits,
-                         knob_menus(evaluator.setup.config))
-    cache: dict[SubnetConfig, dict] = {}
+                         knob_menus(evaluator.setup.config), evaluator.pvq_settings)
+    cache: dict[tuple[SubnetConfig, PVQSpec | None], dict] = {}
 
     def cost_of(params):
-        subnet = subnet_from_params(params, tasks)
-        if subnet not in cache:
-            cache[subnet] = evaluator.cost(subnet)
-        return cache[subnet]
+        candidate = evaluator.candidate(params)
+        if candidate not in cache:
+            cache[candidate] = evaluator.cost(*candidate)
+        return cache[candidate]
 
     def fn(params):
-        return {"score": evaluator.metrics(subnet_from_params(params, tasks), "val")["score"]}
+        subnet, pvq = evaluator.candidate(params)
+        return {"score": evaluator.metrics(subnet, "val", pvq)["score"]}
 
     objectives = [search.Objective("score", "max"),
                   search.Objective("flops", "min", fn=lambda p: cost_of(p)["flops"]),
@@ -144,20 +239,31 @@ def run_search(evaluator: SubnetEvaluator, search_config, workdir: str, seed: in
 
 def pareto_points(evaluator: SubnetEvaluator, result: search.SearchResult) -> list[dict]:
     """Every evaluated config with val (and, for the front, test) metrics, cost and the Pareto flag."""
-    tasks = evaluator.tasks
     history = list(result.history)
     values = np.array([[e.values["score"], -e.values["flops"], -e.values["bits"]] for e in history])
     front = search.non_dominated_mask(values, deduplicate=True) if len(history) else np.zeros(0, bool)
     points = []
     for e, on_front in zip(history, front):
-        subnet = subnet_from_params(e.params, tasks)
-        metrics = {f"val_{k}": v for k, v in evaluator.metrics(subnet, "val").items()}
+        subnet, pvq = evaluator.candidate(e.params)
+        metrics = {f"val_{k}": v for k, v in evaluator.metrics(subnet, "val", pvq).items()}
         if on_front:
-            metrics.update({f"test_{k}": v for k, v in evaluator.metrics(subnet, "test").items()})
+            metrics.update({f"test_{k}": v for k, v in evaluator.metrics(subnet, "test", pvq).items()})
         metrics["score"] = metrics["val_score"]
         points.append({"id": int(e.id), "config": subnet.to_dict(), "params": dict(e.params), "metrics": metrics,
-                       "cost": evaluator.cost(subnet), "pareto": bool(on_front)})
+                       "cost": evaluator.cost(subnet, pvq), "pareto": bool(on_front), "pvq": pvq_dict(pvq)})
     return points
+
+
+def pvq_dict(pvq: PVQSpec | None) -> dict | None:
+    """A point's "pvq" entry: the PVQSpec fields plus bits_per_weight (None for integer / float points)."""
+    return None if pvq is None else {**dataclasses.asdict(pvq), "bits_per_weight": pvq.bits_per_weight}
+
+
+def pvq_from_point(point: Mapping[str, Any]) -> PVQSpec | None:
+    entry = point.get("pvq")
+    if not entry:
+        return None
+    return PVQSpec(**{f.name: entry[f.name] for f in dataclasses.fields(PVQSpec)})
 
 
 def write_pareto_json(points, path: str) -> None:
@@ -174,11 +280,16 @@ def plot_pareto(points, path: str, title: str) -> np.ndarray:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "flops", "FLOPs per example"), (axes[1], "bits", "model size (bits)")):
-        rest = [p for p in points if not p["pareto"]]
-        front = sorted((p for p in points if p["pareto"]), key=lambda p: p["cost"][key])
-        ax.scatter([p["cost"][key] for p in rest], [p["metrics"]["score"] for p in rest], s=18, c="0.6", label="evaluated")
-        ax.scatter([p["cost"][key] for p in front], [p["metrics"]["score"] for p in front], s=36, c="C3",
-                   label="Pareto front (3 objectives)")
+        for pvq, marker, suffix in ((False, "o", ""), (True, "^", ", PVQ")):
+            chosen = [p for p in points if bool(p.get("pvq")) == pvq]
+            if pvq and not chosen:
+                continue
+            rest = [p for p in chosen if not p["pareto"]]
+            front = [p for p in chosen if p["pareto"]]
+            ax.scatter([p["cost"][key] for p in rest], [p["metrics"]["score"] for p in rest], s=18, c="0.6",
+                       marker=marker, label="evaluated" + suffix)
+            ax.scatter([p["cost"][key] for p in front], [p["metrics"]["score"] for p in front], s=36, c="C3",
+                       marker=marker, label="Pareto front (3 objectives)" + suffix)
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("validation score")

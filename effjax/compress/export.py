@@ -15,6 +15,19 @@ bits objective / 8 (plus at most half a byte of int4 padding per array). `load` 
 the full shapes (prefix slicing reads only the active part, so padding is exact)
 and runs it at the same subnet: the exported model computes what the supernet
 computed for that configuration, without the supernet's checkpoint or the search.
+
+PVQ kernels (format version 2; van der Ouderaa et al. 2024, `effjax.quant.pvq`): with a
+`PVQSpec` passed to `plan`, the body kernels (every kernel outside the 'embed' and
+'head' groups, which stay integer at the subnet's `first_last_bits`) are PVQ-coded
+after training. Unlike the integer path, PVQ codes the subnet's ACTIVE slice of each
+kernel (its groups, gain codebook and optional rotation are those of the slice; a
+3-D expert kernel [E, in, out] is E matrices, each with its own codebook), so zero-shot
+evaluation and export quantize the same matrix. Three arrays per matrix go into
+`model.bin`: `<path>:pvq_index` (uint8: Fischer indices at ceil(log2 N(L, K)) bits each,
+MSB first), `<path>:pvq_scale` (uint8: b_s-bit gain codes) and `<path>:pvq_codebook`
+(float32: 2^b_s gain levels); for expert kernels each has a leading expert axis. The
+bits objective of a PVQ kernel is exactly those bytes * 8 (`pvq_payload_bits`: each
+code stream of each matrix padded to whole bytes, the codebook included).
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax
 import numpy as np
@@ -32,8 +45,13 @@ from effjax.compress.subnet import SubnetConfig
 from effjax.compress.weight_quant import (dequantize_kernel, fake_quantize, is_kernel, pack_int4, payload_bits,
                                          quantize_kernel, unpack_int4)
 from effjax.data.specs import TaskSpec
+from effjax.quant.pvq import PVQSpec, QuantizedMatrix, decode_batch, dequantize_matrix, encode_batch, quantize_matrix
+from effjax.quant.pvq.counting import fits_uint64
+from effjax.quant.pvq.packing import pack_bits, unpack_bits
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: version 1 plus PVQ-coded kernels; version 1 exports still load
+READABLE_VERSIONS = (1, 2)
+PVQ_BITS = 0  # ParamPlan.bits of a PVQ-coded kernel (its `pvq` spec says how)
 
 
 def layer_group(path: str) -> str:
@@ -63,11 +81,19 @@ class ParamPlan:
     path: str
     full_shape: tuple[int, ...]
     active_shape: tuple[int, ...]
-    bits: int  # 32: float32; 8 / 4: integer codes with per-column scales
+    bits: int  # 32: float32; 8 / 4: integer codes with per-column scales; PVQ_BITS: PVQ-coded (see pvq)
+    pvq: Optional[PVQSpec] = None
 
 
-def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfig) -> list[ParamPlan]:
-    """What each parameter contributes to the subnet: active prefix shape and storage bits."""
+def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfig,
+         pvq: Optional[PVQSpec] = None) -> list[ParamPlan]:
+    """What each parameter contributes to the subnet: active prefix shape and storage bits.
+
+    With `pvq`, body kernels are PVQ-coded and the 'embed' / 'head' kernels take the
+    subnet's `first_last_bits` (it must be set: the first and last layers stay integer)."""
+    if pvq is not None and subnet.first_last_bits is None:
+        raise ValueError("SubnetConfig.first_last_bits=None: a PVQ point keeps the patch embedding and heads integer; "
+                         "allowed: 2, 4, 8")
     widths = slim_widths(model_config, tasks, SubnetConfig(encoder_width=subnet.encoder_width,
                                                            decoder_widths=subnet.decoder_widths))
     decoders = dict(widths.decoders)
@@ -80,32 +106,101 @@ def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet:
         sizes = {"embed": widths.hidden, "heads": widths.heads * widths.head_dim, "mlp": widths.mlp,
                  "decoder": decoders.get(task)}
         active = tuple(min(sizes.get(n) or dim, dim) for n, dim in zip(names, shape))
+        if pvq is not None and is_kernel(path, len(shape)):
+            first_last = layer_group(path) in ("embed", "head")
+            plans.append(ParamPlan(path, shape, active, subnet.first_last_bits) if first_last
+                         else ParamPlan(path, shape, active, PVQ_BITS, pvq))
+            continue
         weight_bits, _ = subnet.bits_for(layer_group(path))
         bits = weight_bits if is_kernel(path, len(shape)) else 32
         plans.append(ParamPlan(path, shape, active, bits))
     return plans
 
 
+def _nbytes(bits: int) -> int:
+    return (bits + 7) // 8
+
+
+def pvq_payload_bits(shape: tuple[int, ...], spec: PVQSpec) -> int:
+    """Bits written for one PVQ-coded kernel [in, out] or [E, in, out]: per matrix, the byte-padded
+    index and gain-code streams plus the float32 codebook (`QuantizedMatrix.storage_bits`)."""
+    *experts, rows, cols = shape
+    groups = -(-rows // spec.group_size) * cols
+    per_matrix = 8 * (_nbytes(groups * spec.index_bits) + _nbytes(groups * spec.scale_bits)) + 32 * 2**spec.scale_bits
+    return int(np.prod(experts, dtype=np.int64)) * per_matrix
+
+
+def plan_bits(p: ParamPlan) -> int:
+    return pvq_payload_bits(p.active_shape, p.pvq) if p.pvq is not None else payload_bits(p.active_shape, p.bits)
+
+
 def total_bits(plans: Sequence[ParamPlan]) -> int:
-    return sum(payload_bits(p.active_shape, p.bits) for p in plans)
+    return sum(plan_bits(p) for p in plans)
 
 
 def _slice(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(x)[tuple(slice(0, s) for s in shape)]
 
 
-def quantized_params(params, plans: Sequence[ParamPlan]):
-    """The full-shape parameter tree the subnet sees after quantization (for zero-shot evaluation)."""
+def pvq_matrices(params_flat: Mapping[str, Any], p: ParamPlan, cache: dict | None = None) -> list[QuantizedMatrix]:
+    """The PVQ codes of a plan entry's active slice: one QuantizedMatrix, or one per expert.
+
+    `cache` (a dict owned by the caller, for one parameter tree) reuses the codes of a slice that
+    several subnets share; evaluation and export then read the very same codes."""
+    key = (p.path, p.active_shape, p.pvq)
+    if cache is not None and key in cache:
+        return cache[key]
+    active = _slice(np.asarray(params_flat[p.path], np.float32), p.active_shape)
+    matrices = [quantize_matrix(m, p.pvq) for m in active.reshape((-1,) + active.shape[-2:])]
+    if cache is not None:
+        cache[key] = matrices
+    return matrices
+
+
+def _pad(value: np.ndarray, full_shape: tuple[int, ...]) -> np.ndarray:
+    padded = np.zeros(full_shape, np.float32)
+    padded[tuple(slice(0, s) for s in value.shape)] = value
+    return padded
+
+
+def _dequantize_pvq(matrices: Sequence[QuantizedMatrix], active_shape: tuple[int, ...]) -> np.ndarray:
+    return np.stack([dequantize_matrix(m) for m in matrices]).reshape(active_shape)
+
+
+def quantized_params(params, plans: Sequence[ParamPlan], pvq_cache: dict | None = None):
+    """The full-shape parameter tree the subnet sees after quantization (for zero-shot evaluation).
+
+    PVQ kernels are their dequantized active slice, zero-padded to the full shape, as `load` rebuilds them."""
     flat = flax.traverse_util.flatten_dict(params, sep="/")
     out = {}
     for p in plans:
+        if p.pvq is not None:
+            out[p.path] = _pad(_dequantize_pvq(pvq_matrices(flat, p, pvq_cache), p.active_shape), p.full_shape)
+            continue
         full = np.array(flat[p.path], np.float32)
         out[p.path] = fake_quantize(full, p.bits) if p.bits < 32 else full
     return flax.traverse_util.unflatten_dict(out, sep="/")
 
 
-def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[str, Any]) -> dict:
-    """Writes model.bin + model.json; returns the metadata written (with sizes)."""
+def _pvq_streams(matrices: Sequence[QuantizedMatrix]) -> dict[str, np.ndarray]:
+    """The packed arrays of one PVQ kernel (a leading expert axis when there are several matrices)."""
+    spec = matrices[0].spec
+    index = [np.frombuffer(pack_bits(encode_batch(m.codewords, spec.pulses), spec.index_bits), np.uint8) for m in matrices]
+    scale = [np.frombuffer(pack_bits(m.scale_codes.astype(np.uint64), spec.scale_bits), np.uint8) for m in matrices]
+    codebook = [m.scale_codebook.astype(np.float32) for m in matrices]
+    return {name: (np.stack(arrays) if len(matrices) > 1 else arrays[0])
+            for name, arrays in (("pvq_index", index), ("pvq_scale", scale), ("pvq_codebook", codebook))}
+
+
+def _pvq_spec_dict(spec: PVQSpec) -> dict:
+    return dataclasses.asdict(spec)
+
+
+def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[str, Any],
+          pvq_cache: dict | None = None) -> dict:
+    """Writes model.bin + model.json; returns the metadata written (with sizes).
+
+    `pvq_cache`: the cache zero-shot evaluation filled (`quantized_params`), to write the codes it evaluated."""
     os.makedirs(directory, exist_ok=True)
     flat = flax.traverse_util.flatten_dict(params, sep="/")
     chunks, index, offset = [], [], 0
@@ -119,6 +214,10 @@ def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[
         offset += len(data)
 
     for p in plans:
+        if p.pvq is not None:
+            for suffix, array in _pvq_streams(pvq_matrices(flat, p, pvq_cache)).items():
+                add(f"{p.path}:{suffix}", array)
+            continue
         full = np.asarray(flat[p.path], np.float32)
         if p.bits < 32:  # the full kernel's per-column scales, as training and zero-shot evaluation use
             q, scale = quantize_kernel(full, p.bits)
@@ -134,8 +233,9 @@ def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[
     meta = dict(metadata)
     meta.update({
         "format_version": FORMAT_VERSION,
-        "params": [{"path": p.path, "full_shape": list(p.full_shape), "active_shape": list(p.active_shape), "bits": p.bits}
-                   for p in plans],
+        "params": [{"path": p.path, "full_shape": list(p.full_shape), "active_shape": list(p.active_shape),
+                    "bits": "pvq" if p.pvq is not None else p.bits,
+                    **({"pvq": _pvq_spec_dict(p.pvq)} if p.pvq is not None else {})} for p in plans],
         "arrays": index,
         "payload_bits": total_bits(plans),
         "bin_bytes": os.path.getsize(binary),
@@ -155,6 +255,22 @@ def _read_arrays(directory: str, index) -> dict[str, np.ndarray]:
                                      offset=a["offset"]).reshape(a["shape"]) for a in index}
 
 
+def _load_pvq(arrays: Mapping[str, np.ndarray], key: str, spec: PVQSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """The dequantized active kernel from its packed PVQ arrays (inverse of `_pvq_streams`)."""
+    *experts, rows, cols = shape
+    count = int(np.prod(experts, dtype=np.int64))
+    groups = -(-rows // spec.group_size) * cols
+    streams = [np.asarray(arrays[f"{key}:{name}"]).reshape(count, -1) for name in ("pvq_index", "pvq_scale", "pvq_codebook")]
+    matrices = []
+    for index, scale, codebook in zip(*streams):
+        indices = unpack_bits(index.tobytes(), spec.index_bits, groups,
+                              as_python_ints=not fits_uint64(spec.group_size, spec.pulses))
+        codewords = decode_batch(indices, spec.group_size, spec.pulses)
+        codes = unpack_bits(scale.tobytes(), spec.scale_bits, groups).astype(np.uint16)
+        matrices.append(QuantizedMatrix(spec, (rows, cols), codewords, codes, codebook.astype(np.float32)))
+    return _dequantize_pvq(matrices, shape)
+
+
 class ExportedModel:
     """A loaded export: `predict(images) -> {task: prediction}` at the exported subnet."""
 
@@ -166,8 +282,8 @@ class ExportedModel:
 
         with open(os.path.join(directory, "model.json")) as f:
             self.meta = json.load(f)
-        if self.meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: export format {self.meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+        if self.meta.get("format_version") not in READABLE_VERSIONS:
+            raise ValueError(f"{directory}: export format {self.meta.get('format_version')!r}, readable: {READABLE_VERSIONS}")
         self.tasks = tuple(TaskSpec(**t) for t in self.meta["tasks"])
         self.subnet = SubnetConfig.from_dict(self.meta["subnet"])
         self.model_config = ml_collections.ConfigDict(self.meta["model_config"])
@@ -175,15 +291,15 @@ class ExportedModel:
         flat = {}
         for p in self.meta["params"]:
             key, shape, full = p["path"], tuple(p["active_shape"]), tuple(p["full_shape"])
-            if p["bits"] == 8:
+            if p["bits"] == "pvq":
+                value = _load_pvq(arrays, key, PVQSpec(**p["pvq"]), shape)
+            elif p["bits"] == 8:
                 value = dequantize_kernel(arrays[key + ":q"], arrays[key + ":scale"])
             elif p["bits"] == 4:
                 value = dequantize_kernel(unpack_int4(arrays[key + ":q4"], shape), arrays[key + ":scale"])
             else:
                 value = arrays[key]
-            padded = np.zeros(full, np.float32)
-            padded[tuple(slice(0, s) for s in shape)] = value
-            flat[p["path"]] = padded
+            flat[p["path"]] = _pad(value, full)
         self.params = flax.traverse_util.unflatten_dict(flat, sep="/")
         model = build_model(self.model_config, self.tasks)
         subnet = self.subnet.without_bits()
