@@ -21,6 +21,7 @@ import scipy.stats
 from effjax.search.space import Params, Space
 
 ComputedFn = Callable[[Sequence[Params]], np.ndarray]  # params list -> (N, Mc) normalized values
+# `computed` may be None when no objective is computed: candidates are then not decoded for it.
 
 
 class CandidatePool:
@@ -32,10 +33,10 @@ class CandidatePool:
         self.x = space.encode_many(self.params)
 
 
-def _score(acq, space: Space, params: list[Params], x: np.ndarray, computed: ComputedFn) -> np.ndarray:
+def _score(acq, space: Space, params: list[Params], x: np.ndarray, computed: ComputedFn | None) -> np.ndarray:
     if not params:
         return np.zeros(0)
-    return acq(x[:, None, :], computed(params)[:, None, :])
+    return acq(x[:, None, :], None if computed is None else computed(params)[:, None, :])
 
 
 def _pick(values: np.ndarray, params: list[Params], keys: list[tuple], exclude: set) -> tuple[Params | None, float]:
@@ -45,7 +46,7 @@ def _pick(values: np.ndarray, params: list[Params], keys: list[tuple], exclude: 
     return None, -np.inf
 
 
-def maximize_continuous(acq, space: Space, rng: np.random.Generator, computed: ComputedFn, exclude: set,
+def maximize_continuous(acq, space: Space, rng: np.random.Generator, computed: ComputedFn | None, exclude: set,
                         incumbents: np.ndarray, n_raw: int = 512, n_restarts: int = 10, maxiter: int = 100,
                         ) -> tuple[Params | None, float]:
     """Best feasible, unseen configuration by multi-start L-BFGS-B on the relaxed cube."""
@@ -72,8 +73,8 @@ def maximize_continuous(acq, space: Space, rng: np.random.Generator, computed: C
 
     def objective(flat):
         x = flat.reshape(shape)
-        cu = computed([space.decode(row) for row in x])
-        v, g = acq.value_and_grad(x[:, None, :], cu[:, None, :])
+        cu = None if computed is None else computed([space.decode(row) for row in x])[:, None, :]
+        v, g = acq.value_and_grad(x[:, None, :], cu)
         return -float(np.sum(v)), -g[:, 0, :].ravel()
 
     res = scipy.optimize.minimize(objective, starts.ravel(), jac=True, method="L-BFGS-B",
@@ -89,7 +90,7 @@ def maximize_continuous(acq, space: Space, rng: np.random.Generator, computed: C
     return best_params, best_value
 
 
-def maximize_discrete(acq, space: Space, rng: np.random.Generator, computed: ComputedFn, exclude: set,
+def maximize_discrete(acq, space: Space, rng: np.random.Generator, computed: ComputedFn | None, exclude: set,
                       incumbents: list[Params], pool: CandidatePool | None, n_random: int = 2048,
                       local_rounds: int = 4, n_local: int = 5) -> tuple[Params | None, float]:
     """Best feasible, unseen configuration of a discrete space (enumerated or sampled + local moves)."""

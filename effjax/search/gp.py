@@ -18,9 +18,12 @@ GP (`GPState`) lives in float64 JAX, where the acquisition differentiates throug
 
 Robustness: JAX's Cholesky returns NaN instead of raising, so `robust_cholesky` checks
 the factor and retries with a jitter growing by 100x (relative to the mean diagonal).
-To avoid recompiling as data arrive, the training set is padded to a power of two:
-padded rows get unit prior variance, zero covariance and zero targets, which leaves the
-posterior and the marginal likelihood exactly unchanged.
+To avoid recompiling the acquisition as data arrive, the training set is padded to a
+power of two (at least `min_pad`): padded rows get unit prior variance, zero covariance
+and zero targets, which leaves the posterior and the marginal likelihood exactly
+unchanged. Conditioning on the fitted hyperparameters (Cholesky factor, its inverse and
+the weights alpha) also runs in numpy: it needs no compilation, and the inverse factor
+turns every triangular solve downstream into a matrix product.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ MEAN_BOUNDS = (-3.0, 3.0)
 
 
 def padded_size(n: int, minimum: int = 32) -> int:
-    """Smallest power of two >= n (and >= minimum): the shapes we compile for."""
+    """max(minimum, smallest power of two >= n): the shapes we compile for."""
     return max(minimum, 1 << max(0, (n - 1).bit_length()))
 
 
@@ -64,6 +67,7 @@ class GPState(NamedTuple):
     valid: jax.Array  # (N,) which rows are real
     chol: jax.Array  # (M, N, N) Cholesky factor of K + sigma^2 I
     alpha: jax.Array  # (M, N) (K + sigma^2 I)^-1 (y - c)
+    chol_inv: jax.Array  # (M, N, N) inverse of the Cholesky factor (lower triangular)
 
 
 def matern52(x1: jax.Array, x2: jax.Array, log_lengthscale: jax.Array, log_outputscale: jax.Array) -> jax.Array:
@@ -96,13 +100,6 @@ def robust_cholesky(matrix: jax.Array) -> jax.Array:
 
     index = jax.lax.while_loop(cond, lambda i: i + 1, jnp.asarray(0))
     return jnp.linalg.cholesky(matrix + jitters[index] * scale * eye)
-
-
-def _train_covariance(log_ls, log_os, log_noise, x, valid):
-    k = matern52(x, x, log_ls, log_os)
-    mask = valid[:, None] & valid[None, :]
-    diag = jnp.where(valid, jnp.exp(log_noise), 1.0)
-    return jnp.where(mask, k, 0.0) + jnp.diag(diag)
 
 
 def _log_prior_and_grad(log_ls, log_os, log_noise):
@@ -168,15 +165,34 @@ def neg_log_posterior_and_grad(theta: np.ndarray, x: np.ndarray, y: np.ndarray) 
     return float((value - prior) / n), grad / n
 
 
-@jax.jit
-def _condition(params: GPParams, x, valid, y) -> GPState:
-    def one(log_ls, log_os, log_noise, mean, y_m):
-        chol = robust_cholesky(_train_covariance(log_ls, log_os, log_noise, x, valid))
-        resid = jnp.where(valid, y_m - mean, 0.0)
-        alpha = jax.scipy.linalg.cho_solve((chol, True), resid)
-        return chol, alpha
-    chol, alpha = jax.vmap(one)(params.log_lengthscale, params.log_outputscale, params.log_noise, params.mean, y)
-    return GPState(params, x, valid, chol, alpha)
+def matern52_numpy(x1: np.ndarray, x2: np.ndarray, log_lengthscale: np.ndarray, log_outputscale: float) -> np.ndarray:
+    """`matern52` in numpy (no compilation) for the non-differentiated parts of the model."""
+    inv_l = np.exp(-log_lengthscale)
+    a, b = x1 * inv_l, x2 * inv_l
+    r2 = np.maximum(np.sum(a * a, axis=-1)[:, None] + np.sum(b * b, axis=-1)[None, :] - 2.0 * a @ b.T, 0.0)
+    s5r = math.sqrt(5.0) * np.sqrt(r2)
+    return math.exp(log_outputscale) * (1.0 + s5r + (5.0 / 3.0) * r2) * np.exp(-s5r)
+
+
+def _condition(thetas: np.ndarray, x: np.ndarray, y_standard: np.ndarray, n_pad: int) -> GPState:
+    """GPState of M GPs with hyperparameters thetas (M, D + 3) on n points, padded to n_pad rows."""
+    n, d = x.shape
+    m = len(thetas)
+    chol = np.tile(np.eye(n_pad), (m, 1, 1))
+    chol_inv = chol.copy()
+    alpha = np.zeros((m, n_pad))
+    for j, theta in enumerate(thetas):
+        k = matern52_numpy(x, x, theta[:d], theta[d]) + math.exp(theta[d + 1]) * np.eye(n)
+        factor = numpy_cholesky(k)
+        chol[j, :n, :n] = factor
+        chol_inv[j, :n, :n] = scipy.linalg.solve_triangular(factor, np.eye(n), lower=True)
+        alpha[j, :n] = scipy.linalg.cho_solve((factor, True), y_standard[:, j] - theta[d + 2])
+    x_pad = np.zeros((n_pad, d))
+    x_pad[:n] = x
+    params = GPParams(thetas[:, :d], thetas[:, d], thetas[:, d + 1], thetas[:, d + 2])
+    with jax.enable_x64(True):
+        return GPState(jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(x_pad), jnp.asarray(np.arange(n_pad) < n),
+                       jnp.asarray(chol), jnp.asarray(alpha), jnp.asarray(chol_inv))
 
 
 def posterior_one(state: GPState, m: int | jax.Array, x_new: jax.Array):
@@ -259,8 +275,9 @@ def _fit_one(x: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[np.ndarray, fl
     return res.x, float(res.fun)
 
 
-def fit_gp(x, y, maxiter: int = 200) -> FittedGP:
-    """MAP-fits independent Matern-5/2 GPs to outcomes y (n, M) at inputs x (n, D) in [0, 1]^D."""
+def fit_gp(x, y, maxiter: int = 200, min_pad: int = 32) -> FittedGP:
+    """MAP-fits independent Matern-5/2 GPs to outcomes y (n, M) at inputs x (n, D) in [0, 1]^D;
+    the fitted state is padded to max(min_pad, next power of two >= n) rows."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if y.ndim == 1:
@@ -280,17 +297,7 @@ def fit_gp(x, y, maxiter: int = 200) -> FittedGP:
     # a busy 2-core machine (measured 15x slower with 2 threads under load).
     with threadpool_limits(limits=1, user_api="blas"):
         thetas, losses = zip(*[_fit_one(x, y_standard[:, j], maxiter) for j in range(m)])
-    thetas = np.stack(thetas)
-    params = GPParams(thetas[:, :d], thetas[:, d], thetas[:, d + 1], thetas[:, d + 2])
-
-    n_pad = padded_size(n)
-    x_pad = np.zeros((n_pad, d))
-    x_pad[:n] = x
-    valid = np.arange(n_pad) < n
-    y_pad = np.zeros((m, n_pad))
-    y_pad[:, :n] = y_standard.T
-    with jax.enable_x64(True):
-        state = _condition(params, jnp.asarray(x_pad), jnp.asarray(valid), jnp.asarray(y_pad))
-        if not (np.all(np.isfinite(np.asarray(state.chol))) and np.all(np.isfinite(np.asarray(state.alpha)))):
-            raise ValueError("fit_gp: Cholesky factor is not finite even with the largest jitter")
+        state = _condition(np.stack(thetas), x, y_standard, padded_size(n, int(min_pad)))
+    if not (np.all(np.isfinite(np.asarray(state.chol_inv))) and np.all(np.isfinite(np.asarray(state.alpha)))):
+        raise ValueError("fit_gp: Cholesky factor is not finite even with the largest jitter")
     return FittedGP(state, y_mean, y_std, n, np.array(losses), x)

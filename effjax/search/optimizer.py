@@ -29,13 +29,14 @@ from tqdm.auto import tqdm
 from effjax.search import storage
 from effjax.search.acquisition import QLogNEHVI
 from effjax.search.acquisition_optimizer import CandidatePool, maximize_continuous, maximize_discrete
-from effjax.search.gp import fit_gp
+from effjax.search.gp import fit_gp, padded_size
 from effjax.search.hypervolume import hypervolume
 from effjax.search.objectives import Objective, check_objectives
 from effjax.search.pareto import non_dominated_mask
 from effjax.search.space import Params, Space
 
 MAX_ENUMERATE = 4096
+MAX_PRESIZED = 128  # larger budgets start small and grow the arrays by powers of two
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +97,15 @@ class Optimizer:
       n_initial: size of the scrambled-Sobol initial design (default 2 * (parameters + 1)).
       n_samples, n_raw, n_restarts: quasi-MC samples of the acquisition, raw points and
         L-BFGS-B starts of its optimization.
+      expected_evaluations: how many evaluations the search will make (`optimize` passes its
+        budget). Up to MAX_PRESIZED, the model's arrays are sized for that many points from
+        the first proposal on, so the compiled acquisition keeps one shape for the whole run
+        instead of being recompiled each time the data cross a power of two.
     """
 
     def __init__(self, space: Space, objectives: Sequence[Objective], seed: int = 0, workdir: str | None = None,
-                 n_initial: int | None = None, n_samples: int = 128, n_raw: int = 512, n_restarts: int = 10):
+                 n_initial: int | None = None, n_samples: int = 128, n_raw: int = 512, n_restarts: int = 10,
+                 expected_evaluations: int | None = None):
         if not isinstance(space, Space):
             raise ValueError(f"space: expected a Space, got {type(space).__name__}")
         self.space = space
@@ -109,6 +115,10 @@ class Optimizer:
         self.seed = int(seed)
         self.n_initial = max(1, int(n_initial)) if n_initial is not None else 2 * (len(space.params) + 1)
         self.n_samples, self.n_raw, self.n_restarts = n_samples, n_raw, n_restarts
+        if expected_evaluations is not None and (int(expected_evaluations) != expected_evaluations or expected_evaluations < 1):
+            raise ValueError(f"expected_evaluations: must be an integer >= 1 or None, got {expected_evaluations!r}")
+        presize = expected_evaluations is not None and expected_evaluations <= MAX_PRESIZED
+        self._min_pad = padded_size(int(expected_evaluations)) if presize else padded_size(1)
         self.workdir = workdir
         self._history: list[Evaluation] = []
         self._pending: dict[int, Trial] = {}
@@ -264,7 +274,7 @@ class Optimizer:
         evals = self._history
         x = self.space.encode_many([e.params for e in evals])
         y_modeled = np.array([[e.values[o.name] for o in self.modeled] for e in evals])
-        gp = fit_gp(x, y_modeled)
+        gp = fit_gp(x, y_modeled, min_pad=self._min_pad)
         ordered = self.modeled + self.computed
         signs = np.array([o.sign for o in ordered])
         y = np.array([[e.values[o.name] for o in ordered] for e in evals]) * signs
@@ -297,7 +307,7 @@ class Optimizer:
         baseline_params = [self.space.decode(x) for x in gp.x_train] + pending
         acq = QLogNEHVI(gp, x_baseline, self._computed_u(fitted, baseline_params), fitted["offset"], fitted["slope"],
                         q=1, n_samples=self.n_samples, seed=int(rng.integers(2**31)))
-        computed = lambda ps: self._computed_u(fitted, ps)  # noqa: E731
+        computed = (lambda ps: self._computed_u(fitted, ps)) if self.computed else None  # noqa: E731
         exclude = self._seen_keys()
         pareto_params = [e.params for e in self.pareto]
         if self.space.is_discrete:
@@ -330,7 +340,7 @@ def optimize(fn: Callable[[dict], dict], space: Space, objectives: Sequence[Obje
     budget, batch_size = int(budget), int(batch_size)
     if n_initial is None and isinstance(space, Space):
         n_initial = min(2 * (len(space.params) + 1), max(2, budget // 3))
-    opt = Optimizer(space, objectives, seed=seed, workdir=workdir, n_initial=n_initial)
+    opt = Optimizer(space, objectives, seed=seed, workdir=workdir, n_initial=n_initial, expected_evaluations=budget)
     with tqdm(total=budget, initial=min(len(opt.history), budget), disable=not progress, desc="search",
               unit="eval") as bar:
         while len(opt.history) < budget:

@@ -1,4 +1,4 @@
-"""qLogNEHVI: finite informative gradients, agreement with Monte-Carlo HVI, padding, x64 hygiene."""
+"""qLogNEHVI: finite informative gradients, agreement with Monte-Carlo HVI, padding, blocked cells, x64 hygiene."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from effjax.search.acquisition import QLogNEHVI, _candidate_draws, log_hvi_per_sample
+from effjax.search import acquisition
+from effjax.search.acquisition import CELL_BLOCK, QLogNEHVI, _candidate_draws, log_hvi_blocked, log_hvi_per_sample
 from effjax.search.gp import _posterior_all, fit_gp
 from effjax.search.hypervolume import hypervolume_positive
 from effjax.search.problems import BraninCurrin
@@ -123,3 +124,67 @@ def test_result_independent_of_the_global_x64_flag():
     finally:
         jax.config.update("jax_enable_x64", False)
     assert np.array_equal(off, on)
+
+
+@pytest.mark.parametrize("q", [1, 2])
+def test_blocked_cells_match_the_direct_sum_and_its_gradient(q):
+    rng = np.random.default_rng(q)
+    n_samples, n_cand, m = 4, 3, 3
+    directions = rng.random((n_samples, 12, m)) + 0.05
+    u_base = 0.7 * directions / np.linalg.norm(directions, axis=-1, keepdims=True)  # 12 mutually non-dominated points: 25 cells
+    lower, upper, weight, n_blocks = QLogNEHVI._cells(u_base)
+    assert 2 <= n_blocks < lower.shape[0] and lower.shape[2] == CELL_BLOCK
+    flat = lambda a: np.swapaxes(a, 0, 1).reshape((n_samples, -1) + a.shape[3:])  # noqa: E731
+    u = rng.random((n_samples, n_cand, q, m)) * 0.9
+    with jax.enable_x64(True):
+        cells = tuple(jnp.asarray(a) for a in (lower, upper, weight, n_blocks))
+        log_mask = jnp.log(jnp.asarray(flat(weight)))
+
+        def direct(v):
+            return jnp.stack([log_hvi_per_sample(v[:, i], flat(lower), flat(upper), log_mask) for i in range(n_cand)], axis=1)
+
+        u = jnp.asarray(u)
+        blocked_value, blocked_grad = jax.value_and_grad(lambda v: jnp.sum(jnp.tanh(log_hvi_blocked(v, cells))))(u)
+        direct_value, direct_grad = jax.value_and_grad(lambda v: jnp.sum(jnp.tanh(direct(v))))(u)
+        assert np.allclose(log_hvi_blocked(u, cells), direct(u), rtol=1e-12, atol=1e-12)
+    assert float(blocked_value) == pytest.approx(float(direct_value), rel=1e-12)
+    assert np.all(np.isfinite(blocked_grad)) and np.abs(blocked_grad).max() > 0
+    assert np.allclose(blocked_grad, direct_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_one_compiled_acquisition_while_points_and_cells_grow():
+    """With the points pre-sized (min_pad) and cells in a fixed capacity, acquisitions built
+    on 8 and 40 observations share every array shape, hence one compiled function."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        x = rng.random((n, 2))
+        y = np.stack([x[:, 0], x[:, 1], 1.5 - x[:, 0] - x[:, 1]], axis=1) + 0.01 * rng.standard_normal((n, 3))
+        gp = fit_gp(x, y, min_pad=64)
+        assert gp.state.x.shape[0] == 64
+        return QLogNEHVI(gp, x, np.zeros((n, 0)), gp.y_mean / 2.0, gp.y_std / 2.0, seed=1)
+
+    small, large = make(8), make(40)
+    shapes = lambda a: [np.shape(leaf) for leaf in jax.tree_util.tree_leaves((a.state, a.base, a.cells, a.noise))]  # noqa: E731
+    assert shapes(small) == shapes(large)
+    assert int(large.cells[3]) > int(small.cells[3])  # more cells, same compiled shapes
+    cands = rng.random((10, 1, 2))
+    small.value_and_grad(cands)
+    before = acquisition._log_acquisition_value_and_grad._cache_size()
+    values, grad = large.value_and_grad(cands)
+    assert acquisition._log_acquisition_value_and_grad._cache_size() == before
+    assert np.all(np.isfinite(values)) and np.all(np.isfinite(grad))
+
+
+def test_draws_do_not_depend_on_the_padded_capacity():
+    rng = np.random.default_rng(3)
+    x = rng.random((12, 2))
+    y = BraninCurrin().evaluate(x)
+    cands = rng.random((16, 1, 2))
+    values = []
+    for min_pad in (32, 64):
+        gp = fit_gp(x, y, min_pad=min_pad)
+        acq = QLogNEHVI(gp, x, np.zeros((12, 0)), (REF - gp.y_mean) / SCALE, -gp.y_std / SCALE, seed=1)
+        assert acq.base[0].shape[0] == min_pad
+        values.append(acq(cands))
+    assert np.allclose(values[0], values[1], rtol=1e-9, atol=1e-9)
