@@ -97,6 +97,8 @@ class Optimizer:
       n_initial: size of the scrambled-Sobol initial design (default 2 * (parameters + 1)).
       n_samples, n_raw, n_restarts: quasi-MC samples of the acquisition, raw points and
         L-BFGS-B starts of its optimization.
+      initial_params: configurations to evaluate first, ahead of the Sobol points (e.g. the
+        known best-accuracy corner of a space, the full supernet); they count towards n_initial.
       expected_evaluations: how many evaluations the search will make (`optimize` passes its
         budget). Up to MAX_PRESIZED, the model's arrays are sized for that many points from
         the first proposal on, so the compiled acquisition keeps one shape for the whole run
@@ -105,7 +107,7 @@ class Optimizer:
 
     def __init__(self, space: Space, objectives: Sequence[Objective], seed: int = 0, workdir: str | None = None,
                  n_initial: int | None = None, n_samples: int = 128, n_raw: int = 512, n_restarts: int = 10,
-                 expected_evaluations: int | None = None):
+                 expected_evaluations: int | None = None, initial_params: Sequence[Params] = ()):
         if not isinstance(space, Space):
             raise ValueError(f"space: expected a Space, got {type(space).__name__}")
         self.space = space
@@ -115,6 +117,10 @@ class Optimizer:
         self.seed = int(seed)
         self.n_initial = max(1, int(n_initial)) if n_initial is not None else 2 * (len(space.params) + 1)
         self.n_samples, self.n_raw, self.n_restarts = n_samples, n_raw, n_restarts
+        self.initial_params = [space.validate(dict(p)) for p in initial_params]
+        infeasible = [p for p in self.initial_params if not space.is_feasible(p)]
+        if infeasible:
+            raise ValueError(f"initial_params: {infeasible[0]} violates the space's constraints")
         if expected_evaluations is not None and (int(expected_evaluations) != expected_evaluations or expected_evaluations < 1):
             raise ValueError(f"expected_evaluations: must be an integer >= 1 or None, got {expected_evaluations!r}")
         presize = expected_evaluations is not None and expected_evaluations <= MAX_PRESIZED
@@ -249,9 +255,13 @@ class Optimizer:
         return None
 
     def _initial_design(self) -> list[Params]:
-        """Scrambled Sobol points, rounded, feasible and distinct (at most n_initial)."""
+        """`initial_params`, then scrambled Sobol points, rounded, feasible and distinct."""
         sobol = scipy.stats.qmc.Sobol(d=self.space.dim, scramble=True, rng=self.seed)
         design, keys = [], set()
+        for p in self.initial_params:
+            if self.space.key(p) not in keys:
+                design.append(p)
+                keys.add(self.space.key(p))
         for _ in range(8):
             for x in sobol.random(1 << max(6, (4 * self.n_initial - 1).bit_length())):
                 p = self.space.decode(x)
@@ -323,13 +333,13 @@ class Optimizer:
 
 def optimize(fn: Callable[[dict], dict], space: Space, objectives: Sequence[Objective], budget: int, seed: int = 0,
              workdir: str | None = None, batch_size: int = 1, progress: bool = True, n_initial: int | None = None,
-             ) -> SearchResult:
+             initial_params: Sequence[Params] = ()) -> SearchResult:
     """Evaluates `fn(params) -> {objective: value}` `budget` times (in total, counting
     evaluations resumed from `workdir`) and returns the history and its Pareto set.
 
     Proposals come `batch_size` at a time (qLogNEHVI, sequential greedy), after a
     scrambled-Sobol initial design of `n_initial` points (default: min(2 (d + 1), budget // 3),
-    at least 2). Computed objectives (`Objective(..., fn=...)`) need not be returned by `fn`.
+    at least 2), which starts with `initial_params` when given. Computed objectives (`Objective(..., fn=...)`) need not be returned by `fn`.
     """
     if not callable(fn):
         raise ValueError(f"fn: expected a callable params -> dict of objective values, got {fn!r}")
@@ -340,7 +350,8 @@ def optimize(fn: Callable[[dict], dict], space: Space, objectives: Sequence[Obje
     budget, batch_size = int(budget), int(batch_size)
     if n_initial is None and isinstance(space, Space):
         n_initial = min(2 * (len(space.params) + 1), max(2, budget // 3))
-    opt = Optimizer(space, objectives, seed=seed, workdir=workdir, n_initial=n_initial, expected_evaluations=budget)
+    opt = Optimizer(space, objectives, seed=seed, workdir=workdir, n_initial=n_initial, expected_evaluations=budget,
+                    initial_params=initial_params)
     with tqdm(total=budget, initial=min(len(opt.history), budget), disable=not progress, desc="search",
               unit="eval") as bar:
         while len(opt.history) < budget:

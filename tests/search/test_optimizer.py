@@ -161,3 +161,19 @@ def test_branin_currin_40_evaluations_reaches_high_hypervolume():
     bo = optimize(BC, BC.space, BC.objectives, budget=40, seed=1, progress=False)
     sobol = sobol_search(BC, BC.space, BC.objectives, budget=40, seed=1)
     assert bo.hypervolume() > 57.0 > sobol.hypervolume()
+
+
+def test_initial_params_are_evaluated_first_and_validated():
+    space = Space([Int("a", 0, 9), Categorical("c", ["x", "y"])])
+    objectives = [Objective("f", "min"), Objective("g", "min")]
+    seen = []
+
+    def fn(p):
+        seen.append(dict(p))
+        return {"f": p["a"], "g": 9 - p["a"] + (p["c"] == "x")}
+
+    optimize(fn, space, objectives, budget=4, seed=0, progress=False,
+                    initial_params=[{"a": 9, "c": "y"}, {"a": 0, "c": "x"}])
+    assert seen[:2] == [{"a": 9, "c": "y"}, {"a": 0, "c": "x"}] and len(seen) == 4
+    with pytest.raises(ValueError, match="outside its domain"):
+        optimize(fn, space, objectives, budget=2, progress=False, initial_params=[{"a": 11, "c": "x"}])
