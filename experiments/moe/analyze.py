@@ -1,6 +1,6 @@
 """Evidence for the MoE issue: accuracy vs the dense baseline, expert usage per task, top-p vs hardness,
 MC-SMoE merging, MC# bit allocation and single-task FLOPs. Reads trained workdirs; writes
-experiments/moe/results.md, results.json and usage_<dataset>.png.
+experiments/moe/results.json and usage_<dataset>_{topk,topp}.png (tables.py prints the README tables).
 
   python -m experiments.moe.analyze --runs=/tmp/moe/runs --datasets=digits,shapes
 
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -26,16 +25,17 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from effjax.compress import cost, cost_moe, expert_bits, expert_merging  # noqa: E402
-from effjax.compress.subnet import SubnetConfig  # noqa: E402
 from effjax.config_loading import load_config  # noqa: E402
-from effjax.data import pipeline  # noqa: E402
 from effjax.models.moe import MOE_STATS_COLLECTION  # noqa: E402
-from effjax.train import losses, trainer  # noqa: E402
+from effjax.train import trainer  # noqa: E402
+from effjax.train import step as step_lib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CONFIGS = {"digits": ("quickstart.py", "moe_digits.py"), "shapes": ("shapes_vit.py", "moe_shapes.py")}
 CALIBRATION_EXAMPLES = 256
+RANDOM_BIT_SEEDS = 5
+_COMPILED: dict = {}  # (kind, id(setup)[, subnet]) -> (setup kept alive, jitted function)
 
 
 def _config(name: str, variant: str = ""):
@@ -70,7 +70,11 @@ def _per_example_loss(task, pred, target):
 def predictions_and_stats(setup, params, split, subnet=None, limit=None):
     """Per-task predictions and the moe_stats collections of every batch of a split."""
     kwargs = {} if subnet is None else {"subnet": subnet}
-    apply = jax.jit(lambda p, x: setup.model.apply({"params": p}, x, mutable=[MOE_STATS_COLLECTION], **kwargs))
+    key = ("apply", id(setup), subnet)
+    if key not in _COMPILED:  # one compilation per setup, however many parameter sets are evaluated
+        _COMPILED[key] = (setup, jax.jit(lambda p, x: setup.model.apply({"params": p}, x, mutable=[MOE_STATS_COLLECTION],
+                                                                         **kwargs)))
+    apply = _COMPILED[key][1]
     preds, stats, targets = [], [], []
     for batch in _batches(setup, split, limit):
         out, mutated = apply(params, batch["image"])
@@ -92,7 +96,11 @@ def per_example_experts(stats, num_tasks):
 
 
 def metric_of(setup, params, split="test"):
-    return trainer.evaluate(setup, params, split)
+    key = ("eval", id(setup))
+    if key not in _COMPILED:
+        _COMPILED[key] = (setup, jax.jit(step_lib.make_eval_step(setup.model, setup.dataset.tasks),
+                                         in_shardings=(setup.state_shardings.params, setup.batch_sharding)))
+    return trainer.evaluate(setup, params, split, eval_step=_COMPILED[key][1])
 
 
 def kl_to(reference_preds, setup, params, tasks, split="test"):
@@ -161,7 +169,7 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
         config = _config(moe_name, variant)
         setup, params = _restore(config, workdir)
         res["accuracy"][key] = metric_of(setup, params)
-        _, stats, _ = predictions_and_stats(setup, params, "test")
+        model_preds, stats, _ = predictions_and_stats(setup, params, "test")
         routing = expert_merging.accumulate_routing_stats(stats, max_logit_rows=0)
         experts = per_example_experts(stats, len(tasks))
         mean_k = float(np.mean([experts[r].mean() for r in range(len(tasks))]))
@@ -181,6 +189,16 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
                    f"{dataset} {'top-p' if variant else 'top-k'}")
         if variant == "topp":
             res["top_p_vs_hardness"] = hardness_table(tasks, experts, hardness, targets)
+            own_loss = {t.name: np.concatenate([_per_example_loss(t, p[t.name], b[t.name])
+                                                for p, b in zip(model_preds, targets)]) for t in tasks}
+            res["top_p_vs_own_loss"] = hardness_table(tasks, experts, own_loss, targets)
+            token_tables = {}
+            for name, preds in (("dense baseline loss", dense_preds), ("top-p model's own loss", model_preds)):
+                table = token_hardness_table(tasks, stats, preds, targets, config.model.top_p, config.model.patch_size)
+                if table:
+                    token_tables[name] = table
+            if token_tables:
+                res["top_p_vs_token_loss"] = token_tables
         else:
             res["all_experts_active_flops"] = cost_moe.moe_vit_cost(
                 config.model, image_shape, tasks, experts_per_token=config.model.num_experts).flops
@@ -200,6 +218,60 @@ def hardness_table(tasks, experts, hardness, targets):
         if t.name == "count":  # shapes: a scene with more objects is a harder scene
             objects = np.concatenate([b["count"] for b in targets]) + 1
             table[t.name]["experts_by_objects"] = {int(n): float(k[objects == n].mean()) for n in np.unique(objects)}
+    return table
+
+
+def _per_pixel_loss(task, pred, target):
+    """[B, H, W] loss of a dense-prediction task: cross-entropy (segmentation) or |error| (depth)."""
+    if task.kind == "segmentation":
+        p = np.asarray(jax.nn.log_softmax(pred, -1))
+        return -np.take_along_axis(p, np.asarray(target)[..., None], -1)[..., 0]
+    return np.abs(np.asarray(pred) - np.asarray(target)).reshape(np.asarray(target).shape[:3])
+
+
+def _per_patch(pixel_loss, patch):
+    """[B, H, W] -> [B, (H/p)*(W/p)] mean over each patch, in the token order of `vit.patchify`."""
+    b, h, w = pixel_loss.shape
+    return pixel_loss.reshape(b, h // patch, patch, w // patch, patch).mean((2, 4)).reshape(b, -1)
+
+
+def top_p_counts(logits, p):
+    """[..., E] router logits -> experts per token under top-p routing (as `moe.top_p_routing`, unmerged router)."""
+    z = np.asarray(logits, np.float64)
+    probs = np.exp(z - z.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    ordered = -np.sort(-probs, -1)
+    mass_before = np.cumsum(ordered, -1) - ordered
+    return np.maximum((mass_before < p).sum(-1), 1)
+
+
+def per_token_experts(stats, router, p):
+    """[num examples, patch tokens] experts per patch token of one task's router, averaged over MoE layers
+    (class token dropped; recomputed from the sown router logits)."""
+    per_layer = {}
+    for tree in stats:
+        for (layer, r), entries in expert_merging._iter_router_entries(tree):
+            if r == router:
+                per_layer.setdefault(layer, []).extend(top_p_counts(e["logits"], p)[:, 1:] for e in entries)
+    return np.mean([np.concatenate(chunks) for chunks in per_layer.values()], axis=0)
+
+
+def token_hardness_table(tasks, stats, preds, targets, p, patch):
+    """Per patch token of the dense-prediction tasks: hardness = the loss of that patch's pixels."""
+    table = {}
+    for r, t in enumerate(tasks):
+        if t.kind not in ("segmentation", "depth"):
+            continue
+        loss = np.concatenate([_per_patch(_per_pixel_loss(t, pr[t.name], b[t.name]), patch)
+                               for pr, b in zip(preds, targets)])
+        k = per_token_experts(stats, r, p)
+        h, k = loss.reshape(-1), k.reshape(-1)
+        quartile = np.digitize(h, np.quantile(h, [0.25, 0.5, 0.75]))
+        rho, pval = spearmanr(h, k)
+        within = [spearmanr(a, b)[0] for a, b in zip(loss, k.reshape(loss.shape)) if np.ptp(a) > 0 and np.ptp(b) > 0]
+        table[t.name] = {"experts_by_hardness_quartile": [float(k[quartile == q].mean()) for q in range(4)],
+                         "spearman": float(rho), "p_value": float(pval), "tokens": int(h.size),
+                         "mean_within_image_spearman": float(np.mean(within)) if within else float("nan")}
     return table
 
 
@@ -246,6 +318,16 @@ def bit_allocation(config, setup, params):
              "MC# avg 3 of {2,4}": expert_bits.allocate_model_bits(layers, stats, 3.0, (2, 4))}
     expert_bits.save_bits(os.path.join(HERE, f"expert_bits_{config.data.name}.json"), plans["MC# avg 3 of {2,4,8}"], 3.0,
                           (2, 4, 8))
+    mcsharp = plans["MC# avg 3 of {2,4,8}"]
+    for seed in range(RANDOM_BIT_SEEDS):  # same budget and bit multiset, assigned blind to routing statistics
+        rng = np.random.default_rng(seed)
+        plans[f"random order of the MC# avg-3 bits, seed {seed}"] = {p: tuple(int(b) for b in rng.permutation(bits))
+                                                                    for p, bits in mcsharp.items()}
+    for p, bits in mcsharp.items():  # the most important experts get the fewest bits
+        order = np.argsort(-expert_bits.expert_importance(stats[p].frequency(), stats[p].mean_gate()), kind="stable")
+        reversed_bits = np.empty(e, int)
+        reversed_bits[order] = np.sort(bits)
+        plans.setdefault("reversed MC# avg-3 (important experts get fewest bits)", {})[p] = tuple(int(b) for b in reversed_bits)
     reference, _, _ = predictions_and_stats(setup, params, "test")
     rows = {}
     for name, plan in plans.items():
@@ -264,8 +346,9 @@ def main():
     parser.add_argument("--suffix", default="", help="workdir name suffix, e.g. 400 for dense_shapes400")
     parser.add_argument("--light", action="store_true", help="skip merging and bit allocation")
     parser.add_argument("--compression_only", action="store_true", help="only merging and bit allocation (top-k run)")
+    parser.add_argument("--results", default=os.path.join(HERE, "results.json"))
     args = parser.parse_args()
-    path = os.path.join(HERE, "results.json")
+    path = args.results
     out = json.load(open(path)) if os.path.exists(path) else {}
     for ds in args.datasets.split(","):
         if args.compression_only:
@@ -275,6 +358,9 @@ def main():
             out[ds]["bits"] = bit_allocation(config, setup, params)
         else:
             analyze(ds, args.runs, out, args.suffix, args.light)
+        latest = json.load(open(path)) if os.path.exists(path) else {}  # keep what another run wrote meanwhile
+        latest.setdefault(ds, {}).update(out[ds])
+        out = latest
         with open(path, "w") as f:
             json.dump(out, f, indent=1)
     print(json.dumps(out, indent=1)[:4000])
