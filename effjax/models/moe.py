@@ -53,7 +53,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from effjax.models.layers import AUX_LOSS_COLLECTION, DotGeneralProvider, constrain, resolve_dot_general
+from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, constrain, einsum, injected_dot_general,
+                                  resolve_dot_general)
 
 # Routing statistics (expert counts, experts per token, router logits) are sown here
 # when the caller makes the collection mutable (calibration for expert merging).
@@ -391,7 +392,8 @@ class MoeMlp(nn.Module):
             self.param("wo", nn.with_logical_partitioning(expert_init, ("expert", "mlp", "embed")), (e, m, d), jnp.float32),
             self.param("bo", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "embed")), (e, d), jnp.float32),
         )
-        logits = jnp.einsum("bsd,de->bse", x.astype(jnp.float32), router[router_index])
+        logits = einsum("bsd,de->bse", x.astype(jnp.float32), router[router_index],
+                        injected_dot_general(self.dot_general_provider, "router"))
         routing = route(logits, top_k, top_p, self.renormalize_gates)
         self._sow_losses(routing)
         if self.router_groups is not None:

@@ -49,7 +49,7 @@ from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models import moe
 from effjax.models import sparse_attention as sa
-from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, constrain, injected_dot_general,
+from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, constrain, einsum, injected_dot_general,
                                   resolve_dot_general)
 from effjax.models.slim_vit import (DEFAULT_WIDTH_MENU, SlimEmbedding, SlimMultiTaskViT, SlimTaskHead,
                                     check_width_menu)
@@ -176,7 +176,9 @@ class SuperMoe(nn.Module):
         k_routed = top_k if static_k else max_top_k
         if not 1 <= k_routed <= e:
             raise ValueError(f"moe_top_k={k_routed}: must be in [1, num_experts={e}]")
-        routing = moe.top_k_routing(jnp.einsum("bsd,de->bse", x.astype(jnp.float32), router[:d]), k_routed)
+        logits = einsum("bsd,de->bse", x.astype(jnp.float32), router[:d],
+                        injected_dot_general(self.dot_general_provider, "router"))
+        routing = moe.top_k_routing(logits, k_routed)
         if not static_k:
             valid = routing.valid & (jnp.arange(k_routed) < top_k)
             routing = routing._replace(valid=valid, gate=jnp.where(valid, routing.gate, 0.0))

@@ -92,3 +92,18 @@ def test_query_blocks_refuse_injected_dot_generals():
     idx = sa.random_key_indices(jax.random.PRNGKey(1), (2, 3, 10, 11), 4 / 11)
     with pytest.raises(ValueError, match="query_block"):
         sa.gathered_attention(q, k, v, idx, 0.35, query_block=4, dot_generals=(jax.lax.dot_general, None))
+
+
+def test_moe_router_and_experts_run_int8():
+    from effjax.models.moe import MoeMlp
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 16))
+    plain = MoeMlp(num_experts=4, expert_dim=8, dispatch="gather", expert_parallel="off")
+    quantized = MoeMlp(num_experts=4, expert_dim=8, dispatch="gather", expert_parallel="off", dot_general_provider=INT8)
+    params = plain.init(RNG, x)["params"]
+    dots = dot_generals(jax.make_jaxpr(lambda p: quantized.apply({"params": p}, x, rngs=RNG, mutable=["aux_loss"]))(params))
+    integer = [e for e in dots if all(v.aval.dtype == jnp.int8 for v in e.invars)]
+    assert len(integer) == 3  # router, expert input and output kernels
+    floating = [e for e in dots if any(v.aval.dtype == jnp.float32 for v in e.invars)]
+    # only the gate-weighted combine of the chosen experts' outputs stays float (routing bookkeeping)
+    assert len(floating) == 1 and floating[0].outvars[0].aval.shape == x.shape
