@@ -32,6 +32,8 @@ def get_config(arg: str | None = None):
     c.search.budget = 40  # configurations evaluated (zero-shot, on the validation split)
     c.search.batch_size = 4  # proposals per round (qLogNEHVI batch)
     c.search.bits = (4, 8, 32)  # weight bits menu; 32 is float32
+    c.search.max_flops = ml_collections.config_dict.placeholder(float)  # constraint: FLOPs per example <= this
+    c.search.max_bits = ml_collections.config_dict.placeholder(float)  # constraint: model size in bits <= this
     c.search.score_weights = ml_collections.ConfigDict()  # task -> weight of the score (default 1 each)
     # c.search.pvq = ml_collections.ConfigDict(dict(
     #     group_size=8,  # L: consecutive input features per group

@@ -33,9 +33,10 @@ def _summary(result, workdir: str) -> dict:
 
 def run_main_job(config, workdir: str, devices=None) -> dict:
     if "search" in config:
-        from effjax.supernet_search import pvq_menu
+        from effjax.supernet_search import cost_limits, pvq_menu
 
-        pvq_menu(config)  # a bad config.search.pvq fails before training
+        pvq_menu(config)  # a bad config.search.pvq (or cost limit) fails before training
+        cost_limits(config.search)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:

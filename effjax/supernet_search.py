@@ -145,12 +145,12 @@ def bits_values(bits_menu, pvq_settings: Mapping[str, PVQSpec] | None = None) ->
 
 
 def search_space(menu, tasks, bits_menu, extra_menus: Mapping[str, Sequence] | None = None,
-                 pvq_settings: Mapping[str, PVQSpec] | None = None) -> search.Space:
+                 pvq_settings: Mapping[str, PVQSpec] | None = None, constraints: Sequence = ()) -> search.Space:
     params = [search.Ordinal("encoder_width", list(menu))]
     params += [search.Ordinal(f"decoder_width_{t.name}", list(menu)) for t in tasks]
     params += [search.Ordinal(name, list(values)) for name, values in (extra_menus or {}).items()]
     params.append(search.Ordinal("weight_bits", bits_values(bits_menu, pvq_settings)))
-    return search.Space(params)
+    return search.Space(params, constraints)
 
 
 def full_params(config, tasks) -> dict:
@@ -213,10 +213,21 @@ def _decoded_float_bops(layers, first_last_bits: int) -> float:
     return bops
 
 
+def cost_limits(search_config) -> dict[str, float]:
+    """`config.search.max_flops` / `max_bits` (None: no limit) as {cost key: limit}; bad values raise ValueError."""
+    limits = {}
+    for field, key in (("max_flops", "flops"), ("max_bits", "bits")):
+        value = search_config.get(field, None) if hasattr(search_config, "get") else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+            raise ValueError(f"config.search.{field}={value!r}: must be a number > 0 or None (no limit)")
+        limits[key] = float(value)
+    return limits
+
+
 def run_search(evaluator: SubnetEvaluator, search_config, workdir: str, seed: int) -> search.SearchResult:
     tasks = evaluator.tasks
-    space = search_space(evaluator.setup.config.model.width_menu, tasks, search_config.bits,
-                         knob_menus(evaluator.setup.config), evaluator.pvq_settings)
     cache: dict[tuple[SubnetConfig, PVQSpec | None], dict] = {}
 
     def cost_of(params):
@@ -224,6 +235,11 @@ def run_search(evaluator: SubnetEvaluator, search_config, workdir: str, seed: in
         if candidate not in cache:
             cache[candidate] = evaluator.cost(*candidate)
         return cache[candidate]
+
+    limits = cost_limits(search_config)
+    constraints = [lambda p, key=key, limit=limit: cost_of(p)[key] <= limit for key, limit in limits.items()]
+    space = search_space(evaluator.setup.config.model.width_menu, tasks, search_config.bits,
+                         knob_menus(evaluator.setup.config), evaluator.pvq_settings, constraints)
 
     def fn(params):
         subnet, pvq = evaluator.candidate(params)
@@ -237,6 +253,7 @@ def run_search(evaluator: SubnetEvaluator, search_config, workdir: str, seed: in
     # evaluations in thousands of configurations may otherwise never reach
     bits = sorted(int(b) for b in search_config.bits)
     corners = [dict(full_params(evaluator.setup.config, tasks), weight_bits=b) for b in dict.fromkeys((bits[-1], bits[0]))]
+    corners = [p for p in corners if space.is_feasible(space.validate(p))]
     return search.optimize(fn, space, objectives, budget=int(search_config.budget), seed=seed,
                            workdir=os.path.join(workdir, "search"), batch_size=int(search_config.batch_size),
                            progress=jax.process_index() == 0, initial_params=corners)

@@ -1,0 +1,32 @@
+"""Cost limits of the supernet search: every evaluated point satisfies them; bad limits fail in one line."""
+
+import json
+import os
+
+import jax
+import pytest
+
+from effjax import pipeline
+from effjax.config_loading import load_config
+from effjax.supernet_search import cost_limits
+from tests.foundation.helpers import REPO
+
+
+def test_every_evaluated_point_is_within_the_flops_limit(tmp_path):
+    config = load_config(os.path.join(REPO, "configs", "pipeline.py") + ":digits,tiny")
+    config.log.progress_bar = False
+    config.search.max_flops = 1.5e5
+    pipeline.run_main_job(config, str(tmp_path), devices=jax.devices()[:1])
+    with open(tmp_path / "pareto.json") as f:
+        points = json.load(f)["points"]
+    assert len(points) == config.search.budget
+    assert all(p["cost"]["flops"] <= 1.5e5 for p in points)
+    assert all(p["config"]["encoder_width"] < 1 for p in points)  # the full corner is too costly
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), "big", True])
+def test_bad_limits_are_refused(value):
+    config = load_config(os.path.join(REPO, "configs", "pipeline.py") + ":digits,tiny")
+    config.search.max_bits = None
+    with pytest.raises(ValueError, match="config.search.max_bits"):
+        cost_limits({"max_bits": value})
