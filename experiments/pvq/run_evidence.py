@@ -23,7 +23,7 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
+from effjax.train.full_batch import fit_classifier  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 matplotlib.use("Agg")
@@ -99,23 +99,8 @@ def train_digits_mlp():
     images, labels = (digits.data / 16.0).astype(np.float32), digits.target
     order = np.random.default_rng(0).permutation(len(labels))
     train, test = order[:1400], order[1400:]
-    model, optimizer = DigitsMLP(), optax.adam(3e-3)
-
-    def loss(params):
-        logits = model.apply(params, images[train])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels[train]).mean()
-
-    def step(_, carry):
-        params, state = carry
-        updates, state = optimizer.update(jax.grad(loss)(params), state)
-        return optax.apply_updates(params, updates), state
-
-    @jax.jit
-    def init_and_train(key):
-        params = model.init(key, images[:1])
-        return jax.lax.fori_loop(0, 600, step, (params, optimizer.init(params)))[0]
-
-    params = jax.tree.map(np.asarray, init_and_train(jax.random.key(0)))
+    model = DigitsMLP()
+    params = fit_classifier(model, images[train], labels[train], steps=600, learning_rate=3e-3)
     return model, params, images, labels, train, test
 
 

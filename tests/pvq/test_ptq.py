@@ -2,14 +2,13 @@
 
 import flax
 import flax.linen as nn
-import jax
 import numpy as np
-import optax
 import pytest
 from sklearn.datasets import load_digits
 
 from effjax.quant.pvq import load_checkpoint, quantize_params, save_checkpoint
 from effjax.quant.pvq.ptq import dequantize_into, kernel_paths
+from effjax.train.full_batch import fit_classifier
 
 
 class DigitsMLP(nn.Module):
@@ -34,23 +33,7 @@ def digits_mlp():
     order = np.random.default_rng(0).permutation(len(labels))
     train, test = order[:1500], order[1500:]
     model = DigitsMLP()
-    optimizer = optax.adam(5e-3)
-
-    def loss(params):
-        logits = model.apply(params, images[train])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels[train]).mean()
-
-    def step(_, carry):
-        params, state = carry
-        updates, state = optimizer.update(jax.grad(loss)(params), state)
-        return optax.apply_updates(params, updates), state
-
-    @jax.jit
-    def init_and_train(key):
-        params = model.init(key, images[:1])
-        return jax.lax.fori_loop(0, 300, step, (params, optimizer.init(params)))[0]
-
-    params = jax.tree.map(np.asarray, init_and_train(jax.random.key(0)))
+    params = fit_classifier(model, images[train], labels[train], steps=300, learning_rate=5e-3)
     return model, params, images, labels, train, test
 
 
