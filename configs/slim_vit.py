@@ -13,7 +13,8 @@ digits) and optional variants.
   # a single-task baseline for delta_m (full width, the other tasks' loss weights 0)
   python -m effjax.main --config=configs/slim_vit.py:shapes,single=depth --workdir=/tmp/effjax/single_depth
 
-Variants: `tiny` (a few steps, for tests), `nocikd`, `alone=<w>`, `single=<task>`.
+Variants: `tiny` (a few steps, for tests), `nocikd`, `labels` (every config on the labels, no
+distillation), `alone=<w>`, `single=<task>`.
 """
 
 import ml_collections
@@ -66,6 +67,8 @@ def get_config(arg: str | None = None):
             c.eval.batch_size = 64
         elif name == "nocikd":
             c.slim.cikd_weight = 0.0
+        elif name == "labels":  # every config trains on the labels; no in-place KD, no CIKD
+            c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 0.0, 0.0, 1.0
         elif name == "alone":
             width = float(value)
             heads, hidden, mlp = encoder_widths(c.model.hidden_dim, c.model.num_heads, c.model.mlp_dim, width)
