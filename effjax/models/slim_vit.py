@@ -127,11 +127,15 @@ class SlimMultiTaskViT(nn.Module):
             raise ValueError(f"num_heads={self.num_heads}: must divide hidden_dim={self.hidden_dim}")
         check_width_menu(self.width_menu)
         self.embedding = SlimEmbedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
-        self.blocks = [SlimEncoderBlock(self.hidden_dim, self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider)
-                       for _ in range(self.num_layers)]
+        self.blocks = self.make_blocks()
         self.ln_final = SlimLayerNorm(self.hidden_dim, self.dtype)
         self.heads = {t.name: SlimTaskHead(t, self.hidden_dim, self.decoder_dim, self.patch_size, self.dtype,
                                            self.dot_general_provider) for t in self.tasks}
+
+    def make_blocks(self) -> list[nn.Module]:
+        """The encoder blocks (called in `setup`; subclasses swap the block type here)."""
+        return [SlimEncoderBlock(self.hidden_dim, self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider)
+                for _ in range(self.num_layers)]
 
     def encode(self, images: jax.Array, encoder_width: float = 1.0) -> jax.Array:
         """Encoder output tokens [B, N, d(encoder_width)] after the final LayerNorm."""

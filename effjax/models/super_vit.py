@@ -51,8 +51,7 @@ from effjax.models import moe
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, constrain, einsum, injected_dot_general,
                                   resolve_dot_general)
-from effjax.models.slim_vit import (DEFAULT_WIDTH_MENU, SlimEmbedding, SlimMultiTaskViT, SlimTaskHead,
-                                    check_width_menu)
+from effjax.models.slim_vit import DEFAULT_WIDTH_MENU, SlimMultiTaskViT, check_width_menu
 from effjax.models.slimmable import SlimDense, SlimLayerNorm, SlimMlp
 
 Scalar = Union[int, float, jax.Array]
@@ -239,10 +238,9 @@ class SuperViT(SlimMultiTaskViT):
     predictor_basis_threshold: float = 0.02
     predictor_distill_weight: float = 1.0
 
-    def setup(self):
-        if self.hidden_dim % self.num_heads:
-            raise ValueError(f"num_heads={self.num_heads}: must divide hidden_dim={self.hidden_dim}")
-        check_width_menu(self.width_menu)
+    def make_blocks(self) -> list[nn.Module]:
+        """SlimMultiTaskViT's setup with these blocks: Sparsifiner attention in `sparse_layers`,
+        a MoE MLP in every `moe_every`-th block."""
         bad = [i for i in self.sparse_layers if not 0 <= i < self.num_layers]
         if bad:
             raise ValueError(f"model.sparse_layers={self.sparse_layers!r}: block indices must be in [0, {self.num_layers})")
@@ -256,13 +254,9 @@ class SuperViT(SlimMultiTaskViT):
         experts = dict(num_experts=self.num_experts, expert_dim=self.expert_dim, capacity_factor=self.capacity_factor,
                        balance_weight=self.balance_weight, z_loss_weight=self.z_loss_weight)
         moe_blocks = set(moe_block_indices(self.num_layers, self.moe_every)) if self.moe_every else set()
-        self.embedding = SlimEmbedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
-        self.blocks = [SuperBlock(self.hidden_dim, self.num_heads, self.mlp_dim, i in self.sparse_layers,
-                                  i in moe_blocks, attention, experts, self.dtype, self.dot_general_provider)
-                       for i in range(self.num_layers)]
-        self.ln_final = SlimLayerNorm(self.hidden_dim, self.dtype)
-        self.heads = {t.name: SlimTaskHead(t, self.hidden_dim, self.decoder_dim, self.patch_size, self.dtype,
-                                           self.dot_general_provider) for t in self.tasks}
+        return [SuperBlock(self.hidden_dim, self.num_heads, self.mlp_dim, i in self.sparse_layers, i in moe_blocks,
+                           attention, experts, self.dtype, self.dot_general_provider)
+                for i in range(self.num_layers)]
 
     def encode(self, images: jax.Array, encoder_width: float = 1.0, keep_ratio: Scalar = 1.0,
                top_k: Optional[Scalar] = None, max_top_k: Optional[int] = None, path: str = "masked",

@@ -83,8 +83,9 @@ class SandwichOptions:
             raise ValueError(f"config.slim.weight_bits={self.weight_bits!r}: allowed values 2, 4, 8, 32 (float)")
 
     @property
-    def samples_knobs(self) -> bool:
-        return len(self.keep_ratios) > 1 or len(self.top_ks) > 1 or len(self.weight_bits) > 1
+    def quantizes(self) -> bool:
+        """Whether any sampled config trains with quantized weights (QAT)."""
+        return self.weight_bits[0] < FLOAT_BITS
 
     @classmethod
     def from_config(cls, config) -> "SandwichOptions":
@@ -114,13 +115,12 @@ def feature_distillation_loss(student: jax.Array, teacher: jax.Array, active: ja
 def sample_configs(rng: jax.Array, num_random: int, num_tasks: int, menu_size: int) -> jax.Array:
     """Menu indices [1 + num_random, 1 + num_tasks]: row 0 the min config, then random ones;
     column 0 the encoder, then one column per task's decoder."""
-    smallest = jnp.zeros((1, 1 + num_tasks), jnp.int32)
-    random = jax.random.randint(rng, (num_random, 1 + num_tasks), 0, menu_size, jnp.int32)
-    return jnp.concatenate([smallest, random], axis=0)
+    return sample_knob_indices(rng, num_random, (menu_size,) * (1 + num_tasks))
 
 
 def sample_knob_indices(rng: jax.Array, num_random: int, menu_sizes: Sequence[int]) -> jax.Array:
-    """Menu indices [1 + num_random, len(menu_sizes)] of the non-width knobs: row 0 the min config."""
+    """Menu indices [1 + num_random, len(menu_sizes)], one column per knob: row 0 the min config
+    (index 0 of every ascending menu), then `num_random` uniform draws."""
     smallest = jnp.zeros((1, len(menu_sizes)), jnp.int32)
     random = jax.random.randint(rng, (num_random, len(menu_sizes)), 0, jnp.asarray(menu_sizes, jnp.int32), jnp.int32)
     return jnp.concatenate([smallest, random], axis=0)
@@ -169,7 +169,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
     def config_loss(params, batch, row, knobs, teacher_preds, teacher_tokens):
         images = batch["image"]
         hw = images.shape[1:3]
-        if len(options.weight_bits) > 1 or options.weight_bits[0] < FLOAT_BITS:
+        if options.quantizes:
             params = fake_quantize_params(params, bits_menu[knobs[2]])
         tokens, aux = jax.lax.switch(row[0], [encoder_branch(w) for w in menu], params, images,
                                      keep_menu[knobs[0]], top_k_menu[knobs[1]])
