@@ -14,7 +14,8 @@ digits) and optional variants.
   python -m effjax.main --config=configs/slim_vit.py:shapes,single=depth --workdir=/tmp/effjax/single_depth
 
 Variants: `tiny` (a few steps, for tests), `nocikd`, `labels` (every config on the labels, no
-distillation), `alone=<w>`, `single=<task>`.
+distillation), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
+`label_small=<w>` (label weight of the non-max configs).
 """
 
 import ml_collections
@@ -56,7 +57,8 @@ def get_config(arg: str | None = None):
     c.checkpoint.every_steps = 200
     c.log.progress_bar = False
 
-    for part in sorted(parts, key=lambda p: p != "tiny"):  # tiny first: later variants scale its widths
+    # tiny first (later variants scale its widths), then labels (later variants refine its weights)
+    for part in sorted(parts, key=lambda p: (p != "tiny", p != "labels")):
         name, _, value = part.partition("=")
         if name == "tiny":
             c.model.hidden_dim, c.model.mlp_dim, c.model.decoder_dim, c.model.num_layers = 32, 64, 32, 2
@@ -65,6 +67,12 @@ def get_config(arg: str | None = None):
             c.eval.every_steps = c.checkpoint.every_steps = 3
             c.log.every_steps = 3
             c.eval.batch_size = 64
+        elif name == "seed":
+            c.seed = int(value)
+        elif name == "steps":
+            c.train.num_steps = int(value)
+        elif name == "label_small":  # label weight of the non-max configs
+            c.slim.label_weight_small = float(value)
         elif name == "nocikd":
             c.slim.cikd_weight = 0.0
         elif name == "labels":  # every config trains on the labels; no in-place KD, no CIKD
@@ -85,5 +93,5 @@ def get_config(arg: str | None = None):
                 c.loss.task_weights[task] = 1.0 if task == value else 0.0
         else:
             raise ValueError(f"configs/slim_vit.py: unknown variant {part!r}; allowed: digits, shapes, tiny, nocikd, "
-                             f"alone=<width>, single=<task>")
+                             f"labels, alone=<width>, single=<task>, seed=<n>, steps=<n>, label_small=<w>")
     return c

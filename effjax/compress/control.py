@@ -4,16 +4,18 @@ ECMT (Aich et al., ICCV 2023, Sec. 3.3), without retraining:
   1. decoder capacity follows preference: at decoder level lambda (a menu width),
      task t's decoder width is the smallest menu width >= lambda * p_t / max(p),
      so a more preferred task never gets a narrower decoder;
-  2. among all (encoder width, decoder level) pairs whose exact FLOPs fit the budget,
-     pick the one that maximizes the preference-weighted validation performance
-         score = sum_t p_t * (-1)^{l_t} (M_t - M_ref,t) / M_ref,t,
-     (M_ref: the max config's metrics; p uniform makes this delta_m against the max
-     config); ties go to the cheaper config.
-
-Validation metrics come from a `TaskMetricTable`. Given the encoder width, each task
-head is an independent function of the encoder output, so task t's metric depends on
-(encoder width, decoder width of t) only: K^2 evaluations (all decoders at the same
-width) give every one of the K^(1+T) configs' per-task metrics exactly.
+  2. the encoder width maximizes the preference-weighted validation performance
+         score = sum_t p_t * (-1)^{l_t} (M_t - M_ref,t) / M_ref,t
+     over the configs whose exact FLOPs fit the budget (M_ref: the max config's
+     metrics; p uniform makes this delta_m against the max config); ties go to the
+     cheaper config.
+The decoder level lambda is, by default (`decoder_level="searched"`), chosen on
+validation data jointly with the encoder. With `decoder_level="largest"` it is the
+largest menu level at which some encoder width fits the budget, so decoders depend on
+preference and budget only and only the encoder is chosen on validation data. Measured
+on our supernets (experiments/controllable_mtl), "searched" gave the higher
+controllability in all four cases, because "largest" spends budget on decoder width
+even where validation data shows that a wider decoder does not help.
 """
 
 from __future__ import annotations
@@ -99,8 +101,10 @@ class Selection:
 
 def select_subnet(budget_flops: float, preference, *, tasks: Sequence[TaskSpec], menu: Sequence[float],
                   flops_of: Callable[[SubnetConfig], float], table: TaskMetricTable,
-                  reference: Optional[Mapping[str, float]] = None) -> Selection:
+                  reference: Optional[Mapping[str, float]] = None, decoder_level: str = "searched") -> Selection:
     """The subnet for a FLOPs budget and a task preference (see the module docstring)."""
+    if decoder_level not in ("largest", "searched"):
+        raise ValueError(f"decoder_level={decoder_level!r}: allowed 'largest', 'searched'")
     if not (isinstance(budget_flops, (int, float)) and math.isfinite(budget_flops) and budget_flops > 0):
         raise ValueError(f"budget_flops={budget_flops!r}: must be a finite number > 0")
     pref = normalize_preference(preference, tasks)
@@ -108,7 +112,9 @@ def select_subnet(budget_flops: float, preference, *, tasks: Sequence[TaskSpec],
     if reference is None:
         reference = table.metrics(SubnetConfig(decoder_widths=tuple((t.name, 1.0) for t in tasks)))
     best, cheapest = None, math.inf
-    for level in menu:
+    for level in (menu[::-1] if decoder_level == "largest" else menu):
+        if best is not None and decoder_level == "largest":
+            break
         decoders = preference_decoder_widths(pref, tasks, menu, level)
         for encoder in menu:
             subnet = SubnetConfig(encoder_width=encoder, decoder_widths=decoders)

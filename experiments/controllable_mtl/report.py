@@ -1,4 +1,5 @@
-"""Markdown tables (stdout) and plots (PNG here) from results_<dataset>.json written by run.py.
+"""Markdown tables (stdout) and plots (PNG here) from results_<dataset>[_labels].json written by run.py
+(and seeds_<dataset>_<variant>.json written by seeds.py).
 
   python -m experiments.controllable_mtl.report
 """
@@ -92,7 +93,9 @@ def preference_table(r) -> str:
         cells = [f"{points(t, row['test'][t.name])} (e{row['subnet']['encoder_width']}/d{row['subnet']['decoder_widths'][t.name]})"
                  for row in sweep[t.name]]
         lines.append(f"| {t.name} | " + " | ".join(cells) + f" | {c['controllability'][t.name]:+.2f} |")
-    return "\n".join(lines) + f"\n\nMean controllability: {c['mean_controllability']:+.2f}."
+    by_budget = ", ".join(f"{b / 1e6:.2f}: {v:+.2f}" for b, v in zip(c["budgets"], c["mean_controllability_by_budget"]))
+    return "\n".join(lines) + f"\n\nMean controllability: {c['mean_controllability']:+.2f}. The same study at every " \
+        f"budget of the sweep (MFLOPs: mean ρ): {by_budget}."
 
 
 def plot_preference(results) -> str:
@@ -102,7 +105,7 @@ def plot_preference(results) -> str:
         for i, (ax, t) in enumerate(zip(row_axes, tasks)):
             rows = r["control"]["preference_sweep"][t.name]
             ax.plot([x["preference"][i] for x in rows], [x["test"][t.name] for x in rows], "o-")
-            ax.set_title(f"{r['dataset']}: {t.name} (ρ={r['control']['controllability'][t.name]:+.2f})")
+            ax.set_title(f"{title(r)}: {t.name} (ρ={r['control']['controllability'][t.name]:+.2f})", fontsize=9)
             ax.set_xlabel(f"preference of {t.name}")
             ax.set_ylabel({"depth": "RMSE (lower better)", "segmentation": "mIoU"}.get(t.kind, "accuracy"))
     fig.tight_layout()
@@ -112,8 +115,10 @@ def plot_preference(results) -> str:
 
 
 def plot_budget(results) -> str:
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
-    for ax, r in zip(axes[0], results):
+    cols = 2
+    fig, axes = plt.subplots((len(results) + cols - 1) // cols, cols, figsize=(12, 4 * ((len(results) + 1) // cols)),
+                             squeeze=False)
+    for ax, r in zip(axes.ravel(), results):
         tasks = task_specs(r["tasks"])
         sweep = r["control"]["budget_sweep"]
         ax.plot([x["budget"] / 1e6 for x in sweep], [x["test_delta_m"] for x in sweep], "o-", label="controller pick (test)")
@@ -127,7 +132,7 @@ def plot_budget(results) -> str:
                     label="width trained alone" if w == r["menu"][0] else None)
         ax.set_xlabel("FLOPs budget (M per image)")
         ax.set_ylabel("Δm vs single-task (%)")
-        ax.set_title(f"{r['dataset']}: performance against budget (uniform preference)")
+        ax.set_title(f"{title(r)}: Δm against budget (uniform preference)", fontsize=9)
         ax.legend()
     fig.tight_layout()
     path = os.path.join(HERE, "performance_vs_budget.png")
@@ -135,21 +140,49 @@ def plot_budget(results) -> str:
     return path
 
 
+def title(r) -> str:
+    return f"{r['dataset']}, {'supernet ' + r['supernet_variant'] if r.get('supernet_variant') else 'KD + CIKD supernet'}"
+
+
 def main():
-    results = [json.load(open(os.path.join(HERE, f"results_{d}.json"))) for d in ("digits", "shapes")
-               if os.path.exists(os.path.join(HERE, f"results_{d}.json"))]
+    from experiments.controllable_mtl.seeds import summary_table
+
+    names = [f"results_{d}{v}.json" for d in ("digits", "shapes") for v in ("", "_labels")]
+    results = [json.load(open(os.path.join(HERE, n))) for n in names if os.path.exists(os.path.join(HERE, n))]
     for r in results:
         runs = r["runs"]
-        print(f"\n## {r['dataset']}\n")
-        print("Training wall time (s, shared 2-core CPU): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in runs.items()))
-        print("\n### Every width of the supernet vs the same width trained alone (test)\n")
+        print(f"\n## {title(r)}\n")
+        print("Training wall time (s, 2-core CPU): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in runs.items()))
+        print("\n### Every width of the supernet vs the same width trained alone (test, seed 0)\n")
         print(width_table(r))
-        print("\n### CIKD on vs off at the smallest encoder (test)\n")
-        print(cikd_table(r))
+        seeds_file = os.path.join(HERE, f"seeds_{r['dataset']}_{r.get('supernet_variant') or 'kd_cikd'}.json")
+        if os.path.exists(seeds_file):
+            seeds = json.load(open(seeds_file))
+            print(f"\nOver seeds {', '.join(sorted(seeds['seeds'], key=int))} (`seeds.py`), supernet minus alone, test:\n")
+            print(summary_table(seeds, task_specs(r["tasks"]), r["menu"]))
+        if "supernet_nocikd" in r["tables"]:
+            print("\n### CIKD on vs off at the smallest encoder (test)\n")
+            print(cikd_table(r))
         print("\n### Budget sweep, uniform preference (selected on val, reported on test)\n")
         print(budget_table(r))
         print("\n### Preference sweep (selected on val, reported on test)\n")
         print(preference_table(r))
+        if "control_largest" in r:
+            cs = r["control_largest"]
+            print("\nWith the largest fitting decoder level instead (`decoder_level=\"largest\"`): controllability " +
+                  ", ".join(f"{k} {v:+.2f}" for k, v in cs["controllability"].items()) +
+                  f", mean {cs['mean_controllability']:+.2f}; budget-sweep hypervolume {cs['hypervolume']:.4g}.")
+    printed = {f"seeds_{r['dataset']}_{r.get('supernet_variant') or 'kd_cikd'}.json" for r in results}
+    extra = sorted(n for n in os.listdir(HERE) if n.startswith("seeds_") and n.endswith(".json") and n not in printed)
+    if extra:
+        print("\n## Other supernet variants and schedules (`seeds.py`), supernet minus alone, test\n")
+    for name in extra:
+        seeds = json.load(open(os.path.join(HERE, name)))
+        with_steps = f" + `{seeds['variants']}` on every run" if seeds.get("variants") else ""
+        print(f"{seeds['dataset']}, supernet `{seeds['supernet_variant'] or 'KD + CIKD'}`{with_steps}, seeds "
+              f"{', '.join(sorted(seeds['seeds'], key=int))}:\n")
+        first = next(iter(seeds["seeds"].values()))
+        print(summary_table(seeds, task_specs(list(first[str(seeds["menu"][0])]["test"])), seeds["menu"]) + "\n")
     if results:
         print("\n", plot_preference(results), plot_budget(results))
 

@@ -10,7 +10,9 @@ single-task baseline per task. Every run's metrics are cached as JSON under
 --workdir, so an interrupted study resumes. Then, for the supernets: per-task
 metrics of every (encoder width, decoder width) on val and test (`TaskMetricTable`),
 the controller's picks over a budget sweep and a preference sweep (selected on val,
-reported on test), and `results_<dataset>.json` next to this file.
+reported on test) with the decoder level of `select_subnet` at its default
+("searched") and "largest", and `results_<dataset>[_<variant>].json` next to this file.
+`--supernet=labels` measures the supernet trained on labels only (no KD, no CIKD).
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def as_table(tables: dict, split: str, tasks, menu) -> TaskMetricTable:
                                          for k, v in tables[split].items()})
 
 
-def control_study(config, tasks, image_shape, val: TaskMetricTable, test: TaskMetricTable, single: dict) -> dict:
+def control_study(config, tasks, image_shape, val: TaskMetricTable, test: TaskMetricTable, single: dict,
+                  decoder_level: str = "searched") -> dict:
     menu = sorted(config.model.width_menu)
     flops_of = lambda s: slim_vit_cost(config.model, image_shape, tasks, s).flops  # noqa: E731
     lo = flops_of(SubnetConfig(menu[0], tuple((t.name, menu[0]) for t in tasks)))
@@ -108,7 +111,8 @@ def control_study(config, tasks, image_shape, val: TaskMetricTable, test: TaskMe
     budgets = [float(b) for b in np.linspace(lo, hi, NUM_BUDGETS)]
 
     def pick(budget, preference):
-        sel = select_subnet(budget, preference, tasks=tasks, menu=menu, flops_of=flops_of, table=val)
+        sel = select_subnet(budget, preference, tasks=tasks, menu=menu, flops_of=flops_of, table=val,
+                            decoder_level=decoder_level)
         test_metrics = test.metrics(sel.subnet)
         return {"budget": budget, "preference": list(map(float, preference)), "subnet": sel.subnet.to_dict(),
                 "flops": sel.flops, "within_budget": bool(sel.flops <= budget), "val_score": sel.score,
@@ -118,21 +122,27 @@ def control_study(config, tasks, image_shape, val: TaskMetricTable, test: TaskMe
     budget_sweep = [pick(b, uniform) for b in budgets]
     points = [(r["flops"], r["test_delta_m"]) for r in budget_sweep]
     reference = (hi * 1.05, min(p[1] for p in points) - 1.0)
+    def preference_study(budget):
+        sweep, rho = {}, {}
+        for i, task in enumerate(tasks):
+            rows = []
+            for p in PREFERENCE_SWEEP:
+                pref = [(1.0 - p) / (len(tasks) - 1)] * len(tasks)
+                pref[i] = p
+                rows.append(pick(budget, pref))
+            sweep[task.name] = rows
+            rho[task.name] = mtl_metrics.controllability(
+                [r["preference"][i] for r in rows], [mtl_metrics.oriented(task, r["test"][task.name]) for r in rows])
+        return sweep, rho
+
     fixed_budget = budgets[NUM_BUDGETS // 2 - 1]
-    preference_sweep, controllability = {}, {}
-    for i, task in enumerate(tasks):
-        rows = []
-        for p in PREFERENCE_SWEEP:
-            pref = [(1.0 - p) / (len(tasks) - 1)] * len(tasks)
-            pref[i] = p
-            rows.append(pick(fixed_budget, pref))
-        preference_sweep[task.name] = rows
-        controllability[task.name] = mtl_metrics.controllability(
-            [r["preference"][i] for r in rows], [mtl_metrics.oriented(task, r["test"][task.name]) for r in rows])
+    preference_sweep, controllability = preference_study(fixed_budget)
+    by_budget = [float(np.mean(list(preference_study(b)[1].values()))) for b in budgets]
     return {"budgets": budgets, "budget_sweep": budget_sweep, "hypervolume": mtl_metrics.hypervolume(points, reference),
             "hypervolume_reference": reference, "fixed_budget": fixed_budget, "preference_sweep": preference_sweep,
             "controllability": controllability,
-            "mean_controllability": float(np.mean(list(controllability.values())))}
+            "mean_controllability": float(np.mean(list(controllability.values()))),
+            "mean_controllability_by_budget": by_budget}
 
 
 def main():
@@ -140,7 +150,9 @@ def main():
     parser.add_argument("--dataset", choices=("digits", "shapes"), required=True)
     parser.add_argument("--workdir", default="/tmp/effjax/controllable_mtl")
     parser.add_argument("--extra", default="", help="extra config variants, e.g. ',tiny' for a smoke run")
-    parser.add_argument("--output", default=None, help="results JSON (default: results_<dataset>.json here)")
+    parser.add_argument("--supernet", default="", help="config variant of the supernet, e.g. 'labels' (default: the "
+                        "KD + CIKD sandwich); a variant skips the no-CIKD run")
+    parser.add_argument("--output", default=None, help="results JSON (default: results_<dataset>[_<supernet>].json here)")
     parser.add_argument("--only", default="", help="train only these baseline runs and exit, e.g. 'alone=1.0,single=depth' "
                         "(a second process shares the work: a run directory is the claim, other processes wait for its result)")
     args = parser.parse_args()
@@ -157,22 +169,26 @@ def main():
         for variant in args.only.split(","):
             train_run(f"{ds},{variant}", workdir, extra)
         return
-    runs = {"supernet": train_run(ds, workdir, extra)}
+    supernet = f"{ds},{args.supernet}" if args.supernet else ds
+    runs = {"supernet": train_run(supernet, workdir, extra)}
     for w in menu:
         runs[f"alone_{w}"] = train_run(f"{ds},alone={w}", workdir, extra)
     for t in tasks:
         runs[f"single_{t.name}"] = train_run(f"{ds},single={t.name}", workdir, extra)
-    runs["supernet_nocikd"] = train_run(f"{ds},nocikd", workdir, extra)
     single = {t.name: runs[f"single_{t.name}"]["test"][t.name] for t in tasks}
-    tables = {"supernet": supernet_tables(ds, workdir, extra), "supernet_nocikd": supernet_tables(f"{ds},nocikd", workdir, extra, encoders=menu[:1])}
+    tables = {"supernet": supernet_tables(supernet, workdir, extra)}
+    if not args.supernet:
+        runs["supernet_nocikd"] = train_run(f"{ds},nocikd", workdir, extra)
+        tables["supernet_nocikd"] = supernet_tables(f"{ds},nocikd", workdir, extra, encoders=menu[:1])
 
-    results = {"dataset": ds, "tasks": [t.name for t in tasks], "menu": menu, "runs": runs, "single_task": single,
+    results = {"dataset": ds, "supernet_variant": args.supernet, "tasks": [t.name for t in tasks], "menu": menu, "runs": runs, "single_task": single,
                "flops": {str(w): slim_vit_cost(config.model, image_shape, tasks,
                                                SubnetConfig(w, tuple((t.name, w) for t in tasks))).flops for w in menu},
                "tables": tables}
-    results["control"] = control_study(config, tasks, image_shape, as_table(tables["supernet"], "val", tasks, menu),
-                                       as_table(tables["supernet"], "test", tasks, menu), single)
-    output = args.output or os.path.join(HERE, f"results_{ds}.json")
+    val, test = as_table(tables["supernet"], "val", tasks, menu), as_table(tables["supernet"], "test", tasks, menu)
+    results["control"] = control_study(config, tasks, image_shape, val, test, single)
+    results["control_largest"] = control_study(config, tasks, image_shape, val, test, single, decoder_level="largest")
+    output = args.output or os.path.join(HERE, f"results_{ds}{'_' + args.supernet if args.supernet else ''}.json")
     json.dump(results, open(output, "w"), indent=1)
     print(f"wrote {output}")
 

@@ -61,7 +61,7 @@ def test_decoder_widths_are_monotone_in_preference(seed):
             assert sel.subnet.decoder_width(a.name) >= sel.subnet.decoder_width(b.name)
 
 
-def test_the_selected_config_maximizes_the_weighted_validation_score():
+def test_searched_level_maximizes_the_weighted_validation_score():
     table = synthetic_table()
     budget = flops_of(SubnetConfig(0.75, tuple((t.name, 0.5) for t in TASKS)))
     sel = select_subnet(budget, {"depth": 1.0}, tasks=TASKS, menu=MENU, flops_of=flops_of, table=table)
@@ -71,6 +71,27 @@ def test_the_selected_config_maximizes_the_weighted_validation_score():
     candidates = [SubnetConfig(e, preference_decoder_widths(pref, TASKS, MENU, level)) for level in MENU for e in MENU]
     best_rmse = min(table.metrics(s)["depth"] for s in candidates if flops_of(s) <= budget)
     assert table.metrics(sel.subnet)["depth"] == pytest.approx(best_rmse)
+
+
+@pytest.mark.parametrize("preference", [[1, 1, 1], [0.2, 0.6, 0.2], [1.0, 0.0, 0.0], [0.0, 0.3, 0.7]])
+def test_largest_level_takes_the_widest_fitting_decoders_and_the_best_encoder_for_them(preference):
+    table = synthetic_table()
+    pref = normalize_preference(preference, TASKS)
+    # reversed quality on the encoder axis, so the best encoder is not simply the widest that fits
+    flipped = TaskMetricTable(TASKS, MENU, {(e, t, d): table.values[(1.25 - e, t, d)] for (e, t, d) in table.values})
+    for budget in np.linspace(flops_of(SubnetConfig(0.25, tuple((t.name, 0.25) for t in TASKS))), flops_of(SubnetConfig()), 7):
+        sel = select_subnet(float(budget), pref, tasks=TASKS, menu=MENU, flops_of=flops_of, table=flipped,
+                            decoder_level="largest")
+        fitting = {level: [SubnetConfig(e, preference_decoder_widths(pref, TASKS, MENU, level)) for e in MENU
+                           if flops_of(SubnetConfig(e, preference_decoder_widths(pref, TASKS, MENU, level))) <= budget]
+                   for level in MENU}
+        level = max(lv for lv in MENU if fitting[lv])
+        assert sel.subnet.decoder_widths == preference_decoder_widths(pref, TASKS, MENU, level)
+        score = lambda s: sum(pref[t.name] * (1 if t.name != "depth" else -1) * flipped.metrics(s)[t.name]  # noqa: E731
+                              / abs(flipped.metrics(SubnetConfig())[t.name]) for t in TASKS)
+        assert score(sel.subnet) == pytest.approx(max(score(s) for s in fitting[level]))
+    with pytest.raises(ValueError, match="decoder_level"):
+        select_subnet(1e9, pref, tasks=TASKS, menu=MENU, flops_of=flops_of, table=table, decoder_level="widest")
 
 
 def test_bad_preferences_and_measure_calls():

@@ -1,0 +1,33 @@
+"""The controllable-MTL study's config variants and seed-gap arithmetic (experiments/controllable_mtl)."""
+
+import numpy as np
+import pytest
+
+from configs.slim_vit import get_config
+from effjax.data.specs import TaskSpec
+from experiments.controllable_mtl.seeds import oriented_gap, summary_table
+
+
+def test_variants_set_seed_steps_and_the_labels_objective():
+    c = get_config("shapes,labels,seed=2,steps=1000")
+    assert (c.seed, c.train.num_steps) == (2, 1000)
+    assert (c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small) == (0.0, 0.0, 1.0)
+    default = get_config("shapes")
+    assert (default.seed, default.slim.inplace_kd_weight, default.slim.cikd_weight) == (0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="unknown variant 'sed=2'.*seed=<n>"):
+        get_config("shapes,sed=2")
+
+
+def test_gaps_are_positive_when_the_supernet_is_better():
+    acc, depth = TaskSpec("digit", "classification", 10), TaskSpec("depth", "depth")
+    assert oriented_gap(acc, 0.95, 0.93) == pytest.approx(2.0)
+    assert oriented_gap(depth, 0.9, 1.0) == pytest.approx(10.0)  # lower RMSE = better, in % of alone
+    assert oriented_gap(depth, 1.1, 1.0) == pytest.approx(-10.0)
+
+
+def test_summary_table_reports_mean_and_sample_std_over_seeds():
+    task = TaskSpec("digit", "classification", 10)
+    gaps = [-1.0, 2.0, 5.0]
+    results = {"seeds": {str(s): {"0.5": {"test": {"digit": {"gap": g}}}} for s, g in enumerate(gaps)}}
+    table = summary_table(results, [task], [0.5])
+    assert f"+2.0 ± {np.std(gaps, ddof=1):.1f} [-1.0, +2.0, +5.0]" in table
