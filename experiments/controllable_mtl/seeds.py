@@ -58,8 +58,10 @@ def summary_table(results: dict, tasks, menu, split: str = "test") -> str:
         cells = []
         for t in tasks:
             gaps = np.array([results["seeds"][s][str(w)][split][t.name]["gap"] for s in seeds])
-            std = gaps.std(ddof=1) if len(gaps) > 1 else float("nan")
-            cells.append(f"{gaps.mean():+.1f} ± {std:.1f} [" + ", ".join(f"{g:+.1f}" for g in gaps) + "]")
+            if len(gaps) > 1:
+                cells.append(f"{gaps.mean():+.1f} ± {gaps.std(ddof=1):.1f} [" + ", ".join(f"{g:+.1f}" for g in gaps) + "]")
+            else:
+                cells.append(f"{gaps[0]:+.1f} (one seed)")
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
