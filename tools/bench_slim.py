@@ -8,6 +8,7 @@ and the sandwich step against the plain multi-task step, side by side in one run
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -80,10 +81,13 @@ def main():
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     repeats = 5 if args.quick else 20
+    load_start = os.getloadavg()[0]
     width_rows = [r for d in ("digits", "shapes") for r in bench_widths(d, repeats)]
     step_rows = [bench_steps(d, max(3, repeats // 4)) for d in ("digits", "shapes")]
     md = "\n".join([
-        "## Slimmable multi-task ViT (`python -m tools.bench_slim`)", "", machine_line(), "",
+        "## Slimmable multi-task ViT (`python -m tools.bench_slim`)", "", machine_line(),
+        f"(1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
+        "latencies are noisy when it is high; the FLOPs columns are exact)", "",
         "Forward pass of one width config (encoder and every decoder at width w), batch 64, jitted, median:", "",
         "| data | width | analytic MFLOPs/img | XLA MFLOPs/img | FLOPs saving | latency (ms) | speed-up |",
         "|---|---|---|---|---|---|---|", *width_rows, "",
