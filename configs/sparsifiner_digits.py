@@ -78,10 +78,10 @@ def get_config(arg: str | None = None):
     c = base_config()
     c.data.name = "digits"
     c.model.patch_size = 2  # as configs/quickstart.py, so its checkpoint initializes this model
-    c.train.num_steps = 300
+    c.train.num_steps = 600  # each stage as long as the dense quickstart schedule
     c.train.warmup_steps = 20
-    c.eval.every_steps = 100
-    c.checkpoint.every_steps = 100
+    c.eval.every_steps = 200
+    c.checkpoint.every_steps = 200
     apply_sparsifiner(c, opts, default_rho=0.2, predictor={"channels": 2, "reduction": 4, "top": 2})
     if opts["tiny"]:
         c.model.hidden_dim = 32

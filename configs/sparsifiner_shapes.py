@@ -33,11 +33,11 @@ def get_config(arg: str | None = None):
     c.model.hidden_dim = 64
     c.model.num_layers = 4
     c.model.decoder_dim = 64
-    # short stages: on the shared 2-core machine a shapes step takes ~1-4 s
-    c.train.num_steps = 100 if opts["stage"] == "predictor" else 150
-    c.train.warmup_steps = 10
-    c.eval.every_steps = 50
-    c.checkpoint.every_steps = 50
+    # stage 1 (predictor only) 400 steps, stage 2 600 (the dense configs/shapes_vit.py schedule is 1500)
+    c.train.num_steps = 400 if opts["stage"] == "predictor" else 600
+    c.train.warmup_steps = 20
+    c.eval.every_steps = 200
+    c.checkpoint.every_steps = 200
     common.apply_sparsifiner(c, opts, default_rho=0.25, predictor={"channels": 4, "reduction": 8, "top": 4})
     if opts["tiny"]:
         c.data.num_train, c.data.num_val, c.data.num_test = 256, 64, 64
