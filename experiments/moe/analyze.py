@@ -6,7 +6,8 @@ experiments/moe/results.json and usage_<dataset>_{topk,topp}.png (tables.py prin
 
 Workdirs expected under --runs: dense_<ds> (configs/quickstart.py or shapes_vit.py),
 moe_<ds> (configs/moe_<ds>.py) and moe_<ds>_topp (configs/moe_<ds>.py:topp), each name
-followed by --suffix; a missing top-p workdir is skipped.
+followed by --suffix; a missing top-p workdir is skipped. Seeds / schedules: --runs and --suffix pick the
+workdirs, --results and --tag keep each seed's results and plots apart (README, Commands).
 """
 
 from __future__ import annotations
@@ -140,11 +141,60 @@ def usage_plot(routing, tasks, path, title):
     plt.close(fig)
 
 
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def per_example_sums(task, pred, target):
+    """Per-example sufficient statistics of the task metric (as `losses.metric_sums`, one row per example)."""
+    pred, target = np.asarray(pred), np.asarray(target)
+    if task.kind == "classification":
+        return (pred.argmax(-1) == target).astype(np.float64)
+    if task.kind == "segmentation":
+        c = task.num_classes
+        idx = target.reshape(len(target), -1) * c + pred.argmax(-1).reshape(len(target), -1)
+        return np.stack([np.bincount(row, minlength=c * c) for row in idx]).reshape(-1, c, c).astype(np.float64)
+    return ((pred.reshape(target.shape) - target) ** 2).reshape(len(target), -1).sum(-1)
+
+
+def metric_from_sums(task, sums, pixels_per_example=1):
+    """[R, n, ...] resampled per-example statistics -> [R] metric values (accuracy, mIoU, RMSE)."""
+    if task.kind == "classification":
+        return sums.mean(1)
+    if task.kind == "segmentation":
+        c = sums.sum(1)
+        inter = np.diagonal(c, axis1=1, axis2=2)
+        union = c.sum(1) + c.sum(2) - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)  # classes absent from a resample are skipped
+        return np.nanmean(iou, axis=1)
+    return np.sqrt(sums.sum(1) / (sums.shape[1] * pixels_per_example))
+
+
+def paired_bootstrap(tasks, preds_a, preds_b, targets, resamples=BOOTSTRAP_RESAMPLES):
+    """95% interval of metric(b) - metric(a) over test examples resampled with replacement (same resample for
+    both models): the test-set sampling noise of a difference, not the training-seed noise."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for t in tasks:
+        a = np.concatenate([per_example_sums(t, p[t.name], b[t.name]) for p, b in zip(preds_a, targets)])
+        b_ = np.concatenate([per_example_sums(t, p[t.name], b[t.name]) for p, b in zip(preds_b, targets)])
+        n = len(a)
+        pixels = int(np.prod(np.asarray(targets[0][t.name]).shape[1:])) if t.kind == "depth" else 1
+        diffs = []
+        for chunk in np.array_split(np.arange(resamples), 20):
+            idx = rng.integers(0, n, (len(chunk), n))
+            diffs.append(metric_from_sums(t, b_[idx], pixels) - metric_from_sums(t, a[idx], pixels))
+        diffs = np.concatenate(diffs)
+        full = np.arange(n)[None]
+        out[t.name] = {"difference": float(metric_from_sums(t, b_[full], pixels)[0] - metric_from_sums(t, a[full], pixels)[0]),
+                       "ci95": [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))]}
+    return out
+
+
 def total_variation(p, q):
     return 0.5 * float(np.abs(p - q).sum())
 
 
-def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = False):
+def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = False, tag: str = ""):
     dense_name, moe_name = CONFIGS[dataset]
     res = out.setdefault(dataset, {})
     dense_setup, dense_params = _restore(_config(dense_name), os.path.join(runs, f"dense_{dataset}{suffix}"))
@@ -170,6 +220,7 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
         setup, params = _restore(config, workdir)
         res["accuracy"][key] = metric_of(setup, params)
         model_preds, stats, _ = predictions_and_stats(setup, params, "test")
+        res.setdefault("paired_bootstrap", {})[key] = paired_bootstrap(tasks, dense_preds, model_preds, targets)
         routing = expert_merging.accumulate_routing_stats(stats, max_logit_rows=0)
         experts = per_example_experts(stats, len(tasks))
         mean_k = float(np.mean([experts[r].mean() for r in range(len(tasks))]))
@@ -185,7 +236,7 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
             layer: {f"{a.name}-{b.name}": total_variation(s.frequency(i), s.frequency(j))
                     for i, a in enumerate(tasks) for j, b in enumerate(tasks) if i < j}
             for layer, s in routing.items()}
-        usage_plot(routing, tasks, os.path.join(HERE, f"usage_{dataset}_{'topp' if variant else 'topk'}.png"),
+        usage_plot(routing, tasks, os.path.join(HERE, f"usage_{dataset}{tag}_{'topp' if variant else 'topk'}.png"),
                    f"{dataset} {'top-p' if variant else 'top-k'}")
         if variant == "topp":
             res["top_p_vs_hardness"] = hardness_table(tasks, experts, hardness, targets)
@@ -204,7 +255,7 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
                 config.model, image_shape, tasks, experts_per_token=config.model.num_experts).flops
         if not variant and not light:
             res["merging"] = merging(config, setup, params, tasks)
-            res["bits"] = bit_allocation(config, setup, params)
+            res["bits"] = bit_allocation(config, setup, params, tag)
 
 
 def hardness_table(tasks, experts, hardness, targets):
@@ -305,7 +356,7 @@ def merging(config, setup, params, tasks):
     return rows
 
 
-def bit_allocation(config, setup, params):
+def bit_allocation(config, setup, params, tag: str = ""):
     _, calib, _ = predictions_and_stats(setup, params, "train", limit=CALIBRATION_EXAMPLES)
     stats = expert_merging.accumulate_routing_stats(calib)
     host = jax.tree.map(np.asarray, params)
@@ -316,7 +367,7 @@ def bit_allocation(config, setup, params):
              "MC# avg 3 of {2,4,8}": expert_bits.allocate_model_bits(layers, stats, 3.0, (2, 4, 8)),
              "uniform 2 bits": {p: (2,) * e for p in layers},
              "MC# avg 3 of {2,4}": expert_bits.allocate_model_bits(layers, stats, 3.0, (2, 4))}
-    expert_bits.save_bits(os.path.join(HERE, f"expert_bits_{config.data.name}.json"), plans["MC# avg 3 of {2,4,8}"], 3.0,
+    expert_bits.save_bits(os.path.join(HERE, f"expert_bits_{config.data.name}{tag}.json"), plans["MC# avg 3 of {2,4,8}"], 3.0,
                           (2, 4, 8))
     mcsharp = plans["MC# avg 3 of {2,4,8}"]
     for seed in range(RANDOM_BIT_SEEDS):  # same budget and bit multiset, assigned blind to routing statistics
@@ -347,6 +398,8 @@ def main():
     parser.add_argument("--light", action="store_true", help="skip merging and bit allocation")
     parser.add_argument("--compression_only", action="store_true", help="only merging and bit allocation (top-k run)")
     parser.add_argument("--results", default=os.path.join(HERE, "results.json"))
+    parser.add_argument("--tag", default="", help="added to the names of the usage plots and the expert-bits file, "
+                        "e.g. 800_seed1 -> usage_shapes800_seed1_topk.png (one set per seed)")
     args = parser.parse_args()
     path = args.results
     out = json.load(open(path)) if os.path.exists(path) else {}
@@ -355,9 +408,9 @@ def main():
             config = _config(CONFIGS[ds][1])
             setup, params = _restore(config, os.path.join(args.runs, f"moe_{ds}{args.suffix}"))
             out.setdefault(ds, {})["merging"] = merging(config, setup, params, setup.dataset.tasks)
-            out[ds]["bits"] = bit_allocation(config, setup, params)
+            out[ds]["bits"] = bit_allocation(config, setup, params, args.tag)
         else:
-            analyze(ds, args.runs, out, args.suffix, args.light)
+            analyze(ds, args.runs, out, args.suffix, args.light, args.tag)
         latest = json.load(open(path)) if os.path.exists(path) else {}  # keep what another run wrote meanwhile
         latest.setdefault(ds, {}).update(out[ds])
         out = latest
