@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from effjax.data.specs import TaskSpec  # noqa: E402
 from effjax.train import mtl_metrics  # noqa: E402
+from experiments.controllable_mtl.seeds import oriented_gap, seeds_path, summary_table  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = {"digit": "classification", "parity": "classification", "ge5": "classification",
@@ -32,9 +33,7 @@ def points(task: TaskSpec, value: float) -> str:
 
 def gap(task: TaskSpec, supernet: float, alone: float) -> str:
     """Supernet minus alone, oriented so that positive = supernet better: points, or % for RMSE."""
-    if task.kind == "depth":
-        return f"{100 * (alone - supernet) / alone:+.1f}%"
-    return f"{100 * (supernet - alone):+.1f}"
+    return f"{oriented_gap(task, supernet, alone):+.1f}" + ("%" if task.kind == "depth" else "")
 
 
 def width_table(r) -> str:
@@ -145,8 +144,6 @@ def title(r) -> str:
 
 
 def main():
-    from experiments.controllable_mtl.seeds import summary_table
-
     names = [f"results_{d}{v}.json" for d in ("digits", "shapes") for v in ("", "_labels")]
     results = [json.load(open(os.path.join(HERE, n))) for n in names if os.path.exists(os.path.join(HERE, n))]
     for r in results:
@@ -155,7 +152,7 @@ def main():
         print("Training wall time (s, 2-core CPU): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in runs.items()))
         print("\n### Every width of the supernet vs the same width trained alone (test, seed 0)\n")
         print(width_table(r))
-        seeds_file = os.path.join(HERE, f"seeds_{r['dataset']}_{r.get('supernet_variant') or 'kd_cikd'}.json")
+        seeds_file = seeds_path(r["dataset"], r.get("supernet_variant", ""))
         if os.path.exists(seeds_file):
             seeds = json.load(open(seeds_file))
             print(f"\nOver seeds {', '.join(sorted(seeds['seeds'], key=int))} (`seeds.py`), supernet minus alone, test:\n")
@@ -172,7 +169,7 @@ def main():
             print("\nWith the largest fitting decoder level instead (`decoder_level=\"largest\"`): controllability " +
                   ", ".join(f"{k} {v:+.2f}" for k, v in cs["controllability"].items()) +
                   f", mean {cs['mean_controllability']:+.2f}; budget-sweep hypervolume {cs['hypervolume']:.4g}.")
-    printed = {f"seeds_{r['dataset']}_{r.get('supernet_variant') or 'kd_cikd'}.json" for r in results}
+    printed = {os.path.basename(seeds_path(r["dataset"], r.get("supernet_variant", ""))) for r in results}
     extra = sorted(n for n in os.listdir(HERE) if n.startswith("seeds_") and n.endswith(".json") and n not in printed)
     if extra:
         print("\n## Other supernet variants and schedules (`seeds.py`), supernet minus alone, test\n")

@@ -122,6 +122,7 @@ def control_study(config, tasks, image_shape, val: TaskMetricTable, test: TaskMe
     budget_sweep = [pick(b, uniform) for b in budgets]
     points = [(r["flops"], r["test_delta_m"]) for r in budget_sweep]
     reference = (hi * 1.05, min(p[1] for p in points) - 1.0)
+
     def preference_study(budget):
         sweep, rho = {}, {}
         for i, task in enumerate(tasks):
@@ -135,9 +136,10 @@ def control_study(config, tasks, image_shape, val: TaskMetricTable, test: TaskMe
                 [r["preference"][i] for r in rows], [mtl_metrics.oriented(task, r["test"][task.name]) for r in rows])
         return sweep, rho
 
+    studies = [preference_study(b) for b in budgets]
     fixed_budget = budgets[NUM_BUDGETS // 2 - 1]
-    preference_sweep, controllability = preference_study(fixed_budget)
-    by_budget = [float(np.mean(list(preference_study(b)[1].values()))) for b in budgets]
+    preference_sweep, controllability = studies[NUM_BUDGETS // 2 - 1]
+    by_budget = [float(np.mean(list(rho.values()))) for _, rho in studies]
     return {"budgets": budgets, "budget_sweep": budget_sweep, "hypervolume": mtl_metrics.hypervolume(points, reference),
             "hypervolume_reference": reference, "fixed_budget": fixed_budget, "preference_sweep": preference_sweep,
             "controllability": controllability,
@@ -188,7 +190,8 @@ def main():
     val, test = as_table(tables["supernet"], "val", tasks, menu), as_table(tables["supernet"], "test", tasks, menu)
     results["control"] = control_study(config, tasks, image_shape, val, test, single)
     results["control_largest"] = control_study(config, tasks, image_shape, val, test, single, decoder_level="largest")
-    output = args.output or os.path.join(HERE, f"results_{ds}{'_' + args.supernet if args.supernet else ''}.json")
+    suffix = ("_" + args.supernet).replace(",", "_").replace("=", "") if args.supernet else ""
+    output = args.output or os.path.join(HERE, f"results_{ds}{suffix}.json")
     json.dump(results, open(output, "w"), indent=1)
     print(f"wrote {output}")
 

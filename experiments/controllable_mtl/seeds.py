@@ -32,6 +32,12 @@ def oriented_gap(task: TaskSpec, supernet: float, alone: float) -> float:
     return 100.0 * (supernet - alone)
 
 
+def seeds_path(dataset: str, supernet: str, common: str = "") -> str:
+    """Where seeds.py writes (and report.py finds) the seed study of one supernet variant."""
+    name = f"seeds_{dataset}_{supernet or 'kd_cikd'}{common}".replace(",", "_").replace("=", "")
+    return os.path.join(HERE, name + ".json")
+
+
 def seed_suffix(seed: int) -> str:
     return f",seed={seed}" if seed else ""
 
@@ -88,7 +94,7 @@ def main():
     results = {"dataset": args.dataset, "supernet_variant": args.supernet, "menu": menu,
                "seeds": {str(s): measure_seed(args.dataset, args.supernet, s, workdir, tasks, menu, common)
                          for s in seeds}, "variants": args.variants}
-    output = os.path.join(HERE, f"seeds_{args.dataset}_{args.supernet or 'kd_cikd'}{common}.json".replace(",", "_").replace("=", ""))
+    output = seeds_path(args.dataset, args.supernet, common)
     json.dump(results, open(output, "w"), indent=1)
     print(f"{args.dataset}, supernet {args.supernet or 'KD + CIKD'}{common}: test gaps over seeds {seeds}\n")
     print(summary_table(results, tasks, menu))
