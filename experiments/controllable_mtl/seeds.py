@@ -23,6 +23,7 @@ import numpy as np
 from configs.slim_vit import get_config
 from effjax.data.specs import TaskSpec, load_dataset
 from experiments.controllable_mtl.run import HERE, supernet_tables, train_run
+from experiments.seed_stats import mean_std
 
 
 def oriented_gap(task: TaskSpec, supernet: float, alone: float) -> float:
@@ -65,7 +66,7 @@ def summary_table(results: dict, tasks, menu, split: str = "test") -> str:
         for t in tasks:
             gaps = np.array([results["seeds"][s][str(w)][split][t.name]["gap"] for s in seeds])
             if len(gaps) > 1:
-                cells.append(f"{gaps.mean():+.1f} ± {gaps.std(ddof=1):.1f} [" + ", ".join(f"{g:+.1f}" for g in gaps) + "]")
+                cells.append(mean_std(gaps, signed=True) + " [" + ", ".join(f"{g:+.1f}" for g in gaps) + "]")
             else:
                 cells.append(f"{gaps[0]:+.1f} (one seed)")
         lines.append(f"| {w} | " + " | ".join(cells) + " |")

@@ -39,13 +39,15 @@ RANDOM_BIT_SEEDS = 5
 _COMPILED: dict = {}  # (kind, id(setup)[, subnet]) -> (setup kept alive, jitted function)
 
 
-def _config(name: str, variant: str = ""):
+def run_config(name: str, variant: str = ""):
+    """configs/<name>[:variant], progress bar off."""
     c = load_config(os.path.join(REPO, "configs", name) + (f":{variant}" if variant else ""))
     c.log.progress_bar = False
     return c
 
 
-def _restore(config, workdir):
+def restore_run(config, workdir):
+    """(Setup, params) of the latest checkpoint in `workdir`, on one device."""
     setup = trainer.build(config, devices=jax.devices()[:1])
     params = trainer.init_state(setup, jax.random.PRNGKey(0)).params
     return setup, trainer.init_params_from(setup, params, workdir)
@@ -58,7 +60,8 @@ def _batches(setup, split, limit=None):
         yield {k: v[start:min(start + 128, n)] for k, v in arrays.items()}
 
 
-def _per_example_loss(task, pred, target):
+def per_example_loss(task, pred, target):
+    """Per-example loss (hardness definitions A and B): cross-entropy, mean pixel cross-entropy, or depth MAE."""
     if task.kind == "classification":
         p = jax.nn.log_softmax(pred, -1)
         return -np.take_along_axis(np.asarray(p), np.asarray(target)[:, None], -1)[:, 0]
@@ -197,7 +200,7 @@ def total_variation(p, q):
 def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = False, tag: str = ""):
     dense_name, moe_name = CONFIGS[dataset]
     res = out.setdefault(dataset, {})
-    dense_setup, dense_params = _restore(_config(dense_name), os.path.join(runs, f"dense_{dataset}{suffix}"))
+    dense_setup, dense_params = restore_run(run_config(dense_name), os.path.join(runs, f"dense_{dataset}{suffix}"))
     tasks = dense_setup.dataset.tasks
     image_shape = dense_setup.dataset.image_shape
     res["tasks"] = {t.name: t.metric for t in tasks}
@@ -208,7 +211,7 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
 
     # per-example hardness: the dense baseline's per-example loss on the test split
     dense_preds, _, targets = predictions_and_stats(dense_setup, dense_params, "test")
-    hardness = {t.name: np.concatenate([_per_example_loss(t, p[t.name], b[t.name]) for p, b in zip(dense_preds, targets)])
+    hardness = {t.name: np.concatenate([per_example_loss(t, p[t.name], b[t.name]) for p, b in zip(dense_preds, targets)])
                 for t in tasks}
 
     for variant in ("", "topp"):
@@ -216,8 +219,8 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
         workdir = os.path.join(runs, f"moe_{dataset}" + ("_topp" if variant else "") + suffix)
         if not os.path.isdir(workdir):
             continue
-        config = _config(moe_name, variant)
-        setup, params = _restore(config, workdir)
+        config = run_config(moe_name, variant)
+        setup, params = restore_run(config, workdir)
         res["accuracy"][key] = metric_of(setup, params)
         model_preds, stats, _ = predictions_and_stats(setup, params, "test")
         res.setdefault("paired_bootstrap", {})[key] = paired_bootstrap(tasks, dense_preds, model_preds, targets)
@@ -240,7 +243,7 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
                    f"{dataset} {'top-p' if variant else 'top-k'}")
         if variant == "topp":
             res["top_p_vs_hardness"] = hardness_table(tasks, experts, hardness, targets)
-            own_loss = {t.name: np.concatenate([_per_example_loss(t, p[t.name], b[t.name])
+            own_loss = {t.name: np.concatenate([per_example_loss(t, p[t.name], b[t.name])
                                                 for p, b in zip(model_preds, targets)]) for t in tasks}
             res["top_p_vs_own_loss"] = hardness_table(tasks, experts, own_loss, targets)
             token_tables = {}
@@ -405,8 +408,8 @@ def main():
     out = json.load(open(path)) if os.path.exists(path) else {}
     for ds in args.datasets.split(","):
         if args.compression_only:
-            config = _config(CONFIGS[ds][1])
-            setup, params = _restore(config, os.path.join(args.runs, f"moe_{ds}{args.suffix}"))
+            config = run_config(CONFIGS[ds][1])
+            setup, params = restore_run(config, os.path.join(args.runs, f"moe_{ds}{args.suffix}"))
             out.setdefault(ds, {})["merging"] = merging(config, setup, params, setup.dataset.tasks)
             out[ds]["bits"] = bit_allocation(config, setup, params, args.tag)
         else:

@@ -7,7 +7,7 @@ seeds_<dataset>.png (MoE - dense per task and seed; experts per token by hardnes
   python -m experiments.moe.seeds --dataset=shapes \
       --results=experiments/moe/results_shapes800_seed0.json,experiments/moe/results_shapes800_seed1.json
 
-Spread = half the range over seeds (with two seeds: half their difference). Accuracy and mIoU in
+Spread = sample standard deviation over seeds. Accuracy and mIoU in
 points (x100), depth RMSE x100 as well so that "1 point" means 0.01 RMSE (about 1% of its value).
 """
 
@@ -24,6 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments.seed_stats import mean_std  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = (("moe_topk", "MoE top-2"), ("moe_topp", "MoE top-p"))
 LOWER_IS_BETTER = ("rmse",)
@@ -35,11 +37,6 @@ def _row(cells):
 
 def _header(cells):
     return [_row(cells), _row(["---"] * len(cells))]
-
-
-def _mean_spread(values, fmt="{:+.2f}"):
-    v = np.asarray(values, float)
-    return f"{fmt.format(v.mean())} ± {np.ptp(v) / 2:.2f}"
 
 
 def _better_sign(res, task):
@@ -55,7 +52,7 @@ def accuracy(seeds):
         for name, res in seeds:
             lines.append(_row([label, name] + [f"{100 * res['accuracy'][key][t]:.2f}" for t in tasks]))
     lines += ["", "MoE - dense in points (x100; for depth RMSE a negative difference is better), "
-                  + ("mean ± half-range over seeds, then each seed:" if len(seeds) > 1 else "one seed, no spread:"), ""]
+                  + ("mean ± sample std over seeds, then each seed:" if len(seeds) > 1 else "one seed, no spread:"), ""]
     lines += _header(["model"] + tasks + ["worst seed, every task within 1 point of dense (or better)?"])
     for key, label in MODELS:
         cells, ok = [], True
@@ -63,11 +60,12 @@ def accuracy(seeds):
             diffs = [100 * (res["accuracy"][key][t] - res["accuracy"]["dense"][t]) for _, res in seeds]
             worst = min(d * _better_sign(res0, t) for d in diffs)
             ok &= worst >= -1.0
-            cells.append(f"{_mean_spread(diffs)} ({', '.join(f'{d:+.2f}' for d in diffs)})" if len(diffs) > 1 else f"{diffs[0]:+.2f}")
+            cells.append(f"{mean_std(diffs, digits=2, signed=True)} ({', '.join(f'{d:+.2f}' for d in diffs)})" if len(diffs) > 1 else f"{diffs[0]:+.2f}")
         lines.append(_row([label] + cells + ["yes" if ok else "no"]))
     if len(seeds) > 1:
-        dense_gap = [100 * abs(seeds[0][1]["accuracy"]["dense"][t] - seeds[-1][1]["accuracy"]["dense"][t]) for t in tasks]
-        lines += ["", "dense seed-to-seed difference (points): " + ", ".join(f"{t} {d:.2f}" for t, d in zip(tasks, dense_gap))]
+        dense_gap = [100 * np.ptp([res["accuracy"]["dense"][t] for _, res in seeds]) for t in tasks]
+        lines += ["", "dense baseline, largest seed-to-seed difference (points): "
+                  + ", ".join(f"{t} {d:.2f}" for t, d in zip(tasks, dense_gap))]
     if any("paired_bootstrap" in res for _, res in seeds):
         lines += ["", "MoE - dense with its 95% paired-bootstrap interval over the test examples (test-set sampling noise "
                       "of one trained pair; not seed noise), points:", ""]

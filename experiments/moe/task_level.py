@@ -33,7 +33,7 @@ def _test_losses(task, preds, targets):
     """Mean test loss of one task, as the training loss computes it."""
     total, count = 0.0, 0
     for p, b in zip(preds, targets):
-        per = analyze._per_example_loss(task, p[task.name], b[task.name])
+        per = analyze.per_example_loss(task, p[task.name], b[task.name])
         total += float(per.sum())
         count += per.size
     return total / count
@@ -52,10 +52,10 @@ def prior_loss(task, train_targets, test_targets):
 
 def measure(dataset: str, runs: str, suffix: str):
     dense_name, moe_name = analyze.CONFIGS[dataset]
-    dense_setup, dense_params = analyze._restore(analyze._config(dense_name), os.path.join(runs, f"dense_{dataset}{suffix}"))
+    dense_setup, dense_params = analyze.restore_run(analyze.run_config(dense_name), os.path.join(runs, f"dense_{dataset}{suffix}"))
     tasks = dense_setup.dataset.tasks
     dense_preds, _, targets = analyze.predictions_and_stats(dense_setup, dense_params, "test")
-    setup, params = analyze._restore(analyze._config(moe_name, "topp"), os.path.join(runs, f"moe_{dataset}_topp{suffix}"))
+    setup, params = analyze.restore_run(analyze.run_config(moe_name, "topp"), os.path.join(runs, f"moe_{dataset}_topp{suffix}"))
     topp_preds, stats, _ = analyze.predictions_and_stats(setup, params, "test")
     experts = analyze.per_example_experts(stats, len(tasks))
     train = dense_setup.dataset.splits["train"]

@@ -31,3 +31,13 @@ def test_summary_table_reports_mean_and_sample_std_over_seeds():
     results = {"seeds": {str(s): {"0.5": {"test": {"digit": {"gap": g}}}} for s, g in enumerate(gaps)}}
     table = summary_table(results, [task], [0.5])
     assert f"+2.0 ± {np.std(gaps, ddof=1):.1f} [-1.0, +2.0, +5.0]" in table
+
+
+def test_mean_std_uses_the_sample_std_and_drops_it_for_one_seed():
+    from experiments.seed_stats import mean_std
+
+    assert mean_std([1.0, 2.0, 3.0], digits=2, signed=True) == "+2.00 ± 1.00"
+    assert mean_std([-0.25], digits=1, signed=True) == "-0.2"
+    assert mean_std([4.0, 6.0]) == f"5.0 ± {np.sqrt(2):.1f}"
+    with pytest.raises(ValueError, match="no values"):
+        mean_std([])
