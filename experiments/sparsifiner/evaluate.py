@@ -46,7 +46,19 @@ def evaluate_checkpoint(config_spec: str, workdir: str, rhos, mask: str = "predi
                      "total_flops": cost_sparse.total_cost(layers, subnet).flops})
         print(json.dumps(rows[-1]), flush=True)
     return {"config": config_spec, "workdir": os.path.abspath(workdir), "mask": mask if sparse else "dense",
-            "tasks": {t.name: t.metric for t in setup.dataset.tasks}, "rows": rows}
+            "tasks": {t.name: t.metric for t in setup.dataset.tasks}, "recipe": training_recipe(workdir), "rows": rows}
+
+
+def training_recipe(workdir: str) -> dict:
+    """The schedule and loss weights the checkpoint was trained with (from the run's config.json), so that
+    tables of recipe variants are written from the results alone."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return {}
+    config = json.load(open(path))
+    recipe = {k: config["train"][k] for k in ("learning_rate", "num_steps", "schedule", "warmup_steps")}
+    recipe.update({k: v for k, v in config.get("sparsifiner", {}).items() if k.startswith("distill_")})
+    return recipe
 
 
 def main():

@@ -2,7 +2,8 @@
 
   python -m experiments.sparsifiner.plot digits shapes                  # round "long" (seeds), the default
   python -m experiments.sparsifiner.plot --round=short digits shapes    # the earlier short-run round
-  python -m experiments.sparsifiner.plot --variant=kd_only digits      # + a recipe variant's gap rows
+  python -m experiments.sparsifiner.plot --variant=recipe digits       # + a stage-2 recipe variant's rows
+  python -m experiments.sparsifiner.plot --sweep=sweep digits          # the stage-2 recipe sweep table
 
 A round is a folder results/<round>/ holding either the JSONs of one run set or one folder per seed
 (seed0, seed1, ...). Per data set this prints
@@ -11,8 +12,12 @@ A round is a folder results/<round>/ holding either the JSONs of one run set or 
   - per-seed values of the main task at the target rho,
   - the gap to the dense model of the same seed at the target rho, mean +- sample std over seeds.
 A variant (results/<variant>/seed*/) holds only stage-2 results; its gaps are taken against the dense
-model of the same seed in the round. `--readme` also replaces, in README.md, the text between the lines
-`<!-- tables:<round>:<data> -->` and `<!-- /tables -->` with what is printed for that data set.
+model of the same seed in the round, and with a variant only the per-seed, gap and selection-metric tables
+are printed (round and variant side by side). A sweep (results/<sweep>/<name>/, one seed, written by
+sweep_digits.sh) gives one row per stage-2 recipe, the round's first seed as the default recipe, and the
+recipe that the selection rule (`select`) picks on val. `--readme` also replaces, in README.md, the text
+between the lines `<!-- tables:<block>:<data> -->` and `<!-- /tables -->` with what is printed for that data
+set; the block is the round, `<round>+<variant>` with a variant, or the sweep's name.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ GAP_SERIES = (  # file suffix, rho (None: the target), label
     ("stage1_random", None, "random mask, no fine-tuning"),
     ("finetuned_predictor", 1.0, "fine-tuned predictor model evaluated dense"),
 )
+
+VARIANT_SERIES = GAP_SERIES[:2] + GAP_SERIES[4:]  # what a stage-2 variant has: both fine-tuned masks, and rho 1
 
 
 def _load(directory: str, data: str, suffix: str):
@@ -94,11 +101,11 @@ def per_seed_table(data: str, directory: str, variants: dict[str, str]) -> str:
     rho = TARGET_RHO[data]
     columns = [("dense", "dense", None, directory)] + [(suffix, label, r, directory) for suffix, r, label in GAP_SERIES]
     columns += [(suffix, f"{name}: {label}", r, vdir) for name, vdir in variants.items()
-                for suffix, r, label in GAP_SERIES[:2]]
+                for suffix, r, label in VARIANT_SERIES]
     seeds = _seed_dirs(directory)
     dense0 = _load(seeds[0], data, "dense")
     task, metric = next(iter(dense0["tasks"].items()))
-    lines = [f"| seed | " + " | ".join(label for _, label, _, _ in columns) + " |",
+    lines = ["| seed | " + " | ".join(label for _, label, _, _ in columns) + " |",
              "|---:|" + "---:|" * len(columns)]
     for seed_dir in seeds:
         if _load(seed_dir, data, "dense") is None:
@@ -120,7 +127,7 @@ def gap_table(data: str, directory: str, variants: dict[str, str]) -> str:
     seeds = _seed_dirs(directory)
     tasks = _load(seeds[0], data, "dense")["tasks"]
     series = [(suffix, r, label, directory) for suffix, r, label in GAP_SERIES]
-    series += [(suffix, r, f"{name}: {label}", vdir) for name, vdir in variants.items() for suffix, r, label in GAP_SERIES[:2]]
+    series += [(suffix, r, f"{name}: {label}", vdir) for name, vdir in variants.items() for suffix, r, label in VARIANT_SERIES]
     head = " | ".join(f"{t} {m} gap val | {t} {m} gap test" for t, m in tasks.items())
     lines = [f"| series (rho = {rho} unless noted) | seeds | {head} |", "|---|---:|" + "---:|" * (2 * len(tasks))]
     for suffix, r, label, base in series:
@@ -145,6 +152,125 @@ def gap_table(data: str, directory: str, variants: dict[str, str]) -> str:
         lines.append(f"| {label}{'' if r is None else f' (rho = {r})'} | {n} | " + " | ".join(cells) + " |")
     return ("gap = sparse - dense of the same seed; points for accuracy / mIoU (higher is better), RMSE for depth "
             "(lower is better); mean ± sample std over seeds (no ± with one seed)\n\n" + "\n".join(lines))
+
+
+def selection_metric(row: dict, tasks: dict, split: str = "val") -> float:
+    """Mean over the tasks of one split's accuracy: the metric stage-2 recipes are selected on (split val,
+    predictor mask, target rho). Defined for all-accuracy task sets (digits)."""
+    if any(metric != "accuracy" for metric in tasks.values()):
+        raise ValueError(f"selection_metric: tasks {tasks}: only accuracy tasks are allowed")
+    return float(np.mean([row["metrics"][split][t] for t in tasks]))
+
+
+def select(candidates: list[tuple[str, dict, dict]], tasks: dict) -> str:
+    """Name of the recipe with the highest val selection metric; ties go to the config default ("default"),
+    then to fewer steps, then to the lower learning rate (the smaller move away from the stage-1 weights).
+    `candidates`: (name, recipe, row at the target rho)."""
+    def key(candidate):
+        name, recipe, row = candidate
+        return (-round(selection_metric(row, tasks), 9), name != "default", recipe["num_steps"], recipe["learning_rate"])
+    return min(candidates, key=key)[0]
+
+
+def sweep_table(data: str, sweep_dir: str, dense_dir: str) -> str:
+    """One row per stage-2 recipe in results/<sweep>/<name>/ (predictor mask, one seed), at the target rho and
+    run dense (rho 1), with the selected recipe marked; gaps against the dense model in `dense_dir`."""
+    rho = TARGET_RHO[data]
+    dense = _load(dense_dir, data, "dense")
+    tasks = dense["tasks"]
+    entries = []
+    for name in sorted(os.listdir(sweep_dir)):
+        result = _load(os.path.join(sweep_dir, name), data, "finetuned_predictor")
+        if result is not None:
+            entries.append((name, result["recipe"], _row_at(result, rho), _row_at(result, 1.0)))
+    entries.sort(key=lambda e: (e[1]["learning_rate"], e[1]["num_steps"], e[1]["distill_logits_weight"]))
+    chosen = select([(name, recipe, row) for name, recipe, row, _ in entries], tasks)
+    d = dense["rows"][0]
+    head = " | ".join(f"{t} val / test" for t in tasks)
+    lines = [f"| recipe | learning rate | steps | distillation weights (logits / tokens) | {head} | "
+             f"mean of the {len(tasks)} tasks val / test | gap of the mean vs dense val / test | "
+             "same weights run dense (rho 1): mean val / test | selected |",
+             "|---|---:|---:|---:|" + "---:|" * (len(tasks) + 3) + "---|"]
+    lines.append(f"| dense teacher ({os.path.relpath(dense_dir, HERE)}) | | | | "
+                 + " | ".join(f"{100 * d['metrics']['val'][t]:.1f} / {100 * d['metrics']['test'][t]:.1f}" for t in tasks)
+                 + f" | {100 * selection_metric(d, tasks):.2f} / {100 * selection_metric(d, tasks, 'test'):.2f} | | | |")
+    for name, recipe, row, dense_row in entries:
+        cells = " | ".join(f"{100 * row['metrics']['val'][t]:.1f} / {100 * row['metrics']['test'][t]:.1f}" for t in tasks)
+        means = {split: 100 * selection_metric(row, tasks, split) for split in ("val", "test")}
+        gaps = {split: means[split] - 100 * selection_metric(d, tasks, split) for split in ("val", "test")}
+        at_one = ("-" if dense_row is None else f"{100 * selection_metric(dense_row, tasks):.2f} / "
+                  f"{100 * selection_metric(dense_row, tasks, 'test'):.2f}")
+        lines.append(f"| {name} | {recipe['learning_rate']:g} | {recipe['num_steps']} | "
+                     f"{recipe['distill_logits_weight']:g} / {recipe['distill_tokens_weight']:g} | {cells} | "
+                     f"{means['val']:.2f} / {means['test']:.2f} | {gaps['val']:+.2f} / {gaps['test']:+.2f} | {at_one} | "
+                     f"{'**selected**' if name == chosen else ''} |")
+    return (f"predictor mask, rho = {rho}, {os.path.basename(dense_dir)}; accuracy in %; selection: the highest val mean of the "
+            f"{len(tasks)} tasks (ties: the default, then fewer steps, then the lower learning rate)\n\n" + "\n".join(lines))
+
+
+def selection_table(data: str, directory: str, variants: dict[str, str]) -> str:
+    """The selection metric (val and test) of the fine-tuned predictor mask per seed and its mean over seeds,
+    for the round's recipe and each variant."""
+    rho = TARGET_RHO[data]
+    seeds = _seed_dirs(directory)
+    tasks = _load(seeds[0], data, "dense")["tasks"]
+    names = [os.path.basename(s) for s in seeds]
+    lines = ["| stage-2 recipe | " + " | ".join(f"{n} val / test" for n in names)
+             + " | mean over seeds val / test | gap vs dense, mean ± std over seeds, val / test |",
+             "|---|" + "---:|" * (len(names) + 2)]
+    for label, base in [(f"{os.path.basename(directory)} (round)", directory)] + list(variants.items()):
+        values, gaps = {"val": [], "test": []}, {"val": [], "test": []}
+        cells = []
+        for seed_dir, n in zip(seeds, names):
+            result = _load(os.path.join(base, n), data, "finetuned_predictor")
+            row = None if result is None else _row_at(result, rho)
+            if row is None:
+                cells.append("-")
+                continue
+            dense = _load(seed_dir, data, "dense")["rows"][0]
+            for split in values:
+                values[split].append(100 * selection_metric(row, tasks, split))
+                gaps[split].append(values[split][-1] - 100 * selection_metric(dense, tasks, split))
+            cells.append(f"{values['val'][-1]:.2f} / {values['test'][-1]:.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {np.mean(values['val']):.2f} / {np.mean(values['test']):.2f} | "
+                     + " / ".join(_mean_std(gaps[split], 2) for split in ("val", "test")) + " |")
+    return (f"Selection metric (mean accuracy of the {len(tasks)} tasks, %), predictor mask, fine-tuned, rho = {rho}:\n\n"
+            + "\n".join(lines))
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    return f"{np.mean(values):+.{digits}f}" + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+
+def paired_mask_table(data: str, directory: str, variants: dict[str, str]) -> str:
+    """Predictor mask minus random mask, both fine-tuned with the same recipe on the same seed, at the target
+    rho: mean ± sample std over seeds per task and split, and in how many (seed, split) pairs the predictor
+    mask is ahead / level / behind."""
+    rho = TARGET_RHO[data]
+    seeds = _seed_dirs(directory)
+    tasks = _load(seeds[0], data, "dense")["tasks"]
+    head = " | ".join(f"{t} val | {t} test" for t in tasks)
+    lines = [f"| stage-2 recipe | seeds | {head} | {next(iter(tasks))}: (seed, split) pairs predictor ahead / level / behind |",
+             "|---|---:|" + "---:|" * (2 * len(tasks) + 1)]
+    for label, base in [(f"{os.path.basename(directory)} (round)", directory)] + list(variants.items()):
+        diffs = {(t, split): [] for t in tasks for split in ("val", "test")}
+        n = 0
+        for seed_dir in seeds:
+            folder = os.path.join(base, os.path.basename(seed_dir))
+            pred, rand = (_load(folder, data, f"finetuned_{mask}") for mask in ("predictor", "random"))
+            if pred is None or rand is None:
+                continue
+            n += 1
+            p_row, r_row = _row_at(pred, rho), _row_at(rand, rho)
+            for (t, split), values in diffs.items():
+                values.append(_scale(tasks[t]) * (p_row["metrics"][split][t] - r_row["metrics"][split][t]))
+        if n == 0:
+            continue
+        main = [v for (t, _), values in diffs.items() if t == next(iter(tasks)) for v in values]
+        tally = f"{sum(v > 1e-6 for v in main)} / {sum(abs(v) <= 1e-6 for v in main)} / {sum(v < -1e-6 for v in main)}"
+        lines.append(f"| {label} | {n} | " + " | ".join(_mean_std(v, 1) for v in diffs.values()) + f" | {tally} |")
+    return (f"Predictor mask minus random mask (both fine-tuned, same recipe and seed), rho = {rho}; points, "
+            "mean ± sample std over seeds:\n\n" + "\n".join(lines))
 
 
 def _both(row: dict, task: str) -> float:
@@ -194,6 +320,7 @@ def main():
     parser.add_argument("data", nargs="*", default=["digits", "shapes"])
     parser.add_argument("--round", default="long", help="folder under results/")
     parser.add_argument("--variant", action="append", default=[], help="folder under results/ with stage-2 variants")
+    parser.add_argument("--sweep", default="", help="folder under results/ with a stage-2 recipe sweep (one seed)")
     parser.add_argument("--readme", action="store_true", help="write the tables into README.md")
     args = parser.parse_args()
     directory = os.path.join(HERE, "results", args.round)
@@ -201,14 +328,22 @@ def main():
     suffix = "" if args.round == "long" else f"_{args.round}"
     for data in args.data:
         first = _seed_dirs(directory)[0]
-        print(plot(data, first, os.path.join(HERE, f"{data}_accuracy_vs_mhsa_flops{suffix}.png")))
-        parts = [f"Full table, {os.path.relpath(first, HERE)}:", table(data, first)]
-        if glob.glob(os.path.join(directory, "seed*")) or variants:
-            parts += ["Per seed, " + per_seed_table(data, directory, variants), "Gaps, " + gap_table(data, directory, variants)]
+        if args.sweep:
+            block, parts = args.sweep, ["Stage-2 recipe sweep, " + sweep_table(data, os.path.join(HERE, "results", args.sweep), first)]
+        elif variants:
+            block = "+".join([args.round] + args.variant)
+            parts = ["Per seed, " + per_seed_table(data, directory, variants), "Gaps, " + gap_table(data, directory, variants),
+                     selection_table(data, directory, variants), paired_mask_table(data, directory, variants)]
+        else:
+            block = args.round
+            print(plot(data, first, os.path.join(HERE, f"{data}_accuracy_vs_mhsa_flops{suffix}.png")))
+            parts = [f"Full table, {os.path.relpath(first, HERE)}:", table(data, first)]
+            if glob.glob(os.path.join(directory, "seed*")):
+                parts += ["Per seed, " + per_seed_table(data, directory, variants), "Gaps, " + gap_table(data, directory, variants)]
         text = "\n\n".join(parts)
         print(text + "\n")
         if args.readme:
-            write_readme(args.round, data, text)
+            write_readme(block, data, text)
 
 
 if __name__ == "__main__":
