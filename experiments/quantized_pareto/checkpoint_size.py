@@ -3,7 +3,7 @@
 Issue 7 asks for a serving checkpoint "about 4x (int8) / 8x (int4) smaller than
 float32". The bytes do not depend on the trained values, so this converts freshly
 initialized `configs/qat_digits.py` models (4 blocks, mlp = 2 x width, decoder =
-width) and splits the serving bytes into integer weights (body / first+last
+width; widths 64 to 768, ViT-B's width) and splits the serving bytes into integer weights (body / first+last
 layers), float32 scales, float32 leftovers (biases, LayerNorms, class / position
 tokens) and the JSON index.
 
@@ -27,7 +27,7 @@ from effjax.quant.aqt_config import QUANT_COLLECTION
 from experiments.quantized_pareto.run import load_config
 
 IMAGE_SHAPE = (8, 8, 1)
-WIDTHS = (64, 128, 256)
+WIDTHS = (64, 128, 256, 512, 768)  # 768: ViT-B's width (here with 4 blocks, not ViT-B's 12)
 SUBNETS = {
     "int8": SubnetConfig(weight_bits=8, activation_bits=8, first_last_bits=8),
     "int4 (first/last 8)": SubnetConfig(weight_bits=4, activation_bits=4, first_last_bits=8),

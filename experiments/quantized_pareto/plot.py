@@ -6,7 +6,10 @@ Writes `pareto_<dataset>.png` next to this file and prints the README tables:
 per point (width x precision x recipe) the mean ± std over seeds of every test
 metric; the int4-minus-float gap per width, paired by seed; the int4 recipes
 compared on val (the recipe is selected on val, its test gap reported); the
-Pareto front of the seed means. Only rows on the current schedule of `run.py`
+Pareto front of the seed means. Where an int4 recipe that starts from the float
+checkpoint has a float control (the same continuation without quantization, so
+the same number of training steps), the int4 run is also compared with it, and
+the control joins the front next to the recipe. Only rows on the current schedule of `run.py`
 (`job_config`) are used; rows of older schedules are counted and left out.
 BOPs and model bits are the shared `vit_cost` of each run's config, recomputed
 here: BOPs = sum(MACs x weight bits x activation bits), attention einsums at
@@ -134,11 +137,18 @@ def front(points: list[Point], task: str, key: str) -> list[Point]:
     return sorted((points[i] for i in pareto([(p.cost(key), p.mean(task)) for p in points])), key=lambda p: p.cost(key))
 
 
+def controls_of(points: list[Point], chosen: list[Point]) -> list[Point]:
+    """Float runs of the same recipe and width as a chosen int4 recipe (its control at equal steps)."""
+    return [p for p in points if p.precision == "float" and p.recipe != "scratch"
+            and any(c.width == p.width and c.recipe == p.recipe for c in chosen)]
+
+
 def plot(dataset: str, points: list[Point], extra: list[Point]) -> str:
-    """Scratch points (filled) and the val-selected int4 recipes (hollow); front over the scratch means."""
+    """Scratch points (filled), the val-selected int4 recipes and their float controls (hollow); front over the
+    scratch means."""
     task, label = PRIMARY[dataset]
     scratch = [p for p in points if p.recipe == "scratch"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.9))
     for ax, (key, xlabel) in zip(axes, (("bops", "BOPs per example"), ("weight_bits", "model bits (as served)"))):
         for precision, (color, marker, name) in STYLE.items():
             for group, hollow in ((scratch, False), (extra, True)):
@@ -148,7 +158,8 @@ def plot(dataset: str, points: list[Point], extra: list[Point]) -> str:
                 stats = [mean_std(p.test(task)) for p in ps]
                 ax.errorbar([p.cost(key) for p in ps], [m for m, _ in stats], yerr=[0 if np.isnan(s) else s for _, s in stats],
                             fmt=marker, color=color, mfc="none" if hollow else color, ms=7, capsize=3,
-                            label=name + (" [val-selected recipe]" if hollow else ""))
+                            label=name + ("" if not hollow else " [float control of the recipe]" if precision == "float"
+                                          else " [val-selected recipe]"))
                 for p, (m, _) in zip(ps, stats):
                     ax.annotate(f"w{p.width}", (p.cost(key), m), fontsize=7, xytext=(4, -9 if hollow else 4),
                                 textcoords="offset points")
@@ -159,11 +170,12 @@ def plot(dataset: str, points: list[Point], extra: list[Point]) -> str:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)  # below the axes: no point hidden
     n = sorted({len(p.rows) for p in scratch})
     fig.suptitle(f"{dataset}: QAT with AQT, " + ("one seed per point" if n == [1] else
                                                  f"mean ± std over {'/'.join(map(str, n))} seeds per point"))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     out = os.path.join(HERE, f"pareto_{dataset}.png")
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -201,17 +213,22 @@ def gap_table(points: list[Point]) -> str:
     """int4 (each recipe) minus float at the same width, paired by seed, every test task."""
     tasks = list(points[0].rows[0]["test"])
     floats = {p.width: p for p in points if p.precision == "float" and p.recipe == "scratch"}
+    controls = {(p.width, p.recipe): p for p in points if p.precision == "float" and p.recipe != "scratch"}
     head = "| width | int4 start | " + " | ".join(f"{t}: gap mean ± std | {t}: per seed" for t in tasks) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for p in points:
         if p.precision != "4" or p.width not in floats:
             continue
-        cells = []
-        for t in tasks:
-            g = paired_gaps(p, floats[p.width], "test", t)
-            d = digits_of(t)
-            cells.append(f"{fmt(list(g.values()), d)} | " + ", ".join(f"s{s}: {v:+.{d}f}" for s, v in g.items()))
-        lines.append(f"| {p.width} | {p.recipe} | " + " | ".join(cells) + " |")
+        references = [(floats[p.width], p.recipe)]
+        if (p.width, p.recipe) in controls:
+            references.append((controls[(p.width, p.recipe)], f"{p.recipe} (minus float {p.recipe}, equal steps)"))
+        for reference, start in references:
+            cells = []
+            for t in tasks:
+                g = paired_gaps(p, reference, "test", t)
+                d = digits_of(t)
+                cells.append(f"{fmt(list(g.values()), d)} | " + ", ".join(f"s{s}: {v:+.{d}f}" for s, v in g.items()))
+            lines.append(f"| {p.width} | {start} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -256,16 +273,21 @@ def recipe_selection(dataset: str, points: list[Point]) -> tuple[str, dict[int, 
 def dominance(dataset: str, points: list[Point], selected: dict[int, str]) -> str:
     task, _ = PRIMARY[dataset]
     scratch = [p for p in points if p.recipe == "scratch"]
+    chosen = [p for p in points if p.precision == "4" and p.recipe != "scratch" and selected.get(p.width) == p.recipe]
+    controls = controls_of(points, chosen)
     out = []
     for key, name in (("bops", "BOPs"), ("weight_bits", "model bits")):
         out.append(f"- front by {name} (scratch means): " + ", ".join(
             f"{p.label} ({p.mean(task):.2f})" for p in front(scratch, task, key)))
-        chosen = [p for p in points if p.precision == "4" and p.recipe != "scratch" and selected.get(p.width) == p.recipe]
         if chosen:
             out.append(f"- front by {name} with the val-selected int4 recipes added: " + ", ".join(
                 f"{p.label} ({p.mean(task):.2f})" for p in front(scratch + chosen, task, key)))
-    for f in (p for p in scratch if p.precision == "float"):
-        better = [q for q in scratch if q.precision != "float" and q.cost("bops") < f.cost("bops")
+        if controls:
+            out.append(f"- front by {name} with the val-selected int4 recipes and their float controls added: " + ", ".join(
+                f"{p.label} ({p.mean(task):.2f})" for p in front(scratch + chosen + controls, task, key)))
+    for f in [p for p in scratch if p.precision == "float"] + controls:
+        candidates = [q for q in scratch if q.precision != "float"] + ([] if f.recipe == "scratch" else chosen)
+        better = [q for q in candidates if q.cost("bops") < f.cost("bops")
                   and q.cost("weight_bits") < f.cost("weight_bits") and q.mean(task) >= f.mean(task)]
         cheapest = min(better, key=lambda q: q.cost("bops"), default=None)
         out.append(f"- {f.label} ({fmt(f.test(task))}): " + (
@@ -284,6 +306,7 @@ def main():
             continue
         selection, selected = recipe_selection(dataset, points)
         chosen = [p for p in points if p.precision == "4" and p.recipe != "scratch" and selected.get(p.width) == p.recipe]
+        chosen += controls_of(points, chosen)
         print(f"## {dataset}: {left_out} rows of older schedules left out\n")
         print(plot(dataset, points, chosen))
         print()

@@ -8,12 +8,17 @@ saved float / serving checkpoints. Besides training from scratch, int4 can start
 from the float checkpoint of the same width and seed (recipes below; the float run
 is trained first when its workdir has no checkpoint). Results append to
 `results.jsonl`; a run is identified by (name, seed, steps), runs already there are
-skipped (rows without a seed are seed 0), so the script resumes.
+skipped (rows without a seed are seed 0), so the script resumes. A recipe run at
+float precision (`--recipe_precisions=float`) is the control for the int4 one: the
+same continuation of the float checkpoint without quantization, so the int4 recipe
+can be compared at equal training steps.
 
   nice -n 5 python -m experiments.quantized_pareto.run --only=digits --seeds=0,1,2
   nice -n 5 python -m experiments.quantized_pareto.run --only=shapes --seeds=0,1
   nice -n 5 python -m experiments.quantized_pareto.run --only=digits --seeds=0,1,2 \
       --precisions= --recipes=from_float_full     # int4 recipes only
+  nice -n 5 python -m experiments.quantized_pareto.run --only=shapes --seeds=0,1,2 --widths=32 \
+      --precisions= --recipes=from_float --recipe_precisions=float   # float control of a recipe
   python -m experiments.quantized_pareto.run --backfill_val=/tmp/effjax_quantized_pareto
 
 `--backfill_val` adds val metrics to rows recorded before val was kept, from
@@ -185,7 +190,9 @@ def jobs_for(args) -> list[Job]:
     seeds = [int(s) for s in args.seeds.split(",")]
     precisions = [p for p in args.precisions.split(",") if p]
     recipes = [r for r in args.recipes.split(",") if r]
-    for value, allowed, flag in ((precisions, PRECISIONS, "--precisions"), (recipes, RECIPES, "--recipes")):
+    recipe_precisions = [p for p in args.recipe_precisions.split(",") if p]
+    for value, allowed, flag in ((precisions, PRECISIONS, "--precisions"), (recipes, RECIPES, "--recipes"),
+                                 (recipe_precisions, PRECISIONS, "--recipe_precisions")):
         bad = [v for v in value if v not in allowed]
         if bad:
             raise ValueError(f"{flag}: {bad} not allowed; allowed {list(allowed)}")
@@ -195,7 +202,7 @@ def jobs_for(args) -> list[Job]:
             widths = [int(w) for w in args.widths.split(",")] if args.widths else WIDTHS[d]
             for w in widths:
                 jobs += [Job(d, w, p, seed) for p in precisions if "scratch" in recipes]
-                jobs += [Job(d, w, "4", seed, r) for r in recipes if r != "scratch"]  # recipes are int4 studies
+                jobs += [Job(d, w, p, seed, r) for r in recipes if r != "scratch" for p in recipe_precisions]
     return jobs
 
 
@@ -253,7 +260,9 @@ def main():
     parser.add_argument("--widths", default="", help="comma-separated hidden_dims (default: WIDTHS of the dataset)")
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help="subset of float,8,4 trained from scratch")
     parser.add_argument("--recipes", default="scratch,from_float",
-                        help=f"subset of {','.join(RECIPES)}; every recipe but scratch is an int4 run")
+                        help=f"subset of {','.join(RECIPES)}; every recipe but scratch runs at --recipe_precisions")
+    parser.add_argument("--recipe_precisions", default="4",
+                        help="precisions the recipes other than scratch run at (float: the control of an int4 recipe)")
     parser.add_argument("--seeds", default="0", help="comma-separated config.seed values")
     parser.add_argument("--backfill_val", default="", help="old workroot (<root>/<name>) to fill missing val metrics")
     args = parser.parse_args()
