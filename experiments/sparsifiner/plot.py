@@ -34,6 +34,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from experiments.seed_stats import mean_std  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET_RHO = {"digits": 0.2, "shapes": 0.25}
 SERIES = (  # file suffix, label, style
@@ -147,19 +149,27 @@ def gap_table(data: str, directory: str, variants: dict[str, str]) -> str:
         cells = []
         for (t, split), values in gaps.items():
             digits = 3 if tasks[t] == "rmse" else 1
-            spread = f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else ""
-            cells.append(f"{np.mean(values):+.{digits}f}{spread}")
+            cells.append(mean_std(values, digits, signed=True))
         lines.append(f"| {label}{'' if r is None else f' (rho = {r})'} | {n} | " + " | ".join(cells) + " |")
     return ("gap = sparse - dense of the same seed; points for accuracy / mIoU (higher is better), RMSE for depth "
             "(lower is better); mean ± sample std over seeds (no ± with one seed)\n\n" + "\n".join(lines))
 
 
 def selection_metric(row: dict, tasks: dict, split: str = "val") -> float:
-    """Mean over the tasks of one split's accuracy: the metric stage-2 recipes are selected on (split val,
-    predictor mask, target rho). Defined for all-accuracy task sets (digits)."""
-    if any(metric != "accuracy" for metric in tasks.values()):
-        raise ValueError(f"selection_metric: tasks {tasks}: only accuracy tasks are allowed")
-    return float(np.mean([row["metrics"][split][t] for t in tasks]))
+    """The metric stage-2 recipes are compared on (split val, predictor mask, target rho): the mean accuracy of
+    the tasks when all are accuracy tasks (digits); otherwise the segmentation mIoU, the metric of the shapes
+    target."""
+    if all(metric == "accuracy" for metric in tasks.values()):
+        return float(np.mean([row["metrics"][split][t] for t in tasks]))
+    if tasks.get("segmentation") == "miou":
+        return float(row["metrics"][split]["segmentation"])
+    raise ValueError(f"selection_metric: tasks {tasks}: need all accuracy tasks or a segmentation (miou) task")
+
+
+def selection_label(tasks: dict) -> str:
+    if all(metric == "accuracy" for metric in tasks.values()):
+        return f"mean accuracy of the {len(tasks)} tasks, %"
+    return "segmentation mIoU, points"
 
 
 def select(candidates: list[tuple[str, dict, dict]], tasks: dict) -> str:
@@ -233,13 +243,9 @@ def selection_table(data: str, directory: str, variants: dict[str, str]) -> str:
                 gaps[split].append(values[split][-1] - 100 * selection_metric(dense, tasks, split))
             cells.append(f"{values['val'][-1]:.2f} / {values['test'][-1]:.2f}")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {np.mean(values['val']):.2f} / {np.mean(values['test']):.2f} | "
-                     + " / ".join(_mean_std(gaps[split], 2) for split in ("val", "test")) + " |")
-    return (f"Selection metric (mean accuracy of the {len(tasks)} tasks, %), predictor mask, fine-tuned, rho = {rho}:\n\n"
+                     + " / ".join(mean_std(gaps[split], 2, signed=True) for split in ("val", "test")) + " |")
+    return (f"Selection metric ({selection_label(tasks)}), predictor mask, fine-tuned, rho = {rho}:\n\n"
             + "\n".join(lines))
-
-
-def _mean_std(values: list[float], digits: int) -> str:
-    return f"{np.mean(values):+.{digits}f}" + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
 
 
 def paired_mask_table(data: str, directory: str, variants: dict[str, str]) -> str:
@@ -268,7 +274,7 @@ def paired_mask_table(data: str, directory: str, variants: dict[str, str]) -> st
             continue
         main = [v for (t, _), values in diffs.items() if t == next(iter(tasks)) for v in values]
         tally = f"{sum(v > 1e-6 for v in main)} / {sum(abs(v) <= 1e-6 for v in main)} / {sum(v < -1e-6 for v in main)}"
-        lines.append(f"| {label} | {n} | " + " | ".join(_mean_std(v, 1) for v in diffs.values()) + f" | {tally} |")
+        lines.append(f"| {label} | {n} | " + " | ".join(mean_std(v, 1, signed=True) for v in diffs.values()) + f" | {tally} |")
     return (f"Predictor mask minus random mask (both fine-tuned, same recipe and seed), rho = {rho}; points, "
             "mean ± sample std over seeds:\n\n" + "\n".join(lines))
 
