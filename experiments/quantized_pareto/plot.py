@@ -32,6 +32,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from experiments import seed_stats  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRIMARY = {"digits": ("digit", "test accuracy (digit), %"), "shapes": ("segmentation", "test mIoU (segmentation), %")}
 LOWER_IS_BETTER = {"depth"}
@@ -74,8 +76,7 @@ def mean_std(values) -> tuple[float, float]:
 
 
 def fmt(values, digits: int = 2) -> str:
-    m, s = mean_std(values)
-    return f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+    return seed_stats.mean_std(values, digits)
 
 
 def digits_of(task: str) -> int:

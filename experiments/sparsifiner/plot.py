@@ -214,8 +214,9 @@ def sweep_table(data: str, sweep_dir: str, dense_dir: str) -> str:
                      f"{recipe['distill_logits_weight']:g} / {recipe['distill_tokens_weight']:g} | {cells} | "
                      f"{means['val']:.2f} / {means['test']:.2f} | {gaps['val']:+.2f} / {gaps['test']:+.2f} | {at_one} | "
                      f"{'**selected**' if name == chosen else ''} |")
-    return (f"predictor mask, rho = {rho}, {os.path.basename(dense_dir)}; accuracy in %; selection: the highest val mean of the "
-            f"{len(tasks)} tasks (ties: the default, then fewer steps, then the lower learning rate)\n\n" + "\n".join(lines))
+    return (f"predictor mask, rho = {rho}, {os.path.basename(dense_dir)}; accuracy in %; selection: the highest val "
+            f"{selection_label(tasks).rsplit(',', 1)[0]} (ties: the default, then fewer steps, then the lower learning rate)\n\n"
+            + "\n".join(lines))
 
 
 def selection_table(data: str, directory: str, variants: dict[str, str]) -> str:
