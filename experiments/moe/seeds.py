@@ -31,6 +31,11 @@ MODELS = (("moe_topk", "MoE top-2"), ("moe_topp", "MoE top-p"))
 LOWER_IS_BETTER = ("rmse",)
 
 
+def present_models(seeds):
+    """The MoE models every results file has (an entropy-weight sweep, say, has only the top-p run)."""
+    return tuple((key, label) for key, label in MODELS if all(key in res["accuracy"] for _, res in seeds))
+
+
 def _row(cells):
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -48,13 +53,13 @@ def accuracy(seeds):
     res0 = seeds[0][1]
     tasks = list(res0["tasks"])
     lines = _header(["model", "seed"] + [f"{t} ({res0['tasks'][t]}, x100)" for t in tasks])
-    for key, label in (("dense", "dense mt_vit"),) + MODELS:
+    for key, label in (("dense", "dense mt_vit"),) + present_models(seeds):
         for name, res in seeds:
             lines.append(_row([label, name] + [f"{100 * res['accuracy'][key][t]:.2f}" for t in tasks]))
     lines += ["", "MoE - dense in points (x100; for depth RMSE a negative difference is better), "
                   + ("mean ± sample std over seeds, then each seed:" if len(seeds) > 1 else "one seed, no spread:"), ""]
     lines += _header(["model"] + tasks + ["worst seed, every task within 1 point of dense (or better)?"])
-    for key, label in MODELS:
+    for key, label in present_models(seeds):
         cells, ok = [], True
         for t in tasks:
             diffs = [100 * (res["accuracy"][key][t] - res["accuracy"]["dense"][t]) for _, res in seeds]
@@ -62,7 +67,8 @@ def accuracy(seeds):
             ok &= worst >= -1.0
             cells.append(f"{mean_std(diffs, digits=2, signed=True)} ({', '.join(f'{d:+.2f}' for d in diffs)})" if len(diffs) > 1 else f"{diffs[0]:+.2f}")
         lines.append(_row([label] + cells + ["yes" if ok else "no"]))
-    if len(seeds) > 1:
+    dense_values = {tuple(res["accuracy"]["dense"][t] for t in tasks) for _, res in seeds}
+    if len(dense_values) > 1:  # runs against one shared dense baseline (a hyper-parameter sweep) have no dense spread
         dense_gap = [100 * np.ptp([res["accuracy"]["dense"][t] for _, res in seeds]) for t in tasks]
         lines += ["", "dense baseline, largest seed-to-seed difference (points): "
                   + ", ".join(f"{t} {d:.2f}" for t, d in zip(tasks, dense_gap))]
@@ -70,7 +76,7 @@ def accuracy(seeds):
         lines += ["", "MoE - dense with its 95% paired-bootstrap interval over the test examples (test-set sampling noise "
                       "of one trained pair; not seed noise), points:", ""]
         lines += _header(["model", "seed"] + tasks)
-        for key, label in MODELS:
+        for key, label in present_models(seeds):
             for name, res in seeds:
                 boot = res.get("paired_bootstrap", {}).get(key)
                 if boot:
@@ -87,13 +93,15 @@ def flops(seeds):
     for name, res in seeds:
         dense = res["flops"]["dense (all tasks)"]
         lines.append(_row(["dense mt_vit", name, "-"] + [f"{dense / 1e6:.2f} M"] * len(tasks) + [f"{dense / 1e6:.2f} M"]))
-        for key, label in MODELS:
+        for key, label in present_models(seeds):
             f = res["flops"]
             k = res["experts_per_token"][key]
             lines.append(_row([label, name, ", ".join(f"{k[t]:.2f}" for t in tasks)]
                               + [f"{f[f'{key} single-task {t}'] / 1e6:.2f} M ({100 * (f[f'{key} single-task {t}'] / dense - 1):+.1f}%)"
                                  for t in tasks]
                               + [f"{f[f'{key} (all tasks)'] / 1e6:.2f} M ({100 * (f[f'{key} (all tasks)'] / dense - 1):+.1f}%)"]))
+        if "moe_topk" not in res["accuracy"]:
+            continue
         all_active = res["all_experts_active_flops"]
         best = min(res["flops"][f"moe_topk single-task {t}"] for t in tasks)
         worst = max(res["flops"][f"moe_topk single-task {t}"] for t in tasks)
@@ -130,7 +138,7 @@ def hardness(seeds):
 def usage(seeds):
     res0 = seeds[0][1]
     lines = []
-    for key in res0.get("usage_tv", {}):
+    for key, _ in present_models(seeds):
         pairs = list(next(iter(res0["usage_tv"][key].values())))
         if not lines:
             lines += _header(["run", "seed", "layer"] + pairs)
@@ -209,7 +217,7 @@ def plot(seeds, path, dataset):
     tasks = list(res0["tasks"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     ax = axes[0]
-    for m, (key, label) in enumerate(MODELS):
+    for m, (key, label) in enumerate(present_models(seeds)):
         for i, t in enumerate(tasks):
             diffs = [100 * (res["accuracy"][key][t] - res["accuracy"]["dense"][t]) * _better_sign(res0, t) for _, res in seeds]
             x = i + (m - 0.5) * 0.3
