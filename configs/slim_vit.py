@@ -15,13 +15,19 @@ digits) and optional variants.
 
 Variants: `tiny` (a few steps, for tests), `nocikd`, `labels` (every config on the labels, no
 distillation), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
-`label_small=<w>` (label weight of the non-max configs).
+`label_small=<w>` (label weight of the non-max configs), `head=<class_token|mean_pool>` (how
+image-level decoders read the tokens: the class token, or every token averaged after the hidden
+layer, so that decoder width acts on all tokens), `decoder=<n>` (max decoder width),
+`decoder_blocks=<n>` (slimmable transformer blocks per task before its head; the decoder width
+multiplier slims their heads and MLP as the encoder width slims the encoder's), `layers=<n>`
+(encoder blocks).
 """
 
 import ml_collections
 
 from effjax.compress.cost_slim import decoder_width, encoder_widths
 from effjax.config_base import base_config
+from effjax.models.vit import check_decoder_blocks, check_image_head
 
 TASKS = {"digits": ("digit", "parity", "ge5"), "shapes": ("segmentation", "depth", "count")}
 
@@ -38,6 +44,8 @@ def get_config(arg: str | None = None):
     c.model.num_heads = 4  # head size 16: widths 0.25..1.0 keep 1..4 heads
     c.model.mlp_dim = 128
     c.model.decoder_dim = 64
+    c.model.image_head = "class_token"  # image-level decoders read the class token (`head=mean_pool`: all tokens)
+    c.model.decoder_blocks = 0  # task-specific transformer blocks before each head (`decoder_blocks=<n>`)
     c.train.objective = "sandwich"
     c.slim = ml_collections.ConfigDict()
     c.slim.num_random = 2  # random configs per step besides max and min (US-Nets: 2)
@@ -57,8 +65,9 @@ def get_config(arg: str | None = None):
     c.checkpoint.every_steps = 200
     c.log.progress_bar = False
 
-    # tiny first (later variants scale its widths), then labels (later variants refine its weights)
-    for part in sorted(parts, key=lambda p: (p != "tiny", p != "labels")):
+    # tiny first (later variants scale its widths), then labels (later variants refine its weights), then
+    # decoder (alone slices it)
+    for part in sorted(parts, key=lambda p: (p != "tiny", p != "labels", not p.startswith("decoder="))):
         name, _, value = part.partition("=")
         if name == "tiny":
             c.model.hidden_dim, c.model.mlp_dim, c.model.decoder_dim, c.model.num_layers = 32, 64, 32, 2
@@ -73,6 +82,14 @@ def get_config(arg: str | None = None):
             c.train.num_steps = int(value)
         elif name == "label_small":  # label weight of the non-max configs
             c.slim.label_weight_small = float(value)
+        elif name == "head":
+            c.model.image_head = check_image_head(value)
+        elif name == "decoder":
+            c.model.decoder_dim = int(value)
+        elif name == "decoder_blocks":
+            c.model.decoder_blocks = check_decoder_blocks(int(value))
+        elif name == "layers":
+            c.model.num_layers = int(value)
         elif name == "nocikd":
             c.slim.cikd_weight = 0.0
         elif name == "labels":  # every config trains on the labels; no in-place KD, no CIKD
@@ -93,5 +110,6 @@ def get_config(arg: str | None = None):
                 c.loss.task_weights[task] = 1.0 if task == value else 0.0
         else:
             raise ValueError(f"configs/slim_vit.py: unknown variant {part!r}; allowed: digits, shapes, tiny, nocikd, "
-                             f"labels, alone=<width>, single=<task>, seed=<n>, steps=<n>, label_small=<w>")
+                             f"labels, alone=<width>, single=<task>, seed=<n>, steps=<n>, label_small=<w>, head=<kind>, "
+                             f"decoder=<n>, decoder_blocks=<n>, layers=<n>")
     return c

@@ -52,10 +52,35 @@ class Cost:
         return dataclasses.asdict(self)
 
 
+def block_layers(prefix: str, n: int, d: int, heads: int, head_dim: int, mlp: int) -> list[LayerCost]:
+    """One pre-norm transformer block on n tokens of width d: `heads` attention heads of `head_dim`, MLP `mlp`."""
+    inner = heads * head_dim
+    return [
+        LayerCost(f"{prefix}/ln", "norm", 0, 4 * d, elementwise_flops=2 * n * d * LAYERNORM_FLOPS_PER_ELEMENT,
+                  float_params=4 * d),
+        LayerCost(f"{prefix}/qkv", "attention", 3 * n * d * inner, 3 * (d * inner + inner), float_params=3 * inner,
+                  quant_scales=3 * inner),
+        LayerCost(f"{prefix}/attention_logits", "attention", n * n * inner, 0, activation_only=True,
+                  elementwise_flops=heads * n * n * SOFTMAX_FLOPS_PER_ELEMENT),
+        LayerCost(f"{prefix}/attention_mix", "attention", n * n * inner, 0, activation_only=True),
+        LayerCost(f"{prefix}/out", "attention", n * inner * d, inner * d + d, float_params=d, quant_scales=d),
+        LayerCost(f"{prefix}/mlp", "mlp", 2 * n * d * mlp, 2 * d * mlp + mlp + d,
+                  elementwise_flops=n * mlp * GELU_FLOPS_PER_ELEMENT, float_params=mlp + d, quant_scales=mlp + d),
+    ]
+
+
 def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec], *, hidden: Optional[int] = None,
                heads: Optional[int] = None, mlp: Optional[int] = None,
-               decoders: Optional[Mapping[str, int]] = None) -> list[LayerCost]:
-    """Per-layer costs per example; the keyword widths override the config's (a sliced subnet)."""
+               decoders: Optional[Mapping[str, int]] = None, image_head: str = "class_token",
+               decoder_blocks: int = 0, decoder_block_widths: Optional[Mapping[str, tuple[int, int]]] = None,
+               ) -> list[LayerCost]:
+    """Per-layer costs per example; the keyword widths override the config's (a sliced subnet).
+
+    `image_head="mean_pool"`: image-level heads run their hidden layer on every token.
+    `decoder_blocks`: transformer blocks per task before its head, on all tokens, with
+    (heads, MLP width) per task from `decoder_block_widths` (default: the encoder's full
+    num_heads and mlp_dim).
+    """
     h, w, c = image_shape
     p = model_config.patch_size
     patches = (h // p) * (w // p)
@@ -63,31 +88,37 @@ def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpe
     d = hidden or model_config.hidden_dim
     m = mlp or model_config.mlp_dim
     heads = heads or model_config.num_heads
+    head_dim = model_config.hidden_dim // model_config.num_heads
     decoders = decoders or {}
+    decoder_block_widths = decoder_block_widths or {}
     layers = [LayerCost("patch_embed", "embed", patches * p * p * c * d, p * p * c * d + d, float_params=d, quant_scales=d),
               LayerCost("tokens", "embed", 0, d + n * d, float_params=d + n * d)]
     for i in range(model_config.num_layers):
-        layers += [
-            LayerCost(f"block{i}/ln", "norm", 0, 4 * d, elementwise_flops=2 * n * d * LAYERNORM_FLOPS_PER_ELEMENT,
-                      float_params=4 * d),
-            LayerCost(f"block{i}/qkv", "attention", 3 * n * d * d, 3 * (d * d + d), float_params=3 * d, quant_scales=3 * d),
-            LayerCost(f"block{i}/attention_logits", "attention", n * n * d, 0, activation_only=True,
-                      elementwise_flops=heads * n * n * SOFTMAX_FLOPS_PER_ELEMENT),
-            LayerCost(f"block{i}/attention_mix", "attention", n * n * d, 0, activation_only=True),
-            LayerCost(f"block{i}/out", "attention", n * d * d, d * d + d, float_params=d, quant_scales=d),
-            LayerCost(f"block{i}/mlp", "mlp", 2 * n * d * m, 2 * d * m + m + d, elementwise_flops=n * m * GELU_FLOPS_PER_ELEMENT,
-                      float_params=m + d, quant_scales=m + d),
-        ]
+        layers += block_layers(f"block{i}", n, d, heads, d // heads, m)
     layers.append(LayerCost("ln_final", "norm", 0, 2 * d, elementwise_flops=n * d * LAYERNORM_FLOPS_PER_ELEMENT,
                             float_params=2 * d))
+    pooled = image_head == "mean_pool"
     for t in tasks:
-        rows = patches if t.is_dense else 1
+        block_heads, block_mlp = decoder_block_widths.get(t.name, (model_config.num_heads, model_config.mlp_dim))
+        for j in range(decoder_blocks):
+            layers += block_layers(f"head_{t.name}/block{j}", n, d, block_heads, head_dim, block_mlp)
+        rows = patches if t.is_dense else (n if pooled else 1)  # tokens the hidden layer runs on
+        out_rows = patches if t.is_dense else 1
         out = t.out_channels * (p * p if t.is_dense else 1)
         dec = decoders.get(t.name, model_config.decoder_dim)
-        layers.append(LayerCost(f"head_{t.name}", "head", rows * (d * dec + dec * out), 2 * d + d * dec + dec + dec * out + out,
-                                elementwise_flops=rows * (d * LAYERNORM_FLOPS_PER_ELEMENT + dec * GELU_FLOPS_PER_ELEMENT),
+        pool_flops = rows * dec if rows != out_rows else 0
+        layers.append(LayerCost(f"head_{t.name}", "head", rows * d * dec + out_rows * dec * out,
+                                2 * d + d * dec + dec + dec * out + out,
+                                elementwise_flops=rows * (d * LAYERNORM_FLOPS_PER_ELEMENT + dec * GELU_FLOPS_PER_ELEMENT)
+                                + pool_flops,
                                 float_params=2 * d + dec + out, quant_scales=dec + out))
     return layers
+
+
+def head_options(model_config) -> dict:
+    """The task-head options of `mt_vit` / `slim_vit` configs (`image_head`, `decoder_blocks`) for `vit_layers`."""
+    return dict(image_head=getattr(model_config, "image_head", "class_token"),
+                decoder_blocks=int(getattr(model_config, "decoder_blocks", 0)))
 
 
 def layer_weight_bits(layer: LayerCost, weight_bits: int) -> int:
@@ -111,4 +142,4 @@ def total_cost(layers: Sequence[LayerCost], subnet: Optional[SubnetConfig] = Non
 
 
 def vit_cost(model_config, image_shape, tasks, subnet: Optional[SubnetConfig] = None) -> Cost:
-    return total_cost(vit_layers(model_config, image_shape, tasks), subnet)
+    return total_cost(vit_layers(model_config, image_shape, tasks, **head_options(model_config)), subnet)

@@ -12,7 +12,10 @@ What a width multiplier slims:
     (head size fixed), hence the token width d = h * head_dim (the patch embedding
     output, class/position embeddings, every LayerNorm and block input/output), and
     the MLP hidden width make_divisible(w_e * M, 8);
-  - decoder width w_t of task t: the head's hidden width make_divisible(w_t * D_dec, 8).
+  - decoder width w_t of task t: the head's hidden width make_divisible(w_t * D_dec, 8),
+    and, where the model has task decoder blocks (`decoder_blocks`), their attention heads
+    and MLP width exactly as an encoder of width w_t would have them (head size fixed; the
+    blocks run on the encoder's token width).
 
 The FLOPs are `total_cost` (effjax.compress.cost) of per-layer `LayerCost`s at those
 widths: the same counting rules as `vit_layers`, so at full width the two agree.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-from effjax.compress.cost import Cost, LayerCost, total_cost, vit_layers
+from effjax.compress.cost import Cost, LayerCost, head_options, total_cost, vit_layers
 from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 
@@ -56,6 +59,7 @@ class SlimWidths:
     hidden: int  # token width = heads * head_dim
     mlp: int  # MLP hidden width
     decoders: tuple[tuple[str, int], ...]  # (task, head hidden width)
+    decoder_blocks: tuple[tuple[str, int, int], ...] = ()  # (task, decoder-block heads, decoder-block MLP width)
 
     def decoder(self, task: str) -> int:
         return dict(self.decoders)[task]
@@ -98,7 +102,12 @@ def slim_widths(model_config, tasks: Sequence[TaskSpec], subnet: Optional[Subnet
     heads, hidden, mlp = encoder_widths(model_config.hidden_dim, model_config.num_heads, model_config.mlp_dim,
                                         subnet.encoder_width)
     decoders = tuple((t.name, decoder_width(model_config.decoder_dim, subnet.decoder_width(t.name))) for t in tasks)
-    return SlimWidths(heads, model_config.hidden_dim // model_config.num_heads, hidden, mlp, decoders)
+    blocks = []
+    for t in tasks:
+        block_heads, _, block_mlp = encoder_widths(model_config.hidden_dim, model_config.num_heads, model_config.mlp_dim,
+                                                   subnet.decoder_width(t.name))
+        blocks.append((t.name, block_heads, block_mlp))
+    return SlimWidths(heads, model_config.hidden_dim // model_config.num_heads, hidden, mlp, decoders, tuple(blocks))
 
 
 def slim_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec],
@@ -106,7 +115,8 @@ def slim_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[Ta
     """Per-layer MACs, active parameters and element-wise FLOPs of the sliced subnet, per example."""
     widths = slim_widths(model_config, tasks, subnet)
     return vit_layers(model_config, image_shape, tasks, hidden=widths.hidden, heads=widths.heads, mlp=widths.mlp,
-                      decoders=dict(widths.decoders))
+                      decoders=dict(widths.decoders), **head_options(model_config),
+                      decoder_block_widths={name: (h, m) for name, h, m in widths.decoder_blocks})
 
 
 def slim_vit_cost(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec],

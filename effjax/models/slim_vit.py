@@ -4,7 +4,9 @@ Efficient Controllable Multi-Task Architectures (Aich et al., ICCV 2023) train o
 multi-task supernet whose subnet c = (encoder width, decoder width per task) is chosen
 at inference. Here the subnet is a `SubnetConfig`: `encoder_width` slims the whole
 encoder globally (attention heads with a fixed head size, hence the token width, and
-the MLP hidden width); `decoder_widths` slims each task head's hidden width. Integer
+the MLP hidden width); `decoder_widths` slims each task head's hidden width and, in a
+model with `decoder_blocks` > 0, the heads and MLP width of that task's decoder blocks
+(transformer blocks between the shared encoder and the head). Integer
 widths come from `effjax.compress.cost_slim.slim_widths`, the same rounding the cost
 model prices.
 
@@ -33,7 +35,7 @@ from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models.layers import DotGeneralProvider, constrain
 from effjax.models.slimmable import SlimAttention, SlimDense, SlimLayerNorm, SlimMlp
-from effjax.models.vit import patchify, unpatchify
+from effjax.models.vit import check_decoder_blocks, check_image_head, head_input, patchify, pool_hidden, unpatchify
 
 DEFAULT_WIDTH_MENU = (0.25, 0.5, 0.75, 1.0)
 
@@ -74,17 +76,23 @@ class SlimEncoderBlock(nn.Module):
     dot_general_provider: Optional[DotGeneralProvider] = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, heads: int, mlp: int) -> jax.Array:
+    def __call__(self, x: jax.Array, heads: int, mlp: int, active: Optional[jax.Array] = None) -> jax.Array:
+        """`active`: only the first `active` channels of `x` are real (zero padding after them); the
+        block normalizes over those and keeps the padding at zero."""
+        keep = None if active is None else (jnp.arange(x.shape[-1]) < active).astype(x.dtype)
+        masked = (lambda y: y) if keep is None else (lambda y: y * keep)  # noqa: E731
         attention = SlimAttention(self.max_dim, self.max_heads, self.max_dim // self.max_heads, self.dtype,
                                   self.dot_general_provider, name="attention")
-        x = x + attention(SlimLayerNorm(self.max_dim, self.dtype, name="ln_attention")(x), heads)
-        x = x + SlimMlp(self.max_dim, self.max_mlp, self.dtype, self.dot_general_provider, name="mlp")(
-            SlimLayerNorm(self.max_dim, self.dtype, name="ln_mlp")(x), mlp)
+        x = x + masked(attention(SlimLayerNorm(self.max_dim, self.dtype, name="ln_attention")(x, active), heads))
+        x = x + masked(SlimMlp(self.max_dim, self.max_mlp, self.dtype, self.dot_general_provider, name="mlp")(
+            SlimLayerNorm(self.max_dim, self.dtype, name="ln_mlp")(x, active), mlp))
         return constrain(x, ("activation_batch", "activation_length", "activation_embed"))
 
 
 class SlimTaskHead(nn.Module):
-    """LN -> Dense(decoder width) -> GELU -> Dense(outputs), per token (dense tasks) or on the class token."""
+    """[task decoder blocks on all tokens ->] LN -> Dense(decoder width) -> GELU -> Dense(outputs), per token
+    (dense tasks) or on the class token (image-level tasks under `mean_pool`: per token, averaged before the
+    output layer)."""
 
     task: TaskSpec
     max_in: int
@@ -92,14 +100,21 @@ class SlimTaskHead(nn.Module):
     patch_size: int
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
+    image_head: str = "class_token"
+    num_blocks: int = 0  # task decoder blocks before the head (max heads / MLP width below)
+    max_heads: int = 0
+    max_mlp: int = 0
 
     @nn.compact
     def __call__(self, tokens: jax.Array, hidden: int, image_hw: tuple[int, int],
-                 active: Optional[jax.Array] = None) -> jax.Array:
-        x = tokens[:, 1:] if self.task.is_dense else tokens[:, 0]
-        x = SlimLayerNorm(self.max_in, self.dtype, name="ln")(x, active)
+                 active: Optional[jax.Array] = None, block_heads: int = 0, block_mlp: int = 0) -> jax.Array:
+        for j in range(self.num_blocks):
+            tokens = SlimEncoderBlock(self.max_in, self.max_heads, self.max_mlp, self.dtype, self.dot_general_provider,
+                                      name=f"block{j}")(tokens, block_heads, block_mlp, active)
+        x = SlimLayerNorm(self.max_in, self.dtype, name="ln")(head_input(tokens, self.task, self.image_head), active)
         x = nn.gelu(SlimDense(self.max_in, self.max_decoder, ("embed", "decoder"), "head", dtype=self.dtype,
                               dot_general_provider=self.dot_general_provider, name="hidden")(x, hidden))
+        x = pool_hidden(x, self.task, self.image_head)
         outputs = self.task.out_channels * (self.patch_size**2 if self.task.is_dense else 1)
         y = SlimDense(self.max_decoder, outputs, ("decoder", "classes"), "head", dtype=self.dtype,
                       dot_general_provider=self.dot_general_provider, name="out")(x)
@@ -121,16 +136,21 @@ class SlimMultiTaskViT(nn.Module):
     width_menu: Sequence[float] = DEFAULT_WIDTH_MENU  # widths the sandwich step samples and the controller picks from
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
+    image_head: str = "class_token"  # how image-level heads read the tokens (vit.IMAGE_HEADS)
+    decoder_blocks: int = 0  # slimmable transformer blocks per task before its head, slimmed by the decoder width
 
     def setup(self):
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads}: must divide hidden_dim={self.hidden_dim}")
         check_width_menu(self.width_menu)
+        check_image_head(self.image_head)
+        check_decoder_blocks(self.decoder_blocks)
         self.embedding = SlimEmbedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
         self.blocks = self.make_blocks()
         self.ln_final = SlimLayerNorm(self.hidden_dim, self.dtype)
         self.heads = {t.name: SlimTaskHead(t, self.hidden_dim, self.decoder_dim, self.patch_size, self.dtype,
-                                           self.dot_general_provider) for t in self.tasks}
+                                           self.dot_general_provider, self.image_head, self.decoder_blocks,
+                                           self.num_heads, self.mlp_dim) for t in self.tasks}
 
     def make_blocks(self) -> list[nn.Module]:
         """The encoder blocks (called in `setup`; subclasses swap the block type here)."""
@@ -154,7 +174,8 @@ class SlimMultiTaskViT(nn.Module):
         """
         if task not in self.heads:
             raise ValueError(f"task={task!r}: unknown; tasks: {[t.name for t in self.tasks]}")
-        return self.heads[task](tokens, decoder_width(self.decoder_dim, width), image_hw, active)
+        block_heads, _, block_mlp = encoder_widths(self.hidden_dim, self.num_heads, self.mlp_dim, width)
+        return self.heads[task](tokens, decoder_width(self.decoder_dim, width), image_hw, active, block_heads, block_mlp)
 
     def __call__(self, images: jax.Array, train: bool = False, subnet: Optional[SubnetConfig] = None,
                  return_features: bool = False):
@@ -176,4 +197,6 @@ def build(model_config, tasks, dot_general_provider=None) -> SlimMultiTaskViT:
     return SlimMultiTaskViT(
         **vit_fields(model_config, tasks, dot_general_provider),
         width_menu=check_width_menu(model_config.get("width_menu", DEFAULT_WIDTH_MENU)),
+        image_head=check_image_head(model_config.get("image_head", "class_token")),
+        decoder_blocks=check_decoder_blocks(model_config.get("decoder_blocks", 0)),
     )

@@ -3,8 +3,9 @@
 Encoder (Dosovitskiy et al., 2021): non-overlapping patches -> linear embedding,
 a class token, learned position embeddings, `num_layers` pre-norm blocks
 (x + MHA(LN(x)); x + MLP(LN(x))) and a final LayerNorm.
-Heads: an image-level task reads the class token through a small MLP decoder; a
-dense task (segmentation, depth) decodes every patch token into its p x p pixels
+Heads: an image-level task reads the class token through a small MLP decoder (or,
+with `image_head="mean_pool"`, runs that MLP's hidden layer on every token and averages
+before the output layer, so that decoder width acts on all tokens); a dense task (segmentation, depth) decodes every patch token into its p x p pixels
 ("linear unpatchify", as in SETR-naive/Segmenter-linear), so dense multi-task
 learning runs at CPU scale.
 """
@@ -64,21 +65,57 @@ class EncoderBlock(nn.Module):
         return constrain(x, ("activation_batch", "activation_length", "activation_embed"))
 
 
+IMAGE_HEADS = ("class_token", "mean_pool")
+
+
+def check_image_head(image_head: str) -> str:
+    if image_head not in IMAGE_HEADS:
+        raise ValueError(f"image_head={image_head!r}: must be one of {IMAGE_HEADS}")
+    return image_head
+
+
+def check_decoder_blocks(decoder_blocks) -> int:
+    if int(decoder_blocks) != decoder_blocks or decoder_blocks < 0:
+        raise ValueError(f"decoder_blocks={decoder_blocks!r}: must be an integer >= 0")
+    return int(decoder_blocks)
+
+
+def head_input(tokens: jax.Array, task: TaskSpec, image_head: str) -> jax.Array:
+    """The tokens a task head reads: patch tokens (dense task), the class token, or all tokens (mean_pool)."""
+    if task.is_dense:
+        return tokens[:, 1:]
+    return tokens if check_image_head(image_head) == "mean_pool" else tokens[:, 0]
+
+
+def pool_hidden(hidden: jax.Array, task: TaskSpec, image_head: str) -> jax.Array:
+    """Average the per-token hidden features of an image-level task under `mean_pool`."""
+    return hidden.mean(axis=1) if not task.is_dense and image_head == "mean_pool" else hidden
+
+
 class TaskHead(nn.Module):
-    """LN -> Dense(decoder_dim) -> GELU -> Dense(outputs), per token or on the class token."""
+    """[`num_blocks` task-specific encoder blocks on all tokens ->] LN -> Dense(decoder_dim) -> GELU ->
+    Dense(outputs), per token or on the class token (image-level tasks under `mean_pool`: per token,
+    averaged before the output layer)."""
 
     task: TaskSpec
     decoder_dim: int
     patch_size: int
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
+    image_head: str = "class_token"
+    num_blocks: int = 0  # task decoder blocks (heads / MLP width below)
+    block_heads: int = 0
+    block_mlp: int = 0
 
     @nn.compact
     def __call__(self, tokens: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
-        x = tokens[:, 1:] if self.task.is_dense else tokens[:, 0]
-        x = LayerNorm(self.dtype, name="ln")(x)
+        for j in range(self.num_blocks):
+            tokens = EncoderBlock(self.block_heads, self.block_mlp, self.dtype, self.dot_general_provider,
+                                  name=f"block{j}")(tokens)
+        x = LayerNorm(self.dtype, name="ln")(head_input(tokens, self.task, self.image_head))
         x = nn.gelu(Dense(self.decoder_dim, ("embed", "decoder"), "head", dtype=self.dtype,
                           dot_general_provider=self.dot_general_provider, name="hidden")(x))
+        x = pool_hidden(x, self.task, self.image_head)
         outputs = self.task.out_channels * (self.patch_size**2 if self.task.is_dense else 1)
         y = Dense(outputs, ("decoder", "classes"), "head", dtype=self.dtype,
                   dot_general_provider=self.dot_general_provider, name="out")(x)
@@ -99,6 +136,8 @@ class MultiTaskViT(nn.Module):
     decoder_dim: int
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
+    image_head: str = "class_token"  # how image-level heads read the tokens (IMAGE_HEADS)
+    decoder_blocks: int = 0  # transformer blocks per task between the encoder and its head (num_heads, mlp_dim)
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False, subnet: Optional[SubnetConfig] = None) -> dict[str, jax.Array]:
@@ -113,4 +152,5 @@ class MultiTaskViT(nn.Module):
             x = EncoderBlock(self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider, name=f"block{i}")(x)
         x = LayerNorm(self.dtype, name="ln_final")(x)
         return {t.name: TaskHead(t, self.decoder_dim, self.patch_size, self.dtype, self.dot_general_provider,
+                                 self.image_head, self.decoder_blocks, self.num_heads, self.mlp_dim,
                                  name=f"head_{t.name}")(x, (h, w)) for t in self.tasks}

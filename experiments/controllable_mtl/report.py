@@ -19,6 +19,9 @@ from effjax.train import mtl_metrics  # noqa: E402
 from experiments.controllable_mtl.seeds import oriented_gap, seeds_path, summary_table  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# digits supernet variants whose decoders do more work: (results file key, label); run.py --extra, see the README
+DECODER_VARIANTS = (("pool", "mean-pool heads, decoder 128"),
+                    ("blocks", "2 encoder blocks + 1 decoder block per task"))
 KINDS = {"digit": "classification", "parity": "classification", "ge5": "classification",
          "segmentation": "segmentation", "depth": "depth", "count": "classification"}
 
@@ -95,6 +98,34 @@ def preference_table(r) -> str:
     by_budget = ", ".join(f"{b / 1e6:.2f}: {v:+.2f}" for b, v in zip(c["budgets"], c["mean_controllability_by_budget"]))
     return "\n".join(lines) + f"\n\nMean controllability: {c['mean_controllability']:+.2f}. The same study at every " \
         f"budget of the sweep (MFLOPs: mean ρ): {by_budget}."
+
+
+def decoder_width_effect(r, task: TaskSpec) -> float:
+    """Largest test-metric spread across decoder widths at any one encoder width (points; % of the mean for RMSE)."""
+    table = r["tables"]["supernet"]["test"]
+    spreads = []
+    for e in r["menu"]:
+        values = [table[f"{e}|{task.name}|{d}"] for d in r["menu"]]
+        scale = 100.0 / (sum(values) / len(values)) if task.kind == "depth" else 100.0
+        spreads.append(scale * (max(values) - min(values)))
+    return max(spreads)
+
+
+def head_variant_table(named_results) -> str:
+    """Controllability per run (seed or head variant) of the digits supernets: does decoder width move accuracy?"""
+    tasks = task_specs(named_results[0][1]["tasks"])
+    lines = ["| supernet | " + " | ".join(f"ρ {t.name}" for t in tasks) + " | mean ρ (fixed budget) | "
+             "mean ρ at the 8 budgets | largest decoder-width effect, test pts (" + " / ".join(t.name for t in tasks) + ") |",
+             "|" + "---|" * (len(tasks) + 4)]
+    means = []
+    for name, r in named_results:
+        c = r["control"]
+        means.append(c["mean_controllability"])
+        lines.append(f"| {name} | " + " | ".join(f"{c['controllability'][t.name]:+.2f}" for t in tasks) +
+                     f" | {c['mean_controllability']:+.2f} | " +
+                     " ".join(f"{v:+.2f}" for v in c["mean_controllability_by_budget"]) + " | " +
+                     " / ".join(f"{decoder_width_effect(r, t):.1f}" for t in tasks) + " |")
+    return "\n".join(lines)
 
 
 def plot_preference(results) -> str:
@@ -180,6 +211,20 @@ def main():
               f"{', '.join(sorted(seeds['seeds'], key=int))}:\n")
         first = next(iter(seeds["seeds"].values()))
         print(summary_table(seeds, task_specs(list(first[str(seeds["menu"][0])]["test"])), seeds["menu"]) + "\n")
+    variants = [(f"labels, {label}, seed {n}", os.path.join(HERE, f"results_digits_labels_{key}_seed{n}.json"))
+                for key, label in DECODER_VARIANTS for n in range(3)]
+    variants = [(name, json.load(open(path))) for name, path in variants if os.path.exists(path)]
+    if variants:
+        baseline = [("labels, class-token heads, decoder 64, seed 0", r) for r in results
+                    if r["dataset"] == "digits" and r.get("supernet_variant") == "labels"]
+        print("\n## digits: decoders with more work to do (mean-pool heads; task decoder blocks)\n")
+        print(head_variant_table(baseline + variants))
+        for key, label in DECODER_VARIANTS:
+            runs = [r for name, r in variants if label in name]
+            if runs:
+                mean = sum(r["control"]["mean_controllability"] for r in runs) / len(runs)
+                print(f"\n{label}: mean ρ over {len(runs)} seed(s) = {mean:+.2f}.", end="")
+        print()
     if results:
         print("\n", plot_preference(results), plot_budget(results))
 

@@ -18,18 +18,23 @@ def _xla_flops_per_example(model, params, images, subnet):
     return cost["flops"] / images.shape[0]
 
 
-@pytest.mark.parametrize("dataset, encoder, decoders", [
-    ("digits", 1.0, (1.0, 1.0, 1.0)),
-    ("digits", 0.25, (0.25, 1.0, 0.5)),
-    ("shapes", 1.0, (0.25, 0.25, 0.25)),
-    ("shapes", 0.5, (1.0, 0.5, 0.25)),
-    ("shapes", 0.25, (0.25, 0.75, 1.0)),
-    ("shapes", 0.75, (0.75, 0.75, 0.75)),
+@pytest.mark.parametrize("dataset, encoder, decoders, image_head, decoder_blocks", [
+    ("digits", 1.0, (1.0, 1.0, 1.0), "class_token", 0),
+    ("digits", 0.25, (0.25, 1.0, 0.5), "class_token", 0),
+    ("shapes", 1.0, (0.25, 0.25, 0.25), "class_token", 0),
+    ("shapes", 0.5, (1.0, 0.5, 0.25), "class_token", 0),
+    ("shapes", 0.25, (0.25, 0.75, 1.0), "class_token", 0),
+    ("shapes", 0.75, (0.75, 0.75, 0.75), "class_token", 0),
+    ("digits", 1.0, (1.0, 1.0, 1.0), "mean_pool", 0),
+    ("digits", 0.25, (1.0, 0.25, 1.0), "mean_pool", 0),
+    ("digits", 0.5, (1.0, 0.25, 0.75), "class_token", 1),
+    ("shapes", 0.25, (0.5, 1.0, 0.25), "class_token", 1),
 ])
-def test_analytic_flops_match_xla_within_10_percent(request, dataset, encoder, decoders):
+def test_analytic_flops_match_xla_within_10_percent(request, dataset, encoder, decoders, image_head, decoder_blocks):
     ds = request.getfixturevalue(dataset)
     mc = model_config(hidden_dim=32, num_heads=4, mlp_dim=64, decoder_dim=32, num_layers=2,
-                      patch_size=2 if dataset == "digits" else 4, width_menu=(0.25, 0.5, 0.75, 1.0))
+                      patch_size=2 if dataset == "digits" else 4, width_menu=(0.25, 0.5, 0.75, 1.0),
+                      image_head=image_head, decoder_blocks=decoder_blocks)
     model = build(ds.tasks, mc)
     images = jnp.asarray(ds.splits["val"]["image"][:4])
     params = init_params(model, images)

@@ -29,17 +29,22 @@ def _dense_params_from_slim(slim_params, dense_shapes):
     return flax.traverse_util.unflatten_dict(out, sep="/")
 
 
-@pytest.mark.parametrize("dataset, width, decoders", [
-    ("digits", 1.0, 1.0), ("digits", 0.5, 0.5), ("shapes", 0.5, 1.0), ("shapes", 1.0, 0.5)])
-def test_subnet_equals_a_plain_vit_with_sliced_weights(request, dataset, width, decoders):
+@pytest.mark.parametrize("dataset, width, decoders, image_head, decoder_blocks", [
+    ("digits", 1.0, 1.0, "class_token", 0), ("digits", 0.5, 0.5, "class_token", 0), ("shapes", 0.5, 1.0, "class_token", 0),
+    ("shapes", 1.0, 0.5, "class_token", 0), ("digits", 0.5, 0.5, "mean_pool", 0), ("shapes", 0.5, 1.0, "mean_pool", 0),
+    ("digits", 0.5, 0.5, "class_token", 1), ("shapes", 1.0, 1.0, "class_token", 2)])
+def test_subnet_equals_a_plain_vit_with_sliced_weights(request, dataset, width, decoders, image_head, decoder_blocks):
+    """Decoder blocks: uniform widths only, where a plain ViT of that width has the same block heads / MLP."""
     ds = request.getfixturevalue(dataset)
-    mc = model_config(num_layers=2, patch_size=4 if dataset == "shapes" else 2)
+    mc = model_config(num_layers=2, patch_size=4 if dataset == "shapes" else 2, image_head=image_head,
+                      decoder_blocks=decoder_blocks)
     model = build(ds.tasks, mc)
     images = jnp.asarray(ds.splits["val"]["image"][:4])
     params = init_params(model, images)
     subnet = SubnetConfig(width, tuple((t.name, decoders) for t in ds.tasks))
     w = slim_widths(mc, ds.tasks, subnet)
-    dense = MultiTaskViT(ds.tasks, mc.patch_size, w.hidden, mc.num_layers, w.heads, w.mlp, w.decoder(ds.tasks[0].name))
+    dense = MultiTaskViT(ds.tasks, mc.patch_size, w.hidden, mc.num_layers, w.heads, w.mlp, w.decoder(ds.tasks[0].name),
+                         image_head=image_head, decoder_blocks=decoder_blocks)
     shapes = jax.eval_shape(lambda: nn.unbox(dense.init(jax.random.PRNGKey(0), images[:1])["params"]))
     expected = apply(dense, _dense_params_from_slim(params, shapes), images)
     got = apply(model, params, images, subnet=subnet)
@@ -47,8 +52,9 @@ def test_subnet_equals_a_plain_vit_with_sliced_weights(request, dataset, width, 
         np.testing.assert_allclose(got[t.name], expected[t.name], rtol=2e-4, atol=2e-5)
 
 
-def test_padded_encode_decode_equals_the_sliced_forward(digits):
-    mc = model_config()
+@pytest.mark.parametrize("image_head, decoder_blocks", [("class_token", 0), ("mean_pool", 0), ("class_token", 1)])
+def test_padded_encode_decode_equals_the_sliced_forward(digits, image_head, decoder_blocks):
+    mc = model_config(image_head=image_head, decoder_blocks=decoder_blocks)
     model = build(digits.tasks, mc)
     images = jnp.asarray(digits.splits["val"]["image"][:4])
     params = init_params(model, images)
@@ -62,8 +68,10 @@ def test_padded_encode_decode_equals_the_sliced_forward(digits):
         np.testing.assert_allclose(got, expected[t.name], rtol=1e-4, atol=1e-5)
 
 
-def test_a_task_prediction_depends_only_on_its_own_decoder_width(digits):
-    model = build(digits.tasks, model_config())
+@pytest.mark.parametrize("decoder_blocks", [0, 1])
+def test_a_task_prediction_depends_only_on_its_own_decoder_width(digits, decoder_blocks):
+    """What lets the controller look mixed configs up in a (encoder width, decoder width) table."""
+    model = build(digits.tasks, model_config(decoder_blocks=decoder_blocks))
     images = jnp.asarray(digits.splits["val"]["image"][:4])
     params = init_params(model, images)
     mixed = apply(model, params, images, subnet=SubnetConfig(0.5, (("digit", 0.5), ("parity", 1.0), ("ge5", 0.5))))
@@ -91,3 +99,7 @@ def test_registry_builds_it_with_logical_axis_names_everywhere(digits):
     assert tuple(model.width_menu) == (0.5, 1.0)
     with pytest.raises(ValueError, match="width_menu"):
         build_model(model_config(width_menu=(0.25, 0.5)), digits.tasks)
+    with pytest.raises(ValueError, match="image_head='avg'"):
+        build_model(model_config(image_head="avg"), digits.tasks)
+    with pytest.raises(ValueError, match="image_head='avg'"):
+        build_model(model_config(name="mt_vit", image_head="avg"), digits.tasks)

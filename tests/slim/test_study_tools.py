@@ -18,6 +18,21 @@ def test_variants_set_seed_steps_and_the_labels_objective():
         get_config("shapes,sed=2")
 
 
+def test_head_and_decoder_variants_reach_the_width_alone_baselines():
+    alone = get_config("digits,alone=0.5,head=mean_pool,decoder=128")  # decoder is applied before alone slices it
+    assert (alone.model.name, alone.model.image_head, alone.model.decoder_dim) == ("mt_vit", "mean_pool", 64)
+    supernet = get_config("digits,labels,head=mean_pool,decoder=128")
+    assert (supernet.model.image_head, supernet.model.decoder_dim) == ("mean_pool", 128)
+    assert (get_config("digits").model.image_head, get_config("digits").model.decoder_blocks) == ("class_token", 0)
+    blocks = get_config("digits,alone=0.25,layers=2,decoder_blocks=1")
+    assert (blocks.model.name, blocks.model.num_layers, blocks.model.decoder_blocks, blocks.model.num_heads) == \
+        ("mt_vit", 2, 1, 1)
+    with pytest.raises(ValueError, match="decoder_blocks=-1"):
+        get_config("digits,decoder_blocks=-1")
+    with pytest.raises(ValueError, match="image_head='avg'"):
+        get_config("digits,head=avg")
+
+
 def test_gaps_are_positive_when_the_supernet_is_better():
     acc, depth = TaskSpec("digit", "classification", 10), TaskSpec("depth", "depth")
     assert oriented_gap(acc, 0.95, 0.93) == pytest.approx(2.0)
