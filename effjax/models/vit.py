@@ -5,9 +5,11 @@ a class token, learned position embeddings, `num_layers` pre-norm blocks
 (x + MHA(LN(x)); x + MLP(LN(x))) and a final LayerNorm.
 Heads: an image-level task reads the class token through a small MLP decoder (or,
 with `image_head="mean_pool"`, runs that MLP's hidden layer on every token and averages
-before the output layer, so that decoder width acts on all tokens); a dense task (segmentation, depth) decodes every patch token into its p x p pixels
-("linear unpatchify", as in SETR-naive/Segmenter-linear), so dense multi-task
-learning runs at CPU scale.
+before the output layer, so that decoder width acts on all tokens); a dense task
+(segmentation, depth) decodes every patch token into its p x p pixels ("linear
+unpatchify", as in SETR-naive/Segmenter-linear), so dense multi-task learning runs at
+CPU scale. `decoder_blocks` > 0 puts that many task-specific encoder blocks between the
+shared encoder and each head (a study option for the controllable-MTL experiments).
 """
 
 from __future__ import annotations

@@ -117,10 +117,8 @@ def head_variant_table(named_results) -> str:
     lines = ["| supernet | " + " | ".join(f"ρ {t.name}" for t in tasks) + " | mean ρ (fixed budget) | "
              "mean ρ at the 8 budgets | largest decoder-width effect, test pts (" + " / ".join(t.name for t in tasks) + ") |",
              "|" + "---|" * (len(tasks) + 4)]
-    means = []
     for name, r in named_results:
         c = r["control"]
-        means.append(c["mean_controllability"])
         lines.append(f"| {name} | " + " | ".join(f"{c['controllability'][t.name]:+.2f}" for t in tasks) +
                      f" | {c['mean_controllability']:+.2f} | " +
                      " ".join(f"{v:+.2f}" for v in c["mean_controllability_by_budget"]) + " | " +
