@@ -2,7 +2,8 @@
 
 The subnet's active parameters are found from each parameter's logical axis names
 (`embed` -> active token width, `heads` -> active heads x head size, `mlp` ->
-active MLP width, `decoder` -> that task's decoder width; other axes stay whole),
+active MLP width, `decoder` -> that task's decoder width; inside a task's decoder blocks
+`heads` and `mlp` follow that task's decoder width; other axes stay whole),
 sliced out as prefixes (the MoE axes `expert` / `expert_mlp` stay whole), and
 kernels (Dense and MoE expert kernels) are quantized to the subnet's bits per layer
 group (`weight_quant`) with the per-column scales of the full max-width kernel (the
@@ -55,9 +56,11 @@ PVQ_BITS = 0  # ParamPlan.bits of a PVQ-coded kernel (its `pvq` spec says how)
 
 
 def layer_group(path: str) -> str:
-    """The layer group of a parameter path, as the subnet's bits are assigned."""
+    """The layer group of a parameter path, as the subnet's bits are assigned. A task's decoder blocks
+    (`heads_<task>/block<j>/...`) are body layers, as the cost model and the AQT provider group them."""
     parts = path.split("/")
-    if any(p.startswith("heads_") or p.startswith("head_") for p in parts):
+    in_block = any(p.startswith("block") for p in parts)
+    if not in_block and any(p.startswith("heads_") or p.startswith("head_") for p in parts):
         return "head"
     if "patch_embed" in parts:
         return "embed"
@@ -97,14 +100,17 @@ def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet:
     widths = slim_widths(model_config, tasks, SubnetConfig(encoder_width=subnet.encoder_width,
                                                            decoder_widths=subnet.decoder_widths))
     decoders = dict(widths.decoders)
+    decoder_blocks = {task: (heads, mlp) for task, heads, mlp in widths.decoder_blocks}
     flat = flax.traverse_util.flatten_dict(boxed_abstract_params, sep="/")
     plans = []
     for path, leaf in sorted(flat.items()):
         names = getattr(leaf, "names", (None,) * len(leaf.value.shape))
         shape = tuple(leaf.value.shape)
         task = _task_of(path, tasks)
-        sizes = {"embed": widths.hidden, "heads": widths.heads * widths.head_dim, "mlp": widths.mlp,
-                 "decoder": decoders.get(task)}
+        heads, mlp = widths.heads, widths.mlp
+        if task is not None and "/block" in path:  # a task decoder block: its heads and MLP follow the decoder width
+            heads, mlp = decoder_blocks[task]
+        sizes = {"embed": widths.hidden, "heads": heads * widths.head_dim, "mlp": mlp, "decoder": decoders.get(task)}
         active = tuple(min(sizes.get(n) or dim, dim) for n, dim in zip(names, shape))
         if pvq is not None and is_kernel(path, len(shape)):
             first_last = layer_group(path) in ("embed", "head")
