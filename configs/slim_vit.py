@@ -20,7 +20,7 @@ image-level decoders read the tokens: the class token, or every token averaged a
 layer, so that decoder width acts on all tokens), `decoder=<n>` (max decoder width),
 `decoder_blocks=<n>` (slimmable transformer blocks per task before its head; the decoder width
 multiplier slims their heads and MLP as the encoder width slims the encoder's), `layers=<n>`
-(encoder blocks).
+(encoder blocks), `private_norms` (the encoder's LayerNorms keep one scale / bias per menu width).
 """
 
 import ml_collections
@@ -46,6 +46,7 @@ def get_config(arg: str | None = None):
     c.model.decoder_dim = 64
     c.model.image_head = "class_token"  # image-level decoders read the class token (`head=mean_pool`: all tokens)
     c.model.decoder_blocks = 0  # task-specific transformer blocks before each head (`decoder_blocks=<n>`)
+    c.model.private_norms = False  # encoder LayerNorm affine shared by all widths (`private_norms`: one per width)
     c.train.objective = "sandwich"
     c.slim = ml_collections.ConfigDict()
     c.slim.num_random = 2  # random configs per step besides max and min (US-Nets: 2)
@@ -90,6 +91,8 @@ def get_config(arg: str | None = None):
             c.model.decoder_blocks = check_decoder_blocks(int(value))
         elif name == "layers":
             c.model.num_layers = int(value)
+        elif name == "private_norms":
+            c.model.private_norms = True
         elif name == "nocikd":
             c.slim.cikd_weight = 0.0
         elif name == "labels":  # every config trains on the labels; no in-place KD, no CIKD
@@ -111,5 +114,5 @@ def get_config(arg: str | None = None):
         else:
             raise ValueError(f"configs/slim_vit.py: unknown variant {part!r}; allowed: digits, shapes, tiny, nocikd, "
                              f"labels, alone=<width>, single=<task>, seed=<n>, steps=<n>, label_small=<w>, head=<kind>, "
-                             f"decoder=<n>, decoder_blocks=<n>, layers=<n>")
+                             f"decoder=<n>, decoder_blocks=<n>, layers=<n>, private_norms")
     return c

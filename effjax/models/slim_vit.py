@@ -6,7 +6,9 @@ at inference. Here the subnet is a `SubnetConfig`: `encoder_width` slims the who
 encoder globally (attention heads with a fixed head size, hence the token width, and
 the MLP hidden width); `decoder_widths` slims each task head's hidden width and, in a
 model with `decoder_blocks` > 0, the heads and MLP width of that task's decoder blocks
-(transformer blocks between the shared encoder and the head). Integer
+(transformer blocks between the shared encoder and the head). Normalization is LayerNorm
+over the active slice; with `private_norms` the encoder's LayerNorms keep one affine
+(scale, bias) per menu width, the LayerNorm analogue of switchable BatchNorm. Integer
 widths come from `effjax.compress.cost_slim.slim_widths`, the same rounding the cost
 model prices.
 
@@ -74,18 +76,21 @@ class SlimEncoderBlock(nn.Module):
     max_mlp: int
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
+    num_widths: int = 0  # > 0: private LayerNorm affine per menu width (`width_index` picks the row)
 
     @nn.compact
-    def __call__(self, x: jax.Array, heads: int, mlp: int, active: Optional[jax.Array] = None) -> jax.Array:
+    def __call__(self, x: jax.Array, heads: int, mlp: int, active: Optional[jax.Array] = None,
+                 width_index: Optional[int] = None) -> jax.Array:
         """`active`: only the first `active` channels of `x` are real (zero padding after them); the
         block normalizes over those and keeps the padding at zero."""
         keep = None if active is None else (jnp.arange(x.shape[-1]) < active).astype(x.dtype)
         masked = (lambda y: y) if keep is None else (lambda y: y * keep)  # noqa: E731
         attention = SlimAttention(self.max_dim, self.max_heads, self.max_dim // self.max_heads, self.dtype,
                                   self.dot_general_provider, name="attention")
-        x = x + masked(attention(SlimLayerNorm(self.max_dim, self.dtype, name="ln_attention")(x, active), heads))
+        norm = lambda name: SlimLayerNorm(self.max_dim, self.dtype, num_widths=self.num_widths, name=name)  # noqa: E731
+        x = x + masked(attention(norm("ln_attention")(x, active, width_index), heads))
         x = x + masked(SlimMlp(self.max_dim, self.max_mlp, self.dtype, self.dot_general_provider, name="mlp")(
-            SlimLayerNorm(self.max_dim, self.dtype, name="ln_mlp")(x, active), mlp))
+            norm("ln_mlp")(x, active, width_index), mlp))
         return constrain(x, ("activation_batch", "activation_length", "activation_embed"))
 
 
@@ -138,6 +143,7 @@ class SlimMultiTaskViT(nn.Module):
     dot_general_provider: Optional[DotGeneralProvider] = None
     image_head: str = "class_token"  # how image-level heads read the tokens (vit.IMAGE_HEADS)
     decoder_blocks: int = 0  # slimmable transformer blocks per task before its head, slimmed by the decoder width
+    private_norms: bool = False  # encoder LayerNorms keep one affine (scale, bias) per menu width
 
     def setup(self):
         if self.hidden_dim % self.num_heads:
@@ -147,23 +153,38 @@ class SlimMultiTaskViT(nn.Module):
         check_decoder_blocks(self.decoder_blocks)
         self.embedding = SlimEmbedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
         self.blocks = self.make_blocks()
-        self.ln_final = SlimLayerNorm(self.hidden_dim, self.dtype)
+        self.ln_final = SlimLayerNorm(self.hidden_dim, self.dtype, num_widths=self.norm_widths)
         self.heads = {t.name: SlimTaskHead(t, self.hidden_dim, self.decoder_dim, self.patch_size, self.dtype,
                                            self.dot_general_provider, self.image_head, self.decoder_blocks,
                                            self.num_heads, self.mlp_dim) for t in self.tasks}
 
     def make_blocks(self) -> list[nn.Module]:
         """The encoder blocks (called in `setup`; subclasses swap the block type here)."""
-        return [SlimEncoderBlock(self.hidden_dim, self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider)
-                for _ in range(self.num_layers)]
+        return [SlimEncoderBlock(self.hidden_dim, self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider,
+                                 self.norm_widths) for _ in range(self.num_layers)]
+
+    @property
+    def norm_widths(self) -> int:
+        """Rows of the encoder LayerNorms' affine parameters: the menu size with private norms, else 0 (shared)."""
+        return len(self.width_menu) if self.private_norms else 0
+
+    def width_index(self, encoder_width: float) -> Optional[int]:
+        """The private-norm row of an encoder width (None with shared norms)."""
+        if not self.private_norms:
+            return None
+        menu = sorted(float(w) for w in self.width_menu)
+        if float(encoder_width) not in menu:
+            raise ValueError(f"encoder_width={encoder_width!r}: private norms exist only for the menu widths {menu}")
+        return menu.index(float(encoder_width))
 
     def encode(self, images: jax.Array, encoder_width: float = 1.0) -> jax.Array:
         """Encoder output tokens [B, N, d(encoder_width)] after the final LayerNorm."""
         heads, hidden, mlp = encoder_widths(self.hidden_dim, self.num_heads, self.mlp_dim, encoder_width)
         x = self.embedding(images, hidden)
+        row = self.width_index(encoder_width)
         for block in self.blocks:
-            x = block(x, heads, mlp)
-        return self.ln_final(x)
+            x = block(x, heads, mlp, None, row)
+        return self.ln_final(x, None, row)
 
     def decode(self, tokens: jax.Array, task: str, width: float, image_hw: tuple[int, int],
                active: Optional[jax.Array] = None) -> jax.Array:
@@ -199,4 +220,5 @@ def build(model_config, tasks, dot_general_provider=None) -> SlimMultiTaskViT:
         width_menu=check_width_menu(model_config.get("width_menu", DEFAULT_WIDTH_MENU)),
         image_head=check_image_head(model_config.get("image_head", "class_token")),
         decoder_blocks=check_decoder_blocks(model_config.get("decoder_blocks", 0)),
+        private_norms=bool(model_config.get("private_norms", False)),
     )

@@ -68,20 +68,33 @@ class SlimDense(nn.Module):
 
 
 class SlimLayerNorm(nn.Module):
-    """LayerNorm over the active channels; scale / bias are prefix slices of max-width ones."""
+    """LayerNorm over the active channels; scale / bias are prefix slices of max-width ones.
+
+    With `num_widths` > 0 the affine parameters are private per width (one row per menu width,
+    the LayerNorm analogue of switchable BatchNorm); the caller passes the row, `width_index`.
+    """
 
     max_features: int
     dtype: Any = jnp.float32
     axis_name: str = "embed"
+    num_widths: int = 0
 
     @nn.compact
-    def __call__(self, x: jax.Array, active: Optional[jax.Array] = None) -> jax.Array:
+    def __call__(self, x: jax.Array, active: Optional[jax.Array] = None, width_index: Optional[int] = None) -> jax.Array:
         c = x.shape[-1]
         _check_width(f"{self.name}: input width", c, self.max_features)
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
-                           (self.max_features,), jnp.float32)[:c]
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.axis_name,)),
-                          (self.max_features,), jnp.float32)[:c]
+        if self.num_widths:
+            if width_index is None or not 0 <= width_index < self.num_widths:
+                raise ValueError(f"{self.name}: width_index={width_index!r}: private norms need a menu width index in "
+                                 f"[0, {self.num_widths})")
+            shape, axes = (self.num_widths, self.max_features), (None, self.axis_name)
+        else:
+            shape, axes = (self.max_features,), (self.axis_name,)
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, axes), shape, jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, axes), shape, jnp.float32)
+        if self.num_widths:
+            scale, bias = scale[width_index], bias[width_index]
+        scale, bias = scale[:c], bias[:c]
         x32 = x.astype(jnp.float32)
         if active is None:
             mean = jnp.mean(x32, axis=-1, keepdims=True)

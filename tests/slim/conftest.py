@@ -21,7 +21,8 @@ def build(tasks, mc) -> SlimMultiTaskViT:
     return SlimMultiTaskViT(tasks=tuple(tasks), patch_size=mc.patch_size, hidden_dim=mc.hidden_dim,
                             num_layers=mc.num_layers, num_heads=mc.num_heads, mlp_dim=mc.mlp_dim,
                             decoder_dim=mc.decoder_dim, width_menu=tuple(mc.width_menu),
-                            image_head=mc.get("image_head", "class_token"), decoder_blocks=mc.get("decoder_blocks", 0))
+                            image_head=mc.get("image_head", "class_token"), decoder_blocks=mc.get("decoder_blocks", 0),
+                            private_norms=mc.get("private_norms", False))
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,9 @@ from .conftest import build, init_params, model_config
 OPTIONS = SandwichOptions(num_random=2, inplace_kd_weight=1.0, cikd_weight=0.5, label_weight_small=0.25)
 
 
-@pytest.fixture(scope="module")
-def setup(digits, digits_batch):
-    mc = model_config(patch_size=4)
+@pytest.fixture(scope="module", params=[False, True], ids=["shared_norms", "private_norms"])
+def setup(request, digits, digits_batch):
+    mc = model_config(patch_size=4, private_norms=request.param)
     model = build(digits.tasks, mc)
     params = init_params(model, digits_batch["image"])
     tx = optax.sgd(1.0)  # the update is minus the summed gradient

@@ -103,3 +103,39 @@ def test_registry_builds_it_with_logical_axis_names_everywhere(digits):
         build_model(model_config(image_head="avg"), digits.tasks)
     with pytest.raises(ValueError, match="image_head='avg'"):
         build_model(model_config(name="mt_vit", image_head="avg"), digits.tasks)
+
+
+def test_private_norms_pick_their_width_row_and_equal_shared_norms_when_rows_agree(digits):
+    images = jnp.asarray(digits.splits["val"]["image"][:4])
+    menu = (0.5, 1.0)
+    shared = build(digits.tasks, model_config(width_menu=menu))
+    private = build(digits.tasks, model_config(width_menu=menu, private_norms=True))
+    shared_params = init_params(shared, images)
+
+    def tiled(params):  # every LayerNorm scale / bias of the encoder, one identical row per width
+        flat = flax.traverse_util.flatten_dict(params, sep="/")
+        encoder_norm = lambda k: k.startswith("ln_final/") or "/ln_" in k  # noqa: E731
+        out = {k: (jnp.stack([v] * len(menu)) if encoder_norm(k) and not k.startswith("heads_") else v)
+               for k, v in flat.items()}
+        return flax.traverse_util.unflatten_dict(out, sep="/")
+
+    private_params = tiled(shared_params)
+    shapes = jax.eval_shape(lambda: nn.unbox(private.init(jax.random.PRNGKey(0), images[:1])["params"]))
+    assert jax.tree.map(lambda a: a.shape, private_params) == jax.tree.map(lambda a: a.shape, shapes)
+    for width in menu:
+        subnet = SubnetConfig(width, tuple((t.name, width) for t in digits.tasks))
+        expected = apply(shared, shared_params, images, subnet=subnet)
+        got = apply(private, private_params, images, subnet=subnet)
+        for t in digits.tasks:
+            np.testing.assert_allclose(got[t.name], expected[t.name], rtol=1e-5, atol=1e-6)
+    # changing the 0.5 row of the final norm moves only the 0.5-wide subnet
+    bumped = flax.traverse_util.flatten_dict(private_params, sep="/")
+    bumped["ln_final/bias"] = bumped["ln_final/bias"].at[0].add(jnp.linspace(-1.0, 1.0, 16))  # not a constant: the heads re-normalize
+    bumped = flax.traverse_util.unflatten_dict(bumped, sep="/")
+    for width, moved in ((0.5, True), (1.0, False)):
+        subnet = SubnetConfig(width, tuple((t.name, width) for t in digits.tasks))
+        before = apply(private, private_params, images, subnet=subnet)["digit"]
+        after = apply(private, bumped, images, subnet=subnet)["digit"]
+        assert (not np.allclose(before, after)) == moved
+    with pytest.raises(ValueError, match="private norms exist only for the menu widths"):
+        apply(private, private_params, images, 0.75, method="encode")

@@ -27,6 +27,7 @@ def test_head_and_decoder_variants_reach_the_width_alone_baselines():
     blocks = get_config("digits,alone=0.25,layers=2,decoder_blocks=1")
     assert (blocks.model.name, blocks.model.num_layers, blocks.model.decoder_blocks, blocks.model.num_heads) == \
         ("mt_vit", 2, 1, 1)
+    assert get_config("shapes,labels,private_norms").model.private_norms and not get_config("shapes").model.private_norms
     with pytest.raises(ValueError, match="decoder_blocks=-1"):
         get_config("digits,decoder_blocks=-1")
     with pytest.raises(ValueError, match="image_head='avg'"):
