@@ -55,12 +55,16 @@ READABLE_VERSIONS = (1, 2)
 PVQ_BITS = 0  # ParamPlan.bits of a PVQ-coded kernel (its `pvq` spec says how)
 
 
+def _in_block(path: str) -> bool:
+    """A parameter of a transformer block (encoder `blocks_<i>` / `block<i>`, or a task's decoder block)."""
+    return any(p.startswith("block") for p in path.split("/"))
+
+
 def layer_group(path: str) -> str:
     """The layer group of a parameter path, as the subnet's bits are assigned. A task's decoder blocks
     (`heads_<task>/block<j>/...`) are body layers, as the cost model and the AQT provider group them."""
     parts = path.split("/")
-    in_block = any(p.startswith("block") for p in parts)
-    if not in_block and any(p.startswith("heads_") or p.startswith("head_") for p in parts):
+    if not _in_block(path) and any(p.startswith("heads_") or p.startswith("head_") for p in parts):
         return "head"
     if "patch_embed" in parts:
         return "embed"
@@ -108,7 +112,7 @@ def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet:
         shape = tuple(leaf.value.shape)
         task = _task_of(path, tasks)
         heads, mlp = widths.heads, widths.mlp
-        if task is not None and "/block" in path:  # a task decoder block: its heads and MLP follow the decoder width
+        if task is not None and _in_block(path):  # a task decoder block: its heads and MLP follow the decoder width
             heads, mlp = decoder_blocks[task]
         sizes = {"embed": widths.hidden, "heads": heads * widths.head_dim, "mlp": mlp, "decoder": decoders.get(task)}
         active = tuple(min(sizes.get(n) or dim, dim) for n, dim in zip(names, shape))

@@ -21,11 +21,9 @@ def vit_fields(model_config, tasks, dot_general_provider=None) -> dict:
 
 
 def _mt_vit(model_config, tasks, dot_general_provider):
-    from effjax.models.vit import MultiTaskViT, check_decoder_blocks, check_image_head
+    from effjax.models.vit import MultiTaskViT, head_fields
 
-    return MultiTaskViT(**vit_fields(model_config, tasks, dot_general_provider),
-                        image_head=check_image_head(model_config.get("image_head", "class_token")),
-                        decoder_blocks=check_decoder_blocks(model_config.get("decoder_blocks", 0)))
+    return MultiTaskViT(**vit_fields(model_config, tasks, dot_general_provider), **head_fields(model_config))
 
 
 _BUILDERS = {

@@ -37,7 +37,8 @@ from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models.layers import DotGeneralProvider, constrain
 from effjax.models.slimmable import SlimAttention, SlimDense, SlimLayerNorm, SlimMlp
-from effjax.models.vit import check_decoder_blocks, check_image_head, head_input, patchify, pool_hidden, unpatchify
+from effjax.models.vit import (check_decoder_blocks, check_image_head, head_fields, head_input, patchify, pool_hidden,
+                               unpatchify)
 
 DEFAULT_WIDTH_MENU = (0.25, 0.5, 0.75, 1.0)
 
@@ -218,7 +219,6 @@ def build(model_config, tasks, dot_general_provider=None) -> SlimMultiTaskViT:
     return SlimMultiTaskViT(
         **vit_fields(model_config, tasks, dot_general_provider),
         width_menu=check_width_menu(model_config.get("width_menu", DEFAULT_WIDTH_MENU)),
-        image_head=check_image_head(model_config.get("image_head", "class_token")),
-        decoder_blocks=check_decoder_blocks(model_config.get("decoder_blocks", 0)),
+        **head_fields(model_config),
         private_norms=bool(model_config.get("private_norms", False)),
     )

@@ -307,6 +307,13 @@ def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None) ->
     from effjax.models.registry import vit_fields
 
     get = model_config.get
+    from effjax.models.vit import HEAD_DEFAULTS, head_fields
+
+    unsupported = {k: v for k, v in head_fields(model_config).items() if v != HEAD_DEFAULTS[k]}
+    if get("private_norms", False):
+        unsupported["private_norms"] = True
+    if unsupported:
+        raise ValueError(f"model super_vit: {unsupported} are slim_vit study options, not supported here")
     return SuperViT(
         **vit_fields(model_config, tasks, dot_general_provider),
         width_menu=check_width_menu(get("width_menu", DEFAULT_WIDTH_MENU)),

@@ -82,6 +82,15 @@ def check_decoder_blocks(decoder_blocks) -> int:
     return int(decoder_blocks)
 
 
+HEAD_DEFAULTS = {"image_head": "class_token", "decoder_blocks": 0}  # the task-head options of mt_vit / slim_vit
+
+
+def head_fields(model_config) -> dict:
+    """`image_head` and `decoder_blocks` of a model config, validated (defaults where absent)."""
+    return dict(image_head=check_image_head(model_config.get("image_head", HEAD_DEFAULTS["image_head"])),
+                decoder_blocks=check_decoder_blocks(model_config.get("decoder_blocks", HEAD_DEFAULTS["decoder_blocks"])))
+
+
 def head_input(tokens: jax.Array, task: TaskSpec, image_head: str) -> jax.Array:
     """The tokens a task head reads: patch tokens (dense task), the class token, or all tokens (mean_pool)."""
     if task.is_dense:

@@ -103,6 +103,9 @@ def test_registry_builds_it_with_logical_axis_names_everywhere(digits):
         build_model(model_config(image_head="avg"), digits.tasks)
     with pytest.raises(ValueError, match="image_head='avg'"):
         build_model(model_config(name="mt_vit", image_head="avg"), digits.tasks)
+    for option in ({"decoder_blocks": 1}, {"image_head": "mean_pool"}, {"private_norms": True}):
+        with pytest.raises(ValueError, match="super_vit: .* slim_vit study options"):
+            build_model(model_config(name="super_vit", **option), digits.tasks)
 
 
 def test_private_norms_pick_their_width_row_and_equal_shared_norms_when_rows_agree(digits):
@@ -130,7 +133,8 @@ def test_private_norms_pick_their_width_row_and_equal_shared_norms_when_rows_agr
             np.testing.assert_allclose(got[t.name], expected[t.name], rtol=1e-5, atol=1e-6)
     # changing the 0.5 row of the final norm moves only the 0.5-wide subnet
     bumped = flax.traverse_util.flatten_dict(private_params, sep="/")
-    bumped["ln_final/bias"] = bumped["ln_final/bias"].at[0].add(jnp.linspace(-1.0, 1.0, 16))  # not a constant: the heads re-normalize
+    # a ramp, not a constant: the heads' LayerNorm would remove a constant shift
+    bumped["ln_final/bias"] = bumped["ln_final/bias"].at[0].add(jnp.linspace(-1.0, 1.0, 16))
     bumped = flax.traverse_util.unflatten_dict(bumped, sep="/")
     for width, moved in ((0.5, True), (1.0, False)):
         subnet = SubnetConfig(width, tuple((t.name, width) for t in digits.tasks))
