@@ -9,7 +9,7 @@ dropless), `shared` (one router for all tasks), `dense_dispatch`, `tiny` (a few 
 The dense baseline is configs/quickstart.py.
 """
 
-from effjax.config_base import base_config
+from effjax.config.base import base_config
 
 VARIANTS = ("topp", "shared", "dense_dispatch", "tiny")
 

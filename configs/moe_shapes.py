@@ -9,7 +9,7 @@ Variants (comma-separated): `topp`, `shared`, `dense_dispatch`, `tiny` (as in
 configs/moe_digits.py). The dense baseline is configs/shapes_vit.py.
 """
 
-from effjax.config_base import base_config
+from effjax.config.base import base_config
 
 VARIANTS = ("topp", "shared", "dense_dispatch", "tiny")
 

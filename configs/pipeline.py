@@ -3,7 +3,7 @@ Pareto front zero-shot, export the best point per budget.
 
   python -m effjax.main --config=configs/pipeline.py:digits --workdir=workdirs/pipeline_digits
   python -m effjax.main --config=configs/pipeline.py:shapes --workdir=workdirs/pipeline_shapes
-  python -m effjax.export --workdir=workdirs/pipeline_digits --point=<id>
+  python -m effjax.job.export --workdir=workdirs/pipeline_digits --point=<id>
 
 The supernet is `configs/slim_vit.py` (same argument: dataset and variants, e.g.
 `digits,tiny`); this file adds the search. Knobs searched: encoder width, one
@@ -20,7 +20,7 @@ import os
 
 import ml_collections
 
-from effjax.config_loading import load_config
+from effjax.config.load import load_config
 
 
 def get_config(arg: str | None = None):

@@ -7,7 +7,7 @@ Runs in about a minute on a 2-core CPU:
 Variants: `configs/quickstart.py:tiny` (a few steps, for tests and smoke runs).
 """
 
-from effjax.config_base import base_config
+from effjax.config.base import base_config
 
 
 def get_config(arg: str | None = None):

@@ -7,7 +7,7 @@
 Variants: `configs/shapes_vit.py:tiny` (small data and a few steps, for tests).
 """
 
-from effjax.config_base import base_config
+from effjax.config.base import base_config
 
 
 def get_config(arg: str | None = None):

@@ -25,9 +25,9 @@ multiplier slims their heads and MLP as the encoder width slims the encoder's), 
 
 import ml_collections
 
-from effjax.compress.cost_slim import decoder_width, encoder_widths
-from effjax.config_base import base_config
+from effjax.config.base import base_config
 from effjax.models.vit import check_decoder_blocks, check_image_head
+from effjax.subnet import decoder_width, encoder_widths
 
 TASKS = {"digits": ("digit", "parity", "ge5"), "shapes": ("segmentation", "depth", "count")}
 

@@ -19,7 +19,7 @@ ratio at `model.token_pruning_layers`, default blocks 1 and 2 when X < 1);
 
 import ml_collections
 
-from effjax.config_base import base_config
+from effjax.config.base import base_config
 
 STAGE_OBJECTIVES = {"predictor": "sparsifiner_predictor", "finetune": "sparsifiner_finetune"}
 

@@ -12,7 +12,7 @@ Arguments as in configs/sparsifiner_digits.py (predictor | finetune, rho=X, toke
 import importlib.util
 import os
 
-from effjax.config_base import base_config
+from effjax.config.base import base_config
 
 
 def _digits_module():

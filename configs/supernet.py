@@ -21,7 +21,7 @@ train with distillation instead: `--config.slim.inplace_kd_weight=1 --config.sli
 
 import os
 
-from effjax.config_loading import load_config
+from effjax.config.load import load_config
 
 
 def get_config(arg: str | None = None):

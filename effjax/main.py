@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+
 def _cluster_detected() -> bool:
     """A multi-host launcher's environment (read before JAX is imported: libtpu rewrites some of it)."""
     env = os.environ
@@ -48,9 +49,9 @@ def _initialize_distributed() -> None:
 
 def main(argv) -> int:
     del argv
-    from effjax.pipeline import run_main_job
+    from effjax.job.run import run_main_job
     from effjax.train.trainer import TrainingDiverged
-    from effjax.validation import ConfigError
+    from effjax.config.validate import ConfigError
 
     if _CONFIG.value is None or not _WORKDIR.value:
         print("effjax: error: --config and --workdir are required, e.g. "

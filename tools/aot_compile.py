@@ -79,7 +79,7 @@ def _gib(x):
 
 def main(argv):
     del argv
-    from effjax.validation import ConfigError
+    from effjax.config.validate import ConfigError
 
     if _CONFIG.value is None:
         print("aot_compile: error: --config is required", file=sys.stderr)

@@ -21,10 +21,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.digits import TASKS
 from effjax.models import build_model
 from effjax.quant import serving
+from effjax.subnet import SubnetConfig
 from tools.bench_report import machine_line, write_section
 
 VARIANTS = {

@@ -34,7 +34,7 @@ def step_time(workdir) -> float:
 def checkpoint_times(repeats: int = 3) -> dict[str, float]:
     import jax
 
-    from effjax.config_loading import load_config
+    from effjax.config.load import load_config
     from effjax.train.checkpoint import Checkpointer
     from effjax.train.trainer import build, init_state
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from configs.slim_vit import get_config
 from effjax.compress.cost_slim import slim_vit_cost
-from effjax.compress.subnet import SubnetConfig
 from effjax.data import pipeline
-from effjax.train import objectives, step as step_lib, trainer
+from effjax.subnet import SubnetConfig
+from effjax.train import objectives, trainer
 from tools.bench_report import machine_line, write_section
 
 

@@ -20,10 +20,10 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 
-from effjax.compress.cost_sparse import attention_core_layers, kept_key_count
+from effjax.compress.cost_sparse import attention_core_layers
 from effjax.models import sparse_attention as sa
+from effjax.subnet import kept_key_count
 from tools.bench_report import machine_line, write_section
 
 HEADS, HEAD_DIM, BATCH, QUERY_BLOCK = 4, 32, 1, 128

@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from effjax.config_loading import load_config  # noqa: E402
+from effjax.config.load import load_config  # noqa: E402
 from effjax.data import load_dataset  # noqa: E402
 from effjax.models import build_model  # noqa: E402
 from effjax.train import losses, optim  # noqa: E402

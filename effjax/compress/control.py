@@ -24,8 +24,8 @@ import dataclasses
 import math
 from typing import Callable, Mapping, Optional, Sequence
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
+from effjax.subnet import SubnetConfig
 
 
 def relative_gain(task: TaskSpec, value: float, reference: float) -> float:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Optional, Sequence
 
-from effjax.compress.subnet import FLOAT_BITS, SubnetConfig
 from effjax.data.specs import TaskSpec
+from effjax.subnet import FLOAT_BITS, SubnetConfig
 
 # Element-wise FLOPs per element, as XLA's CPU cost analysis counts them (measured
 # on jax 0.10.2; they are <5% of the total for the models here).

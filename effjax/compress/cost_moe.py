@@ -17,15 +17,8 @@ import dataclasses
 from typing import Optional, Sequence
 
 from effjax.compress.cost import GELU_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost, vit_layers
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
-
-
-def moe_block_indices(num_layers: int, moe_every: int) -> tuple[int, ...]:
-    """Blocks whose MLP is a MoE layer: the last block of every period of `moe_every` blocks."""
-    if moe_every < 1:
-        raise ValueError(f"moe_every={moe_every}: must be >= 1")
-    return tuple(i for i in range(num_layers) if i % moe_every == moe_every - 1)
+from effjax.subnet import SubnetConfig, moe_block_indices
 
 
 def _get(model_config, name, default):

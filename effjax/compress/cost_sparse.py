@@ -26,51 +26,16 @@ The two count helpers here are the single source of truth the model also uses.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, LAYERNORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost,
                                   LayerCost, total_cost)
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
+from effjax.subnet import SubnetConfig, kept_key_count, kept_token_count, predictor_rank, sparse_model_fields
 
 # layer-name suffixes that make up the paper's "MHSA FLOPs"
 MHSA_CORE_SUFFIXES = ("attention_logits", "attention_mix", "predictor_reduce", "predictor_token_down",
                       "predictor_coefficients", "predictor_basis")
-
-
-def kept_key_count(keep_ratio: float, num_tokens: int) -> int:
-    """k = ceil(rho n) keys kept per query row, at least 1 and at most n."""
-    if not 0 < keep_ratio <= 1:
-        raise ValueError(f"keep_ratio={keep_ratio!r}: must be in (0, 1]")
-    return max(1, min(num_tokens, math.ceil(keep_ratio * num_tokens - 1e-9)))
-
-
-def kept_token_count(keep_ratio: float, num_patches: int) -> int:
-    """Patch tokens kept at a token-pruning layer: ceil(ratio x current patches), at least 1."""
-    if not 0 < keep_ratio <= 1:
-        raise ValueError(f"token_keep_ratio={keep_ratio!r}: must be in (0, 1]")
-    return max(1, min(num_patches, math.ceil(keep_ratio * num_patches - 1e-9)))
-
-
-def predictor_rank(num_tokens: int, token_reduction: int) -> int:
-    """M, the predictor's token-axis rank: N // r, at least 1."""
-    if token_reduction < 1:
-        raise ValueError(f"model.predictor_token_reduction={token_reduction!r}: must be >= 1")
-    return max(1, num_tokens // token_reduction)
-
-
-def sparse_model_fields(model_config) -> dict:
-    """The Sparsifiner fields of a model config, with the SparseViT defaults."""
-    get = model_config.get if hasattr(model_config, "get") else (lambda k, d=None: getattr(model_config, k, d))
-    return {
-        "predictor_channels": int(get("predictor_channels", 4)),
-        "predictor_token_reduction": int(get("predictor_token_reduction", 8)),
-        "predictor_top_coefficients": int(get("predictor_top_coefficients", 4)),
-        "sparse_layers": tuple(get("sparse_layers", ()) or range(model_config.num_layers)),
-        "token_pruning_layers": tuple(get("token_pruning_layers", ())),
-        "mask_scores": str(get("mask_scores", "predictor")),
-    }
 
 
 def tokens_per_layer(model_config, num_patches: int, subnet: SubnetConfig) -> list[int]:

@@ -25,11 +25,9 @@ from typing import Optional, Sequence
 
 from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost,
                                   vit_layers)
-from effjax.compress.cost_moe import moe_block_indices
-from effjax.compress.cost_slim import slim_widths
-from effjax.compress.cost_sparse import attention_core_layers, kept_key_count, predictor_layers, sparse_model_fields
-from effjax.compress.subnet import SubnetConfig
+from effjax.compress.cost_sparse import attention_core_layers, predictor_layers, sparse_model_fields
 from effjax.data.specs import TaskSpec
+from effjax.subnet import SubnetConfig, kept_key_count, moe_block_indices, slim_widths
 
 # XLA's CPU cost analysis counts a row gather as one FLOP per element moved plus this
 # much index arithmetic per row (measured on jax 0.10.2, head sizes 16 and 32).

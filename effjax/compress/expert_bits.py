@@ -24,17 +24,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from effjax.quant import rtn
+
 DEFAULT_BIT_OPTIONS = (2, 4, 8)
 
 
 def quantize_rtn(w: np.ndarray, bits: int, channel_axis: int = -1) -> np.ndarray:
-    """Symmetric round-to-nearest with one scale per output channel (max |w| over the other axes)."""
+    """Round-to-nearest (`effjax.quant.rtn`) in float64 with one scale per output channel (max |w| over the other axes)."""
     w = np.asarray(w, np.float64)
-    levels = 2 ** (bits - 1) - 1
-    axes = tuple(a for a in range(w.ndim) if a != channel_axis % w.ndim)
-    scale = np.max(np.abs(w), axis=axes, keepdims=True) / levels
-    scale = np.where(scale > 0, scale, 1.0)
-    return np.clip(np.round(w / scale), -levels, levels) * scale
+    return rtn.fake_quantize(w, bits, axis=tuple(a for a in range(w.ndim) if a != channel_axis % w.ndim))
 
 
 def expert_quantization_error(layer: Mapping, expert: int, bits: int) -> float:

@@ -41,14 +41,13 @@ from typing import Any, Mapping, Optional, Sequence
 import flax
 import numpy as np
 
-from effjax.compress.cost_slim import slim_widths
-from effjax.compress.subnet import SubnetConfig
-from effjax.compress.weight_quant import (dequantize_kernel, fake_quantize, is_kernel, pack_int4, payload_bits,
-                                         quantize_kernel, unpack_int4)
+from effjax.compress.weight_quant import dequantize_kernel, is_kernel, payload_bits, quantize_kernel
+from effjax.quant.rtn import fake_quantize, pack_int4, unpack_int4
 from effjax.data.specs import TaskSpec
 from effjax.quant.pvq import PVQSpec, QuantizedMatrix, decode_batch, dequantize_matrix, encode_batch, quantize_matrix
 from effjax.quant.pvq.counting import fits_uint64
 from effjax.quant.pvq.packing import pack_bits, unpack_bits
+from effjax.subnet import SubnetConfig, slim_widths
 
 FORMAT_VERSION = 2  # 2: version 1 plus PVQ-coded kernels; version 1 exports still load
 READABLE_VERSIONS = (1, 2)

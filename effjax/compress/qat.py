@@ -4,7 +4,7 @@ The supernet's bits knob is trained like its widths: the sandwich step draws a
 weight-bits value per configuration (possibly a traced scalar) and runs that
 configuration on a fake-quantized copy of the parameters,
   W_hat = W + stop_gradient(Q_b(W) - W)      (straight-through estimator),
-with Q_b the quantizer the evaluation and the export apply (`weight_quant`:
+with Q_b the quantizer the evaluation and the export apply (`effjax.quant.rtn`:
 symmetric, per output column, round to nearest, scale = max |W_:j| / (2^(b-1) - 1);
 Abdolrashidi et al., 2021, Sec. 3), on the same weights (Dense and expert kernels,
 the full max-width kernel, sliced afterwards). Patch embedding and task heads (the
@@ -21,21 +21,16 @@ import jax
 import jax.numpy as jnp
 
 from effjax.compress.export import layer_group
-from effjax.compress.subnet import FLOAT_BITS
 from effjax.compress.weight_quant import is_kernel
+from effjax.quant import rtn
+from effjax.subnet import FLOAT_BITS
 
 Bits = Union[int, jax.Array]
 
 
 def fake_quantize(w: jax.Array, bits: Bits) -> jax.Array:
     """Q_b(W) with a straight-through gradient; per output column over the input axis (-2)."""
-    bits_f = jnp.asarray(bits, jnp.float32)
-    qmax = 2.0 ** (jnp.minimum(bits_f, 16.0) - 1.0) - 1.0
-    scale = jnp.max(jnp.abs(w), axis=-2, keepdims=True) / qmax
-    scale = jnp.where(scale > 0, scale, 1.0)
-    quantized = jnp.clip(jnp.round(w / scale), -qmax, qmax) * scale
-    quantized = jnp.where(bits_f >= FLOAT_BITS, w, quantized)
-    return w + jax.lax.stop_gradient(quantized - w)
+    return rtn.straight_through(w, bits, axis=-2)
 
 
 def first_last_bits(bits: Bits) -> Bits:

@@ -5,6 +5,6 @@ task specs that models, losses and metrics read. `pipeline.py` turns a split int
 global `jax.Array` batches sharded over the mesh's data axes.
 """
 
-from effjax.data.specs import Dataset, TaskSpec, load_dataset, DATASET_NAMES
+from effjax.data.specs import DATASET_NAMES, Dataset, TaskSpec, load_dataset
 
 __all__ = ["Dataset", "TaskSpec", "load_dataset", "DATASET_NAMES"]

@@ -1,7 +1,7 @@
 """Export a searched subnet as a standalone model:
 
-  python -m effjax.export --workdir=<pipeline workdir> --point=<id>
-  python -m effjax.export --workdir=<pipeline workdir> --max_flops=2e6   # best front point within a budget
+  python -m effjax.job.export --workdir=<pipeline workdir> --point=<id>
+  python -m effjax.job.export --workdir=<pipeline workdir> --max_flops=2e6   # best front point within a budget
 
 Writes `<workdir>/export/point_<id>/` (or `--output`): `model.bin` (sliced weights, integer-
 or, for a PVQ point of `config.search.pvq`, PVQ-coded) and `model.json`; then loads it back with `effjax.compress.export.load`,
@@ -59,7 +59,7 @@ def export_from_workdir(workdir: str, point_id=None, max_flops=None, output=None
     import jax
     import ml_collections
 
-    from effjax import pipeline, supernet_search
+    from effjax.job import run, subnet_search
     from effjax.compress import export as export_lib
     from effjax.data import load_dataset
     from effjax.train.checkpoint import Checkpointer
@@ -78,13 +78,13 @@ def export_from_workdir(workdir: str, point_id=None, max_flops=None, output=None
     ckpt = Checkpointer(paths["checkpoints"], keep=config.checkpoint.keep, async_save=False)
     _, params = ckpt.latest_params()
     ckpt.close()
-    evaluator = supernet_search.SubnetEvaluator(setup, params, dict(config.search.score_weights))
+    evaluator = subnet_search.SubnetEvaluator(setup, params, dict(config.search.score_weights))
     directory = output or os.path.join(workdir, "export", f"point_{point['id']}")
-    meta = pipeline.export_point(evaluator, point, directory, config)
+    meta = run.export_point(evaluator, point, directory, config)
     model = export_lib.load(directory)
     dataset = load_dataset(config.data)
     measured = evaluate_exported(model, dataset, "test")
-    measured["score"] = supernet_search.score(dataset.tasks, measured, dict(config.search.score_weights))
+    measured["score"] = subnet_search.score(dataset.tasks, measured, dict(config.search.score_weights))
     return {"directory": directory, "point": point, "measured_test": measured, "bin_bytes": meta["bin_bytes"],
             "payload_bits": meta["payload_bits"], "bits_objective": point["cost"]["bits"]}
 
@@ -93,12 +93,12 @@ def main(argv) -> int:
     del argv
     logging.getLogger("absl").setLevel(logging.WARNING)
     if not _WORKDIR.value:
-        print("effjax.export: error: --workdir is required", file=sys.stderr)
+        print("effjax.job.export: error: --workdir is required", file=sys.stderr)
         return 2
     try:
         out = export_from_workdir(_WORKDIR.value, _POINT.value, _MAX_FLOPS.value, _OUTPUT.value)
     except ValueError as e:
-        print(f"effjax.export: error: {e}", file=sys.stderr)
+        print(f"effjax.job.export: error: {e}", file=sys.stderr)
         return 2
     reported = {k[len("test_"):]: v for k, v in out["point"]["metrics"].items() if k.startswith("test_")}
     print(json.dumps({"export": out["directory"], "point": out["point"]["id"], "config": out["point"]["config"],

@@ -70,6 +70,6 @@ def render(points, full_metrics, config, exports) -> str:
     scores = np.array([p["metrics"]["score"] for p in front])
     lines += ["", "What the front says: going from the largest to the smallest front point divides FLOPs by "
               f"{max(flops) / max(min(flops), 1):.1f}x and changes the score by {100 * (scores[0] - scores[-1]):+.2f} points "
-              "(smallest minus largest). Export any point: `python -m effjax.export --workdir=<this dir> --point=<id>` "
+              "(smallest minus largest). Export any point: `python -m effjax.job.export --workdir=<this dir> --point=<id>` "
               "or `--max_flops=<F>`.", ""]
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 Without a `search` section in the config: train the config and evaluate it.
 With one: train the supernet once, search its accuracy-FLOPs-bits Pareto front
 zero-shot, write `pareto.json`, `pareto.png`, `report.md` and the TensorBoard
-plots/hparams, and export the best point per FLOPs budget (`python -m effjax.export`
+plots/hparams, and export the best point per FLOPs budget (`python -m effjax.job.export`
 exports any other).
 """
 
@@ -33,7 +33,7 @@ def _summary(result, workdir: str) -> dict:
 
 def run_main_job(config, workdir: str, devices=None) -> dict:
     if "search" in config:
-        from effjax.supernet_search import cost_limits, pvq_menu
+        from effjax.job.subnet_search import cost_limits, pvq_menu
 
         pvq_menu(config)  # a bad config.search.pvq (or cost limit) fails before training
         cost_limits(config.search)
@@ -52,8 +52,8 @@ def run_main_job(config, workdir: str, devices=None) -> dict:
 
 
 def search_and_export(config, workdir: str, result, devices=None) -> dict:
-    from effjax import report as report_lib
-    from effjax import supernet_search as ss
+    from effjax.job import report as report_lib
+    from effjax.job import subnet_search as ss
     from effjax.train.metrics import MetricWriter
 
     setup = build(config, devices)
@@ -94,8 +94,8 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
 
 def export_point(evaluator, point: dict, directory: str, config) -> dict:
     from effjax.compress import export as export_lib
-    from effjax.compress.subnet import SubnetConfig
-    from effjax.supernet_search import pvq_from_point
+    from effjax.subnet import SubnetConfig
+    from effjax.job.subnet_search import pvq_from_point
 
     subnet, pvq = SubnetConfig.from_dict(point["config"]), pvq_from_point(point)
     meta = {"model_config": config.model.to_dict(), "tasks": [t.__dict__ for t in evaluator.tasks],

@@ -36,10 +36,12 @@ from effjax.compress import export as export_lib
 from effjax.compress.cost import total_cost
 from effjax.compress.cost_slim import slim_vit_layers
 from effjax.compress.cost_super import super_vit_layers
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.quant.pvq import PVQSpec
 from effjax.quant.pvq.counting import fits_uint64
+from effjax.subnet import SubnetConfig
+from effjax.train import losses
+from effjax.train import mesh as mesh_lib
 from effjax.train import step as step_lib
 from effjax.train.trainer import Setup, evaluate
 
@@ -167,13 +169,14 @@ class SubnetEvaluator:
     setup: Setup
     params: Any  # supernet parameters (global arrays)
     score_weights: Mapping[str, float]
+    traced_knobs: bool = True  # one program per encoder width; False: one per configuration (the slower reference)
 
     def __post_init__(self):
         self.tasks = self.setup.dataset.tasks
         self.boxed = jax.eval_shape(lambda: self.setup.model.init(
             jax.random.PRNGKey(0), np.zeros((1,) + self.setup.dataset.image_shape, np.float32))["params"])
         self.host_params = jax.tree.map(np.asarray, jax.device_get(self.params))
-        self._eval_steps: dict[SubnetConfig, Callable] = {}
+        self._eval_steps: dict[Any, Callable] = {}  # encoder width (traced knobs) or SubnetConfig -> jitted step
         self.pvq_settings = pvq_menu(self.setup.config)
         self.pvq_cache: dict = {}  # PVQ codes of active kernel slices, shared by evaluation and export
 
@@ -192,16 +195,71 @@ class SubnetEvaluator:
         return {"flops": c.flops, "params": c.params, "bits": export_lib.total_bits(self.plan(subnet, pvq)), "bops": bops}
 
     def metrics(self, subnet: SubnetConfig, split: str, pvq: PVQSpec | None = None) -> dict[str, float]:
-        widths_only = subnet.without_bits()
-        if widths_only not in self._eval_steps:
-            self._eval_steps[widths_only] = jax.jit(
-                step_lib.make_eval_step(self.setup.model, self.tasks, widths_only),
-                in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding))
         params = export_lib.quantized_params(self.host_params, self.plan(subnet, pvq), self.pvq_cache)
         params = jax.device_put(params, self.setup.state_shardings.params)
-        values = evaluate(self.setup, params, split, self._eval_steps[widths_only])
+        values = evaluate(self.setup, params, split, self.eval_step(subnet))
         values["score"] = score(self.tasks, values, self.score_weights)
         return values
+
+    def eval_step(self, subnet: SubnetConfig) -> Callable:
+        """The batch metric sums of `subnet` (its bits are in the parameters): one compiled program per
+        encoder width, decoder widths (menu indices), keep ratio and top-k passed as traced values."""
+        menu = tuple(sorted(float(w) for w in self.setup.model.width_menu))
+        decoder_widths = [subnet.decoder_width(t.name) for t in self.tasks]
+        if not self.traced_knobs or any(w not in menu for w in decoder_widths):
+            return self._static_eval_step(subnet.without_bits())
+        if subnet.encoder_width not in self._eval_steps:
+            self._eval_steps[subnet.encoder_width] = jax.jit(
+                make_knob_eval_step(self.setup.model, self.tasks, subnet.encoder_width, menu, self._max_top_k()),
+                in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding)
+                + (mesh_lib.replicated(self.setup.mesh),) * 3)
+        step = self._eval_steps[subnet.encoder_width]
+        knobs = (np.asarray([menu.index(w) for w in decoder_widths], np.int32),
+                 np.float32(subnet.attention_keep_ratio),
+                 np.int32(subnet.moe_top_k or getattr(self.setup.model, "default_top_k", 0)))
+        return lambda params, batch: step(params, batch, *knobs)
+
+    def _max_top_k(self) -> int:
+        """The supernet's most experts per token over the searched menu (0: a model without the knob)."""
+        if self.setup.config.model.name != "super_vit":
+            return 0
+        default = self.setup.model.default_top_k
+        return max(knob_menus(self.setup.config).get("moe_top_k", [default]) + [default])
+
+    def _static_eval_step(self, subnet: SubnetConfig) -> Callable:
+        if subnet not in self._eval_steps:
+            self._eval_steps[subnet] = jax.jit(
+                step_lib.make_eval_step(self.setup.model, self.tasks, subnet),
+                in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding))
+        return self._eval_steps[subnet]
+
+
+def make_knob_eval_step(model, tasks: Sequence[TaskSpec], encoder_width: float, menu: Sequence[float],
+                        max_top_k: int) -> Callable:
+    """`eval_step(params, batch, decoder_index, keep_ratio, top_k)` -> metric sums per task.
+
+    The encoder width fixes the program's shapes; each task's decoder width is one branch of a
+    `lax.switch` over the width menu (`decoder_index[i]` picks task i's); the supernet's keep ratio and
+    top-k are traced scalars (the masked attention path, as in the sandwich step). So the search
+    compiles one program per encoder width, not one per configuration.
+    """
+
+    def decoder_branch(task: str, width: float, image_hw) -> Callable:
+        return lambda params, tokens: model.apply({"params": params}, tokens, task, width, image_hw, method="decode")
+
+    def eval_step(params, batch, decoder_index, keep_ratio, top_k):
+        images = batch["image"]
+        if max_top_k:
+            tokens = model.apply({"params": params}, images, encoder_width, keep_ratio, top_k, max_top_k,
+                                 method="encode")
+        else:
+            tokens = model.apply({"params": params}, images, encoder_width, method="encode")
+        hw = images.shape[1:3]
+        preds = {t.name: jax.lax.switch(decoder_index[i], [decoder_branch(t.name, w, hw) for w in menu], params, tokens)
+                 for i, t in enumerate(tasks)}
+        return {t.name: losses.metric_sums(t, preds[t.name], batch[t.name], batch["mask"]) for t in tasks}
+
+    return eval_step
 
 
 def _decoded_float_bops(layers, first_last_bits: int) -> float:

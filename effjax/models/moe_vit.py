@@ -26,12 +26,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.cost_moe import moe_block_indices
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models.layers import DotGeneralProvider, LayerNorm, MultiHeadAttention, constrain
 from effjax.models.moe import DISPATCH_METHODS, MoeMlp
-from effjax.models.vit import EncoderBlock, TaskHead, embed_tokens
+from effjax.models.vit import EncoderBlock, TaskHead, embed_tokens, vit_fields
+from effjax.subnet import SubnetConfig, moe_block_indices
 
 TASK_ROUTING = ("per_task", "shared")
 _MOE_KNOBS = ("moe_top_k", "moe_top_p")
@@ -167,8 +166,6 @@ class MoeMultiTaskViT(nn.Module):
 
 def build(model_config, tasks, dot_general_provider=None) -> MoeMultiTaskViT:
     """The registry's builder: `config.model` fields plus the MoE fields of configs/moe_*.py."""
-    from effjax.models.registry import vit_fields
-
     get = lambda name, default: model_config.get(name, default)  # noqa: E731
     groups = get("router_groups", None)
     return MoeMultiTaskViT(

@@ -32,13 +32,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.cost_slim import decoder_width, encoder_widths, slim_widths
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models.layers import DotGeneralProvider, constrain
 from effjax.models.slimmable import SlimAttention, SlimDense, SlimLayerNorm, SlimMlp
 from effjax.models.vit import (check_decoder_blocks, check_image_head, head_fields, head_input, patchify, pool_hidden,
-                               unpatchify)
+                               unpatchify, vit_fields)
+from effjax.subnet import SubnetConfig, decoder_width, encoder_widths, slim_widths
 
 DEFAULT_WIDTH_MENU = (0.25, 0.5, 0.75, 1.0)
 
@@ -214,8 +213,6 @@ class SlimMultiTaskViT(nn.Module):
 
 def build(model_config, tasks, dot_general_provider=None) -> SlimMultiTaskViT:
     """The registry's builder (`config.model.name = "slim_vit"`); `config.model.width_menu` is optional."""
-    from effjax.models.registry import vit_fields
-
     return SlimMultiTaskViT(
         **vit_fields(model_config, tasks, dot_general_provider),
         width_menu=check_width_menu(model_config.get("width_menu", DEFAULT_WIDTH_MENU)),

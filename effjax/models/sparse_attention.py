@@ -39,8 +39,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.cost_sparse import kept_key_count
 from effjax.models.layers import Dense, DotGeneralProvider, einsum
+from effjax.subnet import kept_key_count
 
 NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
 

@@ -29,12 +29,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.cost_sparse import kept_token_count, predictor_rank
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, Mlp, constrain, injected_dot_general
-from effjax.models.vit import TaskHead, embed_tokens
+from effjax.models.vit import TaskHead, embed_tokens, vit_fields
+from effjax.subnet import SubnetConfig, kept_token_count, predictor_rank, sparse_model_fields
 
 INTERMEDIATES = "intermediates"
 ATTENTION_PATH_CHOICES = ("auto",) + sa.ATTENTION_PATHS  # auto: masked when training, gathered otherwise
@@ -195,9 +194,6 @@ class SparseViT(nn.Module):
 
 def build(model_config, tasks, dot_general_provider=None) -> SparseViT:
     """SparseViT from `config.model` (the registry's "sparse_vit" entry)."""
-    from effjax.compress.cost_sparse import sparse_model_fields
-    from effjax.models.registry import vit_fields
-
     fields = sparse_model_fields(model_config)
     get = model_config.get
     return SparseViT(

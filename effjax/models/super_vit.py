@@ -42,10 +42,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.cost_moe import moe_block_indices
-from effjax.compress.cost_slim import decoder_width, encoder_widths
-from effjax.compress.cost_sparse import predictor_rank
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models import moe
 from effjax.models import sparse_attention as sa
@@ -53,6 +49,8 @@ from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, const
                                   resolve_dot_general)
 from effjax.models.slim_vit import DEFAULT_WIDTH_MENU, SlimMultiTaskViT, check_width_menu
 from effjax.models.slimmable import SlimDense, SlimLayerNorm, SlimMlp
+from effjax.models.vit import HEAD_DEFAULTS, head_fields, vit_fields
+from effjax.subnet import SubnetConfig, decoder_width, encoder_widths, moe_block_indices, predictor_rank
 
 Scalar = Union[int, float, jax.Array]
 SUPERNET_KNOBS = ("encoder_width", "decoder_widths", "attention_keep_ratio", "moe_top_k")
@@ -304,11 +302,7 @@ class SuperViT(SlimMultiTaskViT):
 
 def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None) -> SuperViT:
     """The registry's builder (`config.model.name = "super_vit"`)."""
-    from effjax.models.registry import vit_fields
-
     get = model_config.get
-    from effjax.models.vit import HEAD_DEFAULTS, head_fields
-
     unsupported = {k: v for k, v in head_fields(model_config).items() if v != HEAD_DEFAULTS[k]}
     if get("private_norms", False):
         unsupported["private_norms"] = True

@@ -20,9 +20,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, Mlp, MultiHeadAttention, constrain
+from effjax.subnet import SubnetConfig
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def vit_fields(model_config, tasks, dot_general_provider=None) -> dict:
+    """The constructor fields every multi-task ViT family shares, from `config.model`."""
+    return dict(tasks=tuple(tasks), patch_size=model_config.patch_size, hidden_dim=model_config.hidden_dim,
+                num_layers=model_config.num_layers, num_heads=model_config.num_heads, mlp_dim=model_config.mlp_dim,
+                decoder_dim=model_config.decoder_dim, dtype=DTYPES[model_config.dtype],
+                dot_general_provider=dot_general_provider)
 
 
 def patchify(images: jax.Array, patch: int) -> jax.Array:

@@ -40,8 +40,8 @@ from aqt.jax.v2 import config as aqt_config
 from aqt.jax.v2.flax import aqt_flax
 from aqt.jax.v2.utils import QuantMode
 
-from effjax.compress.subnet import FLOAT_BITS, SubnetConfig
 from effjax.models.layers import ATTENTION_SCORES_GROUP, DotGeneralProvider
+from effjax.subnet import FLOAT_BITS, SubnetConfig
 
 # Groups whose right-hand operand is an activation too (no weight to convert).
 ACTIVATION_ONLY_GROUPS = (ATTENTION_SCORES_GROUP,)

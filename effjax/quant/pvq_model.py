@@ -7,7 +7,7 @@ with H = X^T X + lambda I, their Sec. 4 / GPTQ Alg. 1), applied to every dense k
 model trained with `python -m effjax.main`. The codec lives in `effjax.quant.pvq`; this
 module supplies what a trained run needs around it:
 
-1. `load_run(workdir)`: the run's `config.json` and the newest checkpoint's parameters;
+1. `effjax.train.setup.load_run(workdir)`: the run's config, Setup and newest parameters;
 2. `pvq_ptq_config(pvq, params, calibration)`: the `config.pvq` knobs (global L, K, b_s,
    first/last layers kept float or at their own K, per-layer regex overrides) turned into
    the mapping `effjax.quant.pvq.quantize_params` reads;
@@ -99,36 +99,6 @@ def _check(pvq) -> None:
         raise ValueError(f"config.pvq.index_coding must be one of {INDEX_CODINGS}, got {pvq.index_coding!r}")
     if pvq.damping <= 0:
         raise ValueError(f"config.pvq.damping must be > 0, got {pvq.damping!r}")
-
-
-@dataclasses.dataclass
-class TrainedRun:
-    """A finished `effjax.main` run: its config, newest checkpoint step and parameters (numpy)."""
-
-    workdir: str
-    config: ml_collections.ConfigDict
-    step: int
-    params: dict
-
-
-def load_run(workdir: str) -> TrainedRun:
-    """The config (`<workdir>/config.json`) and newest checkpointed parameters of a run."""
-    from effjax.train.checkpoint import Checkpointer
-
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-        raise ValueError(f"--workdir={workdir!r}: no config.json (train it with python -m effjax.main first)")
-    with open(config_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory) or not os.listdir(directory):
-        raise ValueError(f"--workdir={workdir!r}: no checkpoint in {directory}")
-    checkpointer = Checkpointer(directory, keep=1, async_save=False)
-    try:
-        step, params = checkpointer.latest_params()
-    finally:
-        checkpointer.close()
-    return TrainedRun(workdir, config, int(step), jax.tree.map(np.asarray, params))
 
 
 def _first_last_paths(pvq, paths: Sequence[str]) -> list[str]:
@@ -335,12 +305,14 @@ def run_pvq_ptq(workdir: str, pvq=None, output_dir: str | None = None, devices=N
     checkpoint goes to `output_dir` (default `<workdir>/pvq`), and its reload is evaluated.
     """
     from effjax.train import step as step_lib
-    from effjax.train.trainer import build, evaluate
+    from effjax.train.setup import load_run
+    from effjax.train.trainer import evaluate
 
-    run = load_run(workdir)
+    run = load_run(workdir, devices=devices)
+    run.params = jax.tree.map(np.asarray, run.params)
     base = run.config.pvq.to_dict() if "pvq" in run.config else {}
     pvq = merged_pvq_config({**base, **(dict(pvq.to_dict() if isinstance(pvq, ml_collections.ConfigDict) else pvq or {}))})
-    setup = build(run.config, devices)
+    setup = run.setup
     eval_step = jax.jit(step_lib.make_eval_step(setup.model, setup.dataset.tasks),
                         in_shardings=(setup.state_shardings.params, setup.batch_sharding))
     quantized = quantize_model(setup.model, run.params, setup.dataset, pvq)

@@ -34,10 +34,10 @@ import numpy as np
 from aqt.jax.v2 import aqt_tensor
 from aqt.jax.v2.utils import QuantMode
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models import build_model
 from effjax.quant.aqt_config import QUANT_COLLECTION, QuantOptions, make_provider, model_subnet
+from effjax.subnet import SubnetConfig
 
 SERVING_METADATA = "serving.json"
 _RNG = {"params": jax.random.PRNGKey(0)}  # AQT draws from a `params` rng; nearest rounding ignores it

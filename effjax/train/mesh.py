@@ -16,8 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from effjax.config_base import MESH_AXES
-from effjax.validation import ConfigError
+from effjax.config.base import MESH_AXES
+from effjax.config.validate import ConfigError
 
 
 class MeshError(ConfigError):

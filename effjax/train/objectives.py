@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from effjax.train import sandwich, sparsifiner_steps
 from effjax.train import step as step_lib
 
 
@@ -20,11 +21,9 @@ def _multitask(setup, config) -> Callable:
 
 _BUILDERS: dict[str, Callable] = {
     "multitask": _multitask,
-    "sandwich": lambda setup, config: __import__("effjax.train.sandwich", fromlist=["build_sandwich_step"]).build_sandwich_step(setup, config),
-    "sparsifiner_predictor": lambda setup, config: __import__(
-        "effjax.train.sparsifiner_steps", fromlist=["x"]).make_predictor_distillation_step(setup, config),
-    "sparsifiner_finetune": lambda setup, config: __import__(
-        "effjax.train.sparsifiner_steps", fromlist=["x"]).make_sparse_finetune_step(setup, config),
+    "sandwich": sandwich.build_sandwich_step,
+    "sparsifiner_predictor": sparsifiner_steps.make_predictor_distillation_step,
+    "sparsifiner_finetune": sparsifiner_steps.make_sparse_finetune_step,
 }
 OBJECTIVE_NAMES = tuple(_BUILDERS)
 

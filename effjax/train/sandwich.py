@@ -45,11 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from effjax.compress.cost_slim import encoder_widths
 from effjax.compress.qat import fake_quantize_params
-from effjax.compress.subnet import FLOAT_BITS, SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models.layers import AUX_LOSS_COLLECTION
+from effjax.subnet import FLOAT_BITS, SubnetConfig, encoder_widths
 from effjax.train import losses
 from effjax.train.state import TrainState
 from effjax.train.step import apply_gradients

@@ -29,8 +29,9 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.subnet import SubnetConfig
+from effjax.subnet import SubnetConfig
 from effjax.train import losses
+from effjax.train.setup import init_params_from, init_state
 from effjax.train.state import TrainState
 from effjax.train.step import apply_gradients
 
@@ -104,14 +105,12 @@ def distillation_terms(tasks, student, teacher) -> jax.Array:
 
 def load_teacher_params(setup, config):
     """Parameters of the teacher run (`sparsifiner.teacher_from`, else `train.init_from`), frozen."""
-    from effjax.train import trainer  # the trainer imports the objectives registry, which imports this lazily
-
     source = _sparsifiner_config(config).get("teacher_from", "") or config.train.init_from
     if not source:
         raise ValueError("config.sparsifiner.teacher_from / config.train.init_from: the fine-tuning stage needs the "
                          "workdir of the dense (or stage-1) run as its teacher")
-    fresh = trainer.init_state(setup, jax.random.PRNGKey(0)).params
-    return trainer.init_params_from(setup, fresh, source)
+    fresh = init_state(setup, jax.random.PRNGKey(0)).params
+    return init_params_from(setup, fresh, source)
 
 
 def make_sparse_finetune_step(setup, config, teacher_params=None) -> Callable:

@@ -17,20 +17,19 @@ import signal
 import time
 from typing import Any, Sequence
 
-import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from effjax import validation
-from effjax.data import load_dataset, pipeline
-from effjax.data.specs import Dataset
-from effjax.models import build_model
-from effjax.train import losses, mesh as mesh_lib, objectives, optim, step as step_lib
+from effjax.config import validate
+from effjax.data import pipeline
+from effjax.train import losses, objectives
+from effjax.train import mesh as mesh_lib
+from effjax.train import step as step_lib
 from effjax.train.checkpoint import Checkpointer
 from effjax.train.metrics import MetricWriter
+from effjax.train.setup import Setup, build, init_params_from, init_state
 
 log = logging.getLogger("effjax")
 
@@ -77,82 +76,6 @@ class _Preemption:
         return bool(np.asarray(multihost_utils.process_allgather(np.array([self.requested]))).any())
 
 
-@dataclasses.dataclass
-class Setup:
-    """Everything derived from the config before the loop: reused by tools and evaluation."""
-
-    config: Any
-    dataset: Dataset
-    mesh: jax.sharding.Mesh
-    model: nn.Module
-    tx: Any
-    schedule: Any
-    state_shardings: Any
-    abstract_state: Any
-    batch_sharding: Any
-    rules: tuple
-
-
-def build(config, devices: Sequence[jax.Device] | None = None, dataset: Dataset | None = None,
-          dot_general_provider=None) -> Setup:
-    validation.validate_static(config)
-    mesh = mesh_lib.make_mesh(config.mesh, devices)
-    rules = mesh_lib.rules_tuple(config.logical_axis_rules)
-    validation.validate_batch(config, mesh_lib.data_parallel_size(mesh, rules))
-    if dataset is None:
-        try:
-            dataset = load_dataset(config.data)
-        except validation.ConfigError:
-            raise
-        except ValueError as e:
-            raise validation.ConfigError(str(e)) from None
-    validation.validate_with_data(config, dataset)
-    if dot_general_provider is None and "quant" in config:
-        from effjax.quant import aqt_config  # AQT loads only for quantized runs
-
-        try:
-            dot_general_provider = aqt_config.provider_from_config(config)
-        except ValueError as e:
-            raise validation.ConfigError(str(e)) from None
-    model = build_model(config.model, dataset.tasks, dot_general_provider)
-    tx, schedule = optim.make_optimizer(config.train)
-    boxed = jax.eval_shape(step_lib.init_state_fn(model, tx, dataset.image_shape, boxed=True), jax.random.PRNGKey(0))
-    shardings = mesh_lib.tree_shardings(boxed, mesh, rules)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), shardings)
-    return Setup(config, dataset, mesh, model, tx, schedule, shardings, abstract, mesh_lib.batch_sharding(mesh, rules), rules)
-
-
-def init_state(setup: Setup, rng):
-    init = step_lib.init_state_fn(setup.model, setup.tx, setup.dataset.image_shape, boxed=False)
-    with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
-        return jax.jit(init, out_shardings=setup.state_shardings)(rng)
-
-
-def init_params_from(setup: Setup, params, workdir: str):
-    """Parameters of another run's latest checkpoint, for the paths both models share.
-
-    Used to fine-tune from a float / dense checkpoint (QAT, Sparsifiner). Parameters
-    the other model lacks keep their fresh initialization.
-    """
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not os.path.isdir(directory) or not os.listdir(directory):
-        raise validation.ConfigError(f"config.train.init_from={workdir!r}: no checkpoint in {directory}")
-    source_ckpt = Checkpointer(directory, keep=1, async_save=False)
-    step, source_params = source_ckpt.latest_params()
-    source_ckpt.close()
-    source = flax.traverse_util.flatten_dict(source_params, sep="/")
-    flat = flax.traverse_util.flatten_dict(params, sep="/")
-    loaded = 0
-    for path, value in flat.items():
-        if path in source and tuple(source[path].shape) == tuple(value.shape):
-            flat[path] = jax.device_put(jnp.asarray(source[path], value.dtype), value.sharding)
-            loaded += 1
-    if loaded == 0:
-        raise validation.ConfigError(f"config.train.init_from={workdir!r}: no parameter matches this model's shapes")
-    log.info("initialized %d of %d parameter arrays from %s step %d", loaded, len(flat), directory, step)
-    return flax.traverse_util.unflatten_dict(flat, sep="/")
-
-
 def evaluate(setup: Setup, params, split: str, eval_step=None, subnet=None) -> dict[str, float]:
     """Every task's metric over a whole split (padded last batch masked out)."""
     if eval_step is None:
@@ -192,7 +115,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         ckpt.check_compatible(setup.abstract_state)
     except ValueError as e:
         ckpt.close()
-        raise validation.ConfigError(str(e)) from None
+        raise validate.ConfigError(str(e)) from None
     start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
     if state is None:
         start, state = 0, init_state(setup, init_rng)

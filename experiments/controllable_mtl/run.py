@@ -29,8 +29,10 @@ import numpy as np
 from configs.slim_vit import get_config
 from effjax.compress.control import TaskMetricTable, select_subnet
 from effjax.compress.cost_slim import slim_vit_cost
-from effjax.compress.subnet import SubnetConfig
-from effjax.train import mtl_metrics, step as step_lib, trainer
+from effjax.subnet import SubnetConfig
+from effjax.train import mtl_metrics, trainer
+from effjax.train import step as step_lib
+from effjax.train.setup import load_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUM_BUDGETS = 8
@@ -67,8 +69,8 @@ def supernet_tables(variant: str, workdir: str, extra: str = "", encoders=None) 
     if os.path.exists(cache):
         return json.load(open(cache))
     config = get_config(variant + extra)
-    setup = trainer.build(config, jax.devices()[:1])
-    params = restore_params(setup, out)
+    run = load_run(out, config)
+    setup, params = run.setup, run.params
     tables = {"val": {}, "test": {}}
     menu = sorted(config.model.width_menu)
     for e in encoders or menu:
@@ -82,19 +84,6 @@ def supernet_tables(variant: str, workdir: str, extra: str = "", encoders=None) 
                     tables[split][f"{e}|{t}|{d}"] = v
     json.dump(tables, open(cache, "w"), indent=1)
     return tables
-
-
-def restore_params(setup, workdir: str):
-    from effjax.train.checkpoint import Checkpointer
-    from effjax.data import pipeline
-
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 1, False)
-    data_iter = pipeline.train_iterator(setup.dataset, setup.config.train.batch_size, seed=setup.config.seed)
-    step, state = ckpt.restore_latest(setup.abstract_state, data_iter)
-    ckpt.close()
-    if state is None:
-        raise RuntimeError(f"no checkpoint in {workdir}")
-    return state.params
 
 
 def as_table(tables: dict, split: str, tasks, menu) -> TaskMetricTable:

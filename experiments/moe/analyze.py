@@ -26,10 +26,11 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from effjax.compress import cost, cost_moe, expert_bits, expert_merging  # noqa: E402
-from effjax.config_loading import load_config  # noqa: E402
+from effjax.config.load import load_config  # noqa: E402
 from effjax.models.moe import MOE_STATS_COLLECTION  # noqa: E402
 from effjax.train import trainer  # noqa: E402
 from effjax.train import step as step_lib  # noqa: E402
+from effjax.train.setup import load_run  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -48,9 +49,8 @@ def run_config(name: str, variant: str = ""):
 
 def restore_run(config, workdir):
     """(Setup, params) of the latest checkpoint in `workdir`, on one device."""
-    setup = trainer.build(config, devices=jax.devices()[:1])
-    params = trainer.init_state(setup, jax.random.PRNGKey(0)).params
-    return setup, trainer.init_params_from(setup, params, workdir)
+    run = load_run(workdir, config)
+    return run.setup, run.params
 
 
 def _batches(setup, split, limit=None):

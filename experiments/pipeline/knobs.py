@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 
-import jax
-import ml_collections
 
-from effjax import supernet_search as ss
-from effjax.compress.subnet import SubnetConfig
-from effjax.train.checkpoint import Checkpointer
-from effjax.train.trainer import build
+from effjax.job import subnet_search as ss
+from effjax.subnet import SubnetConfig
+from effjax.train.setup import load_run
 
 
 def knob_sweep(config) -> list[tuple[str, SubnetConfig]]:
@@ -43,13 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
-    with open(os.path.join(args.workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    setup = build(config, jax.devices()[:1])
-    checkpointer = Checkpointer(os.path.join(args.workdir, "checkpoints"), keep=3, async_save=False)
-    _, params = checkpointer.latest_params()
-    checkpointer.close()
-    evaluator = ss.SubnetEvaluator(setup, params, dict(config.search.score_weights))
+    run = load_run(args.workdir)
+    config = run.config
+    evaluator = ss.SubnetEvaluator(run.setup, run.params, dict(config.search.score_weights))
     tasks = [t.name for t in evaluator.tasks]
     print(f"| config | score | {' | '.join(tasks)} | MFLOPs | size (KiB) |")
     print("|---|---|" + "---|" * len(tasks) + "---|---|")

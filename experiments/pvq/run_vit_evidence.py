@@ -38,7 +38,8 @@ from effjax.quant import pvq_model  # noqa: E402
 from effjax.quant.pvq import rtn_quantize  # noqa: E402
 from effjax.quant.pvq.ptq import kernel_paths  # noqa: E402
 from effjax.train import step as step_lib  # noqa: E402
-from effjax.train.trainer import build, evaluate  # noqa: E402
+from effjax.train.setup import load_run  # noqa: E402
+from effjax.train.trainer import evaluate  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # (group_size, scale_bits, pulses): the largest K at each ceil-rate, 2 to 5.5 bits per weight (L=8)
@@ -85,8 +86,9 @@ class Model:
 
     def __init__(self, name: str, workdir: str):
         self.name = name
-        self.run = pvq_model.load_run(workdir)
-        self.setup = build(self.run.config, jax.devices()[:1])
+        self.run = load_run(workdir)
+        self.run.params = jax.tree.map(np.asarray, self.run.params)
+        self.setup = self.run.setup
         self.eval_step = jax.jit(step_lib.make_eval_step(self.setup.model, self.setup.dataset.tasks),
                                  in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding))
         self.tasks = {t.name: t for t in self.setup.dataset.tasks}

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.digits import TASKS
 from effjax.quant import serving
 from effjax.quant.aqt_config import QUANT_COLLECTION
+from effjax.subnet import SubnetConfig
 from experiments.quantized_pareto.run import load_config
 
 IMAGE_SHAPE = (8, 8, 1)

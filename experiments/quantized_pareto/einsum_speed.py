@@ -12,11 +12,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.digits import TASKS
 from effjax.models import build_model
 from effjax.models.layers import ATTENTION_SCORES_GROUP
 from effjax.quant.aqt_config import make_provider
+from effjax.subnet import SubnetConfig
 from tools.bench_int8_serving import model_config, time_interleaved
 
 

@@ -19,8 +19,8 @@ import os
 import jax
 
 from effjax.compress import cost_sparse
-from effjax.compress.subnet import SubnetConfig
-from effjax.config_loading import load_config
+from effjax.config.load import load_config
+from effjax.subnet import SubnetConfig
 from effjax.train import trainer
 
 

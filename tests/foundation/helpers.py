@@ -2,7 +2,7 @@
 
 import os
 
-from effjax.config_loading import load_config
+from effjax.config.load import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

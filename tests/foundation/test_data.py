@@ -1,4 +1,3 @@
-import jax
 import numpy as np
 import pytest
 import ml_collections
@@ -103,7 +102,7 @@ def test_eval_batches_pad_and_mask():
 
 def test_global_batch_is_sharded_over_data_axes():
     from effjax.train import mesh as mesh_lib
-    from effjax.config_base import DEFAULT_LOGICAL_AXIS_RULES
+    from effjax.config.base import DEFAULT_LOGICAL_AXIS_RULES
 
     cfg = ml_collections.ConfigDict({"data": 2, "fsdp": 4, "tensor": 1, "expert": 1})
     mesh = mesh_lib.make_mesh(cfg)

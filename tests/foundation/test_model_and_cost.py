@@ -4,10 +4,9 @@ import jax.numpy as jnp
 import pytest
 
 from effjax.compress.cost import layer_weight_bits, vit_cost, vit_layers
-from effjax.compress.subnet import SubnetConfig
 from effjax.data import load_dataset
 from effjax.models import build_model
-
+from effjax.subnet import SubnetConfig
 from tests.foundation.helpers import tiny
 
 

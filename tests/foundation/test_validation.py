@@ -6,7 +6,7 @@ import jax
 import pytest
 
 from effjax.train.trainer import build
-from effjax.validation import ConfigError
+from effjax.config.validate import ConfigError
 
 from tests.foundation.helpers import REPO, tiny
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.config_base import base_config
+from effjax.config.base import base_config
 from effjax.models.moe import MoeMlp
 from effjax.train import mesh as mesh_lib
 from effjax.train import trainer

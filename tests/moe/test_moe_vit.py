@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from effjax.compress import cost_moe
-from effjax.compress.subnet import SubnetConfig
 from effjax.data import shapes
 from effjax.models import build_model
 from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.models.moe import MOE_STATS_COLLECTION
+from effjax.subnet import SubnetConfig
 from effjax.train import trainer
 from tests.foundation.helpers import tiny
 

@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from effjax import pipeline
+from effjax.job import run as pipeline
 from effjax.compress import export as export_lib
-from effjax.config_loading import load_config
-from effjax.export import evaluate_exported, export_from_workdir
+from effjax.config.load import load_config
+from effjax.job.export import evaluate_exported, export_from_workdir
 from tests.foundation.helpers import REPO
 
 
@@ -62,10 +62,11 @@ def test_export_matches_its_pareto_entry_in_accuracy_and_size(pipeline_run):
 
 
 def test_exported_model_predicts_like_the_supernet_at_that_subnet(pipeline_run):
-    from effjax.supernet_search import SubnetEvaluator
+    import ml_collections
+
+    from effjax.job.subnet_search import SubnetEvaluator
     from effjax.train.checkpoint import Checkpointer
     from effjax.train.trainer import build
-    import ml_collections
 
     workdir, _ = pipeline_run
     with open(os.path.join(workdir, "config.json")) as f:
@@ -75,7 +76,7 @@ def test_exported_model_predicts_like_the_supernet_at_that_subnet(pipeline_run):
     _, params = ckpt.latest_params()
     ckpt.close()
     evaluator = SubnetEvaluator(setup, params, {})
-    from effjax.compress.subnet import SubnetConfig
+    from effjax.subnet import SubnetConfig
 
     subnet = SubnetConfig(encoder_width=0.5, decoder_widths=(("digit", 0.25), ("ge5", 1.0), ("parity", 0.5)),
                           weight_bits=4, first_last_bits=8)

@@ -12,11 +12,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from effjax import pipeline
-from effjax import supernet_search as ss
+from effjax.job import run as pipeline
+from effjax.job import subnet_search as ss
 from effjax.compress import export as export_lib
-from effjax.config_loading import load_config
-from effjax.export import evaluate_exported, export_from_workdir
+from effjax.config.load import load_config
+from effjax.job.export import evaluate_exported, export_from_workdir
 from effjax.quant.pvq import PVQSpec
 from effjax.train.trainer import build, init_state
 from tests.foundation.helpers import REPO

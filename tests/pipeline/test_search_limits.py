@@ -6,9 +6,9 @@ import os
 import jax
 import pytest
 
-from effjax import pipeline
-from effjax.config_loading import load_config
-from effjax.supernet_search import cost_limits
+from effjax.job import run as pipeline
+from effjax.config.load import load_config
+from effjax.job.subnet_search import cost_limits
 from tests.foundation.helpers import REPO
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from effjax.compress import weight_quant as wq
+from effjax.quant import rtn
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -16,9 +17,9 @@ def test_quantize_error_is_within_half_a_step(bits):
 
 def test_int4_pack_roundtrip_odd_length():
     q = np.random.default_rng(1).integers(-7, 8, size=(5, 3)).astype(np.int8)
-    packed = wq.pack_int4(q)
+    packed = rtn.pack_int4(q)
     assert packed.nbytes == 8
-    np.testing.assert_array_equal(wq.unpack_int4(packed, q.shape), q)
+    np.testing.assert_array_equal(rtn.unpack_int4(packed, q.shape), q)
 
 
 def test_payload_bits_counts_codes_and_scales():

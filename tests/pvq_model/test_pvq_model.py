@@ -8,12 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from effjax.config_loading import load_config
-from effjax.pipeline import run_main_job
+from effjax.config.load import load_config
+from effjax.job.run import run_main_job
 from effjax.quant import pvq_model
 from effjax.quant.pvq import num_codewords
 from effjax.quant.pvq.ptq import kernel_paths
-from effjax.train.trainer import build
+from effjax.train.setup import load_run
 from tools import pvq_ptq
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,8 +28,9 @@ def trained(tmp_path_factory):
     config.checkpoint.async_save = False
     workdir = str(tmp_path_factory.mktemp("quickstart_tiny"))
     run_main_job(config, workdir, devices=jax.devices()[:1])
-    run = pvq_model.load_run(workdir)
-    return workdir, run, build(run.config, jax.devices()[:1])
+    run = load_run(workdir)
+    run.params = jax.tree.map(np.asarray, run.params)
+    return workdir, run, run.setup
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def test_bad_config_and_workdir_raise_one_line_errors(trained, tmp_path):
     with pytest.raises(ValueError, match="calibration_inputs"):
         pvq_model.merged_pvq_config({"calibration_inputs": "sequential"})
     with pytest.raises(ValueError, match="no config.json"):
-        pvq_model.load_run(str(tmp_path))
+        load_run(str(tmp_path))
 
 
 def test_cli_flags_and_report(ptq_result):

@@ -8,7 +8,6 @@ import jax.extend.core
 import jax.numpy as jnp
 import ml_collections
 
-from effjax.data.digits import TASKS as DIGIT_TASKS
 
 IMAGE_SHAPE = (8, 8, 1)
 

@@ -11,11 +11,11 @@ from aqt.jax.v2.flax import aqt_flax
 from aqt.jax.v2.numerics import no_numerics
 from aqt.jax.v2.utils import QuantMode
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.models import build_model, layers
 from effjax.models.layers import ATTENTION_SCORES_GROUP
 from effjax.quant import aqt_config
 from effjax.quant.aqt_config import QuantOptions, make_provider, provider_from_config
+from effjax.subnet import SubnetConfig
 from tests.quant_aqt.helpers import DIGIT_TASKS, dot_generals, equations, images, init_params, tiny_model_config
 
 RNG = {"params": jax.random.PRNGKey(0)}

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import injected_dot_general
 from effjax.models.slimmable import SlimAttention
 from effjax.quant.aqt_config import make_provider
+from effjax.subnet import SubnetConfig
 from tests.quant_aqt.helpers import dot_generals
 
 INT8 = make_provider(SubnetConfig(weight_bits=8, activation_bits=8))

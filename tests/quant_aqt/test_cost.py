@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from effjax.compress.cost import total_cost, vit_cost, vit_layers
-from effjax.compress.subnet import SubnetConfig
+from effjax.subnet import SubnetConfig
 from tests.quant_aqt.helpers import DIGIT_TASKS, IMAGE_SHAPE, tiny_model_config
 
 FIRST_LAST = ("embed", "head")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from effjax.compress.cost import vit_cost
-from effjax.compress.subnet import SubnetConfig
 from effjax.quant import serving
 from effjax.quant.aqt_config import QUANT_COLLECTION
+from effjax.subnet import SubnetConfig
 from tests.quant_aqt.helpers import DIGIT_TASKS, IMAGE_SHAPE, images, init_params, tiny_model_config
 
 RNG = {"params": jax.random.PRNGKey(0)}

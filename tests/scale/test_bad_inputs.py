@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from effjax.train.trainer import TrainingDiverged, build, train_and_evaluate
-from effjax.validation import ConfigError
+from effjax.config.validate import ConfigError
 from tests.foundation.helpers import REPO, tiny
 
 

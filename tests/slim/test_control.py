@@ -7,8 +7,8 @@ import pytest
 
 from effjax.compress.control import TaskMetricTable, normalize_preference, preference_decoder_widths, select_subnet
 from effjax.compress.cost_slim import slim_vit_cost
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
+from effjax.subnet import SubnetConfig
 
 from .conftest import model_config
 

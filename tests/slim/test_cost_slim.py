@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import pytest
 
 from effjax.compress.cost import vit_cost
-from effjax.compress.cost_slim import slim_vit_cost, slim_widths
-from effjax.compress.subnet import SubnetConfig
+from effjax.compress.cost_slim import slim_vit_cost
+from effjax.subnet import SubnetConfig, slim_widths
 
 from .conftest import build, init_params, model_config
 

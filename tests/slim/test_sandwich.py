@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from effjax.compress.subnet import SubnetConfig
+from effjax.subnet import SubnetConfig
 from effjax.train import losses
-from effjax.train.sandwich import (SandwichOptions, distillation_loss, make_sandwich_step, sample_configs)
+from effjax.train.sandwich import SandwichOptions, distillation_loss, make_sandwich_step, sample_configs
 from effjax.train.state import TrainState
 
 from .conftest import build, init_params, model_config

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from effjax.compress import export as export_lib
-from effjax.compress.subnet import SubnetConfig
+from effjax.subnet import SubnetConfig
 
 from .conftest import build, init_params, model_config
 

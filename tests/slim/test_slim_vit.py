@@ -7,10 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.compress.cost_slim import slim_widths
-from effjax.compress.subnet import SubnetConfig
 from effjax.models import build_model
 from effjax.models.vit import MultiTaskViT
+from effjax.subnet import SubnetConfig, slim_widths
 
 from .conftest import apply, build, init_params, model_config
 

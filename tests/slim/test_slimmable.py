@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.compress.cost_slim import decoder_width, encoder_widths, make_divisible
 from effjax.models.slimmable import SlimAttention, SlimDense, SlimLayerNorm, SlimMlp
+from effjax.subnet import decoder_width, encoder_widths, make_divisible
 
 
 @pytest.mark.parametrize("value, divisor, maximum, expected", [

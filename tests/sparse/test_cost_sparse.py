@@ -7,9 +7,9 @@ import pytest
 
 from effjax.compress import cost_sparse as cs
 from effjax.compress.cost import vit_cost
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models.sparse_vit import build
+from effjax.subnet import SubnetConfig
 
 TASKS = (TaskSpec("seg", "segmentation", 4), TaskSpec("count", "classification", 4))
 

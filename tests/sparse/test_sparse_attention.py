@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.compress.cost_sparse import kept_key_count
 from effjax.models import sparse_attention as sa
+from effjax.subnet import kept_key_count
 
 
 def _qkv(seed, b=2, h=3, n=11, d=8):

@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.compress.subnet import SubnetConfig
 from effjax.data.specs import TaskSpec
 from effjax.models.sparse_vit import SparseViT
 from effjax.models.vit import MultiTaskViT
+from effjax.subnet import SubnetConfig
 
 TASKS = (TaskSpec("digit", "classification", 10), TaskSpec("seg", "segmentation", 3), TaskSpec("depth", "depth"))
 DIMS = dict(tasks=TASKS, patch_size=2, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=48, decoder_dim=16)

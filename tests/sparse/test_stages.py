@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from effjax.config_loading import load_config
+from effjax.config.load import load_config
 from effjax.train.trainer import train_and_evaluate
 
 pytestmark = pytest.mark.slow  # three trainer runs: about a minute alone, several on a busy machine

@@ -8,11 +8,11 @@ import optax
 import pytest
 
 from effjax.compress.qat import fake_quantize_params
-from effjax.compress.subnet import SubnetConfig
-from effjax.config_loading import load_config
+from effjax.config.load import load_config
 from effjax.data import load_dataset
 from effjax.models import build_model
 from effjax.models.layers import AUX_LOSS_COLLECTION
+from effjax.subnet import SubnetConfig
 from effjax.train import losses
 from effjax.train.sandwich import (SandwichOptions, distillation_loss, feature_distillation_loss, make_sandwich_step,
                                    sample_configs, sample_knob_indices)

@@ -10,12 +10,12 @@ import pytest
 from effjax.compress import export as export_lib
 from effjax.compress.cost_super import super_vit_cost, super_vit_layers
 from effjax.compress.qat import fake_quantize, fake_quantize_params
-from effjax.compress.subnet import SubnetConfig
-from effjax.compress.weight_quant import fake_quantize as numpy_fake_quantize
-from effjax.config_loading import load_config
+from effjax.quant.rtn import fake_quantize as numpy_fake_quantize
+from effjax.config.load import load_config
 from effjax.data import load_dataset
 from effjax.models import build_model
 from effjax.models.super_vit import kept_key_mask
+from effjax.subnet import SubnetConfig
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +140,27 @@ def test_bad_knobs_are_refused_in_one_line(supernet):
         model.apply({"params": params}, images, subnet=SubnetConfig(moe_top_k=5))
     with pytest.raises(ValueError, match="without_bits"):
         model.apply({"params": params}, images, subnet=SubnetConfig(weight_bits=4))
+
+
+def test_knob_eval_step_equals_the_static_eval_step(supernet):
+    """The search's one-program-per-encoder-width evaluation gives the metric sums of the static program."""
+    from effjax.job.subnet_search import make_knob_eval_step
+    from effjax.train import step as step_lib
+
+    config, dataset, model, params, images = supernet
+    arrays = dataset.splits["val"]
+    batch = {k: jnp.asarray(v[:32]) for k, v in arrays.items()}
+    batch["mask"] = jnp.ones((32,), jnp.float32)
+    menu = tuple(sorted(config.model.width_menu))
+    steps = {}
+    for subnet in SUBNETS:
+        decoder_index = np.asarray([menu.index(subnet.decoder_width(t.name)) for t in dataset.tasks], np.int32)
+        if subnet.encoder_width not in steps:
+            steps[subnet.encoder_width] = jax.jit(make_knob_eval_step(model, dataset.tasks, subnet.encoder_width, menu, 2))
+        traced = steps[subnet.encoder_width](params, batch, decoder_index, np.float32(subnet.attention_keep_ratio),
+                                             np.int32(subnet.moe_top_k or model.default_top_k))
+        static = step_lib.make_eval_step(model, dataset.tasks, subnet)(params, batch)
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(traced), jax.tree.leaves(static)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=f"{subnet} {path}")
+    for width, step in steps.items():
+        assert step._cache_size() == 1, f"encoder width {width}: {step._cache_size()} compiled programs"

@@ -20,14 +20,7 @@ from effjax.quant.pvq.jax_codec import decode_batch, encode_batch, search_batch
 from effjax.quant.pvq.packing import checkpoint_size_report, load_checkpoint, save_checkpoint
 from effjax.quant.pvq.ptq import dequantize_into, quantize_params, quantize_tree
 from effjax.quant.pvq.reference_search import brute_force_search, correlation_objective, search_reference
-from effjax.quant.pvq.weights import (
-    PVQSpec,
-    QuantizedMatrix,
-    dequantize_matrix,
-    quantize_matrix,
-    rtn_quantize,
-    sqnr_db,
-)
+from effjax.quant.pvq.weights import PVQSpec, QuantizedMatrix, dequantize_matrix, quantize_matrix, rtn_quantize, sqnr_db
 
 
 def search(x, K: int) -> np.ndarray:

@@ -30,6 +30,8 @@ import math
 
 import numpy as np
 
+from effjax.quant import rtn
+
 from effjax.quant.pvq.counting import check_dims, index_bits, num_codewords
 from effjax.quant.pvq.jax_codec import search_batch
 
@@ -247,8 +249,8 @@ def rtn_quantize(matrix: np.ndarray, bits: int, group_size: int) -> tuple[np.nda
     absmax scale per group of `group_size` input features. Returns (dequantized, bits/weight)."""
     matrix = np.asarray(matrix, np.float64)
     groups = to_groups(matrix, group_size)
-    top = 2 ** (bits - 1) - 1
-    scales = (np.abs(groups).max(-1, keepdims=True) / top).astype(np.float16).astype(np.float64)
-    safe = np.where(scales > 0, scales, 1.0)
-    dequantized = np.clip(np.round(groups / safe), -top, top) * scales
+    qmax = rtn.max_level(bits)
+    scales = rtn.absmax_scale(groups, qmax, axis=-1).astype(np.float16).astype(np.float64)
+    scales = np.where(scales > 0, scales, 1.0)
+    dequantized = rtn.to_codes(groups, scales, qmax) * scales
     return from_groups(dequantized, matrix.shape, group_size), bits + 16 / group_size

@@ -1,0 +1,1 @@
+"""Experiment configs: every field with its default (`base`), loading (`load`) and checks (`validate`)."""
