@@ -263,7 +263,7 @@ def pareto_points(evaluator: SubnetEvaluator, result: search.SearchResult) -> li
     """Every evaluated config with val (and, for the front, test) metrics, cost and the Pareto flag."""
     history = list(result.history)
     values = np.array([[e.values["score"], -e.values["flops"], -e.values["bits"]] for e in history])
-    front = search.non_dominated_mask(values, deduplicate=True) if len(history) else np.zeros(0, bool)
+    front = search.non_dominated_mask(values) if len(history) else np.zeros(0, bool)  # ties: all flagged
     points = []
     for e, on_front in zip(history, front):
         subnet, pvq = evaluator.candidate(e.params)

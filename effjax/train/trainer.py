@@ -3,7 +3,7 @@
 Mesh from the config; train state created by `jit(init, out_shardings=...)` from
 the logical-axis rules; one jitted, donated train step; periodic evaluation of
 every task; Orbax checkpoints with the data iterator's state, auto-resume and
-fall-back; SIGTERM saves and returns cleanly; TensorBoard scalars including step
+fall-back; SIGTERM or SIGINT saves and returns cleanly (a second one exits at once); TensorBoard scalars including step
 time, examples/s and achieved FLOP/s (XLA's cost analysis of the compiled step);
 an optional jax.profiler trace.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import time
 from typing import Any, Sequence
 
@@ -28,7 +27,7 @@ from effjax import validation
 from effjax.data import load_dataset, pipeline
 from effjax.data.specs import Dataset
 from effjax.models import build_model
-from effjax.train import losses, mesh as mesh_lib, objectives, optim, step as step_lib
+from effjax.train import losses, mesh as mesh_lib, objectives, optim, preemption as preemption_lib, step as step_lib
 from effjax.train.checkpoint import Checkpointer
 from effjax.train.metrics import MetricWriter
 
@@ -48,33 +47,21 @@ class TrainResult:
     start_step: int = 0
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks, so the run saves and exits cleanly."""
+def _stop_requested(guard) -> bool:
+    """True on every process when any process received SIGTERM/SIGINT (see `effjax.train.preemption`)."""
+    if jax.process_count() == 1:
+        return guard.requested
+    from jax.experimental import multihost_utils
 
-    def __init__(self):
-        self.requested = False
-        self._previous = None
+    return bool(np.asarray(multihost_utils.process_allgather(np.array([guard.requested]))).any())
 
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
 
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-    def any_process(self) -> bool:
-        if jax.process_count() == 1:
-            return self.requested
-        from jax.experimental import multihost_utils
-
-        return bool(np.asarray(multihost_utils.process_allgather(np.array([self.requested]))).any())
+def _save_for_signal(ckpt, step, state, data_iter, guard, is_main) -> bool:
+    ckpt.save(step, state, data_iter, wait=True)
+    if is_main:
+        log.warning("%s received: saved step %d to %s; exiting (run the same command to resume)",
+                    preemption_lib.signal_name(guard.received), step, ckpt.directory)
+    return True
 
 
 @dataclasses.dataclass
@@ -219,7 +206,8 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     window_start, window_steps = time.perf_counter(), 0
     bar = tqdm(total=tc.num_steps, initial=start, disable=not (is_main and config.log.progress_bar),
                desc="train", dynamic_ncols=True)
-    with _Preemption() as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+    on_second = f"exiting at once; steps after the last committed checkpoint in {ckpt.directory} are lost"
+    with preemption_lib.deferred(on_second) as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
         step = start
         while step < tc.num_steps:
             batch = pipeline.to_global(next(data_iter), setup.batch_sharding, tc.batch_size)
@@ -266,14 +254,13 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                 ckpt.save(step, state, data_iter, wait=True)
                 interrupted = True
                 break
-            if preemption.any_process():
-                ckpt.save(step, state, data_iter, wait=True)
-                interrupted = True
-                if is_main:
-                    log.warning("SIGTERM received: saved step %d to %s; exiting", step, ckpt.directory)
+            if _stop_requested(preemption):
+                interrupted = _save_for_signal(ckpt, step, state, data_iter, preemption, is_main)
                 break
         if profiling_until is not None and step < profiling_until:
             jax.profiler.stop_trace()
+        if preemption.requested and not interrupted and jax.process_count() == 1:  # arrived after the last check
+            interrupted = _save_for_signal(ckpt, step, state, data_iter, preemption, is_main)
     bar.close()
     if not interrupted:
         split = config.eval.final_split
