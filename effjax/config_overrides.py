@@ -76,7 +76,7 @@ def suggestions(name: str, keys: list[str], comments: dict[str, str], section: s
 
 def _describe(key: str, comments: dict[str, str], section: str) -> str:
     comment = _comment_of(comments, section, key)
-    return f"'{key}' ({comment})" if comment else f"'{key}'"
+    return f'"{key}" ({comment})' if comment else f'"{key}"'
 
 
 def _split(arg: str) -> tuple[str, str | None]:
@@ -114,8 +114,8 @@ def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], 
                 keys = sorted(node.keys())
                 where = f"config.{section}" if section else "the config"
                 hint = suggestions(part, keys, comments, section)
-                said = f"; did you mean {' or '.join(_describe(k, comments, section) for k in hint)}?" if hint else ""
-                raise OverrideError(f"{arg}: {where} has no field '{part}'{said or ';'} fields: {', '.join(keys)}")
+                said = f" Did you mean {' or '.join(_describe(k, comments, section) for k in hint)}?" if hint else ""
+                raise OverrideError(f"{arg}: unknown field '{part}' in {where}.{said} Fields: {', '.join(keys)}")
             node, section = node[part], f"{section}.{part}" if section else part
         else:
             rest.append(arg)

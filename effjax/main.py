@@ -190,7 +190,10 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-        lines = [line.strip() for line in str(e).replace("\\n", "\n").strip("'\"").splitlines() if line.strip()]
+        text = str(e)
+        if len(text) > 1 and text[0] in "'\"" and text[-1] == text[0]:  # KeyError quotes its message
+            text = text[1:-1]
+        lines = [line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip()]
         message = lines[-1] if lines else type(e).__name__
         if "Traceback" in str(e):  # an exception inside a config file's get_config
             message = f"{lines[0].split(':')[0]}: {message}"

@@ -24,14 +24,13 @@ float kernels the export computes with) and the first/last layers at 8.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from effjax import search
+from effjax import json_safe, search
 from effjax.compress import export as export_lib
 from effjax.compress.cost import total_cost
 from effjax.compress.cost_slim import slim_vit_layers
@@ -289,8 +288,7 @@ def pvq_from_point(point: Mapping[str, Any]) -> PVQSpec | None:
 
 
 def write_pareto_json(points, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump({"points": points}, f, indent=2)
+    json_safe.dump({"points": points}, path)
 
 
 def plot_pareto(points, path: str, title: str) -> np.ndarray:

@@ -51,6 +51,8 @@ def validate_static(config) -> None:
     _require(config.train.warmup_steps >= 0, "train.warmup_steps", config.train.warmup_steps, "must be >= 0")
     _require(config.train.optimizer in ("adamw", "sgd"), "train.optimizer", config.train.optimizer, "allowed: adamw, sgd")
     _require(config.train.schedule in ("cosine", "constant"), "train.schedule", config.train.schedule, "allowed: cosine, constant")
+    on_change = config.train.get("on_schedule_change", "refuse")
+    _require(on_change in ("refuse", "new"), "train.on_schedule_change", on_change, "allowed: refuse, new")
     _require(config.model.hidden_dim % config.model.num_heads == 0, "model.num_heads", config.model.num_heads,
              f"must divide model.hidden_dim={config.model.hidden_dim}")
     _require(config.eval.final_split in SPLITS, "eval.final_split", config.eval.final_split, f"allowed: {list(SPLITS)}")

@@ -3,9 +3,11 @@
 Mesh from the config; train state created by `jit(init, out_shardings=...)` from
 the logical-axis rules; one jitted, donated train step; periodic evaluation of
 every task; Orbax checkpoints with the data iterator's state, auto-resume and
-fall-back; SIGTERM or SIGINT saves and returns cleanly (a second one exits at once); TensorBoard scalars including step
-time, examples/s and achieved FLOP/s (XLA's cost analysis of the compiled step);
-an optional jax.profiler trace.
+fall-back; SIGTERM or SIGINT saves and returns cleanly (a second one exits at
+once); a resume below the checkpoint's step or with another learning-rate schedule
+is refused (`schedule_record`); TensorBoard scalars including step time,
+examples/s and achieved FLOP/s (XLA's cost analysis of the compiled step); an
+optional jax.profiler trace.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from effjax import validation
 from effjax.data import load_dataset, pipeline
 from effjax.data.specs import Dataset
 from effjax.models import build_model
-from effjax.train import losses, mesh as mesh_lib, objectives, optim, preemption as preemption_lib, step as step_lib
+from effjax.train import losses, mesh as mesh_lib, objectives, optim, schedule_record
+from effjax.train import preemption as preemption_lib, step as step_lib
 from effjax.train.checkpoint import Checkpointer
 from effjax.train.metrics import MetricWriter
 
@@ -181,6 +184,11 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         ckpt.close()
         raise validation.ConfigError(str(e)) from None
     start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
+    try:
+        schedule_record.check(workdir, tc, start, write=is_main)
+    except validation.ConfigError:
+        ckpt.close()
+        raise
     if state is None:
         start, state = 0, init_state(setup, init_rng)
         if config.train.init_from:
@@ -265,6 +273,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     if not interrupted:
         split = config.eval.final_split
         metrics[split] = evaluate(setup, state.params, split, eval_step)
+    if not interrupted and step > start:  # a rerun of a finished workdir logged these already
         writer.scalars(step, {f"{split}/{k}": v for k, v in metrics[split].items()})
         writer.hparams({"model": config.model.name, "data": config.data.name, "hidden_dim": config.model.hidden_dim,
                         "num_layers": config.model.num_layers, "learning_rate": tc.learning_rate,
