@@ -104,7 +104,7 @@ def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], 
         parts = path.split(".")
         for depth, part in enumerate(parts):
             if not isinstance(node, ml_collections.ConfigDict):
-                raise OverrideError(f"{arg}: config.{section} is a {type(node).__name__}, not a section with fields")
+                raise OverrideError(f"{arg}: config.{section} is a value of type {type(node).__name__}, not a section with fields")
             if part not in node:
                 if section in OPEN_MAPS and depth == len(parts) - 1:
                     open_entries[path] = _weight(arg, value)

@@ -25,7 +25,7 @@ CASES = [
     ("did you mean learning_rate", [TINY, "--config.train.lerning_rate=1"], 'Did you mean "learning_rate" (peak learning rate)?'),
     ("unknown field, no close name", [TINY, "--config.zzz=1"], "unknown field 'zzz' in the config. Fields: checkpoint, data,"),
     ("field under a number", [TINY, "--config.train.learning_rate.decay=1"],
-     "config.train.learning_rate is a float, not a section with fields"),
+     "config.train.learning_rate is a value of type float, not a section with fields"),
     ("width_menu=abc", [PIPELINE, "--config.model.width_menu=abc"],
      "config.model.width_menu=('abc',): must be a non-empty list of width fractions in (0, 1]"),
     ("width_menu above 1", [PIPELINE, "--config.model.width_menu=(0.5,2.0)"], "config.model.width_menu=(0.5, 2.0)"),
