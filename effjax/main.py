@@ -40,6 +40,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of JAX processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 _INIT_TIMEOUT = flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the other processes.")
+_PEER_TIMEOUT = flags.DEFINE_integer("peer_timeout", 60, "Seconds without a heartbeat after which a multi-process run "
+                                     "takes a peer for dead and exits with one line.")
 
 
 def _initialize_distributed() -> None:
@@ -54,6 +56,12 @@ def _initialize_distributed() -> None:
 
 
 _OPEN_MAP_ENTRIES: dict[str, float] = {}  # task weights given on the command line (config_overrides)
+
+
+def _drop_orbax_tracebacks(record: logging.LogRecord) -> bool:
+    """Orbax logs a failed background save with its traceback; the same failure reaches us as
+    CheckpointSaveError and is reported in one line, so its log record is dropped."""
+    return not (record.exc_info and "orbax" in record.pathname)
 
 
 def _error(message: str) -> None:
@@ -83,6 +91,7 @@ def _main() -> int:
     from effjax import config_overrides, json_safe
     from effjax.pipeline import run_main_job
     from effjax.search.storage import CorruptEvaluations, SearchMismatch
+    from effjax.train.peer_watchdog import PeerWatchdog
     from effjax.train.trainer import TrainingDiverged
     from effjax.train.workdir_lock import WorkdirLock, WorkdirLocked
     from effjax.validation import ConfigError, check_workdir, validate_static
@@ -100,6 +109,7 @@ def _main() -> int:
     config_overrides.apply_open_entries(config, _OPEN_MAP_ENTRIES)
     logging.getLogger("effjax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO
+    logging.getLogger("absl").addFilter(_drop_orbax_tracebacks)
     logging.getLogger("jax").setLevel(logging.WARNING)
     try:
         validate_static(config)  # before anything is written, so a bad config never touches the workdir
@@ -111,9 +121,12 @@ def _main() -> int:
     import jax
 
     lock = WorkdirLock(_WORKDIR.value)
+    watchdog = None
     try:
         if jax.process_index() == 0:
             lock.acquire()
+        if jax.process_count() > 1:
+            watchdog = PeerWatchdog(_WORKDIR.value, jax.process_index(), jax.process_count(), _PEER_TIMEOUT.value).start()
         summary = run_main_job(config, _WORKDIR.value)
     except WorkdirLocked as e:
         _error(str(e))
@@ -130,6 +143,8 @@ def _main() -> int:
                f"workdir and run the same command to resume")
         return 1
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         lock.release()
     if jax.process_index() == 0:
         print(json.dumps(json_safe.finite(summary, "summary"), indent=2, allow_nan=False))

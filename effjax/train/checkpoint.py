@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 import warnings
@@ -36,6 +37,17 @@ TMP_MARKER = ".orbax-checkpoint-tmp"
 
 class CheckpointCorrupt(RuntimeError):
     """A step's files do not match the checksums written when it was saved."""
+
+
+class CheckpointSaveError(OSError):
+    """A save that could not be written (a full disk, a removed directory, ...); earlier committed steps are intact."""
+
+    def __init__(self, step, directory: str, cause: BaseException):
+        code = getattr(cause, "errno", None)
+        found = re.search(r"os_error_code='?(\d+)", str(cause))  # TensorStore's way of carrying errno
+        code = code or (int(found.group(1)) if found else None)
+        reason = os.strerror(code) if code else f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
+        super().__init__(code or 0, f"checkpoint step {step} could not be written: {reason}", directory)
 
 
 class Checkpointer:
@@ -78,17 +90,27 @@ class Checkpointer:
     def save(self, step: int, state: Any, data_iterator: Optional[grain.DatasetIterator] = None, wait: bool = False):
         if step == self._last_saved_step:
             if wait:
-                self.manager.wait_until_finished()
+                self._finish()
             return
         self._last_saved_step = step
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = ocp.args.JsonSave(data_iterator.get_state())
-        self.manager.wait_until_finished()  # the previous save's manifest callback reads _saving_step
+        self._finish()  # the previous save's manifest callback reads _saving_step
         self._saving_step = step
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except Exception as e:  # Orbax and TensorStore raise ValueError, OSError, ... for a failed write
+            raise CheckpointSaveError(step, self.directory, e) from e
         if wait or not self.async_save:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Waits for the save in flight; its failure raises CheckpointSaveError."""
+        try:
             self.manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointSaveError(self._saving_step, self.directory, e) from e
 
     def check_compatible(self, abstract_state: Any) -> None:
         """Raises ValueError when the newest checkpoint holds arrays of other shapes than the model's.
@@ -173,8 +195,8 @@ class Checkpointer:
         return step, restored["state"]["params"]
 
     def wait(self):
-        self.manager.wait_until_finished()
+        self._finish()
 
     def close(self):
-        self.manager.wait_until_finished()
+        self._finish()
         self.manager.close()
