@@ -1,7 +1,9 @@
 """Orbax checkpoints of the train state with the data iterator's state beside it.
 
 The iterator's state (the position in the global batch stream, identical on every
-process) is stored as JSON, so a checkpoint written by N processes restores in M.
+process) is stored as JSON, so a checkpoint written by N processes restores in M;
+`Checkpointer.progress` (the last logged train loss) is stored beside it, so a rerun
+of a finished workdir can still report it.
 
 Saves are asynchronous and atomic (Orbax renames a temporary directory on
 commit) but Orbax does not verify content. Each step therefore carries a manifest
@@ -33,6 +35,7 @@ from effjax.train import checkpoint_manifest
 log = logging.getLogger("effjax")
 
 TMP_MARKER = ".orbax-checkpoint-tmp"
+ITERATOR_KEY = "iterator"  # in the JSON item: the data iterator's state; the other keys are `Checkpointer.progress`
 
 
 class CheckpointCorrupt(RuntimeError):
@@ -69,6 +72,7 @@ class Checkpointer:
             self.directory, options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
         self._last_saved_step = None
+        self.progress: dict = {}  # JSON-able facts saved with each step (the last logged train loss); restored with it
 
     def _write_manifest(self) -> None:
         """Orbax's post-finalization callback: the step's files are complete but not yet renamed."""
@@ -95,7 +99,7 @@ class Checkpointer:
         self._last_saved_step = step
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
-            items["data"] = ocp.args.JsonSave(data_iterator.get_state())
+            items["data"] = ocp.args.JsonSave({ITERATOR_KEY: data_iterator.get_state(), **self.progress})
         self._finish()  # the previous save's manifest callback reads _saving_step
         self._saving_step = step
         try:
@@ -153,7 +157,12 @@ class Checkpointer:
                 self.verify(step)
                 restored = self.manager.restore(step, args=ocp.args.Composite(**items))
                 if data_iterator is not None:
-                    data_iterator.set_state(restored["data"])
+                    data = dict(restored["data"])
+                    if ITERATOR_KEY in data:
+                        data_iterator.set_state(data.pop(ITERATOR_KEY))
+                        self.progress = data
+                    else:  # written before progress was stored beside the iterator state
+                        data_iterator.set_state(data)
                 return step, restored["state"]
             except Exception as e:  # Orbax raises many types for damaged files
                 nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint; starting from scratch"

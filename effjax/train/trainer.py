@@ -184,6 +184,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         ckpt.close()
         raise validation.ConfigError(str(e)) from None
     start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
+    train_losses: dict[int, float] = {}
     try:
         schedule_record.check(workdir, tc, start, write=is_main)
     except validation.ConfigError:
@@ -193,8 +194,12 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         start, state = 0, init_state(setup, init_rng)
         if config.train.init_from:
             state = state.replace(params=init_params_from(setup, state.params, config.train.init_from))
-    elif is_main:
-        log.info("resumed from step %d in %s", start, ckpt.directory)
+    else:
+        if is_main:
+            log.info("resumed from step %d in %s", start, ckpt.directory)
+        if start >= tc.num_steps and "train_loss" in ckpt.progress:  # a finished run: nothing to train
+            logged_step, loss = ckpt.progress["train_loss"]
+            train_losses[int(logged_step)] = float(loss)
 
     train_step = jax.jit(
         objectives.build_train_step(setup, config),
@@ -206,7 +211,6 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                         in_shardings=(setup.state_shardings.params, setup.batch_sharding))
     step_rng = jax.device_put(step_rng, mesh_lib.replicated(setup.mesh))
 
-    train_losses: dict[int, float] = {}
     metrics: dict[str, dict[str, float]] = {}
     step_flops = None
     interrupted = False
@@ -242,6 +246,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                                 "train/skipped_steps": skipped_total})
                 writer.scalars(step, scalars)
                 train_losses[step] = scalars["loss"]
+                ckpt.progress["train_loss"] = [step, scalars["loss"]]
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
                 window_start, window_steps = time.perf_counter(), 0
                 if skipped_in_a_row >= tc.max_skipped_steps:

@@ -21,7 +21,9 @@ def _config(num_steps=6):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("finished"))
-    train_and_evaluate(_config(), workdir, devices=jax.devices()[:1])
+    first = train_and_evaluate(_config(), workdir, devices=jax.devices()[:1])
+    with open(os.path.join(workdir, "final_loss.txt"), "w") as f:
+        f.write(repr(first.train_losses[6]))
     return workdir
 
 
@@ -71,12 +73,13 @@ def test_num_steps_below_the_checkpoint_is_refused(finished, tmp_path):
         train_and_evaluate(_config(num_steps=4), workdir, devices=jax.devices()[:1])
 
 
-def test_rerun_of_a_finished_workdir_logs_nothing_twice(finished, tmp_path):
+def test_rerun_of_a_finished_workdir_logs_nothing_twice_and_keeps_the_final_loss(finished, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     workdir = _copy(finished, tmp_path)
     result = train_and_evaluate(_config(), workdir, devices=jax.devices()[:1])
     assert result.start_step == 6 and not result.interrupted and result.metrics["test"]
+    assert result.train_losses == {6: float(open(os.path.join(workdir, "final_loss.txt")).read())}
     acc = EventAccumulator(os.path.join(workdir, "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("test/digit")] == [6]
