@@ -161,3 +161,40 @@ def test_one_of_two_processes_dies_and_the_other_exits_with_one_line(tmp_path):
                      "process 0 exits; committed checkpoints are kept; restart every process to resume"], err[-3000:]
     assert waited < 20 + 15  # the configured timeout, plus polling and interpreter exit
     assert checkpoint_steps(workdir)  # what was committed is still there
+
+
+def _evaluations(workdir):
+    path = os.path.join(workdir, "search", "evaluations.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for line in f if line.strip()]
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_search_loses_no_finished_evaluation(tmp_path):
+    """Killed at a random evaluation of the search; the rerun keeps every evaluation written before the
+    kill, finishes the budget, and flags every configuration no other one dominates (ties included)."""
+    import json
+
+    workdir = str(tmp_path)
+    config = "configs/pipeline.py:digits,tiny"
+    target = random.Random(11).randint(1, 4)
+    proc = subprocess.Popen(command(workdir, config=config), cwd=REPO, env=env_with_devices(1),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: len(_evaluations(workdir)) >= target or proc.poll() is not None, 600, poll=0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _evaluations(workdir)
+    assert before
+    summary = run(workdir, config=config, devices=1, timeout=600)
+    after = _evaluations(workdir)
+    assert after[:len(before)] == before and len(after) == 6
+    assert len({json.loads(line)["id"] for line in after}) == 6
+    with open(os.path.join(workdir, "pareto.json")) as f:
+        points = json.load(f)["points"]
+    vectors = [(p["metrics"]["score"], -p["cost"]["flops"], -p["cost"]["bits"]) for p in points]
+    for p, v in zip(points, vectors):
+        dominated = any(all(w >= x for w, x in zip(u, v)) and u != v for u in vectors)
+        assert p["pareto"] == (not dominated), p["id"]
+    assert summary["front_size"] == sum(p["pareto"] for p in points)
