@@ -91,6 +91,7 @@ def _main() -> int:
     from effjax import config_overrides, json_safe
     from effjax.pipeline import run_main_job
     from effjax.search.storage import CorruptEvaluations, SearchMismatch
+    from effjax.train.checkpoint import CheckpointCorrupt
     from effjax.train.peer_watchdog import PeerWatchdog
     from effjax.train.trainer import TrainingDiverged
     from effjax.train.workdir_lock import WorkdirLock, WorkdirLocked
@@ -134,7 +135,7 @@ def _main() -> int:
     except (ConfigError, CorruptEvaluations, SearchMismatch) as e:
         _error(str(e))
         return 2
-    except TrainingDiverged as e:
+    except (TrainingDiverged, CheckpointCorrupt) as e:
         _error(str(e))
         return 1
     except OSError as e:  # a full disk, a workdir removed under the run, ...
@@ -178,15 +179,15 @@ def _check_overrides(argv):
     if spec is None:
         return argv
     path = spec.partition(":")[0]
-    if os.path.isfile(path):
-        with open(path) as f:
-            if "def get_config(" not in f.read():
-                others = _experiment_configs(os.path.dirname(path))
-                _error(f"--config={spec}: {path} has no get_config(arg); it is a helper module, not an experiment "
-                       f"config; experiment configs: {', '.join(others) or 'none found'}")
-                sys.exit(2)
     try:
         config = load_config(spec)
+    except AttributeError as e:
+        if "get_config" not in str(e):
+            return argv
+        others = _experiment_configs(os.path.dirname(path))
+        _error(f"--config={spec}: {path} has no get_config(arg); it is a helper module, not an experiment "
+               f"config; experiment configs: {', '.join(others) or 'none found'}")
+        sys.exit(2)
     except Exception:  # absl loads it again below and reports the failure in its own words
         return argv
     try:

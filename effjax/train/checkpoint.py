@@ -199,7 +199,10 @@ class Checkpointer:
         step = self.manager.latest_step()
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        self.verify(step)
+        try:
+            self.verify(step)
+        except CheckpointCorrupt as e:
+            raise CheckpointCorrupt(f"checkpoint step {step} in {self.directory}: {e}") from None
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
         return step, restored["state"]["params"]
 
