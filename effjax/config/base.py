@@ -76,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.init_from = ""  # workdir whose latest checkpoint initializes the parameters (fine-tuning)
     c.train.halt_after_steps = 0  # save and stop after this many steps in one launch (time-limited slots); 0 never
     c.train.max_skipped_steps = 10  # stop when this many consecutive steps have non-finite updates
+    c.train.on_schedule_change = "refuse"  # a resume that changes the lr schedule: refuse | new (follow the new one)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256  # global eval batch size

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import tempfile
 
 from effjax.data.specs import DATASET_NAMES, SPLITS, Dataset
 from effjax.models.registry import DTYPES, MODEL_NAMES
@@ -20,6 +22,10 @@ class ConfigError(ValueError):
 def _require(cond: bool, field: str, value, allowed: str):
     if not cond:
         raise ConfigError(f"config.{field}={value!r}: {allowed}")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _positive_int(config, field: str):
@@ -45,10 +51,21 @@ def validate_static(config) -> None:
     _require(config.train.warmup_steps >= 0, "train.warmup_steps", config.train.warmup_steps, "must be >= 0")
     _require(config.train.optimizer in ("adamw", "sgd"), "train.optimizer", config.train.optimizer, "allowed: adamw, sgd")
     _require(config.train.schedule in ("cosine", "constant"), "train.schedule", config.train.schedule, "allowed: cosine, constant")
+    on_change = config.train.get("on_schedule_change", "refuse")
+    _require(on_change in ("refuse", "new"), "train.on_schedule_change", on_change, "allowed: refuse, new")
     _require(config.model.hidden_dim % config.model.num_heads == 0, "model.num_heads", config.model.num_heads,
              f"must divide model.hidden_dim={config.model.hidden_dim}")
     _require(config.eval.final_split in SPLITS, "eval.final_split", config.eval.final_split, f"allowed: {list(SPLITS)}")
     _require(config.profile_steps >= 0, "profile_steps", config.profile_steps, "must be >= 0")
+    if "width_menu" in config.model:
+        menu = config.model.width_menu
+        _require(isinstance(menu, (tuple, list)) and len(menu) > 0 and all(_is_real(w) and 0 < w <= 1 for w in menu),
+                 "model.width_menu", menu, "must be a non-empty list of width fractions in (0, 1], e.g. (0.25, 0.5, 1.0)")
+    for section, field in (("loss", "task_weights"), ("search", "score_weights")):
+        if section in config and field in config[section]:
+            for task, weight in config[section][field].items():
+                _require(_is_real(weight) and math.isfinite(weight) and weight >= 0, f"{section}.{field}.{task}", weight,
+                         "must be a finite number >= 0")
     if config.data.name == "shapes":
         for field in ("data.image_size", "data.num_train", "data.num_val", "data.num_test"):
             _positive_int(config, field)
@@ -70,3 +87,21 @@ def validate_with_data(config, dataset: Dataset) -> None:
         _require(task in names, f"loss.task_weights.{task}", config.loss.task_weights[task], f"unknown task; dataset tasks: {names}")
     _require(dataset.num_examples("train") >= config.train.batch_size, "train.batch_size", config.train.batch_size,
              f"larger than the {dataset.num_examples('train')} training examples")
+
+
+def check_workdir(workdir: str) -> None:
+    """Creates `workdir` if needed; a path that cannot be a writable directory raises ConfigError."""
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--workdir={workdir}: is a file, not a directory")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"--workdir={workdir}: {parent} is a file, so no directory can be created under it")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".effjax-write-test-")
+        probe.close()
+    except OSError as e:
+        raise ConfigError(f"--workdir={workdir}: not a writable directory ({e.strerror or type(e).__name__})") from None

@@ -41,12 +41,16 @@ def render(points, full_metrics, config, exports) -> str:
     front = sorted((p for p in points if p["pareto"]), key=lambda p: p["cost"]["flops"])
     flops = [p["cost"]["flops"] for p in front]
     best = max(points, key=lambda p: p["metrics"]["score"])
+    vectors = [(p["metrics"]["score"], p["cost"]["flops"], p["cost"]["bits"]) for p in front]
+    tied = sum(1 for v in vectors if vectors.count(v) > 1)
+    ties = (f" ({tied} of them tie another front point's score, FLOPs and bits exactly; ties are all flagged and "
+            "counted)") if tied else ""
     lines = [
         f"# Supernet search report ({config.data.name})",
         "",
         f"{len(points)} configurations evaluated zero-shot on the validation split; {len(front)} are Pareto-optimal in "
         f"(score up, FLOPs down, bits down), spanning {min(flops):.3g} to {max(flops):.3g} FLOPs per example "
-        f"({max(flops) / max(min(flops), 1):.1f}x).",
+        f"({max(flops) / max(min(flops), 1):.1f}x){ties}.",
         "",
         f"Full supernet (all widths 1, dense attention, most experts, float32): validation score {full_metrics['score']:.4f}. "
         f"Best evaluated point: {best['metrics']['score']:.4f} (id {best['id']}, {_describe(best)}), "

@@ -9,11 +9,11 @@ exports any other).
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 
+from effjax.job import json_safe
 from effjax.train.trainer import build, train_and_evaluate
 
 
@@ -46,8 +46,7 @@ def run_main_job(config, workdir: str, devices=None) -> dict:
     if "search" in config and not result.interrupted:
         summary.update(search_and_export(config, workdir, result, devices))
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        json_safe.dump(summary, os.path.join(workdir, "summary.json"))
     return summary
 
 

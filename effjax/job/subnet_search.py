@@ -24,7 +24,6 @@ float kernels the export computes with) and the first/last layers at 8.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,6 +31,7 @@ import jax
 import numpy as np
 
 from effjax import search
+from effjax.job import json_safe
 from effjax.compress import export as export_lib
 from effjax.compress.cost import total_cost
 from effjax.compress.cost_slim import slim_vit_layers
@@ -321,7 +321,7 @@ def pareto_points(evaluator: SubnetEvaluator, result: search.SearchResult) -> li
     """Every evaluated config with val (and, for the front, test) metrics, cost and the Pareto flag."""
     history = list(result.history)
     values = np.array([[e.values["score"], -e.values["flops"], -e.values["bits"]] for e in history])
-    front = search.non_dominated_mask(values, deduplicate=True) if len(history) else np.zeros(0, bool)
+    front = search.non_dominated_mask(values) if len(history) else np.zeros(0, bool)  # ties: all flagged
     points = []
     for e, on_front in zip(history, front):
         subnet, pvq = evaluator.candidate(e.params)
@@ -347,8 +347,7 @@ def pvq_from_point(point: Mapping[str, Any]) -> PVQSpec | None:
 
 
 def write_pareto_json(points, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump({"points": points}, f, indent=2)
+    json_safe.dump({"points": points}, path)
 
 
 def plot_pareto(points, path: str, title: str) -> np.ndarray:

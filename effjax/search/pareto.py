@@ -3,6 +3,13 @@
 All functions here use the *maximization* convention: point a dominates b when
 a >= b in every objective and a > b in at least one. Callers flip minimized
 objectives (multiply by -1) first; `to_maximization` does that from directions.
+
+Ties: points with equal objective vectors do not dominate each other (neither is
+> the other anywhere), so every one of them is non-dominated and flagged. Two
+configurations that tie (mirror-image decoder widths, say) are different models a
+user may want to pick between, so result files flag all of them and count each.
+`deduplicate=True` keeps only the first of a tie; it is for the geometry of the
+front (hypervolume, box decompositions), where a repeated vector adds nothing.
 """
 
 from __future__ import annotations

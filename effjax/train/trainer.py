@@ -3,9 +3,11 @@
 Mesh from the config; train state created by `jit(init, out_shardings=...)` from
 the logical-axis rules; one jitted, donated train step; periodic evaluation of
 every task; Orbax checkpoints with the data iterator's state, auto-resume and
-fall-back; SIGTERM saves and returns cleanly; TensorBoard scalars including step
-time, examples/s and achieved FLOP/s (XLA's cost analysis of the compiled step);
-an optional jax.profiler trace.
+fall-back; SIGTERM or SIGINT saves and returns cleanly (a second one exits at
+once); a resume below the checkpoint's step or with another learning-rate schedule
+is refused (`schedule_record`); TensorBoard scalars including step time,
+examples/s and achieved FLOP/s (XLA's cost analysis of the compiled step); an
+optional jax.profiler trace.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import time
 from typing import Any, Sequence
 
@@ -24,8 +25,9 @@ from tqdm import tqdm
 
 from effjax.config import validate
 from effjax.data import pipeline
-from effjax.train import losses, objectives
+from effjax.train import losses, objectives, schedule_record
 from effjax.train import mesh as mesh_lib
+from effjax.train import preemption as preemption_lib
 from effjax.train import step as step_lib
 from effjax.train.checkpoint import Checkpointer
 from effjax.train.metrics import MetricWriter
@@ -47,33 +49,21 @@ class TrainResult:
     start_step: int = 0
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks, so the run saves and exits cleanly."""
+def _stop_requested(guard) -> bool:
+    """True on every process when any process received SIGTERM/SIGINT (see `effjax.train.preemption`)."""
+    if jax.process_count() == 1:
+        return guard.requested
+    from jax.experimental import multihost_utils
 
-    def __init__(self):
-        self.requested = False
-        self._previous = None
+    return bool(np.asarray(multihost_utils.process_allgather(np.array([guard.requested]))).any())
 
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
 
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-    def any_process(self) -> bool:
-        if jax.process_count() == 1:
-            return self.requested
-        from jax.experimental import multihost_utils
-
-        return bool(np.asarray(multihost_utils.process_allgather(np.array([self.requested]))).any())
+def _save_for_signal(ckpt, step, state, data_iter, guard, is_main) -> bool:
+    ckpt.save(step, state, data_iter, wait=True)
+    if is_main:
+        log.warning("%s received: saved step %d to %s; exiting (run the same command to resume)",
+                    preemption_lib.signal_name(guard.received), step, ckpt.directory)
+    return True
 
 
 def evaluate(setup: Setup, params, split: str, eval_step=None, subnet=None) -> dict[str, float]:
@@ -117,12 +107,22 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         ckpt.close()
         raise validate.ConfigError(str(e)) from None
     start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
+    train_losses: dict[int, float] = {}
+    try:
+        schedule_record.check(workdir, tc, start, write=is_main)
+    except validate.ConfigError:
+        ckpt.close()
+        raise
     if state is None:
         start, state = 0, init_state(setup, init_rng)
         if config.train.init_from:
             state = state.replace(params=init_params_from(setup, state.params, config.train.init_from))
-    elif is_main:
-        log.info("resumed from step %d in %s", start, ckpt.directory)
+    else:
+        if is_main:
+            log.info("resumed from step %d in %s", start, ckpt.directory)
+        if start >= tc.num_steps and "train_loss" in ckpt.progress:  # a finished run: nothing to train
+            logged_step, loss = ckpt.progress["train_loss"]
+            train_losses[int(logged_step)] = float(loss)
 
     train_step = jax.jit(
         objectives.build_train_step(setup, config),
@@ -134,7 +134,6 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                         in_shardings=(setup.state_shardings.params, setup.batch_sharding))
     step_rng = jax.device_put(step_rng, mesh_lib.replicated(setup.mesh))
 
-    train_losses: dict[int, float] = {}
     metrics: dict[str, dict[str, float]] = {}
     step_flops = None
     interrupted = False
@@ -142,7 +141,8 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     window_start, window_steps = time.perf_counter(), 0
     bar = tqdm(total=tc.num_steps, initial=start, disable=not (is_main and config.log.progress_bar),
                desc="train", dynamic_ncols=True)
-    with _Preemption() as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+    on_second = f"exiting at once; steps after the last committed checkpoint in {ckpt.directory} are lost"
+    with preemption_lib.deferred(on_second) as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
         step = start
         while step < tc.num_steps:
             batch = pipeline.to_global(next(data_iter), setup.batch_sharding, tc.batch_size)
@@ -169,6 +169,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                                 "train/skipped_steps": skipped_total})
                 writer.scalars(step, scalars)
                 train_losses[step] = scalars["loss"]
+                ckpt.progress["train_loss"] = [step, scalars["loss"]]
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
                 window_start, window_steps = time.perf_counter(), 0
                 if skipped_in_a_row >= tc.max_skipped_steps:
@@ -189,18 +190,18 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                 ckpt.save(step, state, data_iter, wait=True)
                 interrupted = True
                 break
-            if preemption.any_process():
-                ckpt.save(step, state, data_iter, wait=True)
-                interrupted = True
-                if is_main:
-                    log.warning("SIGTERM received: saved step %d to %s; exiting", step, ckpt.directory)
+            if _stop_requested(preemption):
+                interrupted = _save_for_signal(ckpt, step, state, data_iter, preemption, is_main)
                 break
         if profiling_until is not None and step < profiling_until:
             jax.profiler.stop_trace()
+        if preemption.requested and not interrupted and jax.process_count() == 1:  # arrived after the last check
+            interrupted = _save_for_signal(ckpt, step, state, data_iter, preemption, is_main)
     bar.close()
     if not interrupted:
         split = config.eval.final_split
         metrics[split] = evaluate(setup, state.params, split, eval_step)
+    if not interrupted and step > start:  # a rerun of a finished workdir logged these already
         writer.scalars(step, {f"{split}/{k}": v for k, v in metrics[split].items()})
         writer.hparams({"model": config.model.name, "data": config.data.name, "hidden_dim": config.model.hidden_dim,
                         "num_layers": config.model.num_layers, "learning_rate": tc.learning_rate,
