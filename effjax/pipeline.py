@@ -92,12 +92,13 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
     return outputs
 
 
-def export_point(evaluator, point: dict, directory: str, config) -> dict:
+def export_point(evaluator, point: dict, directory: str, config, platforms=None) -> dict:
+    from effjax.compress import artifacts
     from effjax.compress import export as export_lib
     from effjax.compress.subnet import SubnetConfig
     from effjax.supernet_search import pvq_from_point
 
     subnet, pvq = SubnetConfig.from_dict(point["config"]), pvq_from_point(point)
-    meta = {"model_config": config.model.to_dict(), "tasks": [t.__dict__ for t in evaluator.tasks],
-            "subnet": subnet.to_dict(), "point": point, "dataset": config.data.to_dict()}
-    return export_lib.write(directory, evaluator.host_params, evaluator.plan(subnet, pvq), meta, evaluator.pvq_cache)
+    meta = artifacts.metadata(config, evaluator.setup.dataset, evaluator.tasks, subnet, point)
+    export_lib.write(directory, evaluator.host_params, evaluator.plan(subnet, pvq), meta, evaluator.pvq_cache)
+    return artifacts.write_standalone(directory, platforms or artifacts.PLATFORMS)

@@ -48,6 +48,8 @@ class Dataset:
     name: str
     tasks: tuple[TaskSpec, ...]
     splits: Mapping[str, Mapping[str, np.ndarray]]
+    preprocessing: str = "none: images are used as stored"  # how raw images became the float32 `image` arrays
+    label_names: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # task -> class names
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
