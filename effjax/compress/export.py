@@ -311,7 +311,7 @@ def _check_params(directory: str, meta: Mapping[str, Any]) -> None:
         for suffix, (shape, dtype) in _stored_shapes(p).items():
             stored = arrays.get(p["path"] + suffix)
             if stored is None or tuple(stored["shape"]) != shape or stored["dtype"] != dtype:
-                found = None if stored is None else f"{stored['dtype']} {stored['shape']}"
+                found = "no such array" if stored is None else f"{stored['dtype']} {stored['shape']}"
                 raise ExportError(f"{where}: params[{p['path']!r}] (bits={p['bits']}, active_shape={p['active_shape']}) "
                                   f"needs array {p['path'] + suffix!r} as {dtype} {list(shape)}; model.bin has {found}")
 
