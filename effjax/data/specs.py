@@ -8,6 +8,7 @@ A task is one prediction target per example: an image-level class
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Callable, Mapping
 
 import numpy as np
@@ -84,12 +85,13 @@ def with_value_statistics(tasks: tuple[TaskSpec, ...], train: Mapping[str, np.nd
 
 
 def _builders() -> dict[str, Callable]:
-    from effjax.data import digits, npz_source, shapes, tfds_source
+    from effjax.data import digits, grain_source, npz_source, shapes, tfds_source
 
-    return {"digits": digits.load, "shapes": shapes.load, "npz": npz_source.load, "tfds": tfds_source.load}
+    return {"digits": digits.load, "shapes": shapes.load, "npz": npz_source.load, "tfds": tfds_source.load,
+            "grain": grain_source.load}
 
 
-DATASET_NAMES = ("digits", "shapes", "npz", "tfds")
+DATASET_NAMES = ("digits", "shapes", "npz", "tfds", "grain")
 
 
 def load_dataset(data_config) -> Dataset:
@@ -97,11 +99,20 @@ def load_dataset(data_config) -> Dataset:
     if data_config.name not in builders:
         raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset; allowed: {sorted(builders)}")
     ds = builders[data_config.name](data_config)
-    ds = dataclasses.replace(ds, tasks=with_value_statistics(ds.tasks, ds.splits["train"]))
     for split in SPLITS:
         arrays = ds.splits[split]
         n = arrays["image"].shape[0]
+        if n == 0:
+            raise ValueError(f"dataset {ds.name}: split {split!r} is empty (sizes {split_sizes(ds)}); "
+                             "every split needs at least one example")
         for t in ds.tasks:
             if arrays[t.name].shape[0] != n:
                 raise ValueError(f"dataset {ds.name}: task {t.name!r} has {arrays[t.name].shape[0]} labels for {n} images")
+    ds = dataclasses.replace(ds, tasks=with_value_statistics(ds.tasks, ds.splits["train"]))
+    logging.getLogger("effjax").info("data %s: %s examples of %s; images: %s", ds.name, split_sizes(ds),
+                                     "x".join(str(d) for d in ds.image_shape), ds.preprocessing)
     return ds
+
+
+def split_sizes(ds: Dataset) -> dict[str, int]:
+    return {s: int(ds.splits[s]["image"].shape[0]) for s in SPLITS if s in ds.splits}
