@@ -56,6 +56,7 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
     from effjax import supernet_search as ss
     from effjax.train.metrics import MetricWriter
 
+    workdir = os.path.abspath(workdir)  # every path in summary.json and report.md derives from it
     setup = build(config, devices)
     evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights))
     search_result = ss.run_search(evaluator, config.search, workdir, seed=config.seed)
@@ -66,7 +67,8 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
         outputs["pareto_json"] = os.path.join(workdir, "pareto.json")
         ss.write_pareto_json(points, outputs["pareto_json"])
         outputs["pareto_png"] = os.path.join(workdir, "pareto.png")
-        image = ss.plot_pareto(points, outputs["pareto_png"], f"{config.data.name}: zero-shot subnets of one supernet")
+        image = ss.plot_pareto(points, outputs["pareto_png"], f"{config.data.name}: zero-shot subnets of one supernet",
+                               ss.score_definition(evaluator.tasks, dict(config.search.score_weights)))
         writer = MetricWriter(os.path.join(workdir, "tensorboard"))
         writer.image(int(result.state.step), "search/pareto", image)
         best = max(points, key=lambda p: p["metrics"]["score"])
@@ -84,7 +86,7 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
             exports[p["id"]] = directory
         outputs["report_md"] = os.path.join(workdir, "report.md")
         with open(outputs["report_md"], "w") as f:
-            f.write(report_lib.render(points, full, config, exports))
+            f.write(report_lib.render(points, full, config, exports, workdir))
         outputs["exports"] = exports
         outputs["front_size"] = sum(p["pareto"] for p in points)
         outputs["full_supernet_val_score"] = full["score"]

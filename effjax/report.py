@@ -1,6 +1,10 @@
-"""`report.md`: a short human summary of a supernet search (best points per budget, the front)."""
+"""`report.md`: a short human summary of a supernet search (best points per budget, the front).
+
+Paths in it are relative to the workdir it is written to (where report.md lives)."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -37,7 +41,10 @@ def _describe(p) -> str:
     return f"encoder {c['encoder_width']:g}, decoders [{dec}]{knobs}, weights {bits}"
 
 
-def render(points, full_metrics, config, exports) -> str:
+def render(points, full_metrics, config, exports, workdir: str | None = None) -> str:
+    """The report's markdown; with `workdir` (where report.md is written), export paths are relative to it."""
+    if workdir is not None:
+        exports = {k: os.path.relpath(os.path.abspath(v), os.path.abspath(workdir)) for k, v in exports.items()}
     front = sorted((p for p in points if p["pareto"]), key=lambda p: p["cost"]["flops"])
     flops = [p["cost"]["flops"] for p in front]
     best = max(points, key=lambda p: p["metrics"]["score"])
