@@ -54,7 +54,7 @@ def run_main_job(config, workdir: str, devices=None) -> dict:
 def search_and_export(config, workdir: str, result, devices=None) -> dict:
     from effjax import report as report_lib
     from effjax import supernet_search as ss
-    from effjax.train.metrics import MetricWriter
+    from effjax.train.metrics import MetricWriter, eval_tags, train_hparams
 
     workdir = os.path.abspath(workdir)  # every path in summary.json and report.md derives from it
     setup = build(config, devices)
@@ -72,12 +72,15 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
         writer = MetricWriter(os.path.join(workdir, "tensorboard"))
         writer.image(int(result.state.step), "search/pareto", image)
         best = max(points, key=lambda p: p["metrics"]["score"])
-        writer.hparams({"search_budget": int(config.search.budget),
+        for n, hv, best_score in report_lib.search_trace(points):
+            writer.scalars(n, {"search/hypervolume": hv, "search/best_score": best_score})
+        writer.hparams({**train_hparams(config), "search_budget": int(config.search.budget),
                         "bits_menu": str(ss.bits_values(config.search.bits, evaluator.pvq_settings)),
                         "width_menu": str(list(config.model.width_menu)),
                         **{f"{name}_menu": str(values) for name, values in ss.knob_menus(config).items()}},
-                       {"hparams/best_score": best["metrics"]["score"], "hparams/front_size": sum(p["pareto"] for p in points),
-                        "hparams/full_supernet_score": full["score"]})
+                       {**eval_tags(config.eval.final_split, result.metrics[config.eval.final_split], evaluator.tasks),
+                        "search/best_val_score": best["metrics"]["score"], "search/front_size": sum(p["pareto"] for p in points),
+                        "search/full_supernet_val_score": full["score"]})
         writer.close()
         exports = {}
         for p in report_lib.budget_picks(points):

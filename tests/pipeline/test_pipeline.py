@@ -1,5 +1,6 @@
 """The main job end to end at toy scale: train a supernet, search, write outputs, export, reload."""
 
+import glob
 import json
 import os
 import re
@@ -74,6 +75,16 @@ def test_outputs_have_the_documented_schema(pipeline_run):
     acc = EventAccumulator(os.path.join(workdir, "tensorboard"))
     acc.Reload()
     assert "search/pareto" in acc.Tags()["images"]
+    hv = [e.value for e in acc.Scalars("search/hypervolume")]
+    best = [e.value for e in acc.Scalars("search/best_score")]
+    assert [e.step for e in acc.Scalars("search/hypervolume")] == list(range(1, len(points) + 1))
+    assert all(b >= a for a, b in zip(hv, hv[1:])) and hv[-1] > 0  # adding evaluations never shrinks the front
+    np.testing.assert_allclose(best, np.maximum.accumulate([p["metrics"]["score"] for p in sorted(points, key=lambda p: p["id"])]),
+                               rtol=1e-6)
+    assert {"train/loss", "val/digit/accuracy", "test/ge5/accuracy"} <= set(acc.Tags()["scalars"])
+    sessions = [f for f in glob.glob(os.path.join(workdir, "tensorboard", "**", "events.out.*"), recursive=True)
+                if os.sep + "hparams" in f]
+    assert len(sessions) == 1, sessions  # one hparams session (events file) per run
 
 
 def test_export_matches_its_pareto_entry_in_accuracy_and_size(pipeline_run):
