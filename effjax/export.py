@@ -149,7 +149,7 @@ def main(argv) -> int:
                       "pvq": out["point"].get("pvq"),
                       "measured_test": out["measured_test"], "reported_test": reported or "(not on the front: not measured)",
                       "size_bytes_on_disk": out["bin_bytes"], "bits_objective_bytes": out["bits_objective"] / 8,
-                      "standalone": {k: out["standalone"][k] for k in ("artifact", "bytes", "platforms", "params",
+                      "standalone": {k: out["standalone"][k] for k in ("artifact", "bytes", "platforms", "params", "padded_params",
                                                                         "flops_per_example", "xla_flops_per_example")}},
                      indent=2))
     return 0

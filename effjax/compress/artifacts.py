@@ -38,7 +38,7 @@ def metadata(config, dataset, tasks, subnet: SubnetConfig, point: Mapping[str, A
 def _write_safetensors(directory: str, meta: Mapping[str, Any]) -> str:
     from safetensors.numpy import save_file
 
-    arrays = export_lib._read_arrays(directory, meta["arrays"], meta.get("bin_sha256"))
+    arrays = export_lib.read_arrays(directory, meta["arrays"], meta.get("bin_sha256"))
     path = os.path.join(directory, SAFETENSORS)
     save_file({name: np.ascontiguousarray(a) for name, a in arrays.items()}, path,
               metadata={"format": "effjax export", "layout": "see model.json: params (bits, active_shape) and int4_packing"})

@@ -12,10 +12,13 @@ use); the active prefix of codes and scales is written. The export is `model.bin
 or packed int4 with scales) plus `model.json` (model config, tasks, subnet, and the
 bits count). The weights are one raw little-endian byte stream, `model.bin`, with
 each array's offset, dtype and shape in `model.json`, so the bytes on disk are the
-bits objective / 8 (plus at most half a byte of int4 padding per array). `load` rebuilds the model family's module, zero-pads the slices to
-the full shapes (prefix slicing reads only the active part, so padding is exact)
-and runs it at the same subnet: the exported model computes what the supernet
-computed for that configuration, without the supernet's checkpoint or the search.
+bits objective / 8 (plus at most half a byte of int4 padding per array); `model.json` also
+records model.bin's sha256. `load` checks the directory (every refusal one `ExportError` line:
+missing or changed files, shapes or bits that do not match the model at its subnet), keeps the
+parameters at their true widths and runs the model family's module at the same subnet through
+`standalone.StandaloneModel` (which hands each layer its true-width slice): the exported model
+computes what the supernet computed for that configuration, without the supernet's checkpoint
+or the search. `artifacts.py` adds the safetensors file and the `jax.export` artifact.
 
 PVQ kernels (format version 2; van der Ouderaa et al. 2024, `effjax.quant.pvq`): with a
 `PVQSpec` passed to `plan`, the body kernels (every kernel outside the 'embed' and
@@ -332,7 +335,7 @@ def check_plan(directory: str, meta: Mapping[str, Any], expected: Sequence[Param
                                   f"{meta['subnet']} gives {want!r}")
 
 
-def _read_arrays(directory: str, index, sha256: str | None = None) -> dict[str, np.ndarray]:
+def read_arrays(directory: str, index, sha256: str | None = None) -> dict[str, np.ndarray]:
     path = os.path.join(directory, "model.bin")
     if not os.path.isfile(path):
         raise ExportError(f"{path}: not found (model.json describes {len(index)} arrays in it)")
@@ -394,7 +397,7 @@ class ExportedModel:
             boxed = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, images))["params"]
             pvq = next((PVQSpec(**p["pvq"]) for p in self.meta["params"] if p["bits"] == "pvq"), None)
             check_plan(directory, self.meta, plan(boxed, self.model_config, self.tasks, self.subnet, pvq))
-        arrays = _read_arrays(directory, self.meta["arrays"], self.meta.get("bin_sha256"))
+        arrays = read_arrays(directory, self.meta["arrays"], self.meta.get("bin_sha256"))
         weights, flat = [], {}
         for p in self.meta["params"]:
             key, shape, full = p["path"], tuple(p["active_shape"]), tuple(p["full_shape"])

@@ -106,7 +106,7 @@ def test_safetensors_hold_the_arrays_of_model_bin(exported_dir):
 
     meta = _meta(exported_dir)
     tensors = load_file(os.path.join(exported_dir, artifacts.SAFETENSORS))
-    arrays = export_lib._read_arrays(exported_dir, meta["arrays"], meta["bin_sha256"])
+    arrays = export_lib.read_arrays(exported_dir, meta["arrays"], meta["bin_sha256"])
     assert set(tensors) == set(arrays)
     for name, array in arrays.items():
         assert tensors[name].dtype == array.dtype and tensors[name].shape == array.shape
