@@ -17,7 +17,8 @@ from effjax.data.specs import Dataset, TaskSpec
 
 # The `config.data` fields each source reads (the others are defaults that did not apply).
 DATA_FIELDS = {"digits": ("name",), "shapes": ("name", "seed", "image_size", "num_train", "num_val", "num_test"),
-               "npz": ("name", "path", "tasks", "seed"), "tfds": ("name", "tfds_name"), "grain": ("name", "grain_source")}
+               "npz": ("name", "path", "tasks", "seed"), "tfds": ("name", "tfds_name"),
+               "grain": ("name", "grain_source")}
 
 _READING = {
     "classification": "logits over the classes; argmax over the last axis is the predicted class",

@@ -165,8 +165,9 @@ class StandaloneModel:
         images = jnp.asarray(images, jnp.float32)
         full = flax.traverse_util.unflatten_dict(
             {w.path: jax.ShapeDtypeStruct(w.full_shape, jnp.float32) for w in self.weights}, sep="/")
-        closed = jax.make_jaxpr(self._apply)(full, jax.ShapeDtypeStruct(images.shape, images.dtype))
-        out_tree = jax.tree.structure(jax.eval_shape(self._apply, full, jax.ShapeDtypeStruct(images.shape, images.dtype)))
+        aval = jax.ShapeDtypeStruct(images.shape, images.dtype)
+        closed = jax.make_jaxpr(self._apply)(full, aval)
+        out_tree = jax.tree.structure(jax.eval_shape(self._apply, full, aval))
         order = jax.tree.leaves(flax.traverse_util.unflatten_dict({w.path: w.path for w in self.weights}, sep="/"))
         by_path = {w.path: w for w in self.weights}
         values = [by_path[p].value() for p in order]

@@ -83,7 +83,8 @@ def load(data_config) -> Dataset:
             a.dtype.kind in "iu" and a.dtype != np.uint8 for a in images) else None
         splits, rules = {}, set()
         for split in SPLITS:
-            image, rule = validate.scale_images(raw[split]["image"], f"{split} source 'image'", sources.image_max, largest)
+            image, rule = validate.scale_images(raw[split]["image"], f"{split} source 'image'", sources.image_max,
+                                                largest)
             splits[split] = {"image": image, **{t.name: validate.check_labels(raw[split][t.name], t, f"{split} source "
                                                                               f"{t.name!r}", image.shape[1:3])
                                                 for t in sources.tasks}}

@@ -47,10 +47,14 @@ def load(data_config) -> Dataset:
     image_max = None
     if "image_max" in arrays:
         if np.ndim(arrays["image_max"]) != 0:
-            raise ValueError(f"{where}: array 'image_max' must be a scalar, got shape {list(np.shape(arrays['image_max']))}")
+            shape = list(np.shape(arrays["image_max"]))
+            raise ValueError(f"{where}: array 'image_max' must be a scalar, got shape {shape}")
         image_max = float(arrays["image_max"])
     prefixed = all(f"train_{n}" in arrays for n in names)
-    groups = {s: {n: f"{s}_{n}" for n in names} for s in ("train", "val", "test")} if prefixed else {None: {n: n for n in names}}
+    if prefixed:
+        groups = {s: {n: f"{s}_{n}" for n in names} for s in ("train", "val", "test")}
+    else:
+        groups = {None: {n: n for n in names}}
     missing = [key for group in groups.values() for key in group.values() if key not in arrays]
     if missing:
         raise ValueError(f"{where}: arrays {missing} missing; the file has {sorted(arrays)}")
@@ -61,10 +65,12 @@ def load(data_config) -> Dataset:
     for split, keys in groups.items():
         try:
             validate.check_rows({key: arrays[key] for key in keys.values()}, keys["image"])
-            image, rule = validate.scale_images(arrays[keys["image"]], f"array {keys['image']!r}", image_max, largest)
+            image, rule = validate.scale_images(arrays[keys["image"]], f"array {keys['image']!r}", image_max,
+                                                largest)
             columns = {"image": image}
             for t in task_specs:
-                columns[t.name] = validate.check_labels(arrays[keys[t.name]], t, f"array {keys[t.name]!r}", image.shape[1:3])
+                columns[t.name] = validate.check_labels(arrays[keys[t.name]], t, f"array {keys[t.name]!r}",
+                                                        image.shape[1:3])
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         checked[split], rules = columns, rules | {rule}

@@ -51,7 +51,8 @@ def scale_images(image: np.ndarray, name: str, image_max: float | None = None,
     if image_max is not None:
         if not (np.isfinite(image_max) and image_max > 0):
             raise ValueError(f"{name}: image_max={image_max!r} must be a finite number > 0")
-        return (image.astype(np.float64) / float(image_max)).astype(np.float32), f"{image.dtype} divided by image_max={image_max:g}"
+        scaled = (image.astype(np.float64) / float(image_max)).astype(np.float32)
+        return scaled, f"{image.dtype} divided by image_max={image_max:g}"
     if kind == "f":
         return image.astype(np.float32), f"{image.dtype} used as stored"
     if kind == "b":
@@ -66,7 +67,8 @@ def scale_images(image: np.ndarray, name: str, image_max: float | None = None,
         largest = int(image.max()) if image.size else 0
     if largest == 0:
         raise ValueError(f"{name}: every pixel is 0")
-    return (image.astype(np.float64) / largest).astype(np.float32), f"{image.dtype} divided by its largest value {largest}"
+    scaled = (image.astype(np.float64) / largest).astype(np.float32)
+    return scaled, f"{image.dtype} divided by its largest value {largest}"
 
 
 def check_labels(labels: np.ndarray, task: TaskSpec, name: str, image_hw: Sequence[int]) -> np.ndarray:
@@ -98,7 +100,8 @@ def check_labels(labels: np.ndarray, task: TaskSpec, name: str, image_hw: Sequen
     if outside.any():
         row = _first_row(outside)
         value = labels[row].reshape(-1)[np.argmax(outside[row].reshape(-1))]
-        raise ValueError(f"{name}: row {row} has class {value.item()!r}; task {task.name!r} has classes 0..{task.num_classes - 1}"
+        raise ValueError(f"{name}: row {row} has class {value.item()!r}; task {task.name!r} has classes "
+                         f"0..{task.num_classes - 1}"
                          f" ({int(outside.reshape(len(labels), -1).any(1).sum())} rows of {len(labels)} are outside)")
     return labels.astype(np.int32)
 
@@ -115,4 +118,5 @@ def check_rows(arrays: Mapping[str, np.ndarray], image_name: str) -> None:
 def check_split_sizes(sizes: Mapping[str, int], where: str) -> None:
     empty = [s for s, n in sizes.items() if n == 0]
     if empty:
-        raise ValueError(f"{where}: split {empty[0]!r} is empty (sizes {dict(sizes)}); every split needs at least one example")
+        raise ValueError(f"{where}: split {empty[0]!r} is empty (sizes {dict(sizes)}); "
+                         "every split needs at least one example")
