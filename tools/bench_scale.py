@@ -1,6 +1,6 @@
 """Benchmark: 2 processes vs 1 process on the same global batch, and checkpoint save/restore times.
 
-Step times come from each run's TensorBoard `perf/step_time_s` (median over the
+Step times come from each run's TensorBoard `train/step_time_s` (median over the
 logging windows after the first, which holds compilation). Runs alternate between
 the two set-ups. Checkpoint figures use the quickstart model's train state: the
 blocking part of an async save, the full save (until committed) and a restore.
@@ -26,7 +26,7 @@ from tools.bench_report import machine_line, write_section  # noqa: E402
 
 
 def step_time(workdir) -> float:
-    times = tensorboard_scalars(workdir, "perf/step_time_s")
+    times = tensorboard_scalars(workdir, "train/step_time_s")
     steps = sorted(times)[1:]
     return statistics.median(times[s] for s in steps)
 

@@ -2,7 +2,7 @@
 
 Same model, batch, optimizer and number of steps. Each loop's per-step time is
 the median over windows of 10 steps after the first window (which holds
-compilation): effjax's own `perf/step_time_s` TensorBoard scalar (it includes
+compilation): effjax's own `train/step_time_s` TensorBoard scalar (it includes
 data loading, logging and the periodic bookkeeping) and the same windows timed
 around the bare loop. Runs alternate between the two loops and the median ratio
 is kept. Also reports examples/s and achieved FLOP/s (XLA's cost analysis of the
@@ -64,7 +64,7 @@ def effjax_run(config, steps: int) -> float:
     c.log.progress_bar = False
     with tempfile.TemporaryDirectory() as d:
         train_and_evaluate(c, d, devices=jax.devices()[:1])
-        times = tensorboard_scalars(d, "perf/step_time_s")
+        times = tensorboard_scalars(d, "train/step_time_s")
     return statistics.median(times[s] for s in sorted(times)[1:])
 
 

@@ -25,7 +25,8 @@ from typing import Optional, Sequence
 
 from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost,
                                   vit_layers)
-from effjax.compress.cost_sparse import attention_core_layers, predictor_layers, sparse_model_fields
+from effjax.compress.cost_sparse import attention_core_layers, predictor_layers
+from effjax.subnet import sparse_model_fields
 from effjax.data.specs import TaskSpec
 from effjax.subnet import SubnetConfig, kept_key_count, moe_block_indices, slim_widths
 

@@ -12,10 +12,13 @@ use); the active prefix of codes and scales is written. The export is `model.bin
 or packed int4 with scales) plus `model.json` (model config, tasks, subnet, and the
 bits count). The weights are one raw little-endian byte stream, `model.bin`, with
 each array's offset, dtype and shape in `model.json`, so the bytes on disk are the
-bits objective / 8 (plus at most half a byte of int4 padding per array). `load` rebuilds the model family's module, zero-pads the slices to
-the full shapes (prefix slicing reads only the active part, so padding is exact)
-and runs it at the same subnet: the exported model computes what the supernet
-computed for that configuration, without the supernet's checkpoint or the search.
+bits objective / 8 (plus at most half a byte of int4 padding per array); `model.json` also
+records model.bin's sha256. `load` checks the directory (every refusal one `ExportError` line:
+missing or changed files, shapes or bits that do not match the model at its subnet), keeps the
+parameters at their true widths and runs the model family's module at the same subnet through
+`standalone.StandaloneModel` (which hands each layer its true-width slice): the exported model
+computes what the supernet computed for that configuration, without the supernet's checkpoint
+or the search. `artifacts.py` adds the safetensors file and the `jax.export` artifact.
 
 PVQ kernels (format version 2; van der Ouderaa et al. 2024, `effjax.quant.pvq`): with a
 `PVQSpec` passed to `plan`, the body kernels (every kernel outside the 'embed' and
@@ -34,6 +37,7 @@ code stream of each matrix padded to whole bytes, the codebook included).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any, Mapping, Optional, Sequence
@@ -49,8 +53,8 @@ from effjax.quant.pvq.counting import fits_uint64
 from effjax.quant.pvq.packing import pack_bits, unpack_bits
 from effjax.subnet import SubnetConfig, slim_widths
 
-FORMAT_VERSION = 2  # 2: version 1 plus PVQ-coded kernels; version 1 exports still load
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 3: version 2 plus model.bin's sha256 and the input/output signature; 1 and 2 still load
+READABLE_VERSIONS = (1, 2, 3)
 PVQ_BITS = 0  # ParamPlan.bits of a PVQ-coded kernel (its `pvq` spec says how)
 
 
@@ -248,18 +252,99 @@ def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[
         "arrays": index,
         "payload_bits": total_bits(plans),
         "bin_bytes": os.path.getsize(binary),
+        "bin_sha256": _sha256(binary),
     })
     with open(os.path.join(directory, "model.json"), "w") as f:
         json.dump(meta, f, indent=2)
     return meta
 
 
-def _read_arrays(directory: str, index) -> dict[str, np.ndarray]:
-    with open(os.path.join(directory, "model.bin"), "rb") as f:
+class ExportError(ValueError):
+    """A damaged or inconsistent export directory (one line naming the file and field)."""
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _read_meta(directory: str) -> dict:
+    path = os.path.join(directory, "model.json")
+    if not os.path.isfile(path):
+        raise ExportError(f"{path}: not found (an export directory holds model.json and model.bin)")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ExportError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format_version") not in READABLE_VERSIONS:
+        raise ExportError(f"{path}: format_version={meta.get('format_version')!r}; readable: {list(READABLE_VERSIONS)}")
+    missing = [k for k in ("model_config", "tasks", "subnet", "params", "arrays") if k not in meta]
+    if missing:
+        raise ExportError(f"{path}: fields {missing} missing")
+    return meta
+
+
+def _stored_shapes(p: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The arrays (suffix -> (shape, dtype)) an entry of model.json's `params` must have in model.bin."""
+    active = tuple(p["active_shape"])
+    if p["bits"] == "pvq":
+        return {}  # checked by the PVQ decoder's stream lengths
+    if p["bits"] == 32:
+        return {"": (active, "f4")}
+    scale = (active[:-2] + active[-1:], "f4")
+    if p["bits"] == 8:
+        return {":q": (active, "i1"), ":scale": scale}
+    return {":q4": (((int(np.prod(active)) + 1) // 2,), "u1"), ":scale": scale}
+
+
+def _check_params(directory: str, meta: Mapping[str, Any]) -> None:
+    where = os.path.join(directory, "model.json")
+    arrays = {a["name"]: a for a in meta["arrays"]}
+    for p in meta["params"]:
+        if p.get("bits") not in (32, 8, 4, "pvq"):
+            raise ExportError(f"{where}: params[{p.get('path')!r}].bits={p.get('bits')!r}; allowed: 32, 8, 4, 'pvq'")
+        if len(p["active_shape"]) != len(p["full_shape"]) or any(
+                not 0 < a <= f for a, f in zip(p["active_shape"], p["full_shape"])):
+            raise ExportError(f"{where}: params[{p['path']!r}].active_shape={p['active_shape']} does not fit "
+                              f"full_shape={p['full_shape']}")
+        for suffix, (shape, dtype) in _stored_shapes(p).items():
+            stored = arrays.get(p["path"] + suffix)
+            if stored is None or tuple(stored["shape"]) != shape or stored["dtype"] != dtype:
+                found = "no such array" if stored is None else f"{stored['dtype']} {stored['shape']}"
+                raise ExportError(f"{where}: params[{p['path']!r}] (bits={p['bits']}, active_shape={p['active_shape']}) "
+                                  f"needs array {p['path'] + suffix!r} as {dtype} {list(shape)}; model.bin has {found}")
+
+
+def check_plan(directory: str, meta: Mapping[str, Any], expected: Sequence[ParamPlan]) -> None:
+    """Every parameter's shapes and bits in model.json are what the model and its subnet give."""
+    where = os.path.join(directory, "model.json")
+    written = {p["path"]: p for p in meta["params"]}
+    if set(written) != {p.path for p in expected}:
+        extra, missing = sorted(set(written) - {p.path for p in expected}), sorted({p.path for p in expected} - set(written))
+        raise ExportError(f"{where}: params do not match the model: unexpected {extra[:3]}, missing {missing[:3]}")
+    for p in expected:
+        w = written[p.path]
+        bits = "pvq" if p.pvq is not None else p.bits
+        for field, want in (("full_shape", list(p.full_shape)), ("active_shape", list(p.active_shape)), ("bits", bits)):
+            if w[field] != want:
+                raise ExportError(f"{where}: params[{p.path!r}].{field}={w[field]!r}, but the model at subnet "
+                                  f"{meta['subnet']} gives {want!r}")
+
+
+def read_arrays(directory: str, index, sha256: str | None = None) -> dict[str, np.ndarray]:
+    path = os.path.join(directory, "model.bin")
+    if not os.path.isfile(path):
+        raise ExportError(f"{path}: not found (model.json describes {len(index)} arrays in it)")
+    with open(path, "rb") as f:
         blob = f.read()
     expected = sum(a["nbytes"] for a in index)
     if len(blob) != expected:
-        raise ValueError(f"{directory}/model.bin has {len(blob)} bytes, model.json describes {expected}")
+        raise ExportError(f"{path} has {len(blob)} bytes, model.json describes {expected}")
+    if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
+        raise ExportError(f"{path}: sha256 differs from model.json's bin_sha256 (the file was changed or damaged)")
     return {a["name"]: np.frombuffer(blob, dtype=np.dtype(a["dtype"]).newbyteorder("<"), count=int(np.prod(a["shape"])),
                                      offset=a["offset"]).reshape(a["shape"]) for a in index}
 
@@ -281,43 +366,75 @@ def _load_pvq(arrays: Mapping[str, np.ndarray], key: str, spec: PVQSpec, shape: 
 
 
 class ExportedModel:
-    """A loaded export: `predict(images) -> {task: prediction}` at the exported subnet."""
+    """A loaded export: `predict(images) -> {task: prediction}` at the exported subnet.
+
+    `params` holds the subnet's parameters at their true widths (dequantized float32); `predict`
+    runs the model's `apply` on them through `standalone.StandaloneModel`, which is also what
+    `standalone_model()` returns for a `jax.export` artifact. A damaged or inconsistent export
+    raises `ExportError` (one line naming the file and field)."""
 
     def __init__(self, directory: str):
         import jax
         import ml_collections
 
+        from effjax.compress import standalone
         from effjax.models import build_model
 
-        with open(os.path.join(directory, "model.json")) as f:
-            self.meta = json.load(f)
-        if self.meta.get("format_version") not in READABLE_VERSIONS:
-            raise ValueError(f"{directory}: export format {self.meta.get('format_version')!r}, readable: {READABLE_VERSIONS}")
-        self.tasks = tuple(TaskSpec(**t) for t in self.meta["tasks"])
-        self.subnet = SubnetConfig.from_dict(self.meta["subnet"])
+        self.meta = _read_meta(directory)
+        try:
+            self.tasks = tuple(TaskSpec(**t) for t in self.meta["tasks"])
+            self.subnet = SubnetConfig.from_dict(self.meta["subnet"])
+        except (TypeError, ValueError) as e:
+            raise ExportError(f"{os.path.join(directory, 'model.json')}: tasks or subnet invalid ({e})") from None
         self.model_config = ml_collections.ConfigDict(self.meta["model_config"])
-        arrays = _read_arrays(directory, self.meta["arrays"])
-        flat = {}
+        _check_params(directory, self.meta)
+        model = build_model(self.model_config, self.tasks)
+        input_shape = self.meta.get("signature", {}).get("input", {}).get("shape")
+        self.image_shape = tuple(input_shape[1:]) if input_shape else None  # [H, W, C]; None for exports before v3
+        if self.image_shape is not None:
+            images = np.zeros((1,) + self.image_shape, np.float32)
+            boxed = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, images))["params"]
+            pvq = next((PVQSpec(**p["pvq"]) for p in self.meta["params"] if p["bits"] == "pvq"), None)
+            check_plan(directory, self.meta, plan(boxed, self.model_config, self.tasks, self.subnet, pvq))
+        arrays = read_arrays(directory, self.meta["arrays"], self.meta.get("bin_sha256"))
+        weights, flat = [], {}
         for p in self.meta["params"]:
             key, shape, full = p["path"], tuple(p["active_shape"]), tuple(p["full_shape"])
             if p["bits"] == "pvq":
-                value = _load_pvq(arrays, key, PVQSpec(**p["pvq"]), shape)
+                stored = {"float": _load_pvq(arrays, key, PVQSpec(**p["pvq"]), shape).astype(np.float32)}
+                value = stored["float"]
             elif p["bits"] == 8:
-                value = dequantize_kernel(arrays[key + ":q"], arrays[key + ":scale"])
+                stored = {"q": arrays[key + ":q"], "scale": arrays[key + ":scale"]}
+                value = dequantize_kernel(stored["q"], stored["scale"])
             elif p["bits"] == 4:
-                value = dequantize_kernel(unpack_int4(arrays[key + ":q4"], shape), arrays[key + ":scale"])
+                stored = {"q4": arrays[key + ":q4"], "scale": arrays[key + ":scale"]}
+                value = dequantize_kernel(unpack_int4(stored["q4"], shape), stored["scale"])
             else:
+                stored = {"float": arrays[key]}
                 value = arrays[key]
-            flat[p["path"]] = _pad(value, full)
+            weights.append(standalone.Weight(key, full, shape, stored))
+            flat[key] = value
         self.params = flax.traverse_util.unflatten_dict(flat, sep="/")
-        model = build_model(self.model_config, self.tasks)
         subnet = self.subnet.without_bits()
-        self._apply = jax.jit(lambda params, images: model.apply({"params": params}, images, subnet=subnet))
+        self._standalone = standalone.StandaloneModel(
+            lambda params, images: model.apply({"params": params}, images, subnet=subnet), weights, self.image_shape)
+        self._predict = jax.jit(self._standalone.predict)
+
+    def standalone_model(self):
+        """The `standalone.StandaloneModel` behind `predict` (for `jax.export`)."""
+        return self._standalone
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
         import jax
 
-        return jax.device_get(self._apply(self.params, np.asarray(images, np.float32)))
+        images = np.asarray(images, np.float32)
+        if self.image_shape is not None and (images.ndim != 4 or images.shape[1:] != self.image_shape):
+            raise ValueError(f"predict: images of shape {list(images.shape)}; this model takes "
+                             f"{[None, *self.image_shape]} (model.json signature.input; batch first, any size)")
+        try:
+            return jax.device_get(self._predict(images))
+        except flax.errors.ScopeParamShapeError as e:  # exports before format 3 carry no input shape
+            raise ValueError(f"predict: images of shape {list(images.shape)} do not fit this model ({e.__class__.__name__})") from None
 
 
 def load(directory: str) -> ExportedModel:

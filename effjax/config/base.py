@@ -39,7 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds parameter init, data order and every per-step random draw
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # one of effjax.data.DATASET_NAMES: digits, shapes, npz, tfds
+    c.data.name = "digits"  # one of effjax.data.DATASET_NAMES: digits, shapes, npz, tfds, grain
     c.data.seed = 0  # shapes: generator seed; npz: split seed when the file has no splits
     c.data.image_size = 32  # shapes: scene height = width in pixels
     c.data.num_train = 2000  # shapes: training scenes
@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.path = ""  # npz: path of the .npz file
     c.data.tasks = ()  # npz: task list, "name:kind[:num_classes]" each
     c.data.tfds_name = ""  # tfds: dataset name (needs effjax[tfds] and internet)
+    c.data.grain_source = ""  # grain: "module.path:function" returning effjax.data.grain_source.GrainSources
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "mt_vit"  # one of effjax.models.MODEL_NAMES

@@ -11,7 +11,8 @@ import numbers
 import os
 import tempfile
 
-from effjax.data.specs import DATASET_NAMES, SPLITS, Dataset
+from effjax.data.registry import DATASET_NAMES
+from effjax.data.specs import SPLITS, Dataset
 from effjax.models.registry import DTYPES, MODEL_NAMES
 
 

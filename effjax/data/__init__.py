@@ -5,6 +5,7 @@ task specs that models, losses and metrics read. `pipeline.py` turns a split int
 global `jax.Array` batches sharded over the mesh's data axes.
 """
 
-from effjax.data.specs import DATASET_NAMES, Dataset, TaskSpec, load_dataset
+from effjax.data.registry import DATASET_NAMES, load_dataset
+from effjax.data.specs import Dataset, TaskSpec
 
 __all__ = ["Dataset", "TaskSpec", "load_dataset", "DATASET_NAMES"]

@@ -17,6 +17,8 @@ TASKS = (
     TaskSpec("parity", "classification", 2),
     TaskSpec("ge5", "classification", 2),
 )
+LABEL_NAMES = {"digit": tuple(str(d) for d in range(10)), "parity": ("even", "odd"), "ge5": ("< 5", ">= 5")}
+PREPROCESSING = "sklearn.datasets.load_digits().images (integers 0..16) divided by 16, as float32 [N, 8, 8, 1]"
 SPLIT_SEED = 0
 VAL_TEST_FRACTIONS = (300 / 1797, 300 / 1797)
 
@@ -28,4 +30,4 @@ def load(data_config=None) -> Dataset:
     columns = {"image": images, "digit": labels, "parity": labels % 2, "ge5": (labels >= 5).astype(np.int32)}
     index = split_indices(len(labels), VAL_TEST_FRACTIONS, SPLIT_SEED)
     splits = {s: {k: v[idx] for k, v in columns.items()} for s, idx in index.items()}
-    return Dataset("digits", TASKS, splits)
+    return Dataset("digits", TASKS, splits, preprocessing=PREPROCESSING, label_names=LABEL_NAMES)

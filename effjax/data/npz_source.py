@@ -1,10 +1,12 @@
-"""User data from an `.npz` file on disk.
+"""User data from an `.npz` file on disk (every field: `docs/your_data.md`).
 
-The file holds `image` ([N, H, W] or [N, H, W, C], any numeric type, scaled to
-[0, 1] when integer) and one array per task named in `config.data.tasks`, each
-task given as "name:kind[:num_classes]" (e.g. "label:classification:10",
-"mask:segmentation:5", "z:depth"). Files with `train_`/`val_`/`test_` prefixed
-arrays keep their own split; otherwise a fixed seeded split is made.
+The file holds `image` ([N, H, W] or [N, H, W, C]) and one array per task named in
+`config.data.tasks`, each task given as "name:kind[:num_classes]" (e.g. "label:classification:10",
+"mask:segmentation:5", "z:depth"). Files with `train_`/`val_`/`test_` prefixed arrays keep
+their own split; otherwise a fixed seeded split is made (10% validation, 10% test). An
+optional scalar `image_max` sets the pixel scale; otherwise images are scaled by the rule in
+`effjax.data.validate`. Every array is checked before anything is split or trained: a bad
+value is refused in one line naming the array and its first bad row.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import zipfile
 
 import numpy as np
 
+from effjax.data import validate
 from effjax.data.specs import TASK_KINDS, Dataset, TaskSpec, split_indices
 
 
@@ -25,16 +28,6 @@ def parse_task(text: str) -> TaskSpec:
     if parts[1] != "depth" and num_classes < 2:
         raise ValueError(f"config.data.tasks entry {text!r}: a {parts[1]} task needs num_classes >= 2")
     return TaskSpec(parts[0], parts[1], num_classes)
-
-
-def _as_image(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 3:
-        a = a[..., None]
-    if a.ndim != 4:
-        raise ValueError(f"npz 'image' must be [N, H, W] or [N, H, W, C], got shape {a.shape}")
-    if np.issubdtype(a.dtype, np.integer):
-        a = a.astype(np.float32) / float(max(np.iinfo(a.dtype).max, 1) if a.max() > 1 else 1)
-    return a.astype(np.float32)
 
 
 def load(data_config) -> Dataset:
@@ -50,16 +43,44 @@ def load(data_config) -> Dataset:
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise ValueError(f"config.data.path={path!r}: not a readable .npz file ({type(e).__name__}: {e})") from None
     names = ["image"] + [t.name for t in task_specs]
-    if all(f"train_{n}" in arrays for n in names):
-        splits = {s: {n: arrays[f"{s}_{n}"] for n in names} for s in ("train", "val", "test")}
+    where = f"config.data.path={path!r}"
+    image_max = None
+    if "image_max" in arrays:
+        if np.ndim(arrays["image_max"]) != 0:
+            shape = list(np.shape(arrays["image_max"]))
+            raise ValueError(f"{where}: array 'image_max' must be a scalar, got shape {shape}")
+        image_max = float(arrays["image_max"])
+    prefixed = all(f"train_{n}" in arrays for n in names)
+    if prefixed:
+        groups = {s: {n: f"{s}_{n}" for n in names} for s in ("train", "val", "test")}
     else:
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            raise ValueError(f"config.data.path={path!r}: arrays {missing} missing; the file has {sorted(arrays)}")
-        index = split_indices(len(arrays["image"]), (0.1, 0.1), int(data_config.seed))
-        splits = {s: {n: arrays[n][idx] for n in names} for s, idx in index.items()}
-    for split in splits.values():
-        split["image"] = _as_image(split["image"])
-        for t in task_specs:
-            split[t.name] = split[t.name].astype(np.float32 if t.kind == "depth" else np.int32)
-    return Dataset("npz", task_specs, splits)
+        groups = {None: {n: n for n in names}}
+    missing = [key for group in groups.values() for key in group.values() if key not in arrays]
+    if missing:
+        raise ValueError(f"{where}: arrays {missing} missing; the file has {sorted(arrays)}")
+    images = [arrays[keys["image"]] for keys in groups.values()]
+    largest = max((int(a.max()) for a in images if a.size), default=0) if all(
+        a.dtype.kind in "iu" and a.dtype != np.uint8 for a in images) else None
+    checked, rules = {}, set()
+    for split, keys in groups.items():
+        try:
+            validate.check_rows({key: arrays[key] for key in keys.values()}, keys["image"])
+            image, rule = validate.scale_images(arrays[keys["image"]], f"array {keys['image']!r}", image_max,
+                                                largest)
+            columns = {"image": image}
+            for t in task_specs:
+                columns[t.name] = validate.check_labels(arrays[keys[t.name]], t, f"array {keys[t.name]!r}",
+                                                        image.shape[1:3])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        checked[split], rules = columns, rules | {rule}
+    if prefixed:
+        splits = checked
+    else:
+        index = split_indices(len(checked[None]["image"]), (0.1, 0.1), int(data_config.seed))
+        splits = {s: {n: a[idx] for n, a in checked[None].items()} for s, idx in index.items()}
+    validate.check_split_sizes({s: len(splits[s]["image"]) for s in ("train", "val", "test")}, where)
+    shapes = {s: splits[s]["image"].shape[1:] for s in splits}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{where}: the splits' images differ in shape: {shapes}")
+    return Dataset("npz", task_specs, splits, preprocessing=f"npz 'image': {'; '.join(sorted(rules))}")

@@ -81,4 +81,6 @@ def load(data_config) -> Dataset:
     counts = {"train": int(data_config.num_train), "val": int(data_config.num_val), "test": int(data_config.num_test)}
     # Each split from its own stream, so changing one split's size leaves the others unchanged.
     splits = {name: generate(n, size, seed * 1000 + i) for i, (name, n) in enumerate(counts.items())}
-    return Dataset("shapes", tasks(), splits)
+    return Dataset("shapes", tasks(), splits, preprocessing="generated as float32 RGB in [0, 1]; no preprocessing",
+                   label_names={"segmentation": ("background", "circle", "square", "triangle"),
+                                "count": tuple(f"{n} objects" for n in range(1, MAX_OBJECTS + 1))})

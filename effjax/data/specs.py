@@ -8,7 +8,7 @@ A task is one prediction target per example: an image-level class
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -48,6 +48,8 @@ class Dataset:
     name: str
     tasks: tuple[TaskSpec, ...]
     splits: Mapping[str, Mapping[str, np.ndarray]]
+    preprocessing: str = "none: images are used as stored"  # how raw images became the float32 `image` arrays
+    label_names: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # task -> class names
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -81,25 +83,5 @@ def with_value_statistics(tasks: tuple[TaskSpec, ...], train: Mapping[str, np.nd
     return tuple(out)
 
 
-def _builders() -> dict[str, Callable]:
-    from effjax.data import digits, npz_source, shapes, tfds_source
-
-    return {"digits": digits.load, "shapes": shapes.load, "npz": npz_source.load, "tfds": tfds_source.load}
-
-
-DATASET_NAMES = ("digits", "shapes", "npz", "tfds")
-
-
-def load_dataset(data_config) -> Dataset:
-    builders = _builders()
-    if data_config.name not in builders:
-        raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset; allowed: {sorted(builders)}")
-    ds = builders[data_config.name](data_config)
-    ds = dataclasses.replace(ds, tasks=with_value_statistics(ds.tasks, ds.splits["train"]))
-    for split in SPLITS:
-        arrays = ds.splits[split]
-        n = arrays["image"].shape[0]
-        for t in ds.tasks:
-            if arrays[t.name].shape[0] != n:
-                raise ValueError(f"dataset {ds.name}: task {t.name!r} has {arrays[t.name].shape[0]} labels for {n} images")
-    return ds
+def split_sizes(ds: Dataset) -> dict[str, int]:
+    return {s: int(ds.splits[s]["image"].shape[0]) for s in SPLITS if s in ds.splits}

@@ -26,4 +26,5 @@ def load(data_config) -> Dataset:
         image, label = data
         image = image.astype(np.float32) / 255.0
         splits[split] = {"image": image, "label": label.astype(np.int32)}
-    return Dataset(f"tfds:{name}", (TaskSpec("label", "classification", num_classes),), splits)
+    return Dataset(f"tfds:{name}", (TaskSpec("label", "classification", num_classes),), splits,
+                   preprocessing="uint8 pixels divided by 255, as float32 [N, H, W, C]")

@@ -1,6 +1,10 @@
-"""`report.md`: a short human summary of a supernet search (best points per budget, the front)."""
+"""`report.md`: a short human summary of a supernet search (best points per budget, the front).
+
+Paths in it are relative to the workdir it is written to (where report.md lives)."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -21,6 +25,27 @@ def budget_picks(points, fractions=(1.0, 0.5, 0.25, 0.1)) -> list[dict]:
     return picks
 
 
+def search_trace(points) -> list[tuple[int, float, float]]:
+    """(evaluation number, hypervolume, best score) after each evaluation, in evaluation (id) order.
+
+    Hypervolume of (score up, FLOPs down, bits down) with FLOPs and bits divided by their largest
+    evaluated value, against the reference point (score 0, FLOPs 1.1, bits 1.1) in those units."""
+    from effjax.search import hypervolume
+
+    ordered = sorted(points, key=lambda p: p["id"])
+    if not ordered:
+        return []
+    top_flops = max(p["cost"]["flops"] for p in ordered) or 1.0
+    top_bits = max(p["cost"]["bits"] for p in ordered) or 1.0
+    values = np.array([[p["metrics"]["score"], p["cost"]["flops"] / top_flops, p["cost"]["bits"] / top_bits]
+                       for p in ordered], np.float64)
+    trace = []
+    for n in range(1, len(values) + 1):
+        hv = hypervolume(values[:n], [0.0, 1.1, 1.1], ["max", "min", "min"])
+        trace.append((n, float(hv), float(values[:n, 0].max())))
+    return trace
+
+
 def _describe(p) -> str:
     c = p["config"]
     dec = ", ".join(f"{k} {v:g}" for k, v in sorted(c["decoder_widths"].items()))
@@ -37,7 +62,10 @@ def _describe(p) -> str:
     return f"encoder {c['encoder_width']:g}, decoders [{dec}]{knobs}, weights {bits}"
 
 
-def render(points, full_metrics, config, exports) -> str:
+def render(points, full_metrics, config, exports, workdir: str | None = None) -> str:
+    """The report's markdown; with `workdir` (where report.md is written), export paths are relative to it."""
+    if workdir is not None:
+        exports = {k: os.path.relpath(os.path.abspath(v), os.path.abspath(workdir)) for k, v in exports.items()}
     front = sorted((p for p in points if p["pareto"]), key=lambda p: p["cost"]["flops"])
     flops = [p["cost"]["flops"] for p in front]
     best = max(points, key=lambda p: p["metrics"]["score"])

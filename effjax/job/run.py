@@ -53,8 +53,9 @@ def run_main_job(config, workdir: str, devices=None) -> dict:
 def search_and_export(config, workdir: str, result, devices=None) -> dict:
     from effjax.job import report as report_lib
     from effjax.job import subnet_search as ss
-    from effjax.train.metrics import MetricWriter
+    from effjax.train.metrics import MetricWriter, eval_tags, train_hparams
 
+    workdir = os.path.abspath(workdir)  # every path in summary.json and report.md derives from it
     setup = build(config, devices)
     evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights))
     search_result = ss.run_search(evaluator, config.search, workdir, seed=config.seed)
@@ -65,16 +66,20 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
         outputs["pareto_json"] = os.path.join(workdir, "pareto.json")
         ss.write_pareto_json(points, outputs["pareto_json"])
         outputs["pareto_png"] = os.path.join(workdir, "pareto.png")
-        image = ss.plot_pareto(points, outputs["pareto_png"], f"{config.data.name}: zero-shot subnets of one supernet")
+        image = ss.plot_pareto(points, outputs["pareto_png"], f"{config.data.name}: zero-shot subnets of one supernet",
+                               ss.score_definition(evaluator.tasks, dict(config.search.score_weights)))
         writer = MetricWriter(os.path.join(workdir, "tensorboard"))
         writer.image(int(result.state.step), "search/pareto", image)
         best = max(points, key=lambda p: p["metrics"]["score"])
-        writer.hparams({"search_budget": int(config.search.budget),
+        for n, hv, best_score in report_lib.search_trace(points):
+            writer.scalars(n, {"search/hypervolume": hv, "search/best_score": best_score})
+        writer.hparams({**train_hparams(config), "search_budget": int(config.search.budget),
                         "bits_menu": str(ss.bits_values(config.search.bits, evaluator.pvq_settings)),
                         "width_menu": str(list(config.model.width_menu)),
                         **{f"{name}_menu": str(values) for name, values in ss.knob_menus(config).items()}},
-                       {"hparams/best_score": best["metrics"]["score"], "hparams/front_size": sum(p["pareto"] for p in points),
-                        "hparams/full_supernet_score": full["score"]})
+                       {**eval_tags(config.eval.final_split, result.metrics[config.eval.final_split], evaluator.tasks),
+                        "search/best_val_score": best["metrics"]["score"], "search/front_size": sum(p["pareto"] for p in points),
+                        "search/full_supernet_val_score": full["score"]})
         writer.close()
         exports = {}
         for p in report_lib.budget_picks(points):
@@ -83,7 +88,7 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
             exports[p["id"]] = directory
         outputs["report_md"] = os.path.join(workdir, "report.md")
         with open(outputs["report_md"], "w") as f:
-            f.write(report_lib.render(points, full, config, exports))
+            f.write(report_lib.render(points, full, config, exports, workdir))
         outputs["exports"] = exports
         outputs["front_size"] = sum(p["pareto"] for p in points)
         outputs["full_supernet_val_score"] = full["score"]
@@ -91,12 +96,13 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
     return outputs
 
 
-def export_point(evaluator, point: dict, directory: str, config) -> dict:
+def export_point(evaluator, point: dict, directory: str, config, platforms=None) -> dict:
+    from effjax.compress import artifacts
     from effjax.compress import export as export_lib
     from effjax.subnet import SubnetConfig
     from effjax.job.subnet_search import pvq_from_point
 
     subnet, pvq = SubnetConfig.from_dict(point["config"]), pvq_from_point(point)
-    meta = {"model_config": config.model.to_dict(), "tasks": [t.__dict__ for t in evaluator.tasks],
-            "subnet": subnet.to_dict(), "point": point, "dataset": config.data.to_dict()}
-    return export_lib.write(directory, evaluator.host_params, evaluator.plan(subnet, pvq), meta, evaluator.pvq_cache)
+    meta = artifacts.metadata(config, evaluator.setup.dataset, evaluator.tasks, subnet, point)
+    export_lib.write(directory, evaluator.host_params, evaluator.plan(subnet, pvq), meta, evaluator.pvq_cache)
+    return artifacts.write_standalone(directory, platforms or artifacts.PLATFORMS)

@@ -162,6 +162,9 @@ def full_params(config, tasks) -> dict:
     return params
 
 
+TRACED_KNOB_MODELS = ("slim_vit", "super_vit")  # models with the encode / decode split the traced evaluation runs
+
+
 @dataclasses.dataclass
 class SubnetEvaluator:
     """Prices and scores subnets of one trained supernet; caches one compiled eval per width config."""
@@ -204,9 +207,11 @@ class SubnetEvaluator:
     def eval_step(self, subnet: SubnetConfig) -> Callable:
         """The batch metric sums of `subnet` (its bits are in the parameters): one compiled program per
         encoder width, decoder widths (menu indices), keep ratio and top-k passed as traced values."""
+        if not self.traced_knobs or self.setup.config.model.name not in TRACED_KNOB_MODELS:
+            return self._static_eval_step(subnet.without_bits())
         menu = tuple(sorted(float(w) for w in self.setup.model.width_menu))
         decoder_widths = [subnet.decoder_width(t.name) for t in self.tasks]
-        if not self.traced_knobs or any(w not in menu for w in decoder_widths):
+        if any(w not in menu for w in decoder_widths):
             return self._static_eval_step(subnet.without_bits())
         if subnet.encoder_width not in self._eval_steps:
             self._eval_steps[subnet.encoder_width] = jax.jit(
@@ -350,14 +355,48 @@ def write_pareto_json(points, path: str) -> None:
     json_safe.dump({"points": points}, path)
 
 
-def plot_pareto(points, path: str, title: str) -> np.ndarray:
-    """accuracy vs FLOPs and accuracy vs bits, the front highlighted; returns the image as HWC uint8."""
+def score_definition(tasks, weights: Mapping[str, float]) -> str:
+    """`score` in words, for axis labels: the (weighted) mean of each task's metric on a [0, 1] scale."""
+    terms = []
+    for t in tasks:
+        metric = f"(1 - RMSE/std) of {t.name}" if t.kind == "depth" else f"{t.name} {t.metric}"
+        w = float(weights.get(t.name, 1.0))
+        terms.append(metric if w == 1.0 else f"{w:g} x {metric}")
+    weighted = any(float(weights.get(t.name, 1.0)) != 1.0 for t in tasks)
+    return f"validation score = {'weighted ' if weighted else ''}mean of " + ", ".join(terms)
+
+
+def _log_ticks(ax, values) -> None:
+    """Major ticks at 1-2-5 x 10^k inside the data's range (at most 6), short engineering labels, no
+    minor labels: matplotlib's default labels every minor tick of a log axis spanning under a decade,
+    and those labels overlap."""
+    from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter
+
+    low, high = min(values), max(values)
+    ticks = []
+    for mult in (1, 2, 5):
+        for k in range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1):
+            t = mult * 10.0**k
+            if low / 1.25 <= t <= high * 1.25:
+                ticks.append(t)
+    ticks = sorted(ticks)
+    while len(ticks) > 6:
+        ticks = ticks[::2]
+    if len(ticks) < 2:
+        ticks = [low, high] if high > low * 1.3 else [low]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(EngFormatter(places=0 if all(float(t).is_integer() for t in ticks) else 1, sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def pareto_figure(points, title: str, score_label: str = "validation score"):
+    """The matplotlib figure of `plot_pareto` (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, key, label in ((axes[0], "flops", "FLOPs per example"), (axes[1], "bits", "model size (bits)")):
         for pvq, marker, suffix in ((False, "o", ""), (True, "^", ", PVQ")):
             chosen = [p for p in points if bool(p.get("pvq")) == pvq]
@@ -370,12 +409,24 @@ def plot_pareto(points, path: str, title: str) -> np.ndarray:
             ax.scatter([p["cost"][key] for p in front], [p["metrics"]["score"] for p in front], s=36, c="C3",
                        marker=marker, label="Pareto front (3 objectives)" + suffix)
         ax.set_xscale("log")
+        _log_ticks(ax, [p["cost"][key] for p in points])
         ax.set_xlabel(label)
-        ax.set_ylabel("validation score")
         ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation score")
     axes[0].legend(loc="lower right")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, score_label, ha="center", va="bottom", fontsize=9, wrap=True)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_pareto(points, path: str, title: str, score_label: str = "validation score") -> np.ndarray:
+    """accuracy vs FLOPs and accuracy vs bits, the front highlighted; returns the image as HWC uint8.
+
+    `score_label`: the definition of the score under the plots, e.g. `score_definition(tasks, weights)`."""
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(points, title, score_label)
     fig.savefig(path, dpi=110)
     fig.canvas.draw()
     image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

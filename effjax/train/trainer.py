@@ -30,6 +30,7 @@ from effjax.train import mesh as mesh_lib
 from effjax.train import preemption as preemption_lib
 from effjax.train import step as step_lib
 from effjax.train.checkpoint import Checkpointer
+from effjax.train import metrics as metrics_lib
 from effjax.train.metrics import MetricWriter
 from effjax.train.setup import Setup, build, init_params_from, init_state
 
@@ -164,10 +165,9 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                 elapsed = time.perf_counter() - window_start
                 step_time = elapsed / window_steps
                 scalars = {k: float(v) for k, v in m.items()}
-                scalars.update({"perf/step_time_s": step_time, "perf/examples_per_s": tc.batch_size / step_time,
-                                "perf/tflops_per_s": (step_flops or 0.0) / step_time / 1e12,
-                                "train/skipped_steps": skipped_total})
-                writer.scalars(step, scalars)
+                scalars.update({"step_time_s": step_time, "examples_per_s": tc.batch_size / step_time,
+                                "tflops_per_s": (step_flops or 0.0) / step_time / 1e12, "skipped_steps": skipped_total})
+                writer.scalars(step, metrics_lib.train_tags(scalars, [t.name for t in setup.dataset.tasks]))
                 train_losses[step] = scalars["loss"]
                 ckpt.progress["train_loss"] = [step, scalars["loss"]]
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
@@ -182,7 +182,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                         f"(now {tc.learning_rate}) or check the data")
             if step % config.eval.every_steps == 0 or step == tc.num_steps:
                 metrics["val"] = evaluate(setup, state.params, "val", eval_step)
-                writer.scalars(step, {f"val/{k}": v for k, v in metrics["val"].items()})
+                writer.scalars(step, metrics_lib.eval_tags("val", metrics["val"], setup.dataset.tasks))
             if step % config.checkpoint.every_steps == 0 or step == tc.num_steps:
                 ckpt.save(step, state, data_iter)
             halt = bool(tc.halt_after_steps) and step - start >= tc.halt_after_steps and step < tc.num_steps
@@ -202,11 +202,10 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         split = config.eval.final_split
         metrics[split] = evaluate(setup, state.params, split, eval_step)
     if not interrupted and step > start:  # a rerun of a finished workdir logged these already
-        writer.scalars(step, {f"{split}/{k}": v for k, v in metrics[split].items()})
-        writer.hparams({"model": config.model.name, "data": config.data.name, "hidden_dim": config.model.hidden_dim,
-                        "num_layers": config.model.num_layers, "learning_rate": tc.learning_rate,
-                        "batch_size": tc.batch_size, "num_steps": tc.num_steps},
-                       {f"hparams/{split}_{k}": v for k, v in metrics[split].items()})
+        writer.scalars(step, metrics_lib.eval_tags(split, metrics[split], setup.dataset.tasks))
+        if "search" not in config:  # a search run writes its one hparams session after the search
+            writer.hparams(metrics_lib.train_hparams(config),
+                           metrics_lib.eval_tags(split, metrics[split], setup.dataset.tasks))
     ckpt.close()
     writer.close()
     return TrainResult(state, metrics, train_losses, interrupted, start)

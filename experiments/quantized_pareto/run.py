@@ -37,7 +37,7 @@ import time
 import jax
 
 from effjax.compress.cost import vit_cost
-from effjax.data.specs import load_dataset
+from effjax.data import load_dataset
 from effjax.quant import aqt_config, serving
 from effjax.train import losses
 from effjax.train.trainer import build, evaluate, init_params_from, init_state, train_and_evaluate

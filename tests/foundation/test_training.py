@@ -90,11 +90,15 @@ def test_tensorboard_events_hold_expected_scalars(tmp_path):
     acc = EventAccumulator(os.path.join(str(tmp_path), "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    expected = {"loss", "learning_rate", "grad_norm", "perf/step_time_s", "perf/examples_per_s", "perf/tflops_per_s",
-                "loss/digit", "val/digit", "val/parity", "val/ge5", "test/digit"}
+    expected = {"train/loss", "train/learning_rate", "train/grad_norm", "train/step_time_s", "train/examples_per_s",
+                "train/tflops_per_s", "train/skipped_steps", "train/digit/loss", "val/digit/accuracy",
+                "val/parity/accuracy", "val/ge5/accuracy", "test/digit/accuracy"}
     assert expected <= tags, expected - tags
-    assert [e.step for e in acc.Scalars("loss")] == list(range(5, c.train.num_steps + 1, 5))
-    assert all(e.value > 0 for e in acc.Scalars("perf/tflops_per_s"))
+    assert all(t.split("/")[0] in ("train", "val", "test") for t in tags), tags  # one scheme: <split>/<task>/<metric>
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(5, c.train.num_steps + 1, 5))
+    assert all(e.value > 0 for e in acc.Scalars("train/tflops_per_s"))
+    sessions = glob.glob(os.path.join(str(tmp_path), "tensorboard", "**", "events.out.*"), recursive=True)
+    assert len([s for s in sessions if os.sep + "hparams" in s]) == 1  # one hparams session (events file)
     assert glob.glob(os.path.join(str(tmp_path), "profile", "**", "*.xplane.pb"), recursive=True)
 
 

@@ -1,7 +1,9 @@
 """The main job end to end at toy scale: train a supernet, search, write outputs, export, reload."""
 
+import glob
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -16,11 +18,36 @@ from tests.foundation.helpers import REPO
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("pipeline"))
+    parent = str(tmp_path_factory.mktemp("pipeline"))
     config = load_config(os.path.join(REPO, "configs", "pipeline.py") + ":digits,tiny")
     config.log.progress_bar = False
-    summary = pipeline.run_main_job(config, workdir, devices=jax.devices()[:1])
-    return workdir, summary
+    cwd = os.getcwd()
+    os.chdir(parent)  # a workdir given relative to the current directory, as on the command line
+    try:
+        summary = pipeline.run_main_job(config, "run", devices=jax.devices()[:1])
+    finally:
+        os.chdir(cwd)
+    return os.path.join(parent, "run"), summary
+
+
+def test_summary_paths_are_absolute_and_report_paths_relative_to_the_workdir(pipeline_run):
+    workdir, summary = pipeline_run
+    with open(os.path.join(workdir, "summary.json")) as f:
+        written = json.load(f)
+    paths = [written[k] for k in ("workdir", "tensorboard", "checkpoints", "pareto_json", "pareto_png", "report_md")]
+    paths += list(written["exports"].values())
+    for path in paths:
+        assert os.path.isabs(path) and os.path.exists(path), path
+    with open(os.path.join(workdir, "report.md")) as f:
+        report = f.read()
+    exports = re.findall(r"`(export/point_\d+)`", report)
+    assert exports and all(os.path.isdir(os.path.join(workdir, e)) for e in exports)
+    assert parent_free(report, os.path.dirname(workdir))
+
+
+def parent_free(text: str, parent: str) -> bool:
+    """No absolute path of the machine the run was made on leaks into the text."""
+    return parent not in text
 
 
 def test_outputs_have_the_documented_schema(pipeline_run):
@@ -48,6 +75,16 @@ def test_outputs_have_the_documented_schema(pipeline_run):
     acc = EventAccumulator(os.path.join(workdir, "tensorboard"))
     acc.Reload()
     assert "search/pareto" in acc.Tags()["images"]
+    hv = [e.value for e in acc.Scalars("search/hypervolume")]
+    best = [e.value for e in acc.Scalars("search/best_score")]
+    assert [e.step for e in acc.Scalars("search/hypervolume")] == list(range(1, len(points) + 1))
+    assert all(b >= a for a, b in zip(hv, hv[1:])) and hv[-1] > 0  # adding evaluations never shrinks the front
+    np.testing.assert_allclose(best, np.maximum.accumulate([p["metrics"]["score"] for p in sorted(points, key=lambda p: p["id"])]),
+                               rtol=1e-6)
+    assert {"train/loss", "val/digit/accuracy", "test/ge5/accuracy"} <= set(acc.Tags()["scalars"])
+    sessions = [f for f in glob.glob(os.path.join(workdir, "tensorboard", "**", "events.out.*"), recursive=True)
+                if os.sep + "hparams" in f]
+    assert len(sessions) == 1, sessions  # one hparams session (events file) per run
 
 
 def test_export_matches_its_pareto_entry_in_accuracy_and_size(pipeline_run):

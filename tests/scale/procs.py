@@ -64,7 +64,7 @@ def wait_for(predicate, timeout: float, poll: float = 0.05):
     return False
 
 
-def tensorboard_scalars(workdir, tag="loss") -> dict[int, float]:
+def tensorboard_scalars(workdir, tag="train/loss") -> dict[int, float]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(os.path.join(workdir, "tensorboard"))
