@@ -95,7 +95,7 @@ def block_connectivity_mask(block_indices: jax.Array, num_tokens: int, block: in
     return jnp.concatenate([jnp.ones((b, h, 1, n), bool), rows], axis=2)
 
 
-def _pad_blocks(x: jax.Array, blocks: int, block: int) -> jax.Array:
+def pad_blocks(x: jax.Array, blocks: int, block: int) -> jax.Array:
     """[B, H, n, d] -> [B, H, blocks, block, d], zero rows appended."""
     b, h, n, d = x.shape
     return jnp.pad(x, ((0, 0), (0, 0), (0, blocks * block - n), (0, 0))).reshape(b, h, blocks, block, d)
@@ -121,11 +121,11 @@ def block_sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, block_indic
     cls_out = einsum("bhqk,bhkd->bhqd", cls_weights, v, mix_dot)
 
     def gather(x):  # [B, H, N, d] -> the kept blocks of every query block, [B, H, nq, kb * block, d]
-        blocks = _pad_blocks(x, nk, block)
+        blocks = pad_blocks(x, nk, block)
         picked = jnp.take_along_axis(blocks, block_indices.reshape(b, h, nq * kb, 1, 1), axis=2)
         return picked.reshape(b, h, nq, kb * block, d)
 
-    queries = _pad_blocks(q[:, :, 1:], nq, block) * jnp.asarray(scale, q.dtype)
+    queries = pad_blocks(q[:, :, 1:], nq, block) * jnp.asarray(scale, q.dtype)
     logits = einsum("bhqid,bhqjd->bhqij", queries, gather(k), logits_dot).astype(jnp.float32)
     if n % block:
         key_pos = (block_indices[..., None] * block + jnp.arange(block)).reshape(b, h, nq, 1, kb * block)
