@@ -78,9 +78,38 @@ class IntegerDot(nn.Module):
         return (acc * (x_scale * w_scale)).astype(lhs.dtype)
 
 
-def integer_provider(activation_bits: int = 8, simulate: bool = False):
-    """DotGeneralProvider: an IntegerDot in every Dense layer, float for FLOAT_GROUPS."""
+def _quantize_over(x: jax.Array, axes, bits: int) -> tuple[jax.Array, jax.Array]:
+    """Symmetric round-to-nearest with one scale per slice over `axes` (kept as size-1 dims)."""
+    qmax = 2 ** (bits - 1) - 1
+    x = x.astype(jnp.float32)
+    scale = jnp.max(jnp.abs(x), axis=tuple(axes), keepdims=True) / qmax
+    scale = jnp.where(scale > 0, scale, 1.0)
+    return jnp.clip(jnp.round(x / scale), -qmax, qmax).astype(jnp.int8), scale
+
+
+def integer_activation_dot(bits: int = 8, simulate: bool = False):
+    """dot_general of two activations (attention's q.k and weights.v), both quantized per slice over
+    their contracted axes; the product of the two scales is laid out by the same dot_general."""
+    def dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+        (contract_l, contract_r), _ = dimension_numbers
+        lq, ls = _quantize_over(lhs, contract_l, bits)
+        rq, rs = _quantize_over(rhs, contract_r, bits)
+        if simulate:
+            acc = lax.dot_general(lq.astype(jnp.float32), rq.astype(jnp.float32), dimension_numbers,
+                                  precision=lax.Precision.HIGHEST)
+        else:
+            acc = lax.dot_general(lq, rq, dimension_numbers, preferred_element_type=jnp.int32).astype(jnp.float32)
+        return (acc * lax.dot_general(ls, rs, dimension_numbers)).astype(lhs.dtype)
+
+    return dot
+
+
+def integer_provider(activation_bits: int = 8, simulate: bool = False, attention_scores: bool = False):
+    """DotGeneralProvider: an IntegerDot in every Dense layer; attention's einsums integer too when
+    `attention_scores`; the other FLOAT_GROUPS float."""
     def provider(group: str):
+        if group == "attention_scores" and attention_scores:
+            return lambda: integer_activation_dot(activation_bits, simulate)
         if group in FLOAT_GROUPS:
             return None
         return lambda: IntegerDot(activation_bits, simulate, name=INTEGER_DOT)
@@ -111,7 +140,7 @@ class IntegerExportedModel:
     """An export served with integer matmuls: `predict(images) -> {task: prediction}` like `ExportedModel`."""
 
     def __init__(self, directory: str, activation_bits: int = 8, simulate: bool = False,
-                 exported: Optional[export_lib.ExportedModel] = None):
+                 exported: Optional[export_lib.ExportedModel] = None, attention_scores: bool = False):
         from effjax.models import build_model
 
         if activation_bits not in (4, 8):
@@ -121,7 +150,7 @@ class IntegerExportedModel:
             raise ValueError(f"{directory}: the export has no integer kernels (all float or PVQ); serve it with predict")
         self.variables = integer_variables(self.exported, directory)
         model = build_model(self.exported.model_config, self.exported.tasks,
-                            integer_provider(activation_bits, simulate))
+                            integer_provider(activation_bits, simulate, attention_scores))
         subnet = self.exported.subnet.without_bits()
         self._apply = jax.jit(lambda variables, images: model.apply(variables, images, subnet=subnet))
 

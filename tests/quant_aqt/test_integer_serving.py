@@ -59,6 +59,28 @@ def test_integer_path_equals_its_float_simulation(exported):
         np.testing.assert_allclose(got[task], simulated[task], rtol=1e-4, atol=1e-4, err_msg=task)
 
 
+def test_integer_attention_einsums_equal_their_float_simulation(exported):
+    directory, images = exported
+    got = ints.IntegerExportedModel(directory, attention_scores=True).predict(images)
+    simulated = ints.IntegerExportedModel(directory, simulate=True, attention_scores=True).predict(images)
+    plain = ints.IntegerExportedModel(directory).predict(images)
+    for task in got:
+        np.testing.assert_allclose(got[task], simulated[task], rtol=1e-4, atol=1e-4, err_msg=task)
+        assert not np.allclose(got[task], plain[task], rtol=0, atol=1e-7), task  # the einsums really were rounded
+
+
+def test_activation_dot_lays_out_both_scales_for_any_dimension_numbers():
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(2, 3, 5, 4)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(2, 3, 6, 4)), jnp.float32)
+    dims = (((3,), (3,)), ((0, 1), (0, 1)))
+    exact = jax.lax.dot_general(q, k, dims)
+    got = ints.integer_activation_dot(8)(q, k, dims)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(exact), atol=0.05)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ints.integer_activation_dot(8, simulate=True)(q, k, dims)),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_outputs_agree_with_predict_within_activation_rounding(exported):
     directory, images = exported
     reference = export_lib.load(directory).predict(images)
