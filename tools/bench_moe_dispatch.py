@@ -1,9 +1,10 @@
-"""Benchmark of the MoE dispatch implementations (einsum, gather, ragged, dense) side by side.
+"""Benchmark of the MoE dispatch implementations (einsum, gather, ragged, sorted, dense) side by side.
 
 Times a jitted forward + backward of one MoE layer per method at the shapes of
 configs/moe_shapes.py (65 tokens per example) and a larger expert count, and
 reports XLA's FLOP count of each compiled program, then writes the `moe_dispatch`
-section of BENCHMARKS.md:
+section of BENCHMARKS.md (raw figures in benchmarks/moe_dispatch.json). The target
+for the dropless `sorted` path is at most 1.2x the time of the capacity-based `gather` path:
 
   python -m tools.bench_moe_dispatch [--repeats=20]
 """
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from effjax.models import moe
-from tools.bench_report import machine_line, write_section
+from tools.bench_report import machine_line, write_raw, write_section
 
 CASES = (
     # (examples, tokens per example, d, expert hidden, experts, top_k, capacity factor)
@@ -26,7 +27,8 @@ CASES = (
     (64, 65, 64, 32, 16, 2, 1.25),
     (32, 257, 128, 64, 16, 2, 1.25),
 )
-METHODS = ("einsum", "gather", "ragged", "dense")
+METHODS = ("einsum", "gather", "ragged", "sorted", "dense")
+SORTED_TARGET = 1.2  # sorted ms / gather ms, forward + backward
 
 
 def _layer_fn(method, capacity):
@@ -36,6 +38,8 @@ def _layer_fn(method, capacity):
             return moe.moe_dense_path(x, routing, w)
         if method == "ragged":
             return moe.moe_ragged_path(x, routing, w)
+        if method == "sorted":
+            return moe.moe_sorted_path(x, routing, w)
         return moe.moe_capacity_path(x, routing, w, capacity, method)
 
     def loss(x, router, w):
@@ -64,7 +68,10 @@ def measure(case, repeats):
             start = time.perf_counter()
             jax.block_until_ready(fn(x, router, w))
             times[method].append(time.perf_counter() - start)
-    return {method: (float(np.median(times[method])) * 1e3, flops[method]) for method in METHODS}, capacity
+    gather = np.asarray(times["gather"])
+    return {method: {"ms": float(np.median(times[method])) * 1e3, "flops": flops[method],
+                     "paired_ratio": float(np.median(np.asarray(times[method]) / gather)),
+                     "all_ms": [1e3 * t for t in times[method]]} for method in METHODS}, capacity
 
 
 def main():
@@ -74,19 +81,30 @@ def main():
     lines = ["## MoE dispatch (tools/bench_moe_dispatch.py)", "", machine_line(), "",
              "Forward + backward of one MoE layer (top-2 routing, router included); median of "
              f"{args.repeats} interleaved runs; GFLOP from XLA's cost analysis of the compiled program. "
-             "`einsum` and `gather` use capacity factor 1.25 (tokens may drop); `ragged` and `dense` are dropless.", "",
-             "| examples x tokens | d | m | E | C | method | ms | GFLOP | ms / gather ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "`einsum` and `gather` use capacity factor 1.25 (tokens may drop); `ragged`, `sorted` and `dense` are "
+             f"dropless. `sorted` pads each expert's tokens to tiles of {moe.SORTED_TILE_ROWS} rows. "
+             "`paired` is the median over rounds of (method ms / gather ms) within one round, which cancels "
+             "load drift on this shared machine. "
+             f"Target: sorted / gather <= {SORTED_TARGET} (paired). Raw: `benchmarks/moe_dispatch.json`.", "",
+             "| examples x tokens | d | m | E | C | method | ms | GFLOP | ms / gather ms | paired |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    raw, verdicts = [], []
     for case in CASES:
         result, capacity = measure(case, args.repeats)
         g, s, d, m, e, _, _ = case
-        base = result["gather"][0]
-        for method, (ms, flops) in result.items():
-            lines.append(f"| {g} x {s} | {d} | {m} | {e} | {capacity} | {method} | {ms:.2f} | {flops / 1e9:.3f} | "
-                         f"{ms / base:.2f} |")
+        base = result["gather"]["ms"]
+        for method, r in result.items():
+            lines.append(f"| {g} x {s} | {d} | {m} | {e} | {capacity} | {method} | {r['ms']:.2f} | "
+                         f"{r['flops'] / 1e9:.3f} | {r['ms'] / base:.2f} | {r['paired_ratio']:.2f} |")
             print(lines[-1], flush=True)
+        ratio = result["sorted"]["paired_ratio"]
+        verdicts.append(f"{g} x {s}, E={e}: sorted / gather = {ratio:.2f} "
+                        f"({'met' if ratio <= SORTED_TARGET else 'MISSED'})")
+        raw.append({"examples": g, "tokens": s, "d": d, "m": m, "experts": e, "capacity": capacity,
+                    "repeats": args.repeats, "methods": result})
+    lines += ["", "Dropless `sorted` against the target: " + "; ".join(verdicts) + "."]
+    write_raw("moe_dispatch", {"machine": machine_line(), "tile_rows": moe.SORTED_TILE_ROWS, "cases": raw})
     write_section("moe_dispatch", "\n".join(lines))
-
 
 if __name__ == "__main__":
     main()

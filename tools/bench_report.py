@@ -8,6 +8,7 @@ any order without clobbering each other's figures.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -20,6 +21,18 @@ _HEADER = (
     "Each section is written by the script named in it; rerun that script to refresh it.\n"
     "Ratios are measured side by side in one run (the machines are shared and noisy).\n"
 )
+
+
+RAW_DIR = os.path.join(os.path.dirname(BENCHMARKS_PATH), "benchmarks")
+
+
+def write_raw(name: str, results) -> str:
+    """Writes a section's raw results to benchmarks/NAME.json (beside its table); returns the repo-relative path."""
+    os.makedirs(RAW_DIR, exist_ok=True)
+    path = os.path.join(RAW_DIR, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    return os.path.relpath(path, os.path.dirname(BENCHMARKS_PATH))
 
 
 def machine_line() -> str:

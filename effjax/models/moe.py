@@ -24,6 +24,10 @@ Dispatch implementations (benchmarked in tools/bench_moe_dispatch.py):
   - "gather": slot indices; tokens gathered into [G, E, C, d] buffers and gathered back;
   - "ragged": dropless; assignments sorted by expert and multiplied with
     `lax.ragged_dot` (a grouped matmul on accelerators; ignores capacity);
+  - "sorted": dropless; assignments counting-sorted by expert into one buffer whose
+    expert segments are padded to whole row tiles, each tile one dense matmul with
+    its expert's weights (the block-sparse grouped matmul of MegaBlocks, Gale et al.,
+    MLSys 2023); ignores capacity;
   - "dense": every expert on every token, weighted by the gates (dropless reference).
 
 Auxiliary losses, sown already weighted into AUX_LOSS_COLLECTION:
@@ -59,7 +63,8 @@ from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, const
 # Routing statistics (expert counts, experts per token, router logits) are sown here
 # when the caller makes the collection mutable (calibration for expert merging).
 MOE_STATS_COLLECTION = "moe_stats"
-DISPATCH_METHODS = ("einsum", "gather", "ragged", "dense")
+DISPATCH_METHODS = ("einsum", "gather", "ragged", "sorted", "dense")
+SORTED_TILE_ROWS = 128  # rows of one grouped-matmul tile of the "sorted" path
 EXPERT_PARALLEL_MODES = ("auto", "off")
 
 
@@ -258,6 +263,68 @@ def moe_ragged_path(x, routing: Routing, w: ExpertWeights):
     return y.reshape(g, s, d)
 
 
+class SortedLayout(NamedTuple):
+    """Where every routing choice sits in the tile-padded, expert-sorted buffer of the "sorted" path."""
+
+    row: jax.Array  # [G, S, K] int32 buffer row of each choice; `rows` (one past the end) when invalid
+    row_token: jax.Array  # [rows] int32 flat token (g * S + s) filling each row; G * S for padding rows
+    tile_expert: jax.Array  # [rows // tile] int32 expert whose weights each tile multiplies
+    tile: int  # rows per tile
+
+
+def sorted_layout(routing: Routing, num_experts: int, tile: int = SORTED_TILE_ROWS) -> SortedLayout:
+    """Counting sort of the valid choices by expert, each expert's segment padded to a multiple of `tile`.
+
+    Within an expert, choices keep token-major order (g, s, k). With A choices the
+    padded segments need at most ceil(A / tile) + E - 1 tiles (each expert wastes
+    fewer than one tile), which is the static buffer size.
+    """
+    g, s, k = routing.expert_index.shape
+    assignments = g * s * k
+    tile = max(1, min(tile, assignments))
+    num_tiles = max(1, -(-assignments // tile) + num_experts - 1)
+    rows = num_tiles * tile
+    onehot = jax.nn.one_hot(routing.expert_index.reshape(-1), num_experts, dtype=jnp.int32)
+    onehot = onehot * routing.valid.reshape(-1, 1)
+    rank = ((jnp.cumsum(onehot, axis=0) - onehot) * onehot).sum(-1)  # position within the expert's segment
+    counts = onehot.sum(0)
+    padded_end = jnp.cumsum(-(-counts // tile) * tile)
+    start = padded_end - -(-counts // tile) * tile
+    row = jnp.where(routing.valid.reshape(-1), start[routing.expert_index.reshape(-1)] + rank, rows)
+    token = jnp.arange(assignments, dtype=jnp.int32) // k
+    row_token = jnp.full((rows,), g * s, jnp.int32).at[row].set(token, mode="drop")
+    tile_expert = jnp.searchsorted(padded_end, jnp.arange(num_tiles, dtype=padded_end.dtype) * tile, side="right")
+    tile_expert = jnp.minimum(tile_expert, num_experts - 1).astype(jnp.int32)  # tiles past the last segment are empty
+    return SortedLayout(row.reshape(g, s, k).astype(jnp.int32), row_token, tile_expert, tile)
+
+
+def moe_sorted_path(x, routing: Routing, w: ExpertWeights, dot_generals=(lax.dot_general, lax.dot_general),
+                    tile: int = SORTED_TILE_ROWS):
+    """Dropless: tokens gathered into the expert-sorted, tile-padded buffer, one dense matmul per tile.
+
+    Each tile gathers its expert's weights, so the two expert matmuls are batched
+    dot_generals over tiles ([T, tile, d] x [T, d, m]); their cost is that of the
+    routed choices plus less than one tile of padding per expert, and no choice is dropped.
+    """
+    g, s, d = x.shape
+    num_experts = w.wi.shape[0]
+    dtype = x.dtype
+    layout = sorted_layout(routing, num_experts, tile)
+    num_tiles = layout.tile_expert.shape[0]
+    x_padded = jnp.concatenate([x.reshape(g * s, d), jnp.zeros((1, d), dtype)], axis=0)
+    buffers = x_padded[layout.row_token].reshape(num_tiles, layout.tile, d)
+    dot_in, dot_out = dot_generals
+    e = layout.tile_expert
+    h = dot_in(buffers, w.wi.astype(dtype)[e], (((2,), (1,)), ((0,), (0,))), precision=None)  # [T, tile, m]
+    h = nn.gelu(h + w.bi.astype(dtype)[e][:, None, :])
+    out = dot_out(h, w.wo.astype(dtype)[e], (((2,), (1,)), ((0,), (0,))), precision=None)  # [T, tile, d]
+    out = out + w.bo.astype(dtype)[e][:, None, :]
+    flat = jnp.concatenate([out.reshape(num_tiles * layout.tile, d), jnp.zeros((1, d), dtype)], axis=0)
+    chosen = flat[layout.row.reshape(g * s, -1)]  # [G*S, K, d]; invalid choices read the zero row
+    y = jnp.einsum("tkd,tk->td", chosen, routing.gate.reshape(g * s, -1).astype(dtype))
+    return y.reshape(g, s, d)
+
+
 def load_balance_loss(routing: Routing) -> jax.Array:
     """Switch Transformer Eq. 4: E * sum_e (fraction of assignments to e) * (mean probability of e)."""
     num_experts = routing.probs.shape[-1]
@@ -407,6 +474,8 @@ class MoeMlp(nn.Module):
             return moe_dense_path(x, routing, w, self._dot_generals())
         if self.dispatch == "ragged":
             return moe_ragged_path(x, routing, w)
+        if self.dispatch == "sorted":
+            return moe_sorted_path(x, routing, w, self._dot_generals())
         plan = expert_parallel_plan(b, e) if self.expert_parallel == "auto" else None
         if plan is not None:
             return moe_expert_parallel(x, routing, w, capacity, self.dispatch, *plan)

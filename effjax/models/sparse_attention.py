@@ -15,11 +15,15 @@ stage-1 distillation loss the full product C B is used. The binary connectivity
 mask keeps the top ceil(rho N) keys of each query row of A~ (the class-token row
 stays dense) and carries no gradient.
 
-Two attention paths share one interface, `sparse_attention(..., path=)`:
+Three attention paths share one interface, `sparse_attention(..., path=)`:
 `"masked"` computes all N x N logits and sets the dropped ones to a large
 negative value before the softmax (training, any N); `"gathered"` gathers the
 kept keys and values per query and computes only those k logits, O(N k d) work
-(inference). Both return the same outputs. Arrays are head-major: [B, H, N, d].
+(inference). Both return the same outputs. `"block_sparse"` takes a selection of
+whole key blocks per query block instead (the predictor's scores coarsened by
+`block_sparse.top_key_blocks`) and computes it as dense block matmuls; under
+`block_sparse.block_connectivity_mask` of that selection the masked path gives
+the same outputs. Arrays are head-major: [B, H, N, d].
 
 Quantization: every attention function takes `dot_generals=(logits, mix)`, the
 injected dot_generals of its two activation x activation einsums (one per einsum,
@@ -39,12 +43,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from effjax.models import block_sparse
 from effjax.models.layers import Dense, DotGeneralProvider, einsum
 from effjax.subnet import kept_key_count
 
 NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
 
-ATTENTION_PATHS = ("masked", "gathered")
+ATTENTION_PATHS = ("masked", "gathered", "block_sparse")
 MASK_SCORES = ("predictor", "random")
 
 
@@ -136,11 +141,13 @@ def gathered_attention(q, k, v, key_indices: jax.Array, scale: float, query_bloc
 
 
 def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, path: str, *,
-                     dot_generals=NO_DOT_GENERALS) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
+                     dot_generals=NO_DOT_GENERALS, block: int = 0) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
     """One interface for every path: (outputs [B, H, N, d], class-row weights [B, H, N], full weights or None).
 
     `key_indices` None means dense attention; otherwise it holds the kept keys of
-    query rows 1..N-1, [B, H, N-1, k]. `path` is "masked" or "gathered".
+    query rows 1..N-1, [B, H, N-1, k] for "masked" and "gathered", or for
+    "block_sparse" the kept key blocks of each query block, [B, H, nq, kb], with
+    `block` the block size.
     """
     if path not in ATTENTION_PATHS:
         raise ValueError(f"path={path!r}: allowed: {list(ATTENTION_PATHS)}")
@@ -150,6 +157,10 @@ def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, pa
     if path == "masked":
         out, weights = masked_attention(q, k, v, key_indices, scale, dot_generals=dot_generals)
         return out, weights[:, :, 0], weights
+    if path == "block_sparse":
+        out, cls_weights = block_sparse.block_sparse_attention(q, k, v, key_indices, scale, block,
+                                                               dot_generals=dot_generals)
+        return out, cls_weights, None
     out, cls_weights = gathered_attention(q, k, v, key_indices, scale, dot_generals=dot_generals)
     return out, cls_weights, None
 
@@ -201,6 +212,11 @@ def predicted_key_indices(approx_attention: jax.Array, keep_ratio: float) -> jax
     """Top ceil(rho n) keys of each row of the approximate attention [B, H, n-1, n]."""
     n = approx_attention.shape[-1]
     return top_key_indices(approx_attention, kept_key_count(keep_ratio, n))
+
+
+def predicted_key_blocks(approx_attention: jax.Array, keep_ratio: float, block: int) -> jax.Array:
+    """Top ceil(rho n / b) key blocks of each query block of the approximate attention [B, H, n-1, n]."""
+    return block_sparse.top_key_blocks(approx_attention, keep_ratio, block)
 
 
 def random_key_indices(rng: jax.Array, shape: tuple[int, ...], keep_ratio: float) -> jax.Array:

@@ -13,6 +13,7 @@ from effjax.models.layers import AUX_LOSS_COLLECTION
 capacity_path = jax.jit(moe.moe_capacity_path, static_argnums=(3, 4))
 dense_path = jax.jit(moe.moe_dense_path)
 ragged_path = jax.jit(moe.moe_ragged_path)
+sorted_path = jax.jit(moe.moe_sorted_path, static_argnames="tile")
 top_k = jax.jit(moe.top_k_routing, static_argnums=(1, 2))
 top_p = jax.jit(moe.top_p_routing, static_argnums=(1, 2))
 assign_slots = jax.jit(moe.assign_slots, static_argnums=(1, 2))
@@ -120,6 +121,57 @@ def test_dropless_paths_match_every_expert_reference(rule):
     for method in ("einsum", "gather"):
         np.testing.assert_allclose(np.asarray(capacity_path(x, r, w, capacity, method)), reference, atol=1e-5)
     np.testing.assert_allclose(np.asarray(ragged_path(x, r, w)), reference, atol=1e-5)
+    for tile in (1, 3, 8, 128):
+        np.testing.assert_allclose(np.asarray(sorted_path(x, r, w, tile=tile)), reference, atol=1e-5, err_msg=tile)
+
+
+def test_sorted_layout_groups_every_valid_choice_by_expert_in_whole_tiles():
+    logits = _logits((3, 10, 6), seed=5, scale=2.0)
+    r = top_p(logits, 0.7)  # a varying number of valid choices per token
+    tile = 4
+    layout = jax.jit(moe.sorted_layout, static_argnums=(1, 2))(r, 6, tile)
+    row, row_token, tile_expert = (np.asarray(a) for a in layout[:3])
+    experts, valid = np.asarray(r.expert_index), np.asarray(r.valid)
+    rows = row_token.shape[0]
+    assert rows % tile == 0 and rows // tile == -(-experts.size // tile) + 6 - 1
+    np.testing.assert_array_equal(row[~valid], rows)
+    used = row[valid]
+    assert len(set(used.tolist())) == used.size  # one row per choice
+    np.testing.assert_array_equal(tile_expert[used // tile], experts[valid])  # each choice in its expert's tile
+    tokens = np.broadcast_to(np.arange(30).reshape(3, 10, 1), experts.shape)
+    np.testing.assert_array_equal(row_token[used], tokens[valid])
+    assert np.all(row_token[np.setdiff1d(np.arange(rows), used)] == 30)  # padding rows read the zero token
+    assert np.all(np.diff(tile_expert) >= 0)  # tiles in expert order
+    # token-major order within an expert
+    for e in range(6):
+        sel = valid & (experts == e)
+        assert np.all(np.diff(row[sel]) == 1)
+        if sel.any():
+            assert row[sel].min() % tile == 0
+
+
+def test_sorted_path_gradients_match_the_dense_reference():
+    x = jax.random.normal(jax.random.PRNGKey(10), (2, 9, 8))
+    logits = _logits((2, 9, 6), seed=6, scale=1.0)
+    w = _weights()
+
+    def loss(path, x, w):
+        r = moe.top_k_routing(jnp.einsum("gsd,de->gse", x, logits[0, :8]), 2)
+        return jnp.sum(path(x, r, w) ** 2)
+
+    ref = jax.jit(jax.grad(lambda x, w: loss(moe.moe_dense_path, x, w), argnums=(0, 1)))(x, w)
+    got = jax.jit(jax.grad(lambda x, w: loss(lambda *a: moe.moe_sorted_path(*a, tile=4), x, w), argnums=(0, 1)))(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
+def test_layer_with_sorted_dispatch_matches_dense_dispatch():
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 7, 8))
+    dense = moe.MoeMlp(num_experts=4, expert_dim=8, top_k=2, dispatch="dense")
+    params = dense.init({"params": jax.random.PRNGKey(1)}, x)["params"]
+    sorted_layer = moe.MoeMlp(num_experts=4, expert_dim=8, top_k=2, dispatch="sorted")
+    np.testing.assert_allclose(np.asarray(sorted_layer.apply({"params": params}, x)),
+                               np.asarray(dense.apply({"params": params}, x)), atol=1e-5)
 
 
 def test_dropped_tokens_get_zero_output():
@@ -167,7 +219,7 @@ def test_layer_sows_weighted_losses_and_validates_arguments():
     with pytest.raises(ValueError, match="top_k"):
         layer.apply({"params": params}, x, 0, 5)
     with pytest.raises(ValueError, match="dispatch"):
-        moe.MoeMlp(num_experts=4, expert_dim=8, dispatch="sorted").init({"params": jax.random.PRNGKey(1)}, x)
+        moe.MoeMlp(num_experts=4, expert_dim=8, dispatch="scatter").init({"params": jax.random.PRNGKey(1)}, x)
 
 
 def test_expert_matmuls_go_through_the_dot_general_hook():

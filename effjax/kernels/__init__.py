@@ -1,0 +1,1 @@
+"""Pallas kernels (accelerator paths of the XLA implementations in effjax.models)."""

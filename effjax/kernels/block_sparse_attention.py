@@ -1,0 +1,109 @@
+"""Pallas kernel for block-sparse attention: one program per (batch x head, query block), online softmax.
+
+The same computation as `effjax.models.block_sparse.block_sparse_attention` (see there for
+how the key blocks are chosen), fused as in FlashAttention (Dao et al., NeurIPS 2022,
+Alg. 1): a program holds one query block, visits only its kb chosen key blocks, and
+keeps the running row maximum m, normaliser l and unnormalised output acc, so neither
+the gathered keys nor the b x (kb b) logits are written to memory:
+
+  for each chosen key block J:  s = q K_J^T * scale  (padded keys -> -inf)
+      m' = max(m, rowmax s);  p = exp(s - m');  l = l e^(m - m') + rowsum p
+      acc = acc e^(m - m') + p V_J;  m = m'
+  out = acc / l
+
+The block indices are read inside the kernel and index the key / value blocks of the
+current head dynamically, which lowers to Triton on GPU and runs in Pallas interpret
+mode on CPU (tests). `backend_path()` picks this kernel on accelerators and the XLA
+gather path on CPU, where interpretation is only for checking.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from effjax.models import block_sparse as bs
+
+
+def _kernel(idx_ref, q_ref, k_ref, v_ref, o_ref, *, scale: float, block: int, kept: int, num_tokens: int):
+    q = q_ref[...].astype(jnp.float32) * scale  # [block, d]
+    d = q.shape[-1]
+
+    def visit(j, carry):
+        m, l, acc = carry
+        kb = idx_ref[j]
+        keys = k_ref[kb].astype(jnp.float32)  # [block, d]
+        values = v_ref[kb].astype(jnp.float32)
+        s = jax.lax.dot_general(q, keys, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+        key_pos = kb * block + jax.lax.broadcasted_iota(jnp.int32, s.shape, 1)
+        s = jnp.where(key_pos < num_tokens, s, -jnp.inf)
+        m_new = jnp.maximum(m, s.max(axis=1))
+        p = jnp.exp(s - m_new[:, None])
+        correction = jnp.exp(m - m_new)
+        l = l * correction + p.sum(axis=1)
+        acc = acc * correction[:, None] + jax.lax.dot_general(p, values, (((1,), (0,)), ((), ())),
+                                                              preferred_element_type=jnp.float32)
+        return m_new, l, acc
+
+    init = (jnp.full((block,), -jnp.inf, jnp.float32), jnp.zeros((block,), jnp.float32),
+            jnp.zeros((block, d), jnp.float32))
+    _, l, acc = jax.lax.fori_loop(0, kept, visit, init)
+    o_ref[...] = (acc / l[:, None]).astype(o_ref.dtype)
+
+
+def block_rows_attention(q_blocks, k_blocks, v_blocks, block_indices, scale: float, num_tokens: int,
+                         interpret: bool = False):
+    """q_blocks [BH, nq, b, d], k/v_blocks [BH, nk, b, d], block_indices [BH, nq, kb] -> [BH, nq, b, d]."""
+    bh, nq, block, d = q_blocks.shape
+    nk, kept = k_blocks.shape[1], block_indices.shape[-1]
+    kernel = functools.partial(_kernel, scale=scale, block=block, kept=kept, num_tokens=num_tokens)
+    return pl.pallas_call(
+        kernel,
+        grid=(bh, nq),
+        in_specs=[
+            pl.BlockSpec((None, None, kept), lambda h, i: (h, i, 0)),
+            pl.BlockSpec((None, None, block, d), lambda h, i: (h, i, 0, 0)),
+            pl.BlockSpec((None, nk, block, d), lambda h, i: (h, 0, 0, 0)),
+            pl.BlockSpec((None, nk, block, d), lambda h, i: (h, 0, 0, 0)),
+        ],
+        out_specs=pl.BlockSpec((None, None, block, d), lambda h, i: (h, i, 0, 0)),
+        out_shape=jax.ShapeDtypeStruct(q_blocks.shape, q_blocks.dtype),
+        interpret=interpret,
+    )(block_indices, q_blocks, k_blocks, v_blocks)
+
+
+def block_sparse_attention_pallas(q, k, v, block_indices, scale: float, block: int, interpret: bool = False
+                                  ) -> tuple[jax.Array, jax.Array]:
+    """`block_sparse.block_sparse_attention` with the query rows in the Pallas kernel: (outputs, class-row weights)."""
+    bs.check_block(block)
+    b, h, n, d = q.shape
+    nq, nk = bs.block_counts(n, block)
+    if block_indices.shape[:3] != (b, h, nq):
+        raise ValueError(f"block_indices shape {block_indices.shape}: expected ({b}, {h}, {nq}, kb) "
+                         f"for {n} tokens in blocks of {block}")
+    cls_weights = jax.nn.softmax(jnp.einsum("bhd,bhkd->bhk", q[:, :, 0], k).astype(jnp.float32) * scale, axis=-1)
+    cls_out = jnp.einsum("bhk,bhkd->bhd", cls_weights.astype(q.dtype), v)[:, :, None]
+
+    def blocks(x, count):
+        return bs.pad_blocks(x, count, block).reshape(b * h, count, block, d)
+
+    rows = block_rows_attention(blocks(q[:, :, 1:], nq), blocks(k, nk), blocks(v, nk),
+                                block_indices.reshape(b * h, nq, -1), scale, n, interpret)
+    rows = rows.reshape(b, h, nq * block, d)[:, :, :n - 1]
+    return jnp.concatenate([cls_out, rows], axis=2), cls_weights.astype(q.dtype)
+
+
+def backend_path(platform: str | None = None) -> str:
+    """"pallas" on GPU / TPU, "xla" (the gather + block-matmul path) on CPU."""
+    platform = platform or jax.default_backend()
+    return "pallas" if platform in ("gpu", "cuda", "rocm", "tpu") else "xla"
+
+
+def block_sparse_attention_auto(q, k, v, block_indices, scale: float, block: int):
+    """The block-sparse attention of the current backend (`backend_path`)."""
+    if backend_path() == "pallas":
+        return block_sparse_attention_pallas(q, k, v, block_indices, scale, block)
+    return bs.block_sparse_attention(q, k, v, block_indices, scale, block)
