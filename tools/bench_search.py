@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from effjax.search import Optimizer, hypervolume, optimize  # noqa: E402
+from effjax.search import Float, Int, Objective, Optimizer, Ordinal, hypervolume, optimize  # noqa: E402
+from effjax.search.reference import DEFAULT_POLICY  # noqa: E402
 from effjax.search.nsga2 import nsga2_search, sobol_search  # noqa: E402
 from effjax.search.problems import DTLZ2, get_problem  # noqa: E402
 
@@ -39,6 +40,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT_DIR = os.path.join(REPO, "experiments", "search")
 PROBLEMS = ["branincurrin", "dtlz2", "vehiclesafety"]
 COMMAND = "python -m tools.bench_search"
+NO_REF = "qLogNEHVI (no ref)"  # every objective without `ref`: the search infers the reference point
+PEER_PROBLEMS = ["branincurrin", "dtlz2", "vehiclesafety", "compression_mixed"]
+PEER_METHODS = ["qLogNEHVI", NO_REF, "Sobol", "optuna-TPE", "optuna-GP"]
+PEERS_JSONL = os.path.join("experiments", "search", "peers.jsonl")
 
 
 def hv_trace(problem, history) -> list[float]:
@@ -47,45 +52,126 @@ def hv_trace(problem, history) -> list[float]:
     return [hypervolume(y[: k + 1], problem.ref_point) for k in range(len(y))]
 
 
-def run_method(method: str, problem, budget: int, seed: int) -> dict:
+def search_objectives(problem, given_ref: bool):
+    """The problem's objectives, with their standard reference points or with none (inferred)."""
+    return problem.objectives if given_ref else [Objective(o.name, o.direction) for o in problem.objectives]
+
+
+def run_method(method: str, problem, budget: int, seed: int, given_ref: bool = True,
+               reference: str = DEFAULT_POLICY) -> dict:
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     proposal_seconds: list[float] = []
-    if method == "qLogNEHVI":
-        result = optimize(problem, problem.space, problem.objectives, budget=budget, seed=seed, progress=False)
+    if method in ("qLogNEHVI", NO_REF):
+        given_ref = given_ref and method == "qLogNEHVI"
+        result = optimize(problem, problem.space, search_objectives(problem, given_ref), budget=budget, seed=seed,
+                          progress=False, reference=reference)
         proposal_seconds = result.proposal_seconds
     elif method == "Sobol":
         result = sobol_search(problem, problem.space, problem.objectives, budget=budget, seed=seed)
     elif method == "NSGA-II":
         result = nsga2_search(problem, problem.space, problem.objectives, budget=budget, seed=seed)
-    elif method == "optuna-TPE":
-        result = _optuna(problem, budget, seed)
+    elif method in ("optuna-TPE", "optuna-GP"):
+        result = _optuna(problem, budget, seed, method.split("-")[1])
     else:
         raise ValueError(f"unknown method {method!r}")
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     trace = hv_trace(problem, result.history)
     # Proposals after the initial design (the design's asks take no model time).
     model_asks = [s for s in proposal_seconds if s > 0.02] or proposal_seconds
-    return {"method": method, "seed": seed, "hv": trace[-1], "trace": trace, "wall_s": wall, "cpu_s": cpu,
+    return {"method": method, "problem": problem.name, "given_ref": given_ref,
+            "reference": reference if method in ("qLogNEHVI", NO_REF) and not given_ref else None,
+            "seed": seed, "hv": trace[-1], "max_hv": problem.max_hv, "trace": trace, "wall_s": wall, "cpu_s": cpu,
             "optimizer_s": float(sum(proposal_seconds)), "first_proposal_s": float(model_asks[0]) if model_asks else 0.0,
             "proposal_s": float(np.median(model_asks)) if model_asks else 0.0}
 
 
-def _optuna(problem, budget, seed):
-    import optuna  # optional comparison
+def _suggest(trial, parameter):
+    """One optuna suggestion for one effjax.search parameter."""
+    if isinstance(parameter, Float):
+        return trial.suggest_float(parameter.name, parameter.low, parameter.high, log=parameter.log)
+    if isinstance(parameter, Int):
+        return trial.suggest_int(parameter.name, parameter.low, parameter.high)
+    return parameter.values[trial.suggest_int(parameter.name + "_index", 0, len(parameter.values) - 1)] \
+        if isinstance(parameter, Ordinal) else trial.suggest_categorical(parameter.name, list(parameter.values))
+
+
+def _optuna(problem, budget, seed, sampler_name: str):
+    import optuna  # optional comparison (extra "bench")
     from effjax.search.optimizer import Evaluation, SearchResult, pareto_subset
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if sampler_name == "GP":
+        sampler = optuna.samplers.GPSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
     study = optuna.create_study(directions=["minimize"] * problem.n_objectives, sampler=sampler)
     history = []
+    space = problem.space
 
     def objective(trial):
-        params = {f"x{i}": trial.suggest_float(f"x{i}", lo, hi) for i, (lo, hi) in enumerate(problem.bounds)}
+        params = {p.name: _suggest(trial, p) for p in space.params}
         values = problem(params)
         history.append(Evaluation(len(history), params, values))
         return [values[n] for n in problem.objective_names]
 
     study.optimize(objective, n_trials=budget)
     return SearchResult(history, pareto_subset(history, problem.objectives), problem.objectives)
+
+
+def run_peers(problems, methods, seeds, budget, jsonl: str) -> None:
+    """Appends one JSON row per (problem, method, seed) run to `jsonl` (HV w.r.t. the standard reference point)."""
+    for name in problems:
+        problem = get_problem(name)
+        for method in methods:
+            for seed in seeds:
+                r = run_method(method, problem, budget, seed, given_ref=method != NO_REF)
+                r.pop("trace")
+                with open(jsonl, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+                print(f"{name:14s} {method:20s} seed {seed}: HV {r['hv']:.4f} cpu {r['cpu_s']:.1f}s "
+                      f"wall {r['wall_s']:.1f}s", flush=True)
+
+
+def peers_table(rows: list[dict]) -> str:
+    """Mean ± sample std (ddof 1) of the final HV per problem and method, with CPU and wall seconds per run."""
+    lines = ["| problem | method | seeds | HV mean ± std | fraction of max HV | above Sobol on every seed | "
+             "cpu s / run (mean, max) | wall s / run (mean) |", "|---|---|---|---|---|---|---|---|"]
+    for problem in dict.fromkeys(r["problem"] for r in rows):
+        sel = [r for r in rows if r["problem"] == problem]
+        sobol = {r["seed"]: r["hv"] for r in sel if r["method"] == "Sobol"}
+        for method in dict.fromkeys(r["method"] for r in sel):
+            rs = [r for r in sel if r["method"] == method]
+            hv = np.array([r["hv"] for r in rs])
+            std = hv.std(ddof=1) if len(hv) > 1 else float("nan")
+            above = "-" if method == "Sobol" or not all(r["seed"] in sobol for r in rs) else \
+                ("yes" if all(r["hv"] > sobol[r["seed"]] for r in rs) else "no")
+            cpu = [r["cpu_s"] for r in rs]
+            seeds = ",".join(str(r["seed"]) for r in rs)
+            lines.append(f"| {problem} | {method} | {seeds} | {hv.mean():.4f} ± {std:.4f} | {hv.mean() / rs[0]['max_hv']:.4f} "
+                         f"| {above} | {np.mean(cpu):.1f}, {np.max(cpu):.1f} | {np.mean([r['wall_s'] for r in rs]):.1f} |")
+    return "\n".join(lines)
+
+
+def report_peers(paths: list[str]) -> None:
+    from tools.bench_report import machine_line, write_section
+    rows = [json.loads(line) for path in paths for line in open(path) if line.strip()]
+    text = peers_table(rows)
+    section = (f"## search_peers: effjax.search with and without reference points vs Sobol and Optuna\n\n"
+               f"`{COMMAND} --peers --jsonl {PEERS_JSONL}` then `{COMMAND} --peers-report {PEERS_JSONL}`\n\n"
+               f"{machine_line()}\n\nBudget 50 evaluations; HV of all evaluations w.r.t. each problem's standard "
+               f"reference point; '{NO_REF}': no objective has a `ref`, the search infers it every round (default "
+               f"policy). Optuna {_optuna_version()} GPSampler (logEHVI, infers its own reference point) and "
+               f"multivariate TPESampler, default settings. CPU s = process CPU time of the whole run (the machine "
+               f"is shared: wall times include waiting for the CPU). Raw rows: `{PEERS_JSONL}`.\n\n{text}\n")
+    write_section("search_peers", section)
+    print(text)
+
+
+def _optuna_version() -> str:
+    try:
+        import optuna
+        return optuna.__version__
+    except ImportError:
+        return "(not installed)"
 
 
 def time_large_proposal(n_obs: int = 100, dim: int = 20, n_objectives: int = 3, repeats: int = 3) -> dict:
@@ -110,6 +196,8 @@ def methods_available() -> list[str]:
     try:
         import optuna  # noqa: F401
         methods.append("optuna-TPE")
+        import torch  # noqa: F401  (optuna's GPSampler needs it)
+        methods.append("optuna-GP")
     except ImportError:
         pass
     return methods
@@ -248,7 +336,19 @@ def main() -> None:
     parser.add_argument("--no-large", action="store_true", help="skip the 100-observation proposal timing")
     parser.add_argument("--out", help="write raw results to this JSON file and do not report")
     parser.add_argument("--report", nargs="*", help="merge these JSON files and write the reports")
+    parser.add_argument("--peers", action="store_true", help="run the peers comparison, appending rows to --jsonl")
+    parser.add_argument("--methods", nargs="*", default=PEER_METHODS)
+    parser.add_argument("--seed-list", nargs="*", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--jsonl", default=PEERS_JSONL)
+    parser.add_argument("--peers-report", nargs="*", help="write the search_peers section from these jsonl files")
     args = parser.parse_args()
+    if args.peers:
+        run_peers(args.problems if args.problems != PROBLEMS else PEER_PROBLEMS, args.methods, args.seed_list,
+                  args.budget, args.jsonl)
+        return
+    if args.peers_report:
+        report_peers(args.peers_report)
+        return
     if args.report:
         report(merge([json.load(open(p)) for p in args.report]))
         return

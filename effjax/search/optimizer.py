@@ -10,8 +10,8 @@ the number of evaluations so far, so a resumed search proposes what the original
 have proposed.
 
 The hypervolume reference point is each objective's `ref` when given; otherwise it is
-inferred from the observed Pareto front as nadir - 0.1 * (ideal - nadir), per objective,
-following BoTorch's `infer_reference_point`.
+re-inferred every round from the observations (`reference.py`: by default the worst
+observed value minus 10% of the observed range, which only moves outwards).
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from tqdm.auto import tqdm
 
 from effjax.search import storage
 from effjax.search.acquisition import QLogNEHVI
-from effjax.search.acquisition_optimizer import CandidatePool, maximize_continuous, maximize_discrete
+from effjax.search.acquisition_optimizer import CandidatePool, maximize_continuous, maximize_discrete, maximize_mixed
 from effjax.search.gp import fit_gp, padded_size
 from effjax.search.hypervolume import hypervolume
 from effjax.search.objectives import Objective, check_objectives
 from effjax.search.pareto import non_dominated_mask
+from effjax.search.reference import (DEFAULT_MARGIN, DEFAULT_POLICY, check_policy, infer_reference_point,
+                                     normalization_scale)
 from effjax.search.space import Params, Space
 
 MAX_ENUMERATE = 4096
@@ -103,11 +105,14 @@ class Optimizer:
         budget). Up to MAX_PRESIZED, the model's arrays are sized for that many points from
         the first proposal on, so the compiled acquisition keeps one shape for the whole run
         instead of being recompiled each time the data cross a power of two.
+      reference, reference_margin: how the hypervolume reference point of objectives without
+        `ref` is inferred, re-inferred every round ("observed" or "front"; see `reference.py`).
     """
 
     def __init__(self, space: Space, objectives: Sequence[Objective], seed: int = 0, workdir: str | None = None,
                  n_initial: int | None = None, n_samples: int = 128, n_raw: int = 512, n_restarts: int = 10,
-                 expected_evaluations: int | None = None, initial_params: Sequence[Params] = ()):
+                 expected_evaluations: int | None = None, initial_params: Sequence[Params] = (),
+                 reference: str = DEFAULT_POLICY, reference_margin: float = DEFAULT_MARGIN):
         if not isinstance(space, Space):
             raise ValueError(f"space: expected a Space, got {type(space).__name__}")
         self.space = space
@@ -117,6 +122,7 @@ class Optimizer:
         self.seed = int(seed)
         self.n_initial = max(1, int(n_initial)) if n_initial is not None else 2 * (len(space.params) + 1)
         self.n_samples, self.n_raw, self.n_restarts = n_samples, n_raw, n_restarts
+        self.reference, self.reference_margin = check_policy(reference, reference_margin)
         self.initial_params = [space.validate(dict(p)) for p in initial_params]
         infeasible = [p for p in self.initial_params if not space.is_feasible(p)]
         if infeasible:
@@ -288,14 +294,9 @@ class Optimizer:
         ordered = self.modeled + self.computed
         signs = np.array([o.sign for o in ordered])
         y = np.array([[e.values[o.name] for o in ordered] for e in evals]) * signs
-        front = y[non_dominated_mask(y)]
-        nadir, ideal = front.min(axis=0), front.max(axis=0)
-        span = ideal - nadir
-        span = np.where(span > 0, span, np.maximum(np.abs(nadir), 1.0))
-        ref = np.array([o.sign * o.ref if o.ref is not None else nadir[i] - 0.1 * span[i] for i, o in enumerate(ordered)])
-        scale = y.max(axis=0) - ref
-        fallback = np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
-        scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(ref)), scale, fallback)
+        ref = infer_reference_point(y, [o.sign * o.ref if o.ref is not None else None for o in ordered],
+                                    self.reference, self.reference_margin)
+        scale = normalization_scale(y, ref)
         mm = len(self.modeled)
         sign_m, ref_m, scale_m = signs[:mm], ref[:mm], scale[:mm]
         return {"gp": gp, "ref": ref, "scale": scale,
@@ -324,6 +325,9 @@ class Optimizer:
             if self._pool is None and self.space.cardinality <= MAX_ENUMERATE:
                 self._pool = CandidatePool(self.space)
             params, _ = maximize_discrete(acq, self.space, rng, computed, exclude, pareto_params, self._pool)
+        elif any(p.is_discrete for p in self.space.params):
+            params, _ = maximize_mixed(acq, self.space, rng, computed, exclude, pareto_params,
+                                       n_raw=self.n_raw, n_restarts=self.n_restarts)
         else:
             incumbents = self.space.encode_many(pareto_params)
             params, _ = maximize_continuous(acq, self.space, rng, computed, exclude, incumbents,
@@ -333,13 +337,15 @@ class Optimizer:
 
 def optimize(fn: Callable[[dict], dict], space: Space, objectives: Sequence[Objective], budget: int, seed: int = 0,
              workdir: str | None = None, batch_size: int = 1, progress: bool = True, n_initial: int | None = None,
-             initial_params: Sequence[Params] = ()) -> SearchResult:
+             initial_params: Sequence[Params] = (), reference: str = DEFAULT_POLICY,
+             reference_margin: float = DEFAULT_MARGIN) -> SearchResult:
     """Evaluates `fn(params) -> {objective: value}` `budget` times (in total, counting
     evaluations resumed from `workdir`) and returns the history and its Pareto set.
 
     Proposals come `batch_size` at a time (qLogNEHVI, sequential greedy), after a
     scrambled-Sobol initial design of `n_initial` points (default: min(2 (d + 1), budget // 3),
     at least 2), which starts with `initial_params` when given. Computed objectives (`Objective(..., fn=...)`) need not be returned by `fn`.
+    `reference` / `reference_margin`: the reference-point policy for objectives without `ref` (see `Optimizer`).
     """
     if not callable(fn):
         raise ValueError(f"fn: expected a callable params -> dict of objective values, got {fn!r}")
@@ -351,7 +357,7 @@ def optimize(fn: Callable[[dict], dict], space: Space, objectives: Sequence[Obje
     if n_initial is None and isinstance(space, Space):
         n_initial = min(2 * (len(space.params) + 1), max(2, budget // 3))
     opt = Optimizer(space, objectives, seed=seed, workdir=workdir, n_initial=n_initial, expected_evaluations=budget,
-                    initial_params=initial_params)
+                    initial_params=initial_params, reference=reference, reference_margin=reference_margin)
     with tqdm(total=budget, initial=min(len(opt.history), budget), disable=not progress, desc="search",
               unit="eval") as bar:
         while len(opt.history) < budget:

@@ -1,0 +1,114 @@
+"""Reference-point policies of effjax.search measured with no `ref` on any objective.
+
+Each run: qLogNEHVI, 50 evaluations, objectives without reference points (the search
+infers them every round with the given policy and margin); the final hypervolume is
+measured against the problem's standard reference point. The policy is selected on
+seeds 0-4 (highest mean of the per-problem fraction of the maximum hypervolume, every
+problem weighted equally); fresh seeds 10-14 give the reported figures.
+
+    python experiments/search/reference_policies.py run --policies front:0.1 observed:0.1 \
+        --seeds 0 1 2 3 4 --jsonl experiments/search/reference_policies.jsonl
+    python experiments/search/reference_policies.py table experiments/search/reference_policies.jsonl
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from effjax.search import Objective, hypervolume, optimize  # noqa: E402
+from effjax.search.problems import get_problem  # noqa: E402
+
+PROBLEMS = ["branincurrin", "dtlz2", "vehiclesafety"]
+
+
+def parse_policy(text: str) -> tuple[str, float]:
+    name, _, margin = text.partition(":")
+    return name, float(margin or 0.1)
+
+
+def run_one(problem_name: str, policy: str, margin: float, seed: int, budget: int) -> dict:
+    problem = get_problem(problem_name)
+    objectives = [Objective(o.name, o.direction) for o in problem.objectives]
+    start = time.perf_counter()
+    result = optimize(problem, problem.space, objectives, budget=budget, seed=seed, progress=False,
+                      reference=policy, reference_margin=margin)
+    wall = time.perf_counter() - start
+    y = np.array([[e.values[n] for n in problem.objective_names] for e in result.history])
+    return {"problem": problem_name, "policy": policy, "margin": margin, "seed": seed, "budget": budget,
+            "hv": hypervolume(y, problem.ref_point), "max_hv": problem.max_hv,
+            "optimizer_s": float(sum(result.proposal_seconds)), "wall_s": wall}
+
+
+def load(paths) -> list[dict]:
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["policy"], r["margin"], tuple(sorted({x["seed"] for x in rows}))), []).append(r)
+    seed_sets = sorted({("0-4" if r["seed"] < 10 else "10-14") for r in rows})
+    lines = ["| policy | seeds | " + " | ".join(PROBLEMS) + " | mean fraction of max HV | worst optimizer s |",
+             "|---|---|" + "---|" * len(PROBLEMS) + "---|---|"]
+    for policy, margin in sorted({(r["policy"], r["margin"]) for r in rows}):
+        for seeds in seed_sets:
+            sel = [r for r in rows if (r["policy"], r["margin"]) == (policy, margin)
+                   and ("0-4" if r["seed"] < 10 else "10-14") == seeds]
+            cells, fractions = [], []
+            for name in PROBLEMS:
+                hv = np.array([r["hv"] for r in sel if r["problem"] == name])
+                if len(hv) == 0:
+                    cells.append("-")
+                    continue
+                std = hv.std(ddof=1) if len(hv) > 1 else float("nan")
+                cells.append(f"{hv.mean():.4f} ± {std:.4f} (n={len(hv)})")
+                fractions.append(hv.mean() / get_problem(name).max_hv)
+            worst = max((r["optimizer_s"] for r in sel), default=float("nan"))
+            lines.append(f"| {policy}, margin {margin:g} | {seeds} | " + " | ".join(cells)
+                         + f" | {np.mean(fractions):.4f} | {worst:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--policies", nargs="+", required=True, help="name:margin, e.g. observed:0.1")
+    run.add_argument("--problems", nargs="+", default=PROBLEMS)
+    run.add_argument("--seeds", nargs="+", type=int, required=True)
+    run.add_argument("--budget", type=int, default=50)
+    run.add_argument("--jsonl", required=True)
+    show = sub.add_parser("table")
+    show.add_argument("jsonl", nargs="+")
+    args = parser.parse_args()
+    if args.command == "table":
+        print(table(load(args.jsonl)))
+        return
+    for text in args.policies:
+        policy, margin = parse_policy(text)
+        for name in args.problems:
+            for seed in args.seeds:
+                row = run_one(name, policy, margin, seed, args.budget)
+                with open(args.jsonl, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
