@@ -32,7 +32,8 @@ import numpy as np
 from jax import lax
 
 from effjax.compress import export as export_lib
-from effjax.compress.weight_quant import unpack_int4
+from effjax.quant import rtn
+from effjax.quant.rtn import unpack_int4
 
 INT_SCALES = "int_scales"  # collection of the per-column weight scales, one `scale` per integer Dense layer
 INTEGER_DOT = "integer_dot"  # name of the injected module inside each Dense layer
@@ -40,12 +41,8 @@ FLOAT_GROUPS = ("attention_scores", "expert", "router")  # groups that stay floa
 
 
 def quantize_rows(x: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
-    """Symmetric round-to-nearest per row of the last axis: (int8 codes, float32 scale [..., 1])."""
-    qmax = 2 ** (bits - 1) - 1
-    x = x.astype(jnp.float32)
-    scale = jnp.max(jnp.abs(x), axis=-1, keepdims=True) / qmax
-    scale = jnp.where(scale > 0, scale, 1.0)
-    return jnp.clip(jnp.round(x / scale), -qmax, qmax).astype(jnp.int8), scale
+    """Symmetric round-to-nearest (`effjax.quant.rtn`) per row of the last axis: (int8 codes, float32 scale [..., 1])."""
+    return rtn.quantize(x, bits, axis=-1, xp=jnp)
 
 
 class IntegerDot(nn.Module):
@@ -79,12 +76,8 @@ class IntegerDot(nn.Module):
 
 
 def _quantize_over(x: jax.Array, axes, bits: int) -> tuple[jax.Array, jax.Array]:
-    """Symmetric round-to-nearest with one scale per slice over `axes` (kept as size-1 dims)."""
-    qmax = 2 ** (bits - 1) - 1
-    x = x.astype(jnp.float32)
-    scale = jnp.max(jnp.abs(x), axis=tuple(axes), keepdims=True) / qmax
-    scale = jnp.where(scale > 0, scale, 1.0)
-    return jnp.clip(jnp.round(x / scale), -qmax, qmax).astype(jnp.int8), scale
+    """Symmetric round-to-nearest (`effjax.quant.rtn`) with one scale per slice over `axes` (kept as size-1 dims)."""
+    return rtn.quantize(x, bits, axis=tuple(axes), xp=jnp)
 
 
 def integer_activation_dot(bits: int = 8, simulate: bool = False):

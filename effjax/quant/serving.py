@@ -36,6 +36,7 @@ from aqt.jax.v2.utils import QuantMode
 
 from effjax.data.specs import TaskSpec
 from effjax.models import build_model
+from effjax.quant import rtn
 from effjax.quant.aqt_config import QUANT_COLLECTION, QuantOptions, make_provider, model_subnet
 from effjax.subnet import SubnetConfig
 
@@ -148,17 +149,7 @@ def _qtensor_tree(tree):
     return {k: _qtensor_tree(v) for k, v in tree.items()}
 
 
-def pack_int4(values: np.ndarray) -> np.ndarray:
-    """Signed 4-bit integers -> bytes, two per byte (even index in the low nibble)."""
-    nibbles = (np.asarray(values).astype(np.int8).reshape(-1) & 0xF).astype(np.uint8)
-    if nibbles.size % 2:
-        nibbles = np.concatenate([nibbles, np.zeros(1, np.uint8)])
-    return nibbles[0::2] | (nibbles[1::2] << 4)
-
-
-def unpack_int4(packed: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    nibbles = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(-1)[: int(np.prod(shape))]
-    return ((nibbles.astype(np.int8) ^ 8) - 8).reshape(shape)
+INT4_TAG = "int4-offset"  # int4 arrays: two codes per byte as `effjax.quant.rtn.pack_int4` writes them
 
 
 def _write_arrays(flat: Mapping[str, jax.Array], directory: str, stem: str) -> dict:
@@ -168,7 +159,7 @@ def _write_arrays(flat: Mapping[str, jax.Array], directory: str, stem: str) -> d
         for path in sorted(flat):
             x = np.asarray(flat[path])
             if x.dtype == jnp.int4:
-                data, dtype = pack_int4(x).tobytes(), "int4"
+                data, dtype = rtn.pack_int4(x).tobytes(), INT4_TAG
             else:
                 data, dtype = np.ascontiguousarray(x).astype(x.dtype.newbyteorder("<")).tobytes(), str(x.dtype)
             f.write(data)
@@ -184,7 +175,10 @@ def _read_arrays(index: Mapping[str, list], directory: str, stem: str) -> dict[s
     for path, (dtype, shape, offset, nbytes) in index.items():
         raw = np.frombuffer(blob, np.uint8, count=nbytes, offset=offset)
         if dtype == "int4":
-            flat[path] = jnp.asarray(unpack_int4(raw, shape)).astype(jnp.int4)
+            raise ValueError(f"{os.path.join(directory, stem + '.bin')}: array {path!r} is int4 in the two's-complement "
+                             f"nibble format of earlier effjax versions; export the serving model again")
+        if dtype == INT4_TAG:
+            flat[path] = jnp.asarray(rtn.unpack_int4(raw, shape)).astype(jnp.int4)
         else:
             flat[path] = jnp.asarray(raw.view(np.dtype(dtype).newbyteorder("<")).reshape(shape).astype(dtype))
     return flat

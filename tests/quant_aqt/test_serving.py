@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from effjax.compress.cost import vit_cost
-from effjax.quant import serving
+from effjax.quant import rtn, serving
 from effjax.quant.aqt_config import QUANT_COLLECTION
 from effjax.subnet import SubnetConfig
 from tests.quant_aqt.helpers import DIGIT_TASKS, IMAGE_SHAPE, images, init_params, tiny_model_config
@@ -104,12 +104,19 @@ def test_checkpoint_bytes_on_disk(converted, tmp_path):
 
 
 def test_int4_packing_roundtrip():
+    """The serving checkpoint packs int4 with the one packing of effjax.quant.rtn."""
     values = np.arange(-8, 8, dtype=np.int8)
     for shape in [(16,), (3, 5), (1,), (7, 2, 3)]:
         v = np.resize(values, shape)
-        packed = serving.pack_int4(v)
+        packed = rtn.pack_int4(jnp.asarray(v).astype(jnp.int4))
         assert packed.dtype == np.uint8 and packed.size == (v.size + 1) // 2
-        np.testing.assert_array_equal(serving.unpack_int4(packed, shape), v)
+        np.testing.assert_array_equal(rtn.unpack_int4(packed, shape), v)
+
+
+def test_serving_blob_of_an_older_int4_format_is_refused_in_one_line(tmp_path):
+    (tmp_path / "m.bin").write_bytes(bytes(8))
+    with pytest.raises(ValueError, match="two's-complement nibble format of earlier effjax versions"):
+        serving._read_arrays({"w": ["int4", [16], 0, 8]}, str(tmp_path), "m")
 
 
 def test_convert_rejects_float_subnet():
