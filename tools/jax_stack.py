@@ -3,6 +3,7 @@
   python -m tools.jax_stack --python=python3.12                # newest jax that pip resolves
   python -m tools.jax_stack --python=python3.13 --venv=/tmp/s  # another interpreter, another venv
   python -m tools.jax_stack --python=python3.11 --pin="jax==0.10.2"
+  python -m tools.jax_stack --table      # experiments/jax_stack/results.jsonl as a markdown table
 
 The venv (default `~/.cache/effjax/stack-py<X.Y>`) is created when missing and effjax is
 installed into it with its test extras (`pip install -e '.[test]'` plus any `--pin`), so pip
@@ -34,6 +35,7 @@ SMOKE = (
     "tests/export/test_standalone.py",
     "tests/export/test_bad_exports.py",
 )
+RESULTS = os.path.join(REPO, "experiments", "jax_stack", "results.jsonl")
 PACKAGES = ("python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "aqtp", "chex", "grain", "numpy")
 
 
@@ -43,13 +45,34 @@ def _run(cmd, **kwargs) -> tuple[bool, float, str]:
     return proc.returncode == 0, time.perf_counter() - start, (proc.stdout + proc.stderr)[-3000:]
 
 
+def table(path: str = RESULTS) -> str:
+    """The recorded runs, one row each."""
+    rows = ["| Python | jax | flax | orbax | aqtp | install s | smoke tests | smoke s | tiny main job s | passed |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            v, s = r["versions"], r["seconds"]
+            rows.append(f"| {v['python']} | {v['jax']} | {v['flax']} | {v['orbax-checkpoint']} | {v['aqtp']} | "
+                        f"{s.get('install', '-')} | {r.get('smoke_tests_tail', '-')} | {s.get('smoke_tests', '-')} | "
+                        f"{s.get('main_job_tiny', '-')} | {all(r['passed'].values())} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--python", required=True, help="interpreter of the stack, e.g. python3.12")
+    parser.add_argument("--python", help="interpreter of the stack, e.g. python3.12")
+    parser.add_argument("--record", action="store_true", help=f"append the JSON line to {os.path.relpath(RESULTS, REPO)}")
+    parser.add_argument("--table", action="store_true", help="print the recorded runs as a markdown table")
     parser.add_argument("--venv", help="venv directory (created when missing)")
     parser.add_argument("--pin", action="append", default=[], help="extra requirement, e.g. jax==0.10.2 (repeatable)")
     parser.add_argument("--skip_tests", action="store_true", help="install and report versions only")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table())
+        return 0
+    if not args.python:
+        parser.error("--python is required")
     python = shutil.which(args.python) or args.python
     ok, _, out = _run([python, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"])
     if not ok:
@@ -88,6 +111,9 @@ def main(argv=None) -> int:
         if not ok:
             report["main_job_log"] = out
     print(json.dumps(report))
+    if args.record:
+        with open(RESULTS, "a") as f:
+            f.write(json.dumps({k: v for k, v in report.items() if not k.endswith("_log")}) + "\n")
     return 0 if all(report["passed"].values()) else 1
 
 

@@ -1,4 +1,5 @@
-"""Embedded datasets and the sharded, checkpointable input pipeline.
+"""Embedded datasets, your own data (npz files and grain data sources, checked by `validate.py`;
+`docs/your_data.md`) and the sharded, checkpointable input pipeline.
 
 `load_dataset(data_config)` returns a `Dataset`: in-memory numpy splits plus the
 task specs that models, losses and metrics read. `pipeline.py` turns a split into

@@ -115,7 +115,7 @@ def export_from_workdir(workdir: str, point_id=None, max_flops=None, output=None
         point = trained_point(evaluator, config)
     for name in ("model.bin", "model.json", artifacts.ARTIFACT, artifacts.SAFETENSORS):
         if os.path.exists(os.path.join(directory, name)):
-            os.remove(os.path.join(directory, name))  # --overwrite: no file of the old export survives
+            os.remove(os.path.join(directory, name))  # --overwrite: none of the old export's files survives
     meta = run.export_point(evaluator, point, directory, config, platforms or artifacts.PLATFORMS)
     model = export_lib.load(directory)
     measured = evaluate_exported(model, setup.dataset, "test")

@@ -60,13 +60,23 @@ def test_npz_with_one_task_scales_raw_digits_like_the_embedded_ones(in_tmp):
                                                                     for s in embedded.splits])))
 
 
-def test_npz_with_several_tasks_and_its_own_split_trains(in_tmp):
+def _tasks_config(in_tmp):
     code = examples()
     exec(compile(code["npz_tasks_data"], "npz_tasks_data", "exec"), {})
-    config = _tiny(_write_config(in_tmp / "my_tasks.py", code["npz_tasks_config"]))
-    ds = load_dataset(config.data)
+    return _tiny(_write_config(in_tmp / "my_tasks.py", code["npz_tasks_config"]))
+
+
+def test_npz_with_several_tasks_keeps_its_own_split(in_tmp):
+    ds = load_dataset(_tasks_config(in_tmp).data)
     assert [t.name for t in ds.tasks] == ["digit", "big"]
     assert {s: ds.num_examples(s) for s in ("train", "val", "test")} == {"train": 1400, "val": 200, "test": 197}
+    assert ds.preprocessing == "npz 'image': float32 used as stored"
+    assert (ds.splits["test"]["big"] == (ds.splits["test"]["digit"] >= 5)).all()
+
+
+@pytest.mark.slow
+def test_npz_with_several_tasks_trains(in_tmp):
+    config = _tasks_config(in_tmp)
     summary = pipeline.run_main_job(config, str(in_tmp / "run"), devices=jax.devices()[:1])
     assert set(summary["metrics"]["test"]) == {"digit", "big"}
     assert all(np.isfinite(v) for v in summary["metrics"]["test"].values())

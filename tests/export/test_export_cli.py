@@ -11,6 +11,7 @@ import pytest
 
 from effjax.job import run as pipeline
 from effjax.compress import artifacts
+from effjax.config.load import load_config
 from effjax.job.export import export_from_workdir
 from tests.foundation.helpers import REPO, tiny
 
@@ -47,35 +48,52 @@ def test_a_plain_training_run_exports_its_trained_model(plain_run):
         export_from_workdir(workdir, point_id=0)
 
 
-def test_an_existing_export_is_kept_without_overwrite(plain_run):
+def _plain_workdir(tmp_path):
+    """A workdir as far as the CLI reads it before loading anything: a run's config and a checkpoints dir."""
+    workdir = tmp_path / "plain_run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "config.json").write_text(tiny("quickstart").to_json())
+    return workdir
+
+
+def test_an_existing_export_is_kept_without_overwrite(tmp_path):
+    directory = tmp_path / "export"
+    directory.mkdir()
+    (directory / "model.bin").write_bytes(b"an earlier export")
+    proc, lines = _cli(f"--workdir={_plain_workdir(tmp_path)}", f"--output={directory}")
+    _assert_refused(proc, lines, "directory not empty (1 entries); pass --overwrite to replace an export there")
+    assert (directory / "model.bin").read_bytes() == b"an earlier export"
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_only_the_exports_own_files(plain_run):
     workdir, _ = plain_run
     directory = os.path.join(workdir, "export", "twice")
     export_from_workdir(workdir, output=directory, platforms=("cpu",))
     binary = os.path.join(directory, "model.bin")
     stamp = os.stat(binary).st_mtime_ns
-    proc, lines = _cli(f"--workdir={workdir}", f"--output={directory}")
-    _assert_refused(proc, lines, "directory not empty")
-    assert "--overwrite" in lines[-1] and os.stat(binary).st_mtime_ns == stamp
     with open(os.path.join(directory, "notes.txt"), "w") as f:
         f.write("the user's own file")
+    with pytest.raises(ValueError, match="directory not empty"):
+        export_from_workdir(workdir, output=directory, platforms=("cpu",))
+    assert os.stat(binary).st_mtime_ns == stamp
     export_from_workdir(workdir, output=directory, overwrite=True, platforms=("cpu",))
     assert os.stat(binary).st_mtime_ns != stamp
-    assert os.path.isfile(os.path.join(directory, "notes.txt"))  # only the export's own files are replaced
+    assert os.path.isfile(os.path.join(directory, "notes.txt"))
 
 
-def test_output_that_is_a_file_is_refused(plain_run, tmp_path):
-    workdir, _ = plain_run
+def test_output_that_is_a_file_is_refused(tmp_path):
     path = tmp_path / "a_file"
     path.write_text("not a directory")
-    proc, lines = _cli(f"--workdir={workdir}", f"--output={path}")
+    proc, lines = _cli(f"--workdir={_plain_workdir(tmp_path)}", f"--output={path}")
     _assert_refused(proc, lines, "is a file, not a directory")
     assert path.read_text() == "not a directory"
 
 
-def test_point_with_max_flops_is_refused(evaluator, tmp_path):
+def test_point_with_max_flops_is_refused(tmp_path):
     workdir = tmp_path / "searched"
     (workdir / "checkpoints").mkdir(parents=True)
-    (workdir / "config.json").write_text(evaluator.setup.config.to_json())
+    (workdir / "config.json").write_text(load_config(os.path.join(REPO, "configs", "pipeline.py") + ":digits,tiny").to_json())
     points = [{"id": i, "config": {}, "pareto": True, "cost": {"flops": 1e5 * (i + 1)}, "metrics": {"score": 0.5}}
               for i in range(2)]
     (workdir / "pareto.json").write_text(json.dumps({"points": points}))
