@@ -82,4 +82,4 @@ def test_rerun_of_a_finished_workdir_logs_nothing_twice_and_keeps_the_final_loss
     assert result.train_losses == {6: float(open(os.path.join(workdir, "final_loss.txt")).read())}
     acc = EventAccumulator(os.path.join(workdir, "tensorboard"))
     acc.Reload()
-    assert [e.step for e in acc.Scalars("test/digit")] == [6]
+    assert [e.step for e in acc.Scalars("test/digit/accuracy")] == [6]
