@@ -108,6 +108,7 @@ def test_learning_rate_that_produces_nan_keeps_checkpoints(trained_workdir, tmp_
     c = tiny()
     c.train.num_steps, c.train.learning_rate, c.train.warmup_steps = 30, 1e30, 0
     c.train.max_skipped_steps, c.checkpoint.every_steps = 3, 1000
+    c.train.on_schedule_change = "new"  # this resume replaces the checkpoint's schedule on purpose
     with pytest.raises(TrainingDiverged, match=r"the last \d+ steps \(up to step \d+\) produced non-finite"):
         train_and_evaluate(c, workdir, devices=jax.devices()[:1])
     assert _tree_digest(workdir + "/checkpoints") == before
