@@ -65,3 +65,10 @@ def test_each_policy_reaches_the_proposals_it_implies():
         y = -np.array([[e.values[n] for n in bc.objective_names] for e in opt.history])
         np.testing.assert_allclose(refs[policy], infer_reference_point(y, [None, None], policy, 0.1))
     assert not np.allclose(refs["front"], refs["observed"])
+
+
+def test_describe_states_the_default_policy():
+    from effjax.search.reference import DEFAULT_POLICY, describe
+    assert DEFAULT_POLICY in describe() and "10%" in describe()
+    with pytest.raises(ValueError, match="reference: must be one of"):
+        describe("nadir")
