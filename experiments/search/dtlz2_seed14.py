@@ -2,13 +2,17 @@
 
     python experiments/search/dtlz2_seed14.py {ref,front,front_relative} > experiments/search/dtlz2_seed14_<mode>.txt
 """
-import os, sys
+import os
+import sys
+
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-import numpy as np
-from effjax.search import optimize, hypervolume, Objective
-from effjax.search.problems import get_problem
-from effjax.search.reference import infer_reference_point
+import numpy as np  # noqa: E402
+
+from effjax.search import Objective, hypervolume, optimize  # noqa: E402
+from effjax.search.problems import get_problem  # noqa: E402
+from effjax.search.reference import infer_reference_point  # noqa: E402
+
 p = get_problem("dtlz2"); mode = sys.argv[1]
 objs = p.objectives if mode == "ref" else [Objective(o.name, o.direction) for o in p.objectives]
 r = optimize(p, p.space, objs, budget=50, seed=14, progress=False, reference=mode if mode != "ref" else "front_relative")
