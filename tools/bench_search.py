@@ -11,6 +11,15 @@ experiments/search/hv_vs_evals.png.
     python -m tools.bench_search --problems branincurrin --out /tmp/bc.json   # one part
     python -m tools.bench_search --report /tmp/bc.json /tmp/dtlz2.json ...    # merge parts
 
+Peers (`--peers`, optional extra "bench": optuna, and torch for its GPSampler): qLogNEHVI with
+and without reference points, Sobol, Optuna TPE and GPSampler on the three problems and on the
+mixed CompressionMixed, one JSON row per run appended to experiments/search/peers.jsonl; then
+`--peers-report` writes the "search_peers" section of BENCHMARKS.md:
+
+    python -m tools.bench_search --peers --methods qLogNEHVI "qLogNEHVI (no ref)" Sobol optuna-TPE optuna-GP \
+        --problems compression_mixed --seed-list 0 1 2 3 4
+    python -m tools.bench_search --peers-report experiments/search/peers.jsonl
+
 XLA runs single-threaded here (set below, before JAX starts): the search's arrays are
 small, and on a shared 2-core machine thread hand-offs cost more than they save.
 """
@@ -133,8 +142,9 @@ def run_peers(problems, methods, seeds, budget, jsonl: str) -> None:
 
 def peers_table(rows: list[dict]) -> str:
     """Mean ± sample std (ddof 1) of the final HV per problem and method, with CPU and wall seconds per run."""
-    lines = ["| problem | method | seeds | HV mean ± std | fraction of max HV | above Sobol on every seed | "
-             "cpu s / run (mean, max) | wall s / run (mean) |", "|---|---|---|---|---|---|---|---|"]
+    header = ("| problem | method | seeds | HV mean ± std | fraction of max HV | above Sobol on every seed | "
+              "cpu s / run (mean, max) | wall s / run (mean) |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     for problem in dict.fromkeys(r["problem"] for r in rows):
         sel = [r for r in rows if r["problem"] == problem]
         sobol = {r["seed"]: r["hv"] for r in sel if r["method"] == "Sobol"}
@@ -196,8 +206,6 @@ def methods_available() -> list[str]:
     try:
         import optuna  # noqa: F401
         methods.append("optuna-TPE")
-        import torch  # noqa: F401  (optuna's GPSampler needs it)
-        methods.append("optuna-GP")
     except ImportError:
         pass
     return methods

@@ -1,4 +1,4 @@
-"""Multi-objective Bayesian optimization over declared search spaces (issue 3).
+"""Multi-objective Bayesian optimization over declared search spaces.
 
 Optimizes any Python callable `fn(params) -> {objective: value}`; it knows nothing of
 neural networks. Modules, one job each:
@@ -6,13 +6,15 @@ neural networks. Modules, one job each:
   space.py                 Float / Int / Ordinal / Categorical parameters, constraints, unit-cube encoding
   objectives.py            Objective(name, direction, fn=None, ref=None): modeled or computed objectives
   pareto.py                Pareto filtering
+  reference.py             reference points inferred when objectives give none, and objective normalization
   hypervolume.py           exact hypervolume (HSO slicing; O(n log n) for 2 objectives)
   box_decomposition.py     exact disjoint-box decompositions of (non-)dominated regions
   gp.py                    exact Matern-5/2 GPs in float64 JAX, MAP hyperparameters, robust Cholesky
   acquisition.py           qLogNEHVI (Daulton et al. 2021; Ament et al. 2023)
-  acquisition_optimizer.py multi-start L-BFGS-B on the relaxed cube, or discrete enumeration / local search
+  acquisition_optimizer.py multi-start L-BFGS-B (continuous), alternating continuous / lattice moves (mixed),
+                           or discrete enumeration / local search
   optimizer.py             ask/tell Optimizer with resumable evaluations.jsonl, and `optimize`
-  problems.py              BraninCurrin, ZDT1-3, DTLZ2, VehicleSafety with reference points and max hypervolumes
+  problems.py              BraninCurrin, ZDT1-3, DTLZ2, VehicleSafety, CompressionMixed with reference points and max hypervolumes
   nsga2.py                 NSGA-II and scrambled-Sobol baselines (for benchmarks)
 
 All GP and acquisition arithmetic runs in float64 inside `jax.enable_x64(True)` scopes;

@@ -4,8 +4,8 @@ An objective with `fn=None` is *modeled*: its value comes from evaluating the us
 function and a Gaussian process learns it. An objective with `fn` given is *computed*:
 `fn(params)` is cheap and exact (FLOPs, bits), so the search evaluates it directly for
 every candidate instead of modeling it. `ref` is the worst value still of interest and
-serves as the hypervolume reference point (inferred from the data when None, as in
-BoTorch's `infer_reference_point`: nadir minus 10% of the observed range).
+serves as the hypervolume reference point (inferred from the data every round when None;
+see `reference.py`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ the number of evaluations so far, so a resumed search proposes what the original
 have proposed.
 
 The hypervolume reference point is each objective's `ref` when given; otherwise it is
-re-inferred every round from the observations (`reference.py`: by default the worst
-observed value minus 10% of the observed range, which only moves outwards).
+re-inferred every round from the observations (`reference.py`: by default the nadir of
+the observed front minus 10% of the larger of the front's range and the nadir's magnitude).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ class Optimizer:
         the first proposal on, so the compiled acquisition keeps one shape for the whole run
         instead of being recompiled each time the data cross a power of two.
       reference, reference_margin: how the hypervolume reference point of objectives without
-        `ref` is inferred, re-inferred every round ("observed" or "front"; see `reference.py`).
+        `ref` is inferred, re-inferred every round ("front_relative", "front" or "observed";
+        see `reference.py`, which also records how the default was chosen).
     """
 
     def __init__(self, space: Space, objectives: Sequence[Objective], seed: int = 0, workdir: str | None = None,

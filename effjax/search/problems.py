@@ -241,6 +241,10 @@ class CompressionMixed(Problem):
         """Hypervolume of every discrete configuration at its best lr on a grid of n_keep keep values."""
         from effjax.search.hypervolume import hypervolume
 
+        return hypervolume(self.brute_force_front(n_keep)[1], self.ref_point)
+
+    def brute_force_front(self, n_keep: int = 4001) -> tuple[np.ndarray, np.ndarray]:
+        """Raw inputs (n, 5) and objectives (n, 2) of the non-dominated grid points (see `brute_force_max_hv`)."""
         grid = np.array(np.meshgrid(np.arange(self.depths[0], self.depths[1] + 1),
                                     np.arange(self.widths[0], self.widths[1] + 1),
                                     np.arange(len(self.blocks)), indexing="ij")).reshape(3, -1).T.astype(np.float64)
@@ -250,11 +254,12 @@ class CompressionMixed(Problem):
         x[..., :3] = grid[:, None, :]
         x[..., 3] = keep[None, :]
         x[..., 4] = self.best_log10_lr(grid[:, 0], grid[:, 2].astype(int))[:, None]
-        y = self.evaluate(x.reshape(-1, 5))
+        x = x.reshape(-1, 5)
+        y = self.evaluate(x)
         order = np.lexsort((y[:, 1], y[:, 0]))  # by error, then cost
         best_cost = np.minimum.accumulate(y[order, 1])
         front = order[np.r_[True, y[order[1:], 1] < best_cost[:-1]]]
-        return hypervolume(y[front], self.ref_point)
+        return x[front], y[front]
 
 
 def get_problem(name: str) -> Problem:
