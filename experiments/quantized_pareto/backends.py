@@ -183,17 +183,15 @@ def table() -> str:
     speed = load(SPEED)
     if speed:
         names = list(speed[-1]["median_seconds"])
-        lines += ["", "| batch | " + " | ".join(f"{n} ms" for n in names)
-                  + " | qwix/aqt int8 | qwix/aqt int4 |", "|" + "---|" * (len(names) + 3)]
+        lines += ["", "| timing run | batch | " + " | ".join(f"{n} ms" for n in names)
+                  + " | qwix/aqt int8 | qwix/aqt int4 |", "|" + "---|" * (len(names) + 4)]
         for batch in TIMING_BATCHES:
-            latest = [r for r in speed if r["batch"] == batch]
-            if not latest:
-                continue
-            m = latest[-1]["median_seconds"]
-            ratios = [f"{m[f'qwix_int{b}'] / m[f'aqt_int{b}']:.2f}" if f"qwix_int{b}" in m and f"aqt_int{b}" in m
-                      else "-" for b in (8, 4)]
-            lines.append(f"| {batch} | " + " | ".join(f"{m[n] * 1e3:.3f}" for n in names) + " | "
-                         + " | ".join(ratios) + " |")
+            for run, r in enumerate(r for r in speed if r["batch"] == batch):
+                m = r["median_seconds"]
+                ratios = [f"{m[f'qwix_int{b}'] / m[f'aqt_int{b}']:.2f}" if f"qwix_int{b}" in m and f"aqt_int{b}" in m
+                          else "-" for b in (8, 4)]
+                lines.append(f"| {run + 1} | {batch} | " + " | ".join(f"{m[n] * 1e3:.3f}" for n in names) + " | "
+                             + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
 
