@@ -27,8 +27,6 @@ gradients.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import functools
 
 import flax.linen as nn
@@ -44,7 +42,7 @@ MODES = ("train", "convert", "serve")
 QTYPES = {8: "int8", 4: "int4"}
 
 
-def _qtype(bits: Optional[int]) -> Optional[str]:
+def _qtype(bits: int | None) -> str | None:
     if bits is None or bits >= FLOAT_BITS:
         return None
     if bits not in QTYPES:
@@ -70,11 +68,11 @@ def _free_axes(ndim: int, contracting) -> list[int]:
 class QwixDotGeneral(nn.Module):
     """A `lax.dot_general` replacement: lhs = activations, rhs = a weight (or a second activation)."""
 
-    activation_qtype: Optional[str]  # "int8" | "int4" | None (float activations)
-    weight_qtype: Optional[str]  # of the rhs; None keeps it float
+    activation_qtype: str | None  # "int8" | "int4" | None (float activations)
+    weight_qtype: str | None  # of the rhs; None keeps it float
     mode: str = "train"  # train | convert | serve (of the weight)
     rhs_is_activation: bool = False  # quantize the rhs on the fly in every mode (attention einsums)
-    grad_qtype: Optional[str] = None  # incoming gradient of both backward matmuls; None keeps it float
+    grad_qtype: str | None = None  # incoming gradient of both backward matmuls; None keeps it float
 
     def _qat_config(self) -> DotGeneralQtConfig:
         return DotGeneralQtConfig(lhs_qtype=self.activation_qtype, rhs_qtype=self.weight_qtype,
@@ -104,14 +102,14 @@ class QwixDotGeneral(nn.Module):
         return qwix.dot_general(lhs, weight, dimension_numbers)
 
 
-def make_provider(subnet: SubnetConfig, options=None, mode: str = "train") -> Optional[DotGeneralProvider]:
+def make_provider(subnet: SubnetConfig, options=None, mode: str = "train") -> DotGeneralProvider | None:
     """Group -> QwixDotGeneral factory (or None where the group stays float); None when nothing is quantized.
 
     `options` is the `config.quant` QuantOptions (checked by `check_options`); `mode`
     applies to the weights, activations are always quantized on the fly.
     """
     if not isinstance(subnet, SubnetConfig):
-        raise ValueError(f"qwix make_provider: subnet must be a SubnetConfig, got {type(subnet).__name__}")
+        raise TypeError(f"qwix make_provider: subnet must be a SubnetConfig, got {type(subnet).__name__}")
     if mode not in MODES:
         raise ValueError(f"qwix make_provider: mode={mode!r}; allowed {list(MODES)}")
     grad_qtype = None

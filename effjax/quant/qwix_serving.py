@@ -11,7 +11,7 @@ the quantized (TRAIN-mode) model's outputs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax
 import flax.linen as nn
@@ -26,9 +26,9 @@ from effjax.subnet import SubnetConfig
 
 
 def quantized_model(model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfig,
-                    options: QuantOptions = QuantOptions(), mode: str = "train") -> nn.Module:
+                    options: QuantOptions | None = None, mode: str = "train") -> nn.Module:
     """The registry's model with the subnet's bits injected into every dot_general through qwix."""
-    return build_model(model_config, tasks, make_provider(subnet, options, mode))
+    return build_model(model_config, tasks, make_provider(subnet, options or QuantOptions(), mode))
 
 
 def _call_kwargs(subnet: SubnetConfig) -> dict:
@@ -66,8 +66,9 @@ class QwixServingModel:
 
 
 def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int], params, subnet: SubnetConfig,
-            options: QuantOptions = QuantOptions()) -> QwixServingModel:
+            options: QuantOptions | None = None) -> QwixServingModel:
     """TRAIN-mode parameters -> a QwixServingModel holding integer weights."""
+    options = options or QuantOptions()
     if subnet.weight_bits is None and subnet.activation_bits is None:
         raise ValueError(f"qwix convert: subnet {subnet} quantizes nothing; set weight_bits and/or activation_bits")
     params = nn.unbox(params)

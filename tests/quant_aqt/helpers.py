@@ -10,7 +10,6 @@ import ml_collections
 
 from effjax.data.digits import TASKS as DIGIT_TASKS  # noqa: F401 (shared by the AQT and qwix tests)
 
-
 IMAGE_SHAPE = (8, 8, 1)
 
 

@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("qwix")
 
-from configs.qat_digits import get_config  # noqa: E402
-from effjax.models import build_model  # noqa: E402
-from effjax.quant import aqt_config, qwix_backend, qwix_serving  # noqa: E402
-from effjax.quant.aqt_config import QuantOptions, provider_from_config  # noqa: E402
-from effjax.subnet import SubnetConfig  # noqa: E402
-from effjax.train.trainer import train_and_evaluate  # noqa: E402
-from tests.quant_aqt.helpers import DIGIT_TASKS, IMAGE_SHAPE, dot_generals, images, init_params, tiny_model_config  # noqa: E402
+from configs.qat_digits import get_config
+from effjax.models import build_model
+from effjax.quant import aqt_config, qwix_backend, qwix_serving
+from effjax.quant.aqt_config import QuantOptions, provider_from_config
+from effjax.subnet import SubnetConfig
+from effjax.train.trainer import train_and_evaluate
+from tests.quant_aqt.helpers import DIGIT_TASKS, IMAGE_SHAPE, dot_generals, images, init_params, tiny_model_config
 
 SUBNETS = {
     "int8": SubnetConfig(weight_bits=8, activation_bits=8, first_last_bits=8),
@@ -130,7 +130,7 @@ def test_served_tree_holds_integers_within_half_a_step_of_the_kernels(converted)
     scales = flax.traverse_util.flatten_dict(served.variables["qwix"], sep="/")
     for path, q in ints.items():
         module = path.split("/QwixDotGeneral_0/")[0]
-        first_or_last = module.startswith("patch_embed") or module.startswith("head_")
+        first_or_last = module.startswith(("patch_embed", "head_"))
         assert q.dtype == (jnp.int8 if first_or_last else body), path
         kernel = np.asarray(flat_params[module + "/kernel"])
         scale = np.asarray(scales[path[: -len("qvalue")] + "scale"])
