@@ -16,6 +16,7 @@ BITS = {"float": None, "8": 8, "4": 4}
 
 def quant_section(bits) -> ml_collections.ConfigDict:
     q = ml_collections.ConfigDict()
+    q.backend = "aqt"  # aqt | qwix: the library that quantizes every dot_general
     q.weight_bits = config_dict.placeholder(int)  # body weight bits (4 or 8); None keeps the model float
     q.activation_bits = config_dict.placeholder(int)  # body activation bits (4 or 8); None keeps activations float
     q.first_last_bits = 8  # bits of the patch embedding and the task heads (paper: 8)

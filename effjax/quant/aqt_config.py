@@ -24,6 +24,8 @@ provider answers with a factory of `AqtDotGeneral` modules, or None for float.
 - `bwd_bits` optionally quantizes the two backward matmuls too (AQT's fully
   quantized training); `rounding="stochastic"` then rounds those gradients
   stochastically (AQT applies stochastic rounding to the backward pass only).
+- `config.quant.backend` chooses the library: "aqt" (this module, the default) or
+  "qwix" (`effjax.quant.qwix_backend`, the same recipe through qwix).
 - `QuantMode`: TRAIN (fake-quant forward, used for QAT and evaluation), CONVERT
   (writes the integer weights and scales into the `aqt` collection), SERVE (reads
   them; see `effjax.quant.serving`).
@@ -51,6 +53,8 @@ QUANT_COLLECTION = "aqt"
 CALIBRATIONS = ("absmax", "absmean")
 ROUNDINGS = ("nearest", "stochastic")
 MODES = {"train": QuantMode.TRAIN, "convert": QuantMode.CONVERT, "serve": QuantMode.SERVE}
+# Libraries that can run `config.quant` (`quant.backend`); the first is the default.
+BACKENDS = ("aqt", "qwix")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,11 +172,27 @@ def provider_from_config(config, mode: str = "train") -> Optional[DotGeneralProv
     quant = config.get("quant", None)
     if quant is None:
         return None
-    allowed = {"weight_bits", "activation_bits", "first_last_bits"} | {f.name for f in dataclasses.fields(QuantOptions)}
+    allowed = ({"backend", "weight_bits", "activation_bits", "first_last_bits"}
+               | {f.name for f in dataclasses.fields(QuantOptions)})
     unknown = set(quant.keys()) - allowed
     if unknown:
         raise ValueError(f"config.quant: unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+    backend = backend_from_config(quant)
+    if backend == "qwix":
+        try:
+            from effjax.quant import qwix_backend  # qwix loads only for runs that ask for it
+        except ImportError as e:
+            raise ValueError(f"quant.backend='qwix' needs the qwix package ({e}); pip install 'effjax[qwix]'") from None
+        return qwix_backend.make_provider(subnet_from_quant_config(quant), options_from_config(quant), mode)
     return make_provider(subnet_from_quant_config(quant), options_from_config(quant), MODES[mode])
+
+
+def backend_from_config(quant_config) -> str:
+    """`quant.backend` ("aqt" when absent); anything else is refused in one line."""
+    backend = quant_config.get("backend", BACKENDS[0])
+    if backend not in BACKENDS:
+        raise ValueError(f"quant.backend={backend!r}: allowed {list(BACKENDS)}")
+    return backend
 
 
 def model_subnet(subnet: Optional[SubnetConfig]) -> Optional[SubnetConfig]:

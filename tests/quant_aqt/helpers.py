@@ -8,6 +8,7 @@ import jax.extend.core
 import jax.numpy as jnp
 import ml_collections
 
+from effjax.data.digits import TASKS as DIGIT_TASKS  # noqa: F401 (shared by the AQT and qwix tests)
 
 IMAGE_SHAPE = (8, 8, 1)
 

@@ -1,0 +1,97 @@
+"""qwix's TRAIN -> CONVERT -> SERVE path: a model served from integer weights.
+
+The qwix counterpart of `effjax.quant.serving` (AQT): the model runs once with its
+weights in CONVERT mode (`effjax.quant.qwix_backend.QwixDotGeneral` writes each
+weight's integers and per-channel scales into the `qwix` collection), the float
+kernels those integers replace are dropped from `params`, and the SERVE-mode model
+reads the integers back and quantizes activations on the fly, so its outputs equal
+the quantized (TRAIN-mode) model's outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effjax.data.specs import TaskSpec
+from effjax.models import build_model
+from effjax.quant.aqt_config import QuantOptions, model_subnet
+from effjax.quant.qwix_backend import QWIX_COLLECTION, make_provider
+from effjax.subnet import SubnetConfig
+
+
+def quantized_model(model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfig,
+                    options: QuantOptions | None = None, mode: str = "train") -> nn.Module:
+    """The registry's model with the subnet's bits injected into every dot_general through qwix."""
+    return build_model(model_config, tasks, make_provider(subnet, options or QuantOptions(), mode))
+
+
+def _call_kwargs(subnet: SubnetConfig) -> dict:
+    rest = model_subnet(subnet)
+    return {} if rest is None else {"subnet": rest}
+
+
+@dataclasses.dataclass
+class QwixServingModel:
+    """A converted model: integer weights in `variables["qwix"]`, the rest in `variables["params"]`."""
+
+    model: nn.Module  # built with the weights in SERVE mode
+    variables: dict  # {"params": float leftovers, "qwix": {... "QwixDotGeneral_0": {"qvalue", "scale"}}}
+    dropped: dict  # flat param path (tuple) -> jax.ShapeDtypeStruct of the float kernel replaced by integers
+    subnet: SubnetConfig
+    options: QuantOptions
+
+    def __post_init__(self):
+        self._apply = jax.jit(self._forward)
+
+    def _forward(self, variables, images):
+        flat = flax.traverse_util.flatten_dict(variables["params"])
+        for path, spec in self.dropped.items():
+            flat[path] = jnp.zeros(spec.shape, spec.dtype)  # never read in SERVE mode
+        full = {"params": flax.traverse_util.unflatten_dict(flat), QWIX_COLLECTION: variables[QWIX_COLLECTION]}
+        return self.model.apply(full, images, train=False, **_call_kwargs(self.subnet))
+
+    def __call__(self, images) -> dict[str, jax.Array]:
+        return self._apply(self.variables, images)
+
+    def integer_leaves(self) -> dict[str, jax.Array]:
+        """Flat path -> integer weight array of every quantized layer."""
+        flat = flax.traverse_util.flatten_dict(self.variables[QWIX_COLLECTION], sep="/")
+        return {k: v for k, v in flat.items() if k.endswith("/qvalue")}
+
+
+def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int], params, subnet: SubnetConfig,
+            options: QuantOptions | None = None) -> QwixServingModel:
+    """TRAIN-mode parameters -> a QwixServingModel holding integer weights."""
+    options = options or QuantOptions()
+    if subnet.weight_bits is None and subnet.activation_bits is None:
+        raise ValueError(f"qwix convert: subnet {subnet} quantizes nothing; set weight_bits and/or activation_bits")
+    params = nn.unbox(params)
+    sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+    converter = quantized_model(model_config, tasks, subnet, options, "convert")
+    _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, mutable=[QWIX_COLLECTION],
+                                                   **_call_kwargs(subnet)))(params)
+    frozen = flax.core.unfreeze(written).get(QWIX_COLLECTION, {})  # empty when only activations are quantized
+    kept, dropped = _drop_replaced_kernels(params, frozen)
+    server = quantized_model(model_config, tasks, subnet, options, "serve")
+    return QwixServingModel(server, {"params": kept, QWIX_COLLECTION: frozen}, dropped, subnet, options)
+
+
+def _drop_replaced_kernels(params, frozen) -> tuple[dict, dict]:
+    """Remove each parameter whose module froze an integer copy of the same shape."""
+    frozen_shapes: dict[tuple, set] = {}
+    for path, value in flax.traverse_util.flatten_dict(frozen).items():
+        if path[-1] == "qvalue":  # path = (..module path.., "QwixDotGeneral_0", "qvalue")
+            frozen_shapes.setdefault(path[:-2], set()).add(tuple(value.shape))
+    flat = flax.traverse_util.flatten_dict(params)
+    dropped = {}
+    for path in list(flat):
+        if tuple(flat[path].shape) in frozen_shapes.get(path[:-1], ()):
+            dropped[path] = jax.ShapeDtypeStruct(flat[path].shape, flat[path].dtype)
+            del flat[path]
+    return flax.traverse_util.unflatten_dict(flat), dropped
