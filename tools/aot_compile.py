@@ -111,6 +111,7 @@ def compile_for_topology(config, topology: str, chips_per_host=(2, 2, 1), hbm_gi
         shape = (bs, h, w) if t.is_dense else (bs,)
         batch[t.name] = jax.ShapeDtypeStruct(shape, jnp.float32 if t.kind == "depth" else jnp.int32, sharding=setup.batch_sharding)
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
+    step = None if forward else objectives.build_train_step(setup, config)  # builds constants on the host
     with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
         if forward:
             params = setup.abstract_state.params
@@ -119,7 +120,6 @@ def compile_for_topology(config, topology: str, chips_per_host=(2, 2, 1), hbm_gi
                                in_shardings=(setup.state_shardings.params, setup.batch_sharding)
                                ).lower(params, batch["image"]).compile()
         else:
-            step = objectives.build_train_step(setup, config)
             compiled = jax.jit(step, in_shardings=(setup.state_shardings, setup.batch_sharding, replicated),
                                out_shardings=(setup.state_shardings, replicated), donate_argnums=(0,)
                                ).lower(setup.abstract_state, batch, rng).compile()
