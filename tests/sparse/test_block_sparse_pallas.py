@@ -24,7 +24,7 @@ def test_interpreted_kernel_equals_xla_and_masked_paths(n, block, rho, platform)
     scale = 0.25
     out, cls_weights = jax.jit(lambda q, k, v, i: kernel.block_sparse_attention_pallas(
         q, k, v, i, scale, block, interpret=True, platform=platform))(q, k, v, idx)
-    xla_out, xla_cls = bs.block_sparse_attention(q, k, v, idx, scale, block)
+    xla_out, _ = bs.block_sparse_attention(q, k, v, idx, scale, block)
     masked_out, masked_weights = sa.attention_with_mask(q, k, v, bs.block_connectivity_mask(idx, n, block), scale)
     np.testing.assert_allclose(np.asarray(out), np.asarray(xla_out), atol=2e-5)
     np.testing.assert_allclose(np.asarray(out), np.asarray(masked_out), atol=2e-5)
