@@ -174,6 +174,7 @@ def main(argv):
         print(f"aot_compile: error: {e}", file=sys.stderr)
         return 2
     report["label"] = _LABEL.value
+    report["command"] = "python tools/aot_compile.py " + " ".join(sys.argv[1:])
     m = report["per_chip_bytes"]
     print(f"topology {report['topology']}: {report['chips']} x {report['device_kind']}, mesh {report['mesh']}, "
           f"global batch {report['global_batch']}")
@@ -229,6 +230,9 @@ def write_section_from(paths) -> int:
                      f"{sum(r.get('collective_bytes_per_chip', {}).values()) / 2**30:.3f} | "
                      f"{1e3 * rf.get('step_s', float('nan')):.1f} | {rf.get('bound', '-')} | "
                      f"{100 * rf.get('mfu', float('nan')):.0f}% |")
+    commands = [f"- {r.get('label') or r['model']}: `{r['command']}`" for r in reports if r.get("command")]
+    if commands:
+        lines += ["", "Commands:", *commands]
     write_raw("aot_compile", reports)
     write_section("aot_compile", "\n".join(lines))
     print("\n".join(lines))
