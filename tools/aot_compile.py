@@ -173,6 +173,13 @@ def main(argv):
     except (ConfigError, ValueError) as e:
         print(f"aot_compile: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001  XLA refuses to compile a program that cannot fit
+        needed = _out_of_hbm(str(e))
+        if needed is None:
+            raise
+        print(f"verdict: DOES NOT FIT (XLA: HLO temporaries alone need {needed[0]:.2f} GiB, "
+              f"{needed[1]:.2f} GiB of HBM available per chip)")
+        return 1
     report["label"] = _LABEL.value
     report["command"] = "python tools/aot_compile.py " + " ".join(sys.argv[1:])
     m = report["per_chip_bytes"]
@@ -196,6 +203,13 @@ def main(argv):
         with open(_JSON.value, "w") as f:
             json.dump(report, f, indent=2)
     return 0 if report["fits"] else 1
+
+
+def _out_of_hbm(message: str):
+    """(needed GiB, available GiB) from XLA's RESOURCE_EXHAUSTED compile error, or None."""
+    m = re.search(r"RESOURCE_EXHAUSTED: Ran out of memory.*?\(([0-9.]+)G\) exceeds available HBM \(([0-9.]+)G\)",
+                  message, re.S)
+    return (float(m.group(1)), float(m.group(2))) if m else None
 
 
 def write_section_from(paths) -> int:

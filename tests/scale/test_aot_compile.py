@@ -78,3 +78,12 @@ def test_collective_bytes_counts_each_result_once():
     r = roofline(197e12 * 1e-3, 819e9 * 2e-3, 0.0, "v5e")  # 1 ms compute, 2 ms HBM
     assert r["bound"] == "hbm" and abs(r["step_s"] - 2e-3) < 1e-12 and abs(r["mfu"] - 0.5) < 1e-9
     assert roofline(1.0, 1.0, 1.0, "unknown-chip") == {}
+
+
+def test_out_of_hbm_compile_error_is_read_as_a_verdict():
+    from tools.aot_compile import _out_of_hbm
+
+    message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+               "(43.35G) exceeds available HBM (15.75G).")
+    assert _out_of_hbm(message) == (43.35, 15.75)
+    assert _out_of_hbm("INTERNAL: something else") is None
