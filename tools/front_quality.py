@@ -181,7 +181,7 @@ def load_job(workdir: str):
 
 
 def run_on_workdir(workdir: str, n_reference: int, seeds: Sequence[int]) -> dict:
-    from effjax import supernet_search as ss
+    from effjax.job import subnet_search as ss
 
     config, evaluator = load_job(workdir)
     tasks = evaluator.tasks

@@ -11,10 +11,13 @@ the gathered keys nor the b x (kb b) logits are written to memory:
       acc = acc e^(m - m') + p V_J;  m = m'
   out = acc / l
 
-The block indices are read inside the kernel and index the key / value blocks of the
-current head dynamically, which lowers to Triton on GPU and runs in Pallas interpret
-mode on CPU (tests). `backend_path()` picks this kernel on accelerators and the XLA
-gather path on CPU, where interpretation is only for checking.
+The block indices (one flat int32 array, in SMEM on TPU) are read inside the kernel
+and index the key / value blocks of the current head dynamically; the kernel lowers
+with Mosaic on TPU (checked by compiling for a v5e topology ahead of time with libtpu)
+and with Triton on GPU (power-of-two block counts, head width a power of two), and
+runs in Pallas interpret mode on CPU (tests). It is forward only (inference).
+`backend_path()` picks this kernel on accelerators and the XLA gather path on CPU,
+where interpretation is only for checking.
 """
 
 from __future__ import annotations
@@ -24,17 +27,20 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
 
 from effjax.models import block_sparse as bs
 
 
-def _kernel(idx_ref, q_ref, k_ref, v_ref, o_ref, *, scale: float, block: int, kept: int, num_tokens: int):
+def _kernel(idx_ref, q_ref, k_ref, v_ref, o_ref, *, scale: float, block: int, kept: int, num_tokens: int,
+            query_blocks: int):
     q = q_ref[...].astype(jnp.float32) * scale  # [block, d]
     d = q.shape[-1]
+    base = (pl.program_id(0) * query_blocks + pl.program_id(1)) * kept
 
     def visit(j, carry):
         m, l, acc = carry
-        kb = idx_ref[j]
+        kb = idx_ref[base + j]
         keys = k_ref[kb].astype(jnp.float32)  # [block, d]
         values = v_ref[kb].astype(jnp.float32)
         s = jax.lax.dot_general(q, keys, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
@@ -54,17 +60,31 @@ def _kernel(idx_ref, q_ref, k_ref, v_ref, o_ref, *, scale: float, block: int, ke
     o_ref[...] = (acc / l[:, None]).astype(o_ref.dtype)
 
 
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, x - 1).bit_length()
+
+
 def block_rows_attention(q_blocks, k_blocks, v_blocks, block_indices, scale: float, num_tokens: int,
-                         interpret: bool = False):
+                         interpret: bool = False, platform: str | None = None):
     """q_blocks [BH, nq, b, d], k/v_blocks [BH, nk, b, d], block_indices [BH, nq, kb] -> [BH, nq, b, d]."""
+    platform = platform or jax.default_backend()
     bh, nq, block, d = q_blocks.shape
-    nk, kept = k_blocks.shape[1], block_indices.shape[-1]
-    kernel = functools.partial(_kernel, scale=scale, block=block, kept=kept, num_tokens=num_tokens)
+    kept = block_indices.shape[-1]
+    flat = block_indices.reshape(-1).astype(jnp.int32)
+    if platform == "tpu":
+        index_spec = pl.BlockSpec(memory_space=pltpu.SMEM)
+    else:  # Triton wants power-of-two block shapes: pad the index list and the key blocks (never chosen)
+        flat = jnp.pad(flat, (0, _next_pow2(flat.size) - flat.size))
+        index_spec = pl.BlockSpec((flat.size,), lambda h, i: (0,))
+        pad = _next_pow2(k_blocks.shape[1]) - k_blocks.shape[1]
+        k_blocks, v_blocks = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (k_blocks, v_blocks))
+    nk = k_blocks.shape[1]
+    kernel = functools.partial(_kernel, scale=scale, block=block, kept=kept, num_tokens=num_tokens, query_blocks=nq)
     return pl.pallas_call(
         kernel,
         grid=(bh, nq),
         in_specs=[
-            pl.BlockSpec((None, None, kept), lambda h, i: (h, i, 0)),
+            index_spec,
             pl.BlockSpec((None, None, block, d), lambda h, i: (h, i, 0, 0)),
             pl.BlockSpec((None, nk, block, d), lambda h, i: (h, 0, 0, 0)),
             pl.BlockSpec((None, nk, block, d), lambda h, i: (h, 0, 0, 0)),
@@ -72,11 +92,11 @@ def block_rows_attention(q_blocks, k_blocks, v_blocks, block_indices, scale: flo
         out_specs=pl.BlockSpec((None, None, block, d), lambda h, i: (h, i, 0, 0)),
         out_shape=jax.ShapeDtypeStruct(q_blocks.shape, q_blocks.dtype),
         interpret=interpret,
-    )(block_indices, q_blocks, k_blocks, v_blocks)
+    )(flat, q_blocks, k_blocks, v_blocks)
 
 
-def block_sparse_attention_pallas(q, k, v, block_indices, scale: float, block: int, interpret: bool = False
-                                  ) -> tuple[jax.Array, jax.Array]:
+def block_sparse_attention_pallas(q, k, v, block_indices, scale: float, block: int, interpret: bool = False,
+                                  platform: str | None = None) -> tuple[jax.Array, jax.Array]:
     """`block_sparse.block_sparse_attention` with the query rows in the Pallas kernel: (outputs, class-row weights)."""
     bs.check_block(block)
     b, h, n, d = q.shape
@@ -91,7 +111,7 @@ def block_sparse_attention_pallas(q, k, v, block_indices, scale: float, block: i
         return bs.pad_blocks(x, count, block).reshape(b * h, count, block, d)
 
     rows = block_rows_attention(blocks(q[:, :, 1:], nq), blocks(k, nk), blocks(v, nk),
-                                block_indices.reshape(b * h, nq, -1), scale, n, interpret)
+                                block_indices.reshape(b * h, nq, -1), scale, n, interpret, platform)
     rows = rows.reshape(b, h, nq * block, d)[:, :, :n - 1]
     return jnp.concatenate([cls_out, rows], axis=2), cls_weights.astype(q.dtype)
 

@@ -85,7 +85,7 @@ def random_key_blocks(rng: jax.Array, batch_heads: tuple[int, int], num_tokens: 
 
 def block_connectivity_mask(block_indices: jax.Array, num_tokens: int, block: int) -> jax.Array:
     """Token mask [B, H, N, N] of a block selection [B, H, nq, kb]; row 0 (class token) is all kept."""
-    b, h, nq, _ = block_indices.shape
+    b, h = block_indices.shape[:2]
     n = num_tokens
     nk = block_counts(n, block)[1]
     chosen = jax.nn.one_hot(block_indices, nk, dtype=jnp.int32).sum(-2) > 0  # [B, H, nq, nk]

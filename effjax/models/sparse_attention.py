@@ -49,7 +49,8 @@ from effjax.subnet import kept_key_count
 
 NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
 
-ATTENTION_PATHS = ("masked", "gathered", "block_sparse")
+ATTENTION_PATHS = ("masked", "gathered")  # paths over token-level kept keys [B, H, N-1, k]
+BLOCK_PATHS = ("block_sparse",)  # paths over kept key blocks [B, H, nq, kb]
 MASK_SCORES = ("predictor", "random")
 
 
@@ -149,8 +150,8 @@ def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, pa
     "block_sparse" the kept key blocks of each query block, [B, H, nq, kb], with
     `block` the block size.
     """
-    if path not in ATTENTION_PATHS:
-        raise ValueError(f"path={path!r}: allowed: {list(ATTENTION_PATHS)}")
+    if path not in ATTENTION_PATHS + BLOCK_PATHS:
+        raise ValueError(f"path={path!r}: allowed: {list(ATTENTION_PATHS + BLOCK_PATHS)}")
     if key_indices is None:
         out, weights = dense_attention(q, k, v, scale, dot_generals=dot_generals)
         return out, weights[:, :, 0], weights

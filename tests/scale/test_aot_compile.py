@@ -1,6 +1,7 @@
 """Ahead-of-time compilation of the real train step for a TPU topology on this CPU machine."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -9,8 +10,8 @@ import pytest
 
 from tests.foundation.helpers import REPO
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                                reason="libtpu not installed (pip install 'effjax[tpu]')")
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu not installed (pip install 'effjax[tpu]')")
 
 
 def _aot(*args):
@@ -20,6 +21,7 @@ def _aot(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@needs_libtpu
 def test_small_topology_compiles_and_reports_memory_and_flops():
     proc = _aot("--config=configs/shapes_vit.py", "--topology=v5e:2x2", "--config.train.batch_size=64")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -28,7 +30,60 @@ def test_small_topology_compiles_and_reports_memory_and_flops():
     assert "XLA FLOPs estimate per chip per step" in out and "verdict: fits" in out
 
 
+@needs_libtpu
 def test_config_that_does_not_fit_is_reported_with_numbers():
     proc = _aot("--config=configs/shapes_vit.py", "--topology=v5e:2x2", "--config.train.batch_size=64", "--hbm_gib=0.001")
     assert proc.returncode == 1
     assert "verdict: DOES NOT FIT" in proc.stdout and "needed" in proc.stdout
+
+
+@needs_libtpu
+@pytest.mark.slow  # two compilations for 4 TPU chips: minutes on the shared 2-core machine
+def test_fsdp_train_step_and_subnet_forward_report_collectives_and_roofline(tmp_path):
+    out = tmp_path / "step.json"
+    proc = _aot("--config=configs/shapes_vit.py", "--topology=v5e:2x2", "--config.train.batch_size=64",
+                "--config.mesh.fsdp=2", f"--json={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["mesh"]["fsdp"] == 2 and report["program"] == "train_step"
+    comm = report["collective_bytes_per_chip"]
+    assert comm["all-gather"] > 0 or comm["reduce-scatter"] > 0  # fsdp gathers weights / scatters gradients
+    assert comm["all-reduce"] > 0
+    r = report["roofline"]
+    assert r["step_s"] == max(r["compute_s"], r["hbm_s"], r["ici_s"]) and 0 < r["mfu"] <= 1
+    assert "roofline step time" in proc.stdout and "MFU" in proc.stdout
+    fwd = tmp_path / "fwd.json"
+    proc = _aot("--config=configs/shapes_vit.py", "--topology=v5e:2x2", "--config.train.batch_size=64", "--forward",
+                f"--json={fwd}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    forward = json.loads(fwd.read_text())
+    assert forward["program"] == "forward" and 0 < forward["flops_per_chip"] < report["flops_per_chip"]
+
+
+def test_collective_bytes_counts_each_result_once():
+    from tools.aot_compile import collective_bytes, roofline
+
+    hlo = "\n".join([
+        "  %all-reduce.1 = f32[128,256]{1,0} all-reduce(f32[128,256]{1,0} %p), replica_groups={}",
+        "  %ag-start = (bf16[4,8]{1,0}, bf16[16,8]{1,0}) all-gather-start(bf16[4,8]{1,0} %x), dimensions={0}",
+        "  %ag-done = bf16[16,8]{1,0} all-gather-done((bf16[4,8]{1,0}, bf16[16,8]{1,0}) %ag-start)",
+        "  %rs = (f32[2]{0}, f32[3]{0}) reduce-scatter(f32[8]{0} %a, f32[12]{0} %b), dimensions={0}",
+        "  %add = f32[128,256]{1,0} add(f32[128,256]{1,0} %all-reduce.1, f32[128,256]{1,0} %q)",
+    ])
+    got = collective_bytes(hlo)
+    assert got["all-reduce"] == 128 * 256 * 4
+    assert got["all-gather"] == 16 * 8 * 2
+    assert got["reduce-scatter"] == (2 + 3) * 4
+    assert got["all-to-all"] == 0
+    r = roofline(197e12 * 1e-3, 819e9 * 2e-3, 0.0, "v5e")  # 1 ms compute, 2 ms HBM
+    assert r["bound"] == "hbm" and abs(r["step_s"] - 2e-3) < 1e-12 and abs(r["mfu"] - 0.5) < 1e-9
+    assert roofline(1.0, 1.0, 1.0, "unknown-chip") == {}
+
+
+def test_out_of_hbm_compile_error_is_read_as_a_verdict():
+    from tools.aot_compile import _out_of_hbm
+
+    message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+               "(43.35G) exceeds available HBM (15.75G).")
+    assert _out_of_hbm(message) == (43.35, 15.75)
+    assert _out_of_hbm("INTERNAL: something else") is None
