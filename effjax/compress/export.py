@@ -170,7 +170,7 @@ def pvq_matrices(params_flat: Mapping[str, Any], p: ParamPlan, cache: dict | Non
     return matrices
 
 
-def _pad(value: np.ndarray, full_shape: tuple[int, ...]) -> np.ndarray:
+def pad_to(value: np.ndarray, full_shape: tuple[int, ...]) -> np.ndarray:
     padded = np.zeros(full_shape, np.float32)
     padded[tuple(slice(0, s) for s in value.shape)] = value
     return padded
@@ -188,7 +188,7 @@ def quantized_params(params, plans: Sequence[ParamPlan], pvq_cache: dict | None 
     out = {}
     for p in plans:
         if p.pvq is not None:
-            out[p.path] = _pad(_dequantize_pvq(pvq_matrices(flat, p, pvq_cache), p.active_shape), p.full_shape)
+            out[p.path] = pad_to(_dequantize_pvq(pvq_matrices(flat, p, pvq_cache), p.active_shape), p.full_shape)
             continue
         full = np.array(flat[p.path], np.float32)
         out[p.path] = fake_quantize(full, p.bits) if p.bits < 32 else full

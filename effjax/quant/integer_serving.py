@@ -113,15 +113,16 @@ def integer_provider(activation_bits: int = 8, simulate: bool = False, attention
 def integer_variables(exported: export_lib.ExportedModel, directory: str) -> dict:
     """{"params", INT_SCALES} of an export: its integer 2-D kernels as codes (zero-padded to the full
     shapes, like `predict`), their column scales (padding columns 1), everything else as `predict` has it."""
-    arrays = export_lib._read_arrays(directory, exported.meta["arrays"])
-    flat = dict(flax.traverse_util.flatten_dict(exported.params, sep="/"))
+    arrays = export_lib.read_arrays(directory, exported.meta["arrays"])
+    flat = dict(flax.traverse_util.flatten_dict(exported.params, sep="/"))  # true widths
     scales = {}
     for p in exported.meta["params"]:
         path, bits, shape, full = p["path"], p["bits"], tuple(p["active_shape"]), tuple(p["full_shape"])
         if bits not in (4, 8) or len(full) != 2:
+            flat[path] = export_lib.pad_to(np.asarray(flat[path]), full)
             continue
         codes = arrays[path + ":q"] if bits == 8 else unpack_int4(arrays[path + ":q4"], shape)
-        flat[path] = export_lib._pad(np.asarray(codes, np.int8), full).astype(np.int8)
+        flat[path] = export_lib.pad_to(np.asarray(codes, np.int8), full).astype(np.int8)
         scale = np.ones(full[-1], np.float32)
         scale[:shape[-1]] = arrays[path + ":scale"]
         scales[path.rsplit("/", 1)[0] + f"/{INTEGER_DOT}/scale"] = scale

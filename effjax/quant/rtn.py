@@ -63,12 +63,14 @@ def fake_quantize(w, bits, axis: Axis = -2, xp=np):
 
     q_max is computed once and used for both the scale and the clip (a traced q_max evaluated twice
     may differ in its last bit between XLA fusions)."""
+    if not isinstance(bits, int):
+        bits = xp.asarray(bits, xp.float32)
     qmax = max_level(bits, xp)
     scale = absmax_scale(w, qmax, axis, xp)
     quantized = to_codes(w, scale, qmax, xp) * scale
     if isinstance(bits, int):
         return w if bits >= FLOAT_BITS else quantized
-    return xp.where(xp.asarray(bits) >= FLOAT_BITS, w, quantized)
+    return xp.where(bits >= FLOAT_BITS, w, quantized)
 
 
 def straight_through(w: jax.Array, bits, axis: Axis = -2) -> jax.Array:
