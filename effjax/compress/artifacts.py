@@ -41,8 +41,8 @@ def _write_safetensors(directory: str, meta: Mapping[str, Any]) -> str:
     arrays = export_lib.read_arrays(directory, meta["arrays"], meta.get("bin_sha256"))
     path = os.path.join(directory, SAFETENSORS)
     save_file({name: np.ascontiguousarray(a) for name, a in arrays.items()}, path,
-              metadata={"format": "effjax export",
-                        "layout": "see model.json: params (bits, active_shape) and int4_packing"})
+              # one metadata key: safetensors keeps metadata in a hash map, so two keys come out in either order
+              metadata={"format": "effjax export; layout: see model.json: params (bits, active_shape), int4_packing"})
     os.chmod(path, 0o644)  # safetensors writes owner-only; the export's other files are world-readable
     return path
 
