@@ -30,16 +30,21 @@ from ml_collections import config_flags  # noqa: E402
 # HBM per chip in GiB, by the generation prefix of the topology name.
 HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "effjax config file[:variant].")
-_TOPOLOGY = flags.DEFINE_string("topology", "v5e:2x2", "TPU topology, e.g. v5e:16x16 or v4:2x2x2.")
-_CHIPS_PER_HOST = flags.DEFINE_string("chips_per_host", "2,2,1", "Chips per host bounds (x,y,z).")
-_HBM_GIB = flags.DEFINE_float("hbm_gib", 0.0, "Per-chip HBM in GiB; 0 looks it up from the topology name.")
-_JSON = flags.DEFINE_string("json", "", "Also write the report to this JSON file.")
-_FORWARD = flags.DEFINE_bool("forward", False, "Compile the subnet's inference forward pass instead of the train step.")
-_SUBNET = flags.DEFINE_string("subnet", "", "SubnetConfig of --forward as JSON (default: the full model).")
-_LABEL = flags.DEFINE_string("label", "", "Name of this run in the BENCHMARKS.md table.")
-_WRITE_SECTION = flags.DEFINE_string("write_section", "", "Comma-separated --json reports: write them as the "
-                                     "`aot_compile` section of BENCHMARKS.md (raw: benchmarks/aot_compile.json).")
+
+def define_flags() -> None:
+    """The command line's flags; defined only when this module runs as a program, so importing it beside
+    `effjax.main` (which defines some of the same names) never clashes."""
+    global _CONFIG, _TOPOLOGY, _CHIPS_PER_HOST, _HBM_GIB, _JSON, _FORWARD, _SUBNET, _LABEL, _WRITE_SECTION
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "effjax config file[:variant].")
+    _TOPOLOGY = flags.DEFINE_string("topology", "v5e:2x2", "TPU topology, e.g. v5e:16x16 or v4:2x2x2.")
+    _CHIPS_PER_HOST = flags.DEFINE_string("chips_per_host", "2,2,1", "Chips per host bounds (x,y,z).")
+    _HBM_GIB = flags.DEFINE_float("hbm_gib", 0.0, "Per-chip HBM in GiB; 0 looks it up from the topology name.")
+    _JSON = flags.DEFINE_string("json", "", "Also write the report to this JSON file.")
+    _FORWARD = flags.DEFINE_bool("forward", False, "Compile the subnet's inference forward pass instead of the train step.")
+    _SUBNET = flags.DEFINE_string("subnet", "", "SubnetConfig of --forward as JSON (default: the full model).")
+    _LABEL = flags.DEFINE_string("label", "", "Name of this run in the BENCHMARKS.md table.")
+    _WRITE_SECTION = flags.DEFINE_string("write_section", "", "Comma-separated --json reports: write them as the "
+                                         "`aot_compile` section of BENCHMARKS.md (raw: benchmarks/aot_compile.json).")
 
 # Per-chip vendor peaks (Google Cloud TPU system architecture pages): bf16 FLOP/s, HBM bytes/s,
 # inter-chip interconnect bits/s.
@@ -254,4 +259,5 @@ def write_section_from(paths) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(lambda argv: sys.exit(main(argv)))

@@ -159,25 +159,15 @@ def table(results: dict) -> str:
 
 def load_job(workdir: str):
     """(config, evaluator) of a finished main-job workdir."""
-    import jax
-    import ml_collections
-
-    from effjax import supernet_search
-    from effjax.train.checkpoint import Checkpointer
-    from effjax.train.trainer import build
+    from effjax.job import subnet_search
+    from effjax.train.setup import load_run
 
     for name in ("config.json", "checkpoints"):
         if not os.path.exists(os.path.join(workdir, name)):
             raise ValueError(f"--workdir={workdir!r}: {name} not found; train with `python -m effjax.main` first")
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    if "search" not in config:
-        raise ValueError(f"--workdir={workdir!r}: config.json has no `search` section (use configs/pipeline.py)")
-    setup = build(config, jax.devices()[:1])
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep, async_save=False)
-    _, params = ckpt.latest_params()
-    ckpt.close()
-    return config, supernet_search.SubnetEvaluator(setup, params, dict(config.search.score_weights))
+    run = load_run(workdir)
+    config = run.config
+    return config, subnet_search.SubnetEvaluator(run.setup, run.params, dict(config.search.score_weights))
 
 
 def run_on_workdir(workdir: str, n_reference: int, seeds: Sequence[int]) -> dict:

@@ -25,7 +25,7 @@ import ml_collections
 OPEN_MAPS = ("loss.task_weights", "search.score_weights")  # task name -> float weight
 PREFIX = "--config."
 _ASSIGNMENT = re.compile(r"^\s*\w+\.([\w.]+)\s*=[^#]*#\s*(.+?)\s*$")
-_BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_base.py")
+_BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
 
 
 class OverrideError(ValueError):
@@ -33,7 +33,7 @@ class OverrideError(ValueError):
 
 
 def field_comments(config_file: str | None) -> dict[str, str]:
-    """{dotted path as written after the object name: comment} from config_base.py and the config file's folder."""
+    """{dotted path as written after the object name: comment} from config/base.py and the config file's folder."""
     files = [_BASE]
     if config_file:
         folder = os.path.dirname(os.path.abspath(config_file))

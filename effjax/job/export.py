@@ -21,12 +21,17 @@ import sys
 
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished `effjax.main` pipeline run.")
-_POINT = flags.DEFINE_integer("point", None, "Id of the pareto.json point to export.")
-_MAX_FLOPS = flags.DEFINE_float("max_flops", None, "Export the best-scoring Pareto point with at most these FLOPs.")
-_OUTPUT = flags.DEFINE_string("output", None, "Export directory (default <workdir>/export/point_<id>).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the files of an existing export in --output.")
-_PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "Platforms the jax.export artifact is lowered for.")
+
+def define_flags() -> None:
+    """The command line's flags; defined only when this module runs as a program, so importing it beside
+    `effjax.main` (which defines some of the same names) never clashes."""
+    global _WORKDIR, _POINT, _MAX_FLOPS, _OUTPUT, _OVERWRITE, _PLATFORMS
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished `effjax.main` pipeline run.")
+    _POINT = flags.DEFINE_integer("point", None, "Id of the pareto.json point to export.")
+    _MAX_FLOPS = flags.DEFINE_float("max_flops", None, "Export the best-scoring Pareto point with at most these FLOPs.")
+    _OUTPUT = flags.DEFINE_string("output", None, "Export directory (default <workdir>/export/point_<id>).")
+    _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the files of an existing export in --output.")
+    _PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "Platforms the jax.export artifact is lowered for.")
 
 
 def evaluate_exported(model, dataset, split: str, batch_size: int = 256) -> dict[str, float]:
@@ -149,4 +154,5 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(lambda argv: sys.exit(main(argv)))

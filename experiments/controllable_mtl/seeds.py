@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from configs.slim_vit import get_config
-from effjax.data.specs import TaskSpec, load_dataset
+from effjax.data import TaskSpec, load_dataset
 from experiments.controllable_mtl.run import HERE, supernet_tables, train_run
 from experiments.seed_stats import mean_std
 
