@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from configs.slim_vit import get_config
-from effjax.compress.cost_slim import slim_vit_cost
+from effjax.compress.cost_elastic import elastic_cost
 from effjax.data import pipeline
 from effjax.subnet import SubnetConfig
 from effjax.train import objectives, trainer
@@ -50,7 +50,7 @@ def bench_widths(dataset: str, repeats: int, batch: int = 64) -> list[str]:
         forward = jax.jit(lambda p, x, s=subnet: setup.model.apply({"params": p}, x, subnet=s))
         compiled = forward.lower(params, images).compile()
         seconds = _median_seconds(lambda: compiled(params, images), repeats)
-        analytic = slim_vit_cost(config.model, setup.dataset.image_shape, tasks, subnet).flops
+        analytic = elastic_cost(config.model, setup.dataset.image_shape, tasks, subnet).flops
         full = full or (analytic, seconds)
         rows.append(f"| {dataset} | {w} | {analytic / 1e6:.3f} | {_xla_flops(compiled) / batch / 1e6:.3f} | "
                     f"{full[0] / analytic:.2f}x | {1e3 * seconds:.2f} | {full[1] / seconds:.2f}x |")

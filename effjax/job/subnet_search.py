@@ -34,9 +34,9 @@ from effjax import search
 from effjax.job import json_safe
 from effjax.compress import export as export_lib
 from effjax.compress.cost import total_cost
-from effjax.compress.cost_slim import slim_vit_layers
-from effjax.compress.cost_super import super_vit_layers
+from effjax.compress.cost_elastic import elastic_layers
 from effjax.data.specs import TaskSpec
+from effjax.models.elastic_vit import ElasticViT
 from effjax.quant.pvq import PVQSpec
 from effjax.quant.pvq.counting import fits_uint64
 from effjax.subnet import SubnetConfig
@@ -162,9 +162,6 @@ def full_params(config, tasks) -> dict:
     return params
 
 
-TRACED_KNOB_MODELS = ("slim_vit", "super_vit")  # models with the encode / decode split the traced evaluation runs
-
-
 @dataclasses.dataclass
 class SubnetEvaluator:
     """Prices and scores subnets of one trained supernet; caches one compiled eval per width config."""
@@ -191,8 +188,7 @@ class SubnetEvaluator:
         return export_lib.plan(self.boxed, self.setup.config.model, self.tasks, subnet, pvq)
 
     def cost(self, subnet: SubnetConfig, pvq: PVQSpec | None = None) -> dict[str, float]:
-        layers_of = super_vit_layers if self.setup.config.model.name == "super_vit" else slim_vit_layers
-        layers = layers_of(self.setup.config.model, self.setup.dataset.image_shape, self.tasks, subnet.without_bits())
+        layers = elastic_layers(self.setup.config.model, self.setup.dataset.image_shape, self.tasks, subnet.without_bits())
         c = total_cost(layers, dataclasses.replace(subnet, activation_bits=None))
         bops = c.bops if pvq is None else _decoded_float_bops(layers, subnet.first_last_bits)
         return {"flops": c.flops, "params": c.params, "bits": export_lib.total_bits(self.plan(subnet, pvq)), "bops": bops}
@@ -207,7 +203,7 @@ class SubnetEvaluator:
     def eval_step(self, subnet: SubnetConfig) -> Callable:
         """The batch metric sums of `subnet` (its bits are in the parameters): one compiled program per
         encoder width, decoder widths (menu indices), keep ratio and top-k passed as traced values."""
-        if not self.traced_knobs or self.setup.config.model.name not in TRACED_KNOB_MODELS:
+        if not self.traced_knobs or not isinstance(self.setup.model, ElasticViT):
             return self._static_eval_step(subnet.without_bits())
         menu = tuple(sorted(float(w) for w in self.setup.model.width_menu))
         decoder_widths = [subnet.decoder_width(t.name) for t in self.tasks]
@@ -226,7 +222,7 @@ class SubnetEvaluator:
 
     def _max_top_k(self) -> int:
         """The supernet's most experts per token over the searched menu (0: a model without the knob)."""
-        if self.setup.config.model.name != "super_vit":
+        if not self.setup.model.moe_every:
             return 0
         default = self.setup.model.default_top_k
         return max(knob_menus(self.setup.config).get("moe_top_k", [default]) + [default])

@@ -1,20 +1,30 @@
-"""Building blocks shared by every effjax model: dense layers with a `dot_general`
-hook and logical axis names, multi-head attention and the MLP.
+"""Building blocks shared by every effjax model: dense layers with a `dot_general` hook and
+logical axis names, LayerNorm, multi-head attention and the MLP, each also slimmable.
 
-Quantization (AQT) is injected, as in MaxText, by replacing the `dot_general` a
-layer multiplies with: every layer belongs to a *layer group* ("embed",
-"attention", "mlp", "head", ...), and a `DotGeneralProvider` maps the group to a
-factory of dot_general modules (or None for plain `lax.dot_general`). The two
-activation x activation einsums of attention (q.k logits, weights.v mixing) ask
-for the group "attention_scores" (`ATTENTION_SCORES_GROUP`) and run through
-`einsum(..., dot_general=)`, so a provider quantizes them too; with no provider
-(or None for that group) they are the plain `jnp.einsum` they always were. Parameters
-carry logical axis names; activations are constrained with logical names too, so
-one rules table (in the config) decides every sharding.
+Quantization (AQT) is injected, as in MaxText, by replacing the `dot_general` a layer
+multiplies with: every layer belongs to a *layer group* ("embed", "attention", "mlp",
+"head", ...), and a `DotGeneralProvider` maps the group to a factory of dot_general
+modules (or None for plain `lax.dot_general`). The two activation x activation einsums
+of attention (q.k logits, weights.v mixing) ask for the group "attention_scores"
+(`ATTENTION_SCORES_GROUP`) and run through `einsum(..., dot_general=)`, so a provider
+quantizes them too; with no provider they are plain `jnp.einsum`. Parameters carry
+logical axis names; activations are constrained with logical names too, so one rules
+table (in the config) decides every sharding.
+
+Slimmable layers (Yu et al., ICLR 2019; Yu & Huang, ICCV 2019) hold one set of max-width
+parameters and run any active width: a layer of width c uses the prefix slice
+W[:c_in, :c_out] (and b[:c_out]). Input widths are read from the input's last axis,
+output widths are call arguments, so widths are static under `jax.jit` and a fixed menu
+compiles a few programs. Their LayerNorm normalizes over the active slice, per token, at
+train and test time alike, so no running statistics differ between widths; `active`
+normalizes a zero-padded input over its first `active` channels with a traced count (the
+sandwich step's random widths arrive through `lax.switch`). At full width a slimmable
+layer computes what its plain counterpart computes.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -87,38 +97,6 @@ def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
     return nn.with_logical_constraint(x, tuple(names))
 
 
-class Dense(nn.Module):
-    """y = x W + b over the last axis, through the group's dot_general."""
-
-    features: int
-    kernel_axes: tuple[Optional[str], Optional[str]]
-    group: str
-    use_bias: bool = True
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    dot_general_provider: Optional[DotGeneralProvider] = None
-    kernel_init: Callable = default_kernel_init
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param(
-            "kernel",
-            nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
-            (x.shape[-1], self.features),
-            self.param_dtype,
-        )
-        dot_general = resolve_dot_general(self.dot_general_provider, self.group)
-        y = dot_general(
-            x.astype(self.dtype), kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())), precision=None
-        )
-        if self.use_bias:
-            bias = self.param(
-                "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[1:]), (self.features,), self.param_dtype
-            )
-            y = y + bias.astype(self.dtype)
-        return y
-
-
 class LayerNorm(nn.Module):
     """LayerNorm whose scale and bias carry the `embed` logical axis."""
 
@@ -162,18 +140,110 @@ class MultiHeadAttention(nn.Module):
                      dot_general_provider=self.dot_general_provider, name="out")(out)
 
 
-class Mlp(nn.Module):
-    """Two-layer GELU MLP."""
+LAYERNORM_EPSILON = 1e-6  # as flax.linen.LayerNorm
 
-    hidden_dim: int
+
+def _check_width(name: str, value: int, maximum: int) -> None:
+    if not 0 < value <= maximum:
+        raise ValueError(f"{name}={value}: must be in [1, {maximum}] (the max width)")
+
+
+class SlimDense(nn.Module):
+    """y = x W[:c_in, :c_out] + b[:c_out]; c_in = x.shape[-1], c_out = `features` (default: max).
+    `max_in_features` None: the input's width (a plain dense layer, `Dense`)."""
+
+    max_in_features: Optional[int]
+    max_features: int
+    kernel_axes: tuple[Optional[str], Optional[str]]
+    group: str
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+    kernel_init: Callable = default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array, features: Optional[int] = None) -> jax.Array:
+        c_in, c_out = x.shape[-1], self.max_features if features is None else features
+        max_in = self.max_in_features or c_in
+        _check_width(f"{self.name}: input width", c_in, max_in)
+        _check_width(f"{self.name}: output width", c_out, self.max_features)
+        kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
+                            (max_in, self.max_features), self.param_dtype)
+        dot_general = resolve_dot_general(self.dot_general_provider, self.group)
+        y = dot_general(x.astype(self.dtype), kernel[:c_in, :c_out].astype(self.dtype),
+                        (((x.ndim - 1,), (0,)), ((), ())), precision=None)
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[1:]),
+                              (self.max_features,), self.param_dtype)
+            y = y + bias[:c_out].astype(self.dtype)
+        return y
+
+
+class SlimLayerNorm(nn.Module):
+    """LayerNorm over the active channels; scale / bias are prefix slices of max-width ones.
+
+    With `num_widths` > 0 the affine parameters are private per width (one row per menu width,
+    the LayerNorm analogue of switchable BatchNorm); the caller passes the row, `width_index`.
+    """
+
+    max_features: int
+    dtype: Any = jnp.float32
+    axis_name: str = "embed"
+    num_widths: int = 0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, active: Optional[jax.Array] = None, width_index: Optional[int] = None) -> jax.Array:
+        c = x.shape[-1]
+        _check_width(f"{self.name}: input width", c, self.max_features)
+        if self.num_widths:
+            if width_index is None or not 0 <= width_index < self.num_widths:
+                raise ValueError(f"{self.name}: width_index={width_index!r}: private norms need a menu width index in "
+                                 f"[0, {self.num_widths})")
+            shape, axes = (self.num_widths, self.max_features), (None, self.axis_name)
+        else:
+            shape, axes = (self.max_features,), (self.axis_name,)
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, axes), shape, jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, axes), shape, jnp.float32)
+        if self.num_widths:
+            scale, bias = scale[width_index], bias[width_index]
+        scale, bias = scale[:c], bias[:c]
+        x32 = x.astype(jnp.float32)
+        if active is None:
+            mean = jnp.mean(x32, axis=-1, keepdims=True)
+            mean_sq = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+            keep = None
+        else:  # normalize over the first `active` channels of a zero-padded input
+            keep = (jnp.arange(c) < active).astype(jnp.float32)
+            count = jnp.maximum(active, 1).astype(jnp.float32)
+            mean = jnp.sum(x32 * keep, axis=-1, keepdims=True) / count
+            mean_sq = jnp.sum(jnp.square(x32) * keep, axis=-1, keepdims=True) / count
+        var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+        y = (x32 - mean) * (jax.lax.rsqrt(var + LAYERNORM_EPSILON) * scale) + bias
+        if keep is not None:
+            y = y * keep
+        return y.astype(self.dtype)
+
+
+class SlimMlp(nn.Module):
+    """Two-layer GELU MLP with an active hidden width; the output width equals the input width.
+    `max_in_features` None: the input's width (a plain MLP, `Mlp`)."""
+
+    max_in_features: Optional[int]
+    max_hidden: int
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d_model = x.shape[-1]
-        h = Dense(self.hidden_dim, ("embed", "mlp"), "mlp", dtype=self.dtype,
-                  dot_general_provider=self.dot_general_provider, name="wi")(x)
+    def __call__(self, x: jax.Array, hidden: Optional[int] = None) -> jax.Array:
+        hidden = self.max_hidden if hidden is None else hidden
+        max_in = self.max_in_features or x.shape[-1]
+        h = SlimDense(max_in, self.max_hidden, ("embed", "mlp"), "mlp", dtype=self.dtype,
+                      dot_general_provider=self.dot_general_provider, name="wi")(x, hidden)
         h = constrain(nn.gelu(h), ("activation_batch", "activation_length", "activation_mlp"))
-        return Dense(d_model, ("mlp", "embed"), "mlp", dtype=self.dtype,
-                     dot_general_provider=self.dot_general_provider, name="wo")(h)
+        return SlimDense(self.max_hidden, max_in, ("mlp", "embed"), "mlp", dtype=self.dtype,
+                         dot_general_provider=self.dot_general_provider, name="wo")(h, x.shape[-1])
+
+
+Dense = functools.partial(SlimDense, None)  # Dense(features, kernel_axes, group, ...): y = x W + b at the input's width
+Mlp = functools.partial(SlimMlp, None)  # Mlp(hidden_dim, dtype, dot_general_provider): the plain two-layer GELU MLP

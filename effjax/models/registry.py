@@ -6,7 +6,7 @@ dot_general_provider) -> flax Module.
 
 from __future__ import annotations
 
-from effjax.models import moe_vit, slim_vit, sparse_vit, super_vit, vit
+from effjax.models import elastic_vit, moe_vit, sparse_vit, vit
 from effjax.models.vit import DTYPES, vit_fields  # noqa: F401  (re-exported for the builders' callers)
 
 
@@ -17,9 +17,9 @@ def _mt_vit(model_config, tasks, dot_general_provider):
 MODEL_BUILDERS = {
     "mt_vit": _mt_vit,
     "moe_vit": moe_vit.build,
-    "slim_vit": slim_vit.build,
+    "slim_vit": elastic_vit.build,  # widths only (configs/slim_vit.py)
     "sparse_vit": sparse_vit.build,
-    "super_vit": super_vit.build,
+    "super_vit": elastic_vit.build,  # widths, Sparsifiner, MoE and QAT bits (configs/supernet.py)
 }
 MODEL_NAMES = tuple(MODEL_BUILDERS)
 

@@ -47,6 +47,7 @@ import optax
 
 from effjax.compress.qat import fake_quantize_params
 from effjax.data.specs import TaskSpec
+from effjax.models.elastic_vit import ElasticViT
 from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig, encoder_widths
 from effjax.train import losses
@@ -131,30 +132,29 @@ def _aux_total(mutated) -> jax.Array:
 
 def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
                        task_weights: Mapping[str, float], schedule: optax.Schedule, options: SandwichOptions) -> Callable:
-    if not (hasattr(model, "encode") and hasattr(model, "decode") and hasattr(model, "width_menu")):
-        raise ValueError(f"config.train.objective='sandwich' needs a slimmable model (config.model.name='slim_vit'); "
-                         f"got {type(model).__name__}")
-    is_super = hasattr(model, "moe_every")
-    if not is_super and (len(options.keep_ratios) > 1 or options.top_ks):
-        raise ValueError("config.slim.keep_ratios / top_ks: sampled only by the supernet (config.model.name='super_vit')")
+    if not isinstance(model, ElasticViT):
+        raise ValueError(f"config.train.objective='sandwich' needs the elastic model (config.model.name 'slim_vit' or "
+                         f"'super_vit'); got {type(model).__name__}")
+    if len(options.keep_ratios) > 1 and not model.sparse_layers:
+        raise ValueError("config.slim.keep_ratios: the model has no Sparsifiner blocks to sample them for "
+                         "(model.sparse_layers is empty)")
+    if options.top_ks and not model.moe_every:
+        raise ValueError("config.slim.top_ks: the model has no MoE blocks to sample them for (model.moe_every=0)")
     menu = tuple(sorted(model.width_menu))
     max_dim = model.hidden_dim
     active_widths = jnp.asarray([encoder_widths(model.hidden_dim, model.num_heads, model.mlp_dim, w)[1] for w in menu])
     weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
     keep_menu = jnp.asarray(options.keep_ratios, jnp.float32)
-    top_ks = options.top_ks or ((model.default_top_k,) if is_super else (0,))
+    top_ks = options.top_ks or ((model.default_top_k,) if model.moe_every else (0,))
     top_k_menu = jnp.asarray(top_ks, jnp.int32)
     bits_menu = jnp.asarray(options.weight_bits, jnp.int32)
     knob_sizes = (len(options.keep_ratios), len(top_ks), len(options.weight_bits))
-    teacher_subnet = SubnetConfig(moe_top_k=max(top_ks)) if is_super else None
+    teacher_subnet = SubnetConfig(moe_top_k=max(top_ks)) if model.moe_every else None
 
     def encoder_branch(width: float) -> Callable:
         def run(params, images, keep_ratio, top_k):
-            if is_super:
-                tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
-                                              method="encode", mutable=[AUX_LOSS_COLLECTION])
-            else:
-                tokens, mutated = model.apply({"params": params}, images, width, method="encode"), {}
+            tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
+                                          method="encode", mutable=[AUX_LOSS_COLLECTION])
             return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1]))), _aux_total(mutated)
 
         return run

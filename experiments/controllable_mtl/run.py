@@ -28,7 +28,7 @@ import numpy as np
 
 from configs.slim_vit import get_config
 from effjax.compress.control import TaskMetricTable, select_subnet
-from effjax.compress.cost_slim import slim_vit_cost
+from effjax.compress.cost_elastic import elastic_cost
 from effjax.subnet import SubnetConfig
 from effjax.train import mtl_metrics, trainer
 from effjax.train import step as step_lib
@@ -94,7 +94,7 @@ def as_table(tables: dict, split: str, tasks, menu) -> TaskMetricTable:
 def control_study(config, tasks, image_shape, val: TaskMetricTable, test: TaskMetricTable, single: dict,
                   decoder_level: str = "searched") -> dict:
     menu = sorted(config.model.width_menu)
-    flops_of = lambda s: slim_vit_cost(config.model, image_shape, tasks, s).flops  # noqa: E731
+    flops_of = lambda s: elastic_cost(config.model, image_shape, tasks, s).flops  # noqa: E731
     lo = flops_of(SubnetConfig(menu[0], tuple((t.name, menu[0]) for t in tasks)))
     hi = flops_of(SubnetConfig())
     budgets = [float(b) for b in np.linspace(lo, hi, NUM_BUDGETS)]
@@ -173,7 +173,7 @@ def main():
         tables["supernet_nocikd"] = supernet_tables(f"{ds},nocikd", workdir, extra, encoders=menu[:1])
 
     results = {"dataset": ds, "supernet_variant": args.supernet, "tasks": [t.name for t in tasks], "menu": menu, "runs": runs, "single_task": single,
-               "flops": {str(w): slim_vit_cost(config.model, image_shape, tasks,
+               "flops": {str(w): elastic_cost(config.model, image_shape, tasks,
                                                SubnetConfig(w, tuple((t.name, w) for t in tasks))).flops for w in menu},
                "tables": tables}
     val, test = as_table(tables["supernet"], "val", tasks, menu), as_table(tables["supernet"], "test", tasks, menu)

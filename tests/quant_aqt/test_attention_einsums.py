@@ -12,7 +12,7 @@ import pytest
 
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import injected_dot_general
-from effjax.models.slimmable import SlimAttention
+from effjax.models.elastic_vit import Attention
 from effjax.quant.aqt_config import make_provider
 from effjax.subnet import SubnetConfig
 from tests.quant_aqt.helpers import dot_generals
@@ -31,8 +31,8 @@ def _int8_batched_dots(fn, *args):
 @pytest.mark.parametrize("heads", [2, 4])
 def test_slim_attention_einsums_are_int8_at_every_width(heads):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 16))
-    plain = SlimAttention(16, 4, 4)
-    quantized = SlimAttention(16, 4, 4, dot_general_provider=INT8)
+    plain = Attention(16, 4, 4, num_tokens=5)
+    quantized = Attention(16, 4, 4, num_tokens=5, dot_general_provider=INT8)
     params = plain.init(RNG, x)["params"]
     batched, floating = _int8_batched_dots(lambda p: quantized.apply({"params": p}, x, heads, rngs=RNG), params)
     assert len(batched) == 2 and not floating

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effjax.compress.control import TaskMetricTable, normalize_preference, preference_decoder_widths, select_subnet
-from effjax.compress.cost_slim import slim_vit_cost
+from effjax.compress.cost_elastic import elastic_cost
 from effjax.data.specs import TaskSpec
 from effjax.subnet import SubnetConfig
 
@@ -18,7 +18,7 @@ MC = model_config(hidden_dim=64, num_heads=4, mlp_dim=128, decoder_dim=64, num_l
 
 
 def flops_of(subnet):
-    return slim_vit_cost(MC, (16, 16, 3), TASKS, subnet).flops
+    return elastic_cost(MC, (16, 16, 3), TASKS, subnet).flops
 
 
 def synthetic_table():

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from effjax.compress.cost import vit_cost
-from effjax.compress.cost_slim import slim_vit_cost
+from effjax.compress.cost_elastic import elastic_cost
 from effjax.subnet import SubnetConfig, slim_widths
 
 from .conftest import build, init_params, model_config
@@ -39,20 +39,20 @@ def test_analytic_flops_match_xla_within_10_percent(request, dataset, encoder, d
     images = jnp.asarray(ds.splits["val"]["image"][:4])
     params = init_params(model, images)
     subnet = SubnetConfig(encoder, tuple((t.name, d) for t, d in zip(ds.tasks, decoders)))
-    analytic = slim_vit_cost(mc, ds.image_shape, ds.tasks, subnet).flops
+    analytic = elastic_cost(mc, ds.image_shape, ds.tasks, subnet).flops
     xla = _xla_flops_per_example(model, params, images, subnet)
     assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
 
 
 def test_full_width_prices_like_the_dense_vit(shapes):
     mc = model_config(hidden_dim=64, num_heads=4, mlp_dim=128, decoder_dim=64, num_layers=3)
-    assert slim_vit_cost(mc, shapes.image_shape, shapes.tasks) == vit_cost(mc, shapes.image_shape, shapes.tasks)
+    assert elastic_cost(mc, shapes.image_shape, shapes.tasks) == vit_cost(mc, shapes.image_shape, shapes.tasks)
 
 
 def test_flops_grow_with_every_width_and_params_count_the_slices(shapes):
     mc = model_config(hidden_dim=64, num_heads=4, mlp_dim=128, decoder_dim=64, num_layers=3)
     menu = (0.25, 0.5, 0.75, 1.0)
-    cost = lambda e, d: slim_vit_cost(mc, shapes.image_shape, shapes.tasks,  # noqa: E731
+    cost = lambda e, d: elastic_cost(mc, shapes.image_shape, shapes.tasks,  # noqa: E731
                                       SubnetConfig(e, (("depth", d),)))
     flops = [[cost(e, d).flops for d in menu] for e in menu]
     assert all(flops[i][j] < flops[i + 1][j] for i in range(3) for j in range(4))

@@ -103,8 +103,10 @@ def test_registry_builds_it_with_logical_axis_names_everywhere(digits):
     with pytest.raises(ValueError, match="image_head='avg'"):
         build_model(model_config(name="mt_vit", image_head="avg"), digits.tasks)
     for option in ({"decoder_blocks": 1}, {"image_head": "mean_pool"}, {"private_norms": True}):
-        with pytest.raises(ValueError, match="super_vit: .* slim_vit study options"):
-            build_model(model_config(name="super_vit", **option), digits.tasks)
+        build_model(model_config(name="super_vit", **option), digits.tasks)  # the same elastic model
+        for feature in ({"sparse_layers": (0,)}, {"moe_every": 1}):
+            with pytest.raises(ValueError, match="super_vit: .* study options, not supported with model.sparse_layers"):
+                build_model(model_config(name="super_vit", **option, **feature), digits.tasks)
 
 
 def test_private_norms_pick_their_width_row_and_equal_shared_norms_when_rows_agree(digits):

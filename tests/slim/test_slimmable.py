@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.models.slimmable import SlimAttention, SlimDense, SlimLayerNorm, SlimMlp
+from effjax.models.elastic_vit import Attention
+from effjax.models.layers import SlimDense, SlimLayerNorm, SlimMlp
 from effjax.subnet import decoder_width, encoder_widths, make_divisible
 
 
@@ -54,7 +55,7 @@ def test_layernorm_over_the_active_slice_and_padded_equivalent():
 
 
 def test_attention_and_mlp_at_reduced_width_use_the_first_heads():
-    attention, mlp = SlimAttention(8, 2, 4), SlimMlp(8, 16)
+    attention, mlp = Attention(8, 2, 4, num_tokens=5), SlimMlp(8, 16)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
     pa = nn.unbox(attention.init(jax.random.PRNGKey(1), x)["params"])
     pm = nn.unbox(mlp.init(jax.random.PRNGKey(1), x)["params"])

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from effjax.compress import export as export_lib
-from effjax.compress.cost_super import super_vit_cost, super_vit_layers
+from effjax.compress.cost_elastic import elastic_cost, elastic_layers
 from effjax.compress.qat import fake_quantize, fake_quantize_params
 from effjax.quant.rtn import fake_quantize as numpy_fake_quantize
 from effjax.config.load import load_config
 from effjax.data import load_dataset
 from effjax.models import build_model
-from effjax.models.super_vit import kept_key_mask
+from effjax.models.elastic_vit import kept_key_mask
 from effjax.subnet import SubnetConfig
 
 
@@ -73,16 +73,16 @@ def test_cost_flops_match_xla_within_10_percent(supernet, subnet):
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     xla = analysis["flops"] / images.shape[0]
-    ours = super_vit_cost(config.model, dataset.image_shape, dataset.tasks, subnet).flops
+    ours = elastic_cost(config.model, dataset.image_shape, dataset.tasks, subnet).flops
     assert ours == pytest.approx(xla, rel=0.10), (ours, xla)
 
 
 def test_cost_falls_with_every_knob(supernet):
     config, dataset, *_ = supernet
-    cost = lambda **kw: super_vit_cost(config.model, dataset.image_shape, dataset.tasks, SubnetConfig(**kw))  # noqa: E731
+    cost = lambda **kw: elastic_cost(config.model, dataset.image_shape, dataset.tasks, SubnetConfig(**kw))  # noqa: E731
     full = cost()
     assert cost(encoder_width=0.5).flops < full.flops
-    core = lambda cost_: sum(2 * layer.macs for layer in super_vit_layers(  # noqa: E731
+    core = lambda cost_: sum(2 * layer.macs for layer in elastic_layers(  # noqa: E731
         config.model, dataset.image_shape, dataset.tasks, SubnetConfig(attention_keep_ratio=cost_))
         if layer.name.endswith(("attention_logits", "attention_mix")))
     assert core(0.25) < 0.5 * core(1.0)

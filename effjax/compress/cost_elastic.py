@@ -1,30 +1,34 @@
-"""Exact cost of a supernet (`super_vit`) configuration: widths, keep ratio, top-k and bits together.
+"""Exact cost of one configuration of the elastic model (`effjax.models.elastic_vit`): widths,
+keep ratio, top-k and bits together, for every preset (slim_vit, super_vit).
 
-Issue 9, step 2: one cost function for every knob of the main job's supernet, built
-from the shared rules (`effjax.compress.cost`) and the per-feature pieces:
-  - widths: `cost_slim.slim_widths` (the same rounding the model uses);
-  - Sparsifiner attention in `model.sparse_layers` (here `()` means none): at keep
-    ratio rho < 1 the logits and mixing einsums cover n + (n - 1) ceil(rho n) pairs,
-    the kept key / value rows are gathered, and the connectivity predictor's work is
-    added (`cost_sparse`); at rho = 1 the
-    layer runs dense and the predictor only contributes parameters;
-  - MoE blocks (every `model.moe_every`-th): the router (n d E MACs), the router
-    softmax, and the experts as executed: E buffers of C = `expert_capacity(n, E, k,
-    capacity_factor)` slots each run the GELU MLP (E C 2 d m MACs; padding slots
-    compute too), plus the gate-weighted combine (n k d MACs). Parameters: all
-    experts (the stored model), the router rows of the active width;
-  - bits: `SubnetConfig.bits_for` per layer group (`total_cost`); the export's exact
-    size in bits is `effjax.compress.export.total_bits` of its plan.
-FLOPs are per example of the evaluation (gathered) path; a test holds them within
-10% of XLA's cost analysis of the compiled subnet.
+Built from the shared counting rules (`effjax.compress.cost`) and the per-feature pieces:
+  - widths (Yu & Huang 2019; Aich et al. 2023): a width multiplier runs the prefix slice of
+    every max-width kernel; `effjax.subnet.slim_widths` resolves a `SubnetConfig` to the
+    integer widths the model runs (heads at a fixed head size, hence the token width; MLP
+    and decoder widths rounded to multiples of 8; task decoder blocks as an encoder of the
+    decoder width), so model, controller and cost model agree. At full width the cost
+    equals `vit_layers`' plain ViT;
+  - Sparsifiner attention in `model.sparse_layers`: at keep ratio rho < 1 the logits and
+    mixing einsums cover n + (n - 1) ceil(rho n) pairs, the kept key / value rows are
+    gathered, and the connectivity predictor's work is added (`cost_sparse`); at rho = 1
+    the layer runs dense and the predictor only contributes parameters;
+  - MoE blocks (every `model.moe_every`-th), priced as executed: the router (n d E MACs) and
+    its softmax, E buffers of C = `expert_capacity(n, E, k, capacity_factor)` slots each
+    running the GELU MLP (E C 2 d m MACs; padding slots compute too), and the gate-weighted
+    combine (n k d MACs). Parameters: all experts (the stored model), the router rows of the
+    active width;
+  - bits: `SubnetConfig.bits_for` per layer group (`total_cost`); the export's exact size in
+    bits is `effjax.compress.export.total_bits` of its plan.
+FLOPs are per example of the evaluation (gathered) path; tests hold them within 10% of XLA's
+cost analysis of the compiled subnet.
 """
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost,
-                                  vit_layers)
+from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, head_options,
+                                  total_cost, vit_layers)
 from effjax.compress.cost_sparse import attention_core_layers, predictor_layers
 from effjax.subnet import sparse_model_fields
 from effjax.data.specs import TaskSpec
@@ -40,9 +44,9 @@ def _block_index(name: str) -> Optional[int]:
     return int(head[len("block"):]) if head.startswith("block") and "/" in name else None
 
 
-def super_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec],
+def elastic_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec],
                      subnet: Optional[SubnetConfig] = None) -> list[LayerCost]:
-    """Per-layer MACs, parameters and element-wise FLOPs of one supernet configuration, per example."""
+    """Per-layer MACs, parameters and element-wise FLOPs of one configuration, per example."""
     from effjax.models.moe import expert_capacity  # the model's own capacity rule
 
     subnet = subnet or SubnetConfig()
@@ -65,7 +69,8 @@ def super_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[T
 
     layers = []
     for layer in vit_layers(model_config, image_shape, tasks, hidden=d, heads=heads, mlp=widths.mlp,
-                            decoders=dict(widths.decoders)):
+                            decoders=dict(widths.decoders), **head_options(model_config),
+                            decoder_block_widths={name: (h, m) for name, h, m in widths.decoder_blocks}):
         i = _block_index(layer.name)
         if i is None:
             layers.append(layer)
@@ -94,5 +99,6 @@ def super_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[T
     return layers
 
 
-def super_vit_cost(model_config, image_shape, tasks, subnet: Optional[SubnetConfig] = None) -> Cost:
-    return total_cost(super_vit_layers(model_config, image_shape, tasks, subnet), subnet)
+def elastic_cost(model_config, image_shape, tasks, subnet: Optional[SubnetConfig] = None) -> Cost:
+    """FLOPs / active params / bits / BOPs of one configuration (the shared `total_cost` rules)."""
+    return total_cost(elastic_layers(model_config, image_shape, tasks, subnet), subnet)

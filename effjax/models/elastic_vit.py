@@ -1,0 +1,475 @@
+"""One elastic multi-task ViT: every compressed model effjax trains or searches is a configuration of it.
+
+The network is a pre-norm ViT encoder (Dosovitskiy et al., 2021: patch embedding, class
+token, learned positions, blocks x + Attn(LN(x)); x + MLP(LN(x)), final LayerNorm) shared by
+one head per task: an image-level task reads the class token through a small MLP decoder
+(or, with `image_head="mean_pool"`, runs its hidden layer on every token and averages); a
+dense task decodes each patch token into its p x p pixels ("linear unpatchify", as in
+SETR-naive). `decoder_blocks` > 0 puts task-specific blocks before each head.
+
+Per block, the spec chooses the attention and the MLP:
+  - attention: dense, or Sparsifiner (Wei et al., CVPR 2023) in the blocks of
+    `sparse_layers`: a connectivity predictor (`sparse_attention.ConnectivityPredictor`,
+    shared over heads, so it serves any number of active heads) scores every (query, key)
+    pair and each query row keeps its top ceil(rho N) keys (class-token row dense).
+    Training and traced keep ratios use the masked path; evaluation at a fixed rho < 1
+    computes only the kept pairs (the gathered path). The predictor learns by
+    distillation to the detached dense attention of the full pass (Sparsifiner's stage-1
+    sum-MSE per row), sown as an auxiliary loss with detached inputs;
+  - MLP: dense, or in every `moe_every`-th block a mixture of experts (GShard / M3ViT top-k
+    routing, one router shared by the tasks, load-balance and router z-losses as auxiliary
+    losses, capacity-based dispatch from `effjax.models.moe`).
+
+Every width is slimmable (Efficient Controllable Multi-Task Architectures, Aich et al.,
+ICCV 2023): `encoder_width` slims the encoder (attention heads at a fixed head size, hence
+the token width, and the MLP width; the router and the experts' input/output rows follow
+the token width, the expert hidden width stays whole), each task's decoder width slims its
+head. LayerNorm runs over the active slice; `private_norms` keeps one affine per menu width
+(the LayerNorm analogue of switchable BatchNorm). Integer widths come from
+`effjax.subnet`, the rounding the cost model prices.
+
+The knobs are the `SubnetConfig` fields read at call time: encoder and decoder widths,
+attention keep ratio, experts per token. Keep ratio and top-k may be traced scalars inside
+`encode` (the sandwich step and the search draw them inside one compiled program). Weight
+bits are not a call-time knob: quantization-aware training fake-quantizes the parameters
+before the call (`effjax.compress.qat`), evaluation and export quantize the stored weights,
+and AQT serving goes through the `dot_general` hook of `effjax.models.layers`.
+
+The model families are presets of this class (`effjax.models.registry`): `slim_vit`
+(widths only) and `super_vit` (widths, Sparsifiner, MoE and QAT bits at once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effjax.data.specs import TaskSpec
+from effjax.models import moe
+from effjax.models import sparse_attention as sa
+from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, SlimDense, SlimLayerNorm, SlimMlp, constrain,
+                                  einsum, injected_dot_general, resolve_dot_general)
+from effjax.models.vit import (HEAD_DEFAULTS, check_decoder_blocks, check_image_head, head_fields, head_input, patchify,
+                               pool_hidden, unpatchify, vit_fields)
+from effjax.subnet import SubnetConfig, decoder_width, encoder_widths, moe_block_indices, predictor_rank
+
+Scalar = Union[int, float, jax.Array]
+KNOBS = ("encoder_width", "decoder_widths", "attention_keep_ratio", "moe_top_k")  # SubnetConfig fields read at call time
+DEFAULT_WIDTH_MENU = (0.25, 0.5, 0.75, 1.0)
+
+
+def check_width_menu(menu: Sequence[float]) -> tuple[float, ...]:
+    menu = tuple(float(w) for w in menu)
+    if not menu or any(not 0 < w <= 1 for w in menu) or len(set(menu)) != len(menu) or 1.0 not in menu:
+        raise ValueError(f"width_menu={menu!r}: need distinct widths in (0, 1] including 1.0")
+    return tuple(sorted(menu))
+
+
+def kept_key_mask(scores: jax.Array, keep_ratio: Scalar) -> jax.Array:
+    """Mask [B, H, n, n]: each query row 1..n-1 keeps its top ceil(rho n) keys of `scores`
+    [B, H, n-1, n]; the class-token row keeps all. `keep_ratio` may be traced."""
+    n = scores.shape[-1]
+    count = jnp.clip(jnp.ceil(jnp.asarray(keep_ratio, jnp.float32) * n - 1e-6), 1, n).astype(jnp.int32)
+    rank = jnp.argsort(jnp.argsort(-scores, axis=-1, stable=True), axis=-1)  # ties: lower key index first, as top_k
+    rows = rank < count
+    b, h = scores.shape[:2]
+    return jnp.concatenate([jnp.ones((b, h, 1, n), bool), rows], axis=2)
+
+
+def predictor_distillation_loss(approx: jax.Array, dense_weights: jax.Array) -> jax.Array:
+    """Sparsifiner stage 1: the squared error to the detached dense attention, summed over a
+    row's keys and averaged over rows 1..n-1 (the class-token row is always dense), heads and
+    examples."""
+    target = jax.lax.stop_gradient(dense_weights[:, :, 1:]).astype(jnp.float32)
+    return jnp.sum((approx.astype(jnp.float32) - target) ** 2, axis=-1).mean()
+
+
+class Embedding(nn.Module):
+    """Patch embedding + class token + learned positions, sliced to the active token width."""
+
+    max_dim: int
+    patch_size: int
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, images: jax.Array, width: int) -> jax.Array:
+        patches = patchify(images.astype(self.dtype), self.patch_size)
+        x = SlimDense(patches.shape[-1], self.max_dim, ("patch", "embed"), "embed", dtype=self.dtype,
+                      dot_general_provider=self.dot_general_provider, name="patch_embed")(patches, width)
+        cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
+                         (1, 1, self.max_dim))[..., :width]
+        x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, width)).astype(self.dtype), x], axis=1)
+        pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed")),
+                         (1, x.shape[1], self.max_dim))[..., :width]
+        return constrain(x + pos.astype(self.dtype), ("activation_batch", "activation_length", "activation_embed"))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention whose active heads are the first `heads` of `max_heads` (head size
+    fixed), with a connectivity predictor when `sparse`."""
+
+    max_in_features: int
+    max_heads: int
+    head_dim: int
+    num_tokens: int
+    sparse: bool = False
+    predictor_channels: int = 4
+    predictor_token_reduction: int = 8
+    predictor_top_coefficients: int = 4
+    predictor_basis_threshold: float = 0.02
+    predictor_distill_weight: float = 1.0
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, heads: Optional[int] = None, keep_ratio: Scalar = 1.0, path: str = "masked",
+                 distill: bool = False) -> jax.Array:
+        heads = self.max_heads if heads is None else heads
+        if not 0 < heads <= self.max_heads:
+            raise ValueError(f"{self.name}: heads={heads}: must be in [1, {self.max_heads}]")
+        inner, max_inner = heads * self.head_dim, self.max_heads * self.head_dim
+
+        def projection(name, axes, max_in, max_out):
+            return SlimDense(max_in, max_out, axes, "attention", dtype=self.dtype,
+                             dot_general_provider=self.dot_general_provider, name=name)
+
+        heads_first = lambda t: t.reshape(t.shape[:-1] + (heads, self.head_dim)).transpose(0, 2, 1, 3)  # noqa: E731
+        q = heads_first(projection("query", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
+        k = heads_first(projection("key", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
+        v = heads_first(projection("value", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
+        q = constrain(q, ("activation_batch", "activation_heads", "activation_length", None))
+        scale = self.head_dim**-0.5
+        static_dense = isinstance(keep_ratio, (int, float)) and keep_ratio >= 1
+        predictor = None
+        if self.sparse:
+            predictor = sa.ConnectivityPredictor(
+                self.max_heads, self.num_tokens, self.predictor_channels,
+                predictor_rank(self.num_tokens, self.predictor_token_reduction), self.predictor_top_coefficients,
+                self.predictor_basis_threshold, self.dtype, self.dot_general_provider, name="predictor")
+            if self.is_initializing():
+                predictor(q, k, self._positions(x), reconstruct=True)
+        dots = tuple(injected_dot_general(self.dot_general_provider) for _ in range(2))  # logits, mixing (AQT)
+        if predictor is None or static_dense:
+            out, _, weights = sa.sparse_attention(q, k, v, None, scale, "masked", dot_generals=dots)
+            if predictor is not None and distill and self.predictor_distill_weight:
+                approx = predictor(jax.lax.stop_gradient(q), jax.lax.stop_gradient(k), self._positions(x),
+                                   reconstruct=True)
+                self.sow(AUX_LOSS_COLLECTION, "predictor_distillation",
+                         self.predictor_distill_weight * predictor_distillation_loss(approx, weights))
+        else:
+            approx = predictor(q, k, self._positions(x))
+            if path == "gathered":
+                out, _, _ = sa.sparse_attention(q, k, v, sa.predicted_key_indices(approx, keep_ratio), scale, "gathered",
+                                                dot_generals=dots)
+            else:
+                out, _ = sa.attention_with_mask(q, k, v, kept_key_mask(approx, keep_ratio), scale, dot_generals=dots)
+        out = out.transpose(0, 2, 1, 3).reshape(x.shape[:-1] + (inner,))
+        return projection("out", ("heads", "embed"), max_inner, self.max_in_features)(out, x.shape[-1])
+
+    @staticmethod
+    def _positions(x: jax.Array) -> jax.Array:
+        return jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), x.shape[:2])
+
+
+class Experts(nn.Module):
+    """Top-k mixture of GELU experts over the active token width (one router for all tasks)."""
+
+    max_in_features: int
+    num_experts: int
+    expert_dim: int
+    capacity_factor: float = 1.25
+    dispatch: str = "gather"
+    balance_weight: float = 0.01
+    z_loss_weight: float = 1e-3
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, top_k: Scalar, max_top_k: int) -> jax.Array:
+        """`top_k` experts per token; when it is traced, routing selects `max_top_k` and masks the rest."""
+        b, s, d = x.shape
+        e, m, big_d = self.num_experts, self.expert_dim, self.max_in_features
+        router = self.param("router", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", None)),
+                            (big_d, e), jnp.float32)
+        init = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
+        w = moe.ExpertWeights(
+            self.param("wi", nn.with_logical_partitioning(init, ("expert", "embed", "expert_mlp")), (e, big_d, m),
+                       jnp.float32)[:, :d],
+            self.param("bi", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "expert_mlp")), (e, m),
+                       jnp.float32),
+            self.param("wo", nn.with_logical_partitioning(init, ("expert", "expert_mlp", "embed")), (e, m, big_d),
+                       jnp.float32)[:, :, :d],
+            self.param("bo", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "embed")), (e, big_d),
+                       jnp.float32)[:, :d],
+        )
+        static_k = isinstance(top_k, int)
+        k_routed = top_k if static_k else max_top_k
+        if not 1 <= k_routed <= e:
+            raise ValueError(f"moe_top_k={k_routed}: must be in [1, num_experts={e}]")
+        logits = einsum("bsd,de->bse", x.astype(jnp.float32), router[:d],
+                        injected_dot_general(self.dot_general_provider, "router"))
+        routing = moe.top_k_routing(logits, k_routed)
+        if not static_k:
+            valid = routing.valid & (jnp.arange(k_routed) < top_k)
+            routing = routing._replace(valid=valid, gate=jnp.where(valid, routing.gate, 0.0))
+        if self.balance_weight:
+            self.sow(AUX_LOSS_COLLECTION, "balance_loss", self.balance_weight * moe.load_balance_loss(routing))
+        if self.z_loss_weight:
+            self.sow(AUX_LOSS_COLLECTION, "router_z_loss", self.z_loss_weight * moe.router_z_loss(routing.logits))
+        capacity = moe.expert_capacity(s, e, k_routed, self.capacity_factor)
+        active_capacity = None
+        if not static_k and self.capacity_factor > 0:  # the capacity a static top_k would have
+            wanted = jnp.ceil(self.capacity_factor * s * jnp.asarray(top_k, jnp.float32) / e)
+            active_capacity = jnp.clip(wanted, 1, s).astype(jnp.int32)
+        dot_general = resolve_dot_general(self.dot_general_provider, "expert")
+        return moe.moe_capacity_path(x.astype(self.dtype), routing, w, capacity, self.dispatch,
+                                     (dot_general, dot_general), active_capacity)
+
+
+class Block(nn.Module):
+    """Pre-norm block x + Attention(LN(x)); x + MLP-or-Experts(LN(x)) at the active widths."""
+
+    max_dim: int
+    max_heads: int
+    max_mlp: int
+    sparse: bool = False
+    use_moe: bool = False
+    attention: Optional[dict] = None  # Attention's predictor fields (sparse blocks)
+    experts: Optional[dict] = None  # Experts' fields besides max_in_features (MoE blocks)
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+    num_widths: int = 0  # > 0: private LayerNorm affine per menu width (`width_index` picks the row)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, heads: int, mlp: int, keep_ratio: Scalar = 1.0, top_k: Scalar = 0,
+                 max_top_k: int = 0, path: str = "masked", distill: bool = False, active: Optional[jax.Array] = None,
+                 width_index: Optional[int] = None) -> jax.Array:
+        """`active`: only the first `active` channels of `x` are real (zero padding after them); the
+        block normalizes over those and keeps the padding at zero."""
+        keep = None if active is None else (jnp.arange(x.shape[-1]) < active).astype(x.dtype)
+        masked = (lambda y: y) if keep is None else (lambda y: y * keep)  # noqa: E731
+        norm = lambda name: SlimLayerNorm(self.max_dim, self.dtype, num_widths=self.num_widths, name=name)  # noqa: E731
+        attention = Attention(self.max_dim, self.max_heads, self.max_dim // self.max_heads, x.shape[1], self.sparse,
+                              dtype=self.dtype, dot_general_provider=self.dot_general_provider, name="attention",
+                              **(self.attention or {}))
+        x = x + masked(attention(norm("ln_attention")(x, active, width_index), heads, keep_ratio, path, distill))
+        y = norm("ln_mlp")(x, active, width_index)
+        if self.use_moe:
+            y = Experts(self.max_dim, dtype=self.dtype, dot_general_provider=self.dot_general_provider, name="moe",
+                        **self.experts)(y, top_k, max_top_k)
+        else:
+            y = SlimMlp(self.max_dim, self.max_mlp, self.dtype, self.dot_general_provider, name="mlp")(y, mlp)
+        return constrain(x + masked(y), ("activation_batch", "activation_length", "activation_embed"))
+
+
+class TaskHead(nn.Module):
+    """[task decoder blocks on all tokens ->] LN -> Dense(decoder width) -> GELU -> Dense(outputs), per token
+    (dense tasks) or on the class token (image-level tasks under `mean_pool`: per token, averaged before the
+    output layer)."""
+
+    task: TaskSpec
+    max_in: int
+    max_decoder: int
+    patch_size: int
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+    image_head: str = "class_token"
+    num_blocks: int = 0  # task decoder blocks before the head (max heads / MLP width below)
+    max_heads: int = 0
+    max_mlp: int = 0
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, hidden: int, image_hw: tuple[int, int],
+                 active: Optional[jax.Array] = None, block_heads: int = 0, block_mlp: int = 0) -> jax.Array:
+        for j in range(self.num_blocks):
+            tokens = Block(self.max_in, self.max_heads, self.max_mlp, dtype=self.dtype,
+                           dot_general_provider=self.dot_general_provider, name=f"block{j}")(
+                tokens, block_heads, block_mlp, active=active)
+        x = SlimLayerNorm(self.max_in, self.dtype, name="ln")(head_input(tokens, self.task, self.image_head), active)
+        x = nn.gelu(SlimDense(self.max_in, self.max_decoder, ("embed", "decoder"), "head", dtype=self.dtype,
+                              dot_general_provider=self.dot_general_provider, name="hidden")(x, hidden))
+        x = pool_hidden(x, self.task, self.image_head)
+        outputs = self.task.out_channels * (self.patch_size**2 if self.task.is_dense else 1)
+        y = SlimDense(self.max_decoder, outputs, ("decoder", "classes"), "head", dtype=self.dtype,
+                      dot_general_provider=self.dot_general_provider, name="out")(x)
+        if self.task.is_dense:
+            y = unpatchify(y, self.patch_size, *image_hw)
+            if self.task.kind == "depth":  # the head predicts normalized depth
+                y = y[..., 0] * self.task.value_std + self.task.value_mean
+        return y.astype(jnp.float32)
+
+
+class ElasticViT(nn.Module):
+    tasks: Sequence[TaskSpec]
+    patch_size: int
+    hidden_dim: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    decoder_dim: int
+    width_menu: Sequence[float] = DEFAULT_WIDTH_MENU  # widths the sandwich step samples and the search picks from
+    dtype: Any = jnp.float32
+    dot_general_provider: Optional[DotGeneralProvider] = None
+    image_head: str = "class_token"  # how image-level heads read the tokens (vit.IMAGE_HEADS)
+    decoder_blocks: int = 0  # slimmable blocks per task before its head, slimmed by the decoder width
+    private_norms: bool = False  # encoder LayerNorms keep one affine (scale, bias) per menu width
+    sparse_layers: tuple[int, ...] = ()  # blocks with a connectivity predictor
+    moe_every: int = 0  # every moe_every-th block has a MoE MLP; 0: none
+    num_experts: int = 4
+    expert_dim: int = 64
+    default_top_k: int = 2  # experts per token when the subnet says 0
+    capacity_factor: float = 1.25
+    balance_weight: float = 0.01
+    z_loss_weight: float = 1e-3
+    predictor_channels: int = 4
+    predictor_token_reduction: int = 8
+    predictor_top_coefficients: int = 4
+    predictor_basis_threshold: float = 0.02
+    predictor_distill_weight: float = 1.0
+
+    def setup(self):
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"num_heads={self.num_heads}: must divide hidden_dim={self.hidden_dim}")
+        check_width_menu(self.width_menu)
+        check_image_head(self.image_head)
+        check_decoder_blocks(self.decoder_blocks)
+        self.embedding = Embedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
+        self.blocks = self.make_blocks()
+        self.ln_final = SlimLayerNorm(self.hidden_dim, self.dtype, num_widths=self.norm_widths)
+        self.heads = {t.name: TaskHead(t, self.hidden_dim, self.decoder_dim, self.patch_size, self.dtype,
+                                       self.dot_general_provider, self.image_head, self.decoder_blocks,
+                                       self.num_heads, self.mlp_dim) for t in self.tasks}
+
+    @property
+    def moe_blocks(self) -> tuple[int, ...]:
+        return moe_block_indices(self.num_layers, self.moe_every) if self.moe_every else ()
+
+    def make_blocks(self) -> list[nn.Module]:
+        """The encoder blocks: Sparsifiner attention in `sparse_layers`, a MoE MLP in every `moe_every`-th."""
+        bad = [i for i in self.sparse_layers if not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f"model.sparse_layers={self.sparse_layers!r}: block indices must be in [0, {self.num_layers})")
+        if self.moe_every and not 1 <= self.default_top_k <= self.num_experts:
+            raise ValueError(f"model.top_k={self.default_top_k}: must be in [1, model.num_experts={self.num_experts}]")
+        attention = dict(predictor_channels=self.predictor_channels,
+                         predictor_token_reduction=self.predictor_token_reduction,
+                         predictor_top_coefficients=self.predictor_top_coefficients,
+                         predictor_basis_threshold=self.predictor_basis_threshold,
+                         predictor_distill_weight=self.predictor_distill_weight)
+        experts = dict(num_experts=self.num_experts, expert_dim=self.expert_dim, capacity_factor=self.capacity_factor,
+                       balance_weight=self.balance_weight, z_loss_weight=self.z_loss_weight)
+        return [Block(self.hidden_dim, self.num_heads, self.mlp_dim, i in self.sparse_layers, i in self.moe_blocks,
+                      attention, experts, self.dtype, self.dot_general_provider, self.norm_widths)
+                for i in range(self.num_layers)]
+
+    @property
+    def norm_widths(self) -> int:
+        """Rows of the encoder LayerNorms' affine parameters: the menu size with private norms, else 0 (shared)."""
+        return len(self.width_menu) if self.private_norms else 0
+
+    def width_index(self, encoder_width: float) -> Optional[int]:
+        """The private-norm row of an encoder width (None with shared norms)."""
+        if not self.private_norms:
+            return None
+        menu = sorted(float(w) for w in self.width_menu)
+        if float(encoder_width) not in menu:
+            raise ValueError(f"encoder_width={encoder_width!r}: private norms exist only for the menu widths {menu}")
+        return menu.index(float(encoder_width))
+
+    def encode(self, images: jax.Array, encoder_width: float = 1.0, keep_ratio: Scalar = 1.0,
+               top_k: Optional[Scalar] = None, max_top_k: Optional[int] = None, path: str = "masked",
+               distill: bool = False) -> jax.Array:
+        """Encoder output tokens [B, N, d(encoder_width)] after the final LayerNorm, at a width (static)
+        and a keep ratio / top-k (static or traced).
+
+        `path`: "masked" (training, traced knobs) or "gathered" (only the kept pairs; static
+        keep ratio). `distill`: sow the predictors' distillation loss (full-width dense pass).
+        """
+        heads, hidden, mlp = encoder_widths(self.hidden_dim, self.num_heads, self.mlp_dim, encoder_width)
+        top_k = self.default_top_k if top_k is None else top_k
+        max_top_k = max_top_k or (top_k if isinstance(top_k, int) else self.num_experts)
+        row = self.width_index(encoder_width)
+        x = self.embedding(images, hidden)
+        for block in self.blocks:
+            x = block(x, heads, mlp, keep_ratio, top_k, max_top_k, path, distill, width_index=row)
+        return self.ln_final(x, None, row)
+
+    def decode(self, tokens: jax.Array, task: str, width: float, image_hw: tuple[int, int],
+               active: Optional[jax.Array] = None) -> jax.Array:
+        """Task `task`'s prediction from encoder tokens at decoder width multiplier `width`.
+
+        `active`: when given, only the first `active` channels of `tokens` are real (the
+        rest are zero padding), and the head's LayerNorm normalizes over those.
+        """
+        if task not in self.heads:
+            raise ValueError(f"task={task!r}: unknown; tasks: {[t.name for t in self.tasks]}")
+        block_heads, _, block_mlp = encoder_widths(self.hidden_dim, self.num_heads, self.mlp_dim, width)
+        return self.heads[task](tokens, decoder_width(self.decoder_dim, width), image_hw, active, block_heads, block_mlp)
+
+    def check_subnet(self, subnet: SubnetConfig) -> None:
+        defaults = SubnetConfig()
+        others = {f.name: getattr(subnet, f.name) for f in dataclasses.fields(subnet)
+                  if f.name not in KNOBS and getattr(subnet, f.name) != getattr(defaults, f.name)}
+        if others:
+            raise ValueError(f"the model reads only {list(KNOBS)} at call time (bits are applied to the weights: use "
+                             f"subnet.without_bits()); got non-default {others}")
+        names = {t.name for t in self.tasks}
+        unknown = [name for name, _ in subnet.decoder_widths if name not in names]
+        if unknown:
+            raise ValueError(f"SubnetConfig.decoder_widths: unknown tasks {unknown}; tasks: {sorted(names)}")
+        if subnet.attention_keep_ratio < 1 and not self.sparse_layers:
+            raise ValueError(f"SubnetConfig.attention_keep_ratio={subnet.attention_keep_ratio}: the model has no "
+                             "Sparsifiner blocks (model.sparse_layers is empty)")
+        if subnet.moe_top_k and not self.moe_every:
+            raise ValueError(f"SubnetConfig.moe_top_k={subnet.moe_top_k}: the model has no MoE blocks (model.moe_every=0)")
+        if subnet.moe_top_k > self.num_experts:
+            raise ValueError(f"SubnetConfig.moe_top_k={subnet.moe_top_k}: must be <= model.num_experts={self.num_experts}")
+
+    def __call__(self, images: jax.Array, train: bool = False, subnet: Optional[SubnetConfig] = None,
+                 return_features: bool = False):
+        """Predictions per task at `subnet` (default: the full network, dense attention,
+        `default_top_k` experts); with `return_features`, also the encoder output tokens.
+        Training runs the masked path and sows the predictor loss."""
+        subnet = subnet or SubnetConfig()
+        self.check_subnet(subnet)
+        tokens = self.encode(images, subnet.encoder_width, subnet.attention_keep_ratio, subnet.moe_top_k or None,
+                             path="masked" if train else "gathered", distill=train)
+        hw = images.shape[1:3]
+        preds = {t.name: self.decode(tokens, t.name, subnet.decoder_width(t.name), hw) for t in self.tasks}
+        return (preds, tokens) if return_features else preds
+
+
+def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None) -> ElasticViT:
+    """The registry's builder for every elastic preset (`config.model.name` slim_vit or super_vit)."""
+    get = model_config.get
+    study_options = {k: v for k, v in head_fields(model_config).items() if v != HEAD_DEFAULTS[k]}
+    if get("private_norms", False):
+        study_options["private_norms"] = True
+    if study_options and (get("sparse_layers", ()) or get("moe_every", 0)):
+        raise ValueError(f"model {model_config.name}: {study_options} are slimmable-encoder study options, not "
+                         "supported with model.sparse_layers or model.moe_every (the supernet's cost model does not "
+                         "price them)")
+    return ElasticViT(
+        **vit_fields(model_config, tasks, dot_general_provider),
+        width_menu=check_width_menu(get("width_menu", DEFAULT_WIDTH_MENU)),
+        **head_fields(model_config),
+        private_norms=bool(get("private_norms", False)),
+        sparse_layers=tuple(get("sparse_layers", ())),
+        moe_every=int(get("moe_every", 0)),
+        num_experts=int(get("num_experts", 4)),
+        expert_dim=int(get("expert_dim", 64)),
+        default_top_k=int(get("top_k", 2)),
+        capacity_factor=float(get("capacity_factor", 1.25)),
+        balance_weight=float(get("balance_weight", 0.01)),
+        z_loss_weight=float(get("z_loss_weight", 1e-3)),
+        predictor_channels=int(get("predictor_channels", 4)),
+        predictor_token_reduction=int(get("predictor_token_reduction", 8)),
+        predictor_top_coefficients=int(get("predictor_top_coefficients", 4)),
+        predictor_basis_threshold=float(get("predictor_basis_threshold", 0.02)),
+        predictor_distill_weight=float(get("predictor_distill_weight", 1.0)),
+    )
