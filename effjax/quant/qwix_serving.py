@@ -10,8 +10,8 @@ the quantized (TRAIN-mode) model's outputs.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
+from typing import ClassVar
 
 import flax
 import flax.linen as nn
@@ -20,8 +20,9 @@ import jax.numpy as jnp
 
 from effjax.data.specs import TaskSpec
 from effjax.models import build_model
-from effjax.quant.aqt_config import QuantOptions, model_subnet
+from effjax.quant.aqt_config import QuantOptions
 from effjax.quant.qwix_backend import QWIX_COLLECTION, make_provider
+from effjax.quant.serving import ServingModel, call_kwargs
 from effjax.subnet import SubnetConfig
 
 
@@ -31,38 +32,14 @@ def quantized_model(model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfi
     return build_model(model_config, tasks, make_provider(subnet, options or QuantOptions(), mode))
 
 
-def _call_kwargs(subnet: SubnetConfig) -> dict:
-    rest = model_subnet(subnet)
-    return {} if rest is None else {"subnet": rest}
+class QwixServingModel(ServingModel):
+    """A converted model: integer weights in `variables["qwix"]` ({... "QwixDotGeneral_0": {"qvalue",
+    "scale"}}), the rest in `variables["params"]`."""
 
+    collection: ClassVar[str] = QWIX_COLLECTION
 
-@dataclasses.dataclass
-class QwixServingModel:
-    """A converted model: integer weights in `variables["qwix"]`, the rest in `variables["params"]`."""
-
-    model: nn.Module  # built with the weights in SERVE mode
-    variables: dict  # {"params": float leftovers, "qwix": {... "QwixDotGeneral_0": {"qvalue", "scale"}}}
-    dropped: dict  # flat param path (tuple) -> jax.ShapeDtypeStruct of the float kernel replaced by integers
-    subnet: SubnetConfig
-    options: QuantOptions
-
-    def __post_init__(self):
-        self._apply = jax.jit(self._forward)
-
-    def _forward(self, variables, images):
-        flat = flax.traverse_util.flatten_dict(variables["params"])
-        for path, spec in self.dropped.items():
-            flat[path] = jnp.zeros(spec.shape, spec.dtype)  # never read in SERVE mode
-        full = {"params": flax.traverse_util.unflatten_dict(flat), QWIX_COLLECTION: variables[QWIX_COLLECTION]}
-        return self.model.apply(full, images, train=False, **_call_kwargs(self.subnet))
-
-    def __call__(self, images) -> dict[str, jax.Array]:
-        return self._apply(self.variables, images)
-
-    def integer_leaves(self) -> dict[str, jax.Array]:
-        """Flat path -> integer weight array of every quantized layer."""
-        flat = flax.traverse_util.flatten_dict(self.variables[QWIX_COLLECTION], sep="/")
-        return {k: v for k, v in flat.items() if k.endswith("/qvalue")}
+    def integer_tree(self) -> dict:
+        return self.variables[QWIX_COLLECTION]
 
 
 def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int], params, subnet: SubnetConfig,
@@ -75,7 +52,7 @@ def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int],
     sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
     converter = quantized_model(model_config, tasks, subnet, options, "convert")
     _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, mutable=[QWIX_COLLECTION],
-                                                   **_call_kwargs(subnet)))(params)
+                                                   **call_kwargs(subnet)))(params)
     frozen = flax.core.unfreeze(written).get(QWIX_COLLECTION, {})  # empty when only activations are quantized
     kept, dropped = _drop_replaced_kernels(params, frozen)
     server = quantized_model(model_config, tasks, subnet, options, "serve")

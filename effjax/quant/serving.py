@@ -22,6 +22,7 @@ of the arrays plus a small index.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import json
 import os
 from typing import Mapping, Sequence
@@ -50,20 +51,23 @@ def quantized_model(model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfi
     return build_model(model_config, tasks, make_provider(subnet, options, mode))
 
 
-def _call_kwargs(subnet: SubnetConfig) -> dict:
+def call_kwargs(subnet: SubnetConfig) -> dict:
+    """The model call's keyword arguments for a subnet whose bits the provider already applies."""
     rest = model_subnet(subnet)
     return {} if rest is None else {"subnet": rest}
 
 
 @dataclasses.dataclass
 class ServingModel:
-    """A converted model: integer weights in `variables["aqt"]`, the rest in `variables["params"]`."""
+    """A converted model: integer weights in `variables[collection]` ("aqt" here), the rest in
+    `variables["params"]`."""
 
     model: nn.Module  # built with the weights in SERVE mode
     variables: dict  # {"params": float leftovers, "aqt": {... "frozen": QTensor(int qvalue, [scale])}}
     dropped: dict  # flat param path (tuple) -> jax.ShapeDtypeStruct of the float kernel replaced by integers
     subnet: SubnetConfig
     options: QuantOptions
+    collection: ClassVar[str] = QUANT_COLLECTION  # where the integer weights live
 
     def __post_init__(self):
         self._apply = jax.jit(self._forward)
@@ -72,16 +76,20 @@ class ServingModel:
         flat = flax.traverse_util.flatten_dict(variables["params"])
         for path, spec in self.dropped.items():
             flat[path] = jnp.zeros(spec.shape, spec.dtype)  # never read in SERVE mode
-        full = {"params": flax.traverse_util.unflatten_dict(flat), QUANT_COLLECTION: variables[QUANT_COLLECTION]}
-        return self.model.apply(full, images, train=False, rngs=_RNG, **_call_kwargs(self.subnet))
+        full = {"params": flax.traverse_util.unflatten_dict(flat), self.collection: variables[self.collection]}
+        return self.model.apply(full, images, train=False, rngs=_RNG, **call_kwargs(self.subnet))
 
     def __call__(self, images) -> dict[str, jax.Array]:
         return self._apply(self.variables, images)
 
     def integer_leaves(self) -> dict[str, jax.Array]:
         """Flat path -> integer weight array of every quantized layer."""
-        flat = flax.traverse_util.flatten_dict(_plain_aqt(self.variables[QUANT_COLLECTION]), sep="/")
+        flat = flax.traverse_util.flatten_dict(self.integer_tree(), sep="/")
         return {k: v for k, v in flat.items() if k.endswith("/qvalue")}
+
+    def integer_tree(self) -> dict:
+        """The integer weights as a plain nested dict of arrays."""
+        return _plain_aqt(self.variables[self.collection])
 
     def nbytes(self) -> int:
         """Bytes of the serving variables in memory (int4 counted at half a byte)."""
@@ -102,7 +110,7 @@ def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int],
     sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
     converter = quantized_model(model_config, tasks, subnet, options, QuantMode.CONVERT)
     _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, rngs=_RNG,
-                                                   mutable=[QUANT_COLLECTION], **_call_kwargs(subnet)))(params)
+                                                   mutable=[QUANT_COLLECTION], **call_kwargs(subnet)))(params)
     frozen = written.get(QUANT_COLLECTION, {})  # empty when only activations are quantized
     kept, dropped = _drop_replaced_kernels(params, frozen)
     server = quantized_model(model_config, tasks, subnet, options, QuantMode.SERVE)
