@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, head_options,
-                                  total_cost, vit_layers)
+from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost,
+                                  vit_layers)
 from effjax.compress.cost_sparse import attention_core_layers, predictor_layers
-from effjax.subnet import sparse_model_fields
+from effjax.models.elastic_vit import elastic_fields
+from effjax.models.moe import expert_capacity  # the model's own capacity rule
 from effjax.data.specs import TaskSpec
 from effjax.subnet import SubnetConfig, kept_key_count, moe_block_indices, slim_widths
 
@@ -47,29 +48,26 @@ def _block_index(name: str) -> Optional[int]:
 def elastic_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec],
                      subnet: Optional[SubnetConfig] = None) -> list[LayerCost]:
     """Per-layer MACs, parameters and element-wise FLOPs of one configuration, per example."""
-    from effjax.models.moe import expert_capacity  # the model's own capacity rule
-
     subnet = subnet or SubnetConfig()
-    get = model_config.get
+    fields = elastic_fields(model_config)
     widths = slim_widths(model_config, tasks, SubnetConfig(encoder_width=subnet.encoder_width,
                                                            decoder_widths=subnet.decoder_widths))
     h, w, _ = image_shape
     n = (h // model_config.patch_size) * (w // model_config.patch_size) + 1
     d, heads, head_dim = widths.hidden, widths.heads, widths.head_dim
     rho = subnet.attention_keep_ratio
-    sparse_layers = set(get("sparse_layers", ()))
-    fields = sparse_model_fields(model_config)
-    moe_every = int(get("moe_every", 0))
-    moe_blocks = set(moe_block_indices(model_config.num_layers, moe_every)) if moe_every else set()
-    e, m = int(get("num_experts", 4)), int(get("expert_dim", 64))
-    k = subnet.moe_top_k or int(get("top_k", 2))
+    sparse_layers = set(fields["sparse_layers"])
+    moe_blocks = set(moe_block_indices(model_config.num_layers, fields["moe_every"])) if fields["moe_every"] else set()
+    e, m = fields["num_experts"], fields["expert_dim"]
+    k = subnet.moe_top_k or fields["default_top_k"]
     if moe_blocks and not 1 <= k <= e:
         raise ValueError(f"SubnetConfig.moe_top_k={k}: must be in [1, model.num_experts={e}]")
-    capacity = expert_capacity(n, e, k, float(get("capacity_factor", 1.25)))
+    capacity = expert_capacity(n, e, k, fields["capacity_factor"])
 
     layers = []
     for layer in vit_layers(model_config, image_shape, tasks, hidden=d, heads=heads, mlp=widths.mlp,
-                            decoders=dict(widths.decoders), **head_options(model_config),
+                            decoders=dict(widths.decoders), image_head=fields["image_head"],
+                            decoder_blocks=fields["decoder_blocks"],
                             decoder_block_widths={name: (h, m) for name, h, m in widths.decoder_blocks}):
         i = _block_index(layer.name)
         if i is None:

@@ -53,8 +53,8 @@ from effjax.models import moe
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, SlimDense, SlimLayerNorm, SlimMlp, constrain,
                                   einsum, injected_dot_general, resolve_dot_general)
-from effjax.models.vit import (HEAD_DEFAULTS, check_decoder_blocks, check_image_head, head_fields, head_input, patchify,
-                               pool_hidden, unpatchify, vit_fields)
+from effjax.models.vit import (check_decoder_blocks, check_image_head, head_input, patchify, pool_hidden, unpatchify,
+                               vit_fields)
 from effjax.subnet import SubnetConfig, decoder_width, encoder_widths, moe_block_indices, predictor_rank
 
 Scalar = Union[int, float, jax.Array]
@@ -444,32 +444,39 @@ class ElasticViT(nn.Module):
         return (preds, tokens) if return_features else preds
 
 
+CONFIG_KEYS = {"default_top_k": "top_k"}  # ElasticViT field -> its `config.model` key, where the names differ
+_NOT_CONFIG = ("tasks", "dtype", "dot_general_provider", "parent", "name")
+
+
+def elastic_fields(model_config) -> dict:
+    """Every ElasticViT field `config.model` may set: the config's value, else the field's default.
+
+    The defaults live only on the class; the builder and the cost model (`effjax.compress.cost_elastic`)
+    both read the fields through here, so they cannot disagree.
+    """
+    read = model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
+    out = {}
+    for f in dataclasses.fields(ElasticViT):
+        if f.name in _NOT_CONFIG:
+            continue
+        value = read(CONFIG_KEYS.get(f.name, f.name), f.default)
+        if value is not dataclasses.MISSING:
+            out[f.name] = value
+    out["width_menu"] = check_width_menu(out["width_menu"])
+    out["sparse_layers"] = tuple(int(i) for i in out["sparse_layers"])
+    out["image_head"] = check_image_head(out["image_head"])
+    out["decoder_blocks"] = check_decoder_blocks(out["decoder_blocks"])
+    return out
+
+
 def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None) -> ElasticViT:
     """The registry's builder for every elastic preset (`config.model.name` slim_vit or super_vit)."""
-    get = model_config.get
-    study_options = {k: v for k, v in head_fields(model_config).items() if v != HEAD_DEFAULTS[k]}
-    if get("private_norms", False):
-        study_options["private_norms"] = True
-    if study_options and (get("sparse_layers", ()) or get("moe_every", 0)):
+    fields = elastic_fields(model_config)
+    shared = vit_fields(model_config, tasks, dot_general_provider)
+    study_options = {k: fields[k] for k in ("image_head", "decoder_blocks", "private_norms")
+                     if fields[k] != ElasticViT.__dataclass_fields__[k].default}
+    if study_options and (fields["sparse_layers"] or fields["moe_every"]):
         raise ValueError(f"model {model_config.name}: {study_options} are slimmable-encoder study options, not "
                          "supported with model.sparse_layers or model.moe_every (the supernet's cost model does not "
                          "price them)")
-    return ElasticViT(
-        **vit_fields(model_config, tasks, dot_general_provider),
-        width_menu=check_width_menu(get("width_menu", DEFAULT_WIDTH_MENU)),
-        **head_fields(model_config),
-        private_norms=bool(get("private_norms", False)),
-        sparse_layers=tuple(get("sparse_layers", ())),
-        moe_every=int(get("moe_every", 0)),
-        num_experts=int(get("num_experts", 4)),
-        expert_dim=int(get("expert_dim", 64)),
-        default_top_k=int(get("top_k", 2)),
-        capacity_factor=float(get("capacity_factor", 1.25)),
-        balance_weight=float(get("balance_weight", 0.01)),
-        z_loss_weight=float(get("z_loss_weight", 1e-3)),
-        predictor_channels=int(get("predictor_channels", 4)),
-        predictor_token_reduction=int(get("predictor_token_reduction", 8)),
-        predictor_top_coefficients=int(get("predictor_top_coefficients", 4)),
-        predictor_basis_threshold=float(get("predictor_basis_threshold", 0.02)),
-        predictor_distill_weight=float(get("predictor_distill_weight", 1.0)),
-    )
+    return ElasticViT(**shared, **{k: v for k, v in fields.items() if k not in shared})

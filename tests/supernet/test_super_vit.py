@@ -164,3 +164,21 @@ def test_knob_eval_step_equals_the_static_eval_step(supernet):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=f"{subnet} {path}")
     for width, step in steps.items():
         assert step._cache_size() == 1, f"encoder width {width}: {step._cache_size()} compiled programs"
+
+
+def test_builder_and_cost_model_read_one_set_of_defaults():
+    """A config that leaves the MoE and predictor fields out gets the model's defaults in both the
+    model and the cost model: the parameter counts agree."""
+    config = load_config("configs/supernet.py:digits")
+    for key in ("num_experts", "expert_dim", "top_k", "capacity_factor", "predictor_channels",
+                "predictor_token_reduction"):
+        del config.model[key]
+    dataset = load_dataset(config.data)
+    model = build_model(config.model, dataset.tasks)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + dataset.image_shape))["params"])
+    stored = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(boxed))
+    priced = elastic_cost(config.model, dataset.image_shape, dataset.tasks).params
+    predictor_basis = sum(x.params for x in elastic_layers(config.model, dataset.image_shape, dataset.tasks)
+                          if x.name.endswith("/predictor_basis"))
+    assert model.num_experts == 4 and model.default_top_k == 2 and predictor_basis > 0
+    assert priced == stored
