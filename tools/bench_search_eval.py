@@ -53,7 +53,7 @@ def timed_search(run, traced: bool, seed: int) -> dict:
         start = time.perf_counter()
         result = run_search(evaluator, run.config.search, out, seed)
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "evaluations": len(result.history), "programs": len(evaluator._eval_steps),
+    return {"seconds": seconds, "evaluations": len(result.history), "programs": evaluator.compiled_programs,
             "scores": [e.values["score"] for e in result.history]}
 
 

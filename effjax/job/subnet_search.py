@@ -180,6 +180,11 @@ class SubnetEvaluator:
         self.pvq_settings = pvq_menu(self.setup.config)
         self.pvq_cache: dict = {}  # PVQ codes of active kernel slices, shared by evaluation and export
 
+    @property
+    def compiled_programs(self) -> int:
+        """Evaluation programs compiled so far (one per encoder width with traced knobs, else one per configuration)."""
+        return len(self._eval_steps)
+
     def candidate(self, params: Mapping[str, Any]) -> tuple[SubnetConfig, PVQSpec | None]:
         """(SubnetConfig, PVQSpec or None) of a search point."""
         return subnet_from_params(params, self.tasks), pvq_of(params, self.pvq_settings)
