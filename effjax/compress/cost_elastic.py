@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost,
                                   vit_layers)
 from effjax.compress.cost_sparse import attention_core_layers, predictor_layers
+from effjax.models.block_sparse import block_counts, block_sparse_flops, kept_block_count
 from effjax.models.elastic_vit import elastic_fields
 from effjax.models.moe import expert_capacity  # the model's own capacity rule
 from effjax.data.specs import TaskSpec
@@ -56,6 +57,7 @@ def elastic_layers(model_config, image_shape: Sequence[int], tasks: Sequence[Tas
     n = (h // model_config.patch_size) * (w // model_config.patch_size) + 1
     d, heads, head_dim = widths.hidden, widths.heads, widths.head_dim
     rho = subnet.attention_keep_ratio
+    block = fields["attention_block"]
     sparse_layers = set(fields["sparse_layers"])
     moe_blocks = set(moe_block_indices(model_config.num_layers, fields["moe_every"])) if fields["moe_every"] else set()
     e, m = fields["num_experts"], fields["expert_dim"]
@@ -74,8 +76,11 @@ def elastic_layers(model_config, image_shape: Sequence[int], tasks: Sequence[Tas
             layers.append(layer)
         elif layer.name.endswith("/attention_logits"):
             sparse = rho < 1 and i in sparse_layers
-            layers += attention_core_layers(f"block{i}", n, heads, head_dim, rho, sparse)
-            if sparse:  # the gathered path reads each kept key and value row: XLA counts the gathers
+            if sparse and block:
+                layers += block_sparse_core_layers(f"block{i}", n, heads, head_dim, rho, block)
+            else:
+                layers += attention_core_layers(f"block{i}", n, heads, head_dim, rho, sparse)
+            if sparse and not block:  # the gathered path reads each kept key and value row: XLA counts the gathers
                 gathered_rows = 2 * heads * (n - 1) * kept_key_count(rho, n)
                 layers.append(LayerCost(f"block{i}/attention_gather", "attention", 0, 0,
                                         elementwise_flops=gathered_rows * (head_dim + GATHER_FLOPS_PER_ROW)))
@@ -95,6 +100,20 @@ def elastic_layers(model_config, image_shape: Sequence[int], tasks: Sequence[Tas
         else:
             layers.append(layer)
     return layers
+
+
+def block_sparse_core_layers(name: str, n: int, heads: int, head_dim: int, keep_ratio: float, block: int
+                             ) -> list[LayerCost]:
+    """Block-sparse attention as computed: every padded query block against its kb whole key blocks, the class
+    row dense, and the copies of the kept key / value blocks (`block_sparse.block_sparse_attention`)."""
+    pairs = block_sparse_flops(n, head_dim, heads, keep_ratio, block)["block_pairs"] // heads
+    nq, _ = block_counts(n, block)
+    copied = 2 * heads * nq * kept_block_count(keep_ratio, n, block) * block * head_dim
+    d = heads * head_dim
+    return [LayerCost(f"{name}/attention_logits", "attention", pairs * d, 0, activation_only=True,
+                      elementwise_flops=heads * pairs * SOFTMAX_FLOPS_PER_ELEMENT),
+            LayerCost(f"{name}/attention_mix", "attention", pairs * d, 0, activation_only=True),
+            LayerCost(f"{name}/attention_gather", "attention", 0, 0, elementwise_flops=copied)]
 
 
 def elastic_cost(model_config, image_shape, tasks, subnet: Optional[SubnetConfig] = None) -> Cost:

@@ -47,8 +47,10 @@ from typing import Any, Optional, Sequence, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from effjax.data.specs import TaskSpec
+from effjax.models import block_sparse as bs
 from effjax.models import moe
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, SlimDense, SlimLayerNorm, SlimMlp, constrain,
@@ -58,7 +60,8 @@ from effjax.models.vit import (check_decoder_blocks, check_image_head, head_inpu
 from effjax.subnet import SubnetConfig, decoder_width, encoder_widths, moe_block_indices, predictor_rank
 
 Scalar = Union[int, float, jax.Array]
-KNOBS = ("encoder_width", "decoder_widths", "attention_keep_ratio", "moe_top_k")  # SubnetConfig fields read at call time
+# the SubnetConfig fields read at call time
+KNOBS = ("encoder_width", "decoder_widths", "attention_keep_ratio", "moe_top_k")
 DEFAULT_WIDTH_MENU = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -76,6 +79,20 @@ def kept_key_mask(scores: jax.Array, keep_ratio: Scalar) -> jax.Array:
     count = jnp.clip(jnp.ceil(jnp.asarray(keep_ratio, jnp.float32) * n - 1e-6), 1, n).astype(jnp.int32)
     rank = jnp.argsort(jnp.argsort(-scores, axis=-1, stable=True), axis=-1)  # ties: lower key index first, as top_k
     rows = rank < count
+    b, h = scores.shape[:2]
+    return jnp.concatenate([jnp.ones((b, h, 1, n), bool), rows], axis=2)
+
+
+def kept_block_mask(scores: jax.Array, keep_ratio: Scalar, block: int) -> jax.Array:
+    """Mask [B, H, n, n] of block-sparse attention: each query block of rows 1..n-1 keeps the keys of its top
+    ceil(rho n / b) key blocks by mean score (`block_sparse.coarsen_scores`); the class-token row keeps all.
+    `keep_ratio` may be traced; at a fixed ratio this is `block_connectivity_mask` of `top_key_blocks`."""
+    n = scores.shape[-1]
+    coarse = bs.coarsen_scores(scores, block)
+    count = jnp.clip(jnp.ceil(jnp.asarray(keep_ratio, jnp.float32) * n / block - 1e-6), 1, coarse.shape[-1])
+    rank = jnp.argsort(jnp.argsort(-coarse, axis=-1, stable=True), axis=-1)  # ties: lower block first, as top_k
+    chosen = rank < count.astype(jnp.int32)
+    rows = chosen[:, :, np.arange(n - 1) // block][:, :, :, np.arange(n) // block]
     b, h = scores.shape[:2]
     return jnp.concatenate([jnp.ones((b, h, 1, n), bool), rows], axis=2)
 
@@ -104,8 +121,8 @@ class Embedding(nn.Module):
         cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
                          (1, 1, self.max_dim))[..., :width]
         x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, width)).astype(self.dtype), x], axis=1)
-        pos = self.param("pos_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed")),
-                         (1, x.shape[1], self.max_dim))[..., :width]
+        pos_init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed"))
+        pos = self.param("pos_embedding", pos_init, (1, x.shape[1], self.max_dim))[..., :width]
         return constrain(x + pos.astype(self.dtype), ("activation_batch", "activation_length", "activation_embed"))
 
 
@@ -123,6 +140,7 @@ class Attention(nn.Module):
     predictor_top_coefficients: int = 4
     predictor_basis_threshold: float = 0.02
     predictor_distill_weight: float = 1.0
+    block: int = 0  # > 0: keep whole key blocks of this size (block-sparse attention), not single keys
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
 
@@ -163,11 +181,16 @@ class Attention(nn.Module):
                          self.predictor_distill_weight * predictor_distillation_loss(approx, weights))
         else:
             approx = predictor(q, k, self._positions(x))
-            if path == "gathered":
-                out, _, _ = sa.sparse_attention(q, k, v, sa.predicted_key_indices(approx, keep_ratio), scale, "gathered",
-                                                dot_generals=dots)
+            if path == "gathered" and self.block:
+                out, _, _ = sa.sparse_attention(q, k, v, sa.predicted_key_blocks(approx, keep_ratio, self.block), scale,
+                                                "block_sparse", dot_generals=dots, block=self.block)
+            elif path == "gathered":
+                out, _, _ = sa.sparse_attention(q, k, v, sa.predicted_key_indices(approx, keep_ratio), scale,
+                                                "gathered", dot_generals=dots)
             else:
-                out, _ = sa.attention_with_mask(q, k, v, kept_key_mask(approx, keep_ratio), scale, dot_generals=dots)
+                mask = (kept_block_mask(approx, keep_ratio, self.block) if self.block
+                        else kept_key_mask(approx, keep_ratio))
+                out, _ = sa.attention_with_mask(q, k, v, mask, scale, dot_generals=dots)
         out = out.transpose(0, 2, 1, 3).reshape(x.shape[:-1] + (inner,))
         return projection("out", ("heads", "embed"), max_inner, self.max_in_features)(out, x.shape[-1])
 
@@ -331,6 +354,7 @@ class ElasticViT(nn.Module):
     predictor_top_coefficients: int = 4
     predictor_basis_threshold: float = 0.02
     predictor_distill_weight: float = 1.0
+    attention_block: int = 0  # > 0: Sparsifiner keeps whole key blocks of this size (block_sparse.BLOCK_SIZES)
 
     def setup(self):
         if self.hidden_dim % self.num_heads:
@@ -353,14 +377,17 @@ class ElasticViT(nn.Module):
         """The encoder blocks: Sparsifiner attention in `sparse_layers`, a MoE MLP in every `moe_every`-th."""
         bad = [i for i in self.sparse_layers if not 0 <= i < self.num_layers]
         if bad:
-            raise ValueError(f"model.sparse_layers={self.sparse_layers!r}: block indices must be in [0, {self.num_layers})")
+            raise ValueError(f"model.sparse_layers={self.sparse_layers!r}: block indices must be in "
+                             f"[0, {self.num_layers})")
+        if self.attention_block:
+            bs.check_block(self.attention_block)
         if self.moe_every and not 1 <= self.default_top_k <= self.num_experts:
             raise ValueError(f"model.top_k={self.default_top_k}: must be in [1, model.num_experts={self.num_experts}]")
         attention = dict(predictor_channels=self.predictor_channels,
                          predictor_token_reduction=self.predictor_token_reduction,
                          predictor_top_coefficients=self.predictor_top_coefficients,
                          predictor_basis_threshold=self.predictor_basis_threshold,
-                         predictor_distill_weight=self.predictor_distill_weight)
+                         predictor_distill_weight=self.predictor_distill_weight, block=self.attention_block)
         experts = dict(num_experts=self.num_experts, expert_dim=self.expert_dim, capacity_factor=self.capacity_factor,
                        balance_weight=self.balance_weight, z_loss_weight=self.z_loss_weight)
         return [Block(self.hidden_dim, self.num_heads, self.mlp_dim, i in self.sparse_layers, i in self.moe_blocks,
@@ -409,7 +436,8 @@ class ElasticViT(nn.Module):
         if task not in self.heads:
             raise ValueError(f"task={task!r}: unknown; tasks: {[t.name for t in self.tasks]}")
         block_heads, _, block_mlp = encoder_widths(self.hidden_dim, self.num_heads, self.mlp_dim, width)
-        return self.heads[task](tokens, decoder_width(self.decoder_dim, width), image_hw, active, block_heads, block_mlp)
+        hidden = decoder_width(self.decoder_dim, width)
+        return self.heads[task](tokens, hidden, image_hw, active, block_heads, block_mlp)
 
     def check_subnet(self, subnet: SubnetConfig) -> None:
         defaults = SubnetConfig()
@@ -426,9 +454,11 @@ class ElasticViT(nn.Module):
             raise ValueError(f"SubnetConfig.attention_keep_ratio={subnet.attention_keep_ratio}: the model has no "
                              "Sparsifiner blocks (model.sparse_layers is empty)")
         if subnet.moe_top_k and not self.moe_every:
-            raise ValueError(f"SubnetConfig.moe_top_k={subnet.moe_top_k}: the model has no MoE blocks (model.moe_every=0)")
+            raise ValueError(f"SubnetConfig.moe_top_k={subnet.moe_top_k}: the model has no MoE blocks "
+                             "(model.moe_every=0)")
         if subnet.moe_top_k > self.num_experts:
-            raise ValueError(f"SubnetConfig.moe_top_k={subnet.moe_top_k}: must be <= model.num_experts={self.num_experts}")
+            raise ValueError(f"SubnetConfig.moe_top_k={subnet.moe_top_k}: must be <= "
+                             f"model.num_experts={self.num_experts}")
 
     def __call__(self, images: jax.Array, train: bool = False, subnet: Optional[SubnetConfig] = None,
                  return_features: bool = False):

@@ -182,3 +182,43 @@ def test_builder_and_cost_model_read_one_set_of_defaults():
                           if x.name.endswith("/predictor_basis"))
     assert model.num_experts == 4 and model.default_top_k == 2 and predictor_basis > 0
     assert priced == stored
+
+
+def test_kept_block_mask_is_the_block_connectivity_mask_of_the_top_blocks():
+    from effjax.models import block_sparse as bs
+    from effjax.models.elastic_vit import kept_block_mask
+
+    scores = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 40, 41))
+    for rho in (0.1, 0.5, 1.0):
+        expected = bs.block_connectivity_mask(bs.top_key_blocks(scores, rho, 16), 41, 16)
+        np.testing.assert_array_equal(kept_block_mask(scores, rho, 16), expected)
+        traced = jax.jit(lambda s, r: kept_block_mask(s, r, 16))(scores, jnp.float32(rho))
+        np.testing.assert_array_equal(traced, expected)
+
+
+@pytest.fixture(scope="module")
+def block_supernet(supernet):
+    config, dataset, _, params, images = supernet
+    config = config.copy_and_resolve_references()
+    config.model.attention_block = 16
+    return config, dataset, build_model(config.model, dataset.tasks), params, images
+
+
+def test_block_sparse_option_paths_agree_and_are_priced(block_supernet):
+    """`model.attention_block`: evaluation runs block-sparse attention, training and traced knobs the same
+    block mask; the cost model prices the block path within 10% of XLA."""
+    config, dataset, model, params, images = block_supernet
+    subnet = SubnetConfig(encoder_width=0.5, attention_keep_ratio=0.5, moe_top_k=1)
+    encode = lambda path: model.apply({"params": params}, images, subnet.encoder_width, 0.5, 1,  # noqa: E731
+                                      method="encode", path=path)
+    traced = jax.jit(lambda p, rho: model.apply({"params": p}, images, 0.5, rho, 1, 2, method="encode"))(params, 0.5)
+    np.testing.assert_allclose(encode("gathered"), encode("masked"), atol=2e-5)
+    np.testing.assert_allclose(traced, encode("masked"), atol=2e-5)
+    compiled = jax.jit(lambda p, x: model.apply({"params": p}, x, subnet=subnet)).lower(params, images).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    ours = elastic_cost(config.model, dataset.image_shape, dataset.tasks, subnet).flops
+    assert ours == pytest.approx(analysis["flops"] / images.shape[0], rel=0.10)
+    with pytest.raises(ValueError, match="block=12"):
+        config.model.attention_block = 12
+        build_model(config.model, dataset.tasks).init(jax.random.PRNGKey(0), images)
