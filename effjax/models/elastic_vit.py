@@ -55,8 +55,8 @@ from effjax.models import moe
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, SlimDense, SlimLayerNorm, SlimMlp, constrain,
                                   einsum, injected_dot_general, resolve_dot_general)
-from effjax.models.vit import (check_decoder_blocks, check_image_head, head_input, patchify, pool_hidden, unpatchify,
-                               vit_fields)
+from effjax.models.vit import (MultiTaskFields, check_decoder_blocks, check_image_head, head_input, patchify,
+                               pool_hidden, unpatchify, vit_fields)
 from effjax.subnet import SubnetConfig, decoder_width, encoder_widths, moe_block_indices, predictor_rank
 
 Scalar = Union[int, float, jax.Array]
@@ -327,17 +327,8 @@ class TaskHead(nn.Module):
         return y.astype(jnp.float32)
 
 
-class ElasticViT(nn.Module):
-    tasks: Sequence[TaskSpec]
-    patch_size: int
-    hidden_dim: int
-    num_layers: int
-    num_heads: int
-    mlp_dim: int
-    decoder_dim: int
+class ElasticViT(MultiTaskFields):
     width_menu: Sequence[float] = DEFAULT_WIDTH_MENU  # widths the sandwich step samples and the search picks from
-    dtype: Any = jnp.float32
-    dot_general_provider: Optional[DotGeneralProvider] = None
     image_head: str = "class_token"  # how image-level heads read the tokens (vit.IMAGE_HEADS)
     decoder_blocks: int = 0  # slimmable blocks per task before its head, slimmed by the decoder width
     private_norms: bool = False  # encoder LayerNorms keep one affine (scale, bias) per menu width

@@ -20,16 +20,15 @@ MoE layers; routing statistics go to `MOE_STATS_COLLECTION` when it is mutable.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.data.specs import TaskSpec
 from effjax.models.layers import DotGeneralProvider, LayerNorm, MultiHeadAttention, constrain
 from effjax.models.moe import DISPATCH_METHODS, MoeMlp
-from effjax.models.vit import EncoderBlock, TaskHead, embed_tokens, vit_fields
+from effjax.models.vit import EncoderBlock, MultiTaskFields, TaskHead, embed_tokens, vit_fields
 from effjax.subnet import SubnetConfig, moe_block_indices
 
 TASK_ROUTING = ("per_task", "shared")
@@ -64,14 +63,7 @@ class MoeEncoderBlock(nn.Module):
         return self.mix(self.attend(x), router_index, top_k, top_p)
 
 
-class MoeMultiTaskViT(nn.Module):
-    tasks: Sequence[TaskSpec]
-    patch_size: int
-    hidden_dim: int
-    num_layers: int
-    num_heads: int
-    mlp_dim: int  # hidden width of the dense blocks' MLPs
-    decoder_dim: int
+class MoeMultiTaskViT(MultiTaskFields):  # mlp_dim: hidden width of the dense blocks' MLPs
     num_experts: int = 8
     expert_dim: int = 64  # hidden width of each expert
     moe_every: int = 2
@@ -85,8 +77,6 @@ class MoeMultiTaskViT(nn.Module):
     z_loss_weight: float = 1e-3
     entropy_weight: float = 0.0
     router_groups: Optional[tuple[tuple[int, ...], ...]] = None  # per MoE layer, after merging
-    dtype: Any = jnp.float32
-    dot_general_provider: Optional[DotGeneralProvider] = None
 
     def _check(self, subnet: SubnetConfig, task: Optional[str]):
         names = [t.name for t in self.tasks]

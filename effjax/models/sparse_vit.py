@@ -23,16 +23,15 @@ the caller makes the collection mutable).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.data.specs import TaskSpec
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, Mlp, constrain, injected_dot_general
-from effjax.models.vit import TaskHead, embed_tokens, vit_fields
+from effjax.models.vit import MultiTaskFields, TaskHead, embed_tokens, vit_fields
 from effjax.subnet import SubnetConfig, kept_token_count, predictor_rank, sparse_model_fields
 
 INTERMEDIATES = "intermediates"
@@ -124,14 +123,7 @@ def restore_tokens(full: jax.Array, x: jax.Array, positions: jax.Array) -> jax.A
     return full.at[jnp.arange(x.shape[0])[:, None], positions].set(x)
 
 
-class SparseViT(nn.Module):
-    tasks: Sequence[TaskSpec]
-    patch_size: int
-    hidden_dim: int
-    num_layers: int
-    num_heads: int
-    mlp_dim: int
-    decoder_dim: int
+class SparseViT(MultiTaskFields):
     predictor_channels: int = 4  # c: channels of the reduced queries / keys
     predictor_token_reduction: int = 8  # r: token axis N -> N // r for the low-rank map
     predictor_top_coefficients: int = 4  # basis coefficients kept per query row (paper: 8)
@@ -141,8 +133,6 @@ class SparseViT(nn.Module):
     mask_scores: str = "predictor"  # predictor | random (the random-mask baseline)
     attention_path: str = "auto"  # auto | masked | gathered
     default_subnet: SubnetConfig = SubnetConfig()  # used when the caller passes subnet=None
-    dtype: Any = jnp.float32
-    dot_general_provider: Optional[DotGeneralProvider] = None
 
     def _check(self, subnet: SubnetConfig):
         owned = dataclasses.replace(subnet, attention_keep_ratio=1.0, token_keep_ratio=1.0)

@@ -147,7 +147,9 @@ class TaskHead(nn.Module):
         return y.astype(jnp.float32)
 
 
-class MultiTaskViT(nn.Module):
+class MultiTaskFields(nn.Module):
+    """The constructor fields every multi-task ViT shares (`vit_fields` fills them from `config.model`)."""
+
     tasks: Sequence[TaskSpec]
     patch_size: int
     hidden_dim: int
@@ -157,6 +159,9 @@ class MultiTaskViT(nn.Module):
     decoder_dim: int
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
+
+
+class MultiTaskViT(MultiTaskFields):
     image_head: str = "class_token"  # how image-level heads read the tokens (IMAGE_HEADS)
     decoder_blocks: int = 0  # transformer blocks per task between the encoder and its head (num_heads, mlp_dim)
 
