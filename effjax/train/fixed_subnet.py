@@ -55,9 +55,13 @@ def _predictor_aux(mutated) -> jax.Array:
     return _aux_total({AUX_LOSS_COLLECTION: {k: v for k, v in flat.items() if PREDICTOR_LOSS in k}})
 
 
-def make_fixed_subnet_step(model, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
-                           task_weights: Mapping[str, float], schedule: optax.Schedule,
-                           subnet: SubnetConfig) -> Callable:
+def make_fixed_subnet_loss(model, tasks: Sequence[TaskSpec], task_weights: Mapping[str, float], subnet: SubnetConfig,
+                           predictor_pass: bool = True) -> Callable:
+    """`loss(params, batch) -> (total, (per-task losses, aux))` of one static configuration.
+
+    `predictor_pass=False` leaves out the dense pass that trains a sparse configuration's
+    predictor (the sandwich's non-max configurations have none; `tools.standalone_grid`
+    prices them with it off)."""
     if not hasattr(model, "encode"):
         raise ValueError(f"config.train.objective='fixed_subnet' needs a slimmable model (slim_vit or super_vit); "
                          f"got {type(model).__name__}")
@@ -65,7 +69,7 @@ def make_fixed_subnet_step(model, tx: optax.GradientTransformation, tasks: Seque
     bits = subnet.weight_bits or FLOAT_BITS
     weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
     call_subnet = subnet.without_bits()
-    sparse_pass = is_super and bool(model.sparse_layers) and subnet.attention_keep_ratio < 1
+    sparse_pass = predictor_pass and is_super and bool(model.sparse_layers) and subnet.attention_keep_ratio < 1
 
     def loss_fn(params, batch):
         params = fake_quantize_params(params, bits)
@@ -79,6 +83,14 @@ def make_fixed_subnet_step(model, tx: optax.GradientTransformation, tasks: Seque
                                    mutable=[AUX_LOSS_COLLECTION])
             aux = aux + _predictor_aux(dense)
         return total + aux, (per_task, aux)
+
+    return loss_fn
+
+
+def make_fixed_subnet_step(model, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
+                           task_weights: Mapping[str, float], schedule: optax.Schedule,
+                           subnet: SubnetConfig) -> Callable:
+    loss_fn = make_fixed_subnet_loss(model, tasks, task_weights, subnet)
 
     def train_step(state: TrainState, batch, rng):
         del rng  # one static configuration: nothing is drawn
