@@ -1,0 +1,69 @@
+"""Driver of the supernet-vs-standalone study: main jobs per seed, then the standalone grid per budget.
+
+  python -m experiments.supernet_vs_standalone.run --dataset=digits --seeds=0,1,2 --budgets=a,b
+  python -m experiments.supernet_vs_standalone.report   # tables into README.md
+
+For each seed N: the main job (`configs/pipeline.py:<dataset>` with `config.seed = N`) in
+`<root>/<dataset>_seed<N>` unless it already finished there; the K configurations are fixed from
+seed 0's `pareto.json` (`tools.standalone_grid.select_points`) and every seed's supernet is evaluated
+zero-shot at them; `tools.standalone_grid` trains each alone under each budget with seed N. The
+grid's json is copied into `results/` beside this file. Runs one job at a time, in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from absl import app, flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "digits", "digits or shapes")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds; the first one fixes the K configurations")
+flags.DEFINE_list("budgets", ["a", "b"], "standalone budgets (see tools.standalone_grid)")
+flags.DEFINE_string("root", "workdirs/supernet_vs_standalone", "main job workdirs and standalone runs")
+flags.DEFINE_string("results", os.path.join(HERE, "results"), "where the grids' json files are copied")
+
+
+def main_job(dataset: str, seed: int, workdir: str) -> None:
+    from effjax.config.load import load_config
+    from effjax.job.run import run_main_job
+
+    if os.path.isfile(os.path.join(workdir, "pareto.json")):
+        return
+    config = load_config(f"configs/pipeline.py:{dataset}")
+    config.seed = seed
+    config.log.progress_bar = False
+    start = time.perf_counter()
+    run_main_job(config, workdir)
+    print(f"main job {dataset} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def main(argv):
+    del argv
+    from tools.standalone_grid import run_grid
+
+    seeds = [int(s) for s in FLAGS.seeds]
+    workdir = lambda s: os.path.join(FLAGS.root, f"{FLAGS.dataset}_seed{s}")  # noqa: E731
+    os.makedirs(FLAGS.results, exist_ok=True)
+    for seed in seeds:
+        main_job(FLAGS.dataset, seed, workdir(seed))
+    for budget in FLAGS.budgets:  # budget (a) for every seed first: it carries the issue's main target
+        for seed in seeds:
+            name = f"grid_{FLAGS.dataset}_budget{budget}_seed{seed}.json"
+            if os.path.isfile(os.path.join(FLAGS.results, name)):
+                continue
+            start = time.perf_counter()
+            result = run_grid(workdir(seed), os.path.join(FLAGS.root, "grid"), budget, seed,
+                              configs_from=os.path.join(workdir(seeds[0]), "pareto.json"))
+            shutil.copy(result["path"], os.path.join(FLAGS.results, name))
+            print(f"grid {FLAGS.dataset} budget {budget} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+    if seeds[0] == 0:
+        shutil.copy(os.path.join(workdir(0), "pareto.json"),
+                    os.path.join(HERE, "..", "pipeline", f"{FLAGS.dataset}_seed0_pareto.json"))
+
+
+if __name__ == "__main__":
+    app.run(main)
