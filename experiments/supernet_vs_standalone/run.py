@@ -12,6 +12,7 @@ grid's json is copied into `results/` beside this file. Runs one job at a time, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -25,6 +26,7 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds; the first one fixes the K co
 flags.DEFINE_list("budgets", ["a", "b"], "standalone budgets (see tools.standalone_grid)")
 flags.DEFINE_string("root", "workdirs/supernet_vs_standalone", "main job workdirs and standalone runs")
 flags.DEFINE_string("results", os.path.join(HERE, "results"), "where the grids' json files are copied")
+flags.DEFINE_bool("copy_only", False, "only copy seed 0's pareto.json into experiments/pipeline (no training)")
 
 
 def main_job(dataset: str, seed: int, workdir: str) -> None:
@@ -41,12 +43,33 @@ def main_job(dataset: str, seed: int, workdir: str) -> None:
     print(f"main job {dataset} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def copy_pareto(workdir: str, dataset: str) -> str:
+    """Seed 0's pareto.json into experiments/pipeline/, with the full supernet's record (`full_point`) added
+    when the run predates it."""
+    from effjax.job import json_safe
+    from effjax.job.subnet_search import SubnetEvaluator, full_point
+    from effjax.train.setup import load_run
+
+    with open(os.path.join(workdir, "pareto.json")) as f:
+        pareto = json.load(f)
+    if "full" not in pareto:
+        run = load_run(workdir)
+        evaluator = SubnetEvaluator(run.setup, run.params, dict(run.config.search.get("score_weights", {}) or {}))
+        pareto["full"] = full_point(evaluator, run.config)
+    path = os.path.join(HERE, "..", "pipeline", f"{dataset}_seed0_pareto.json")
+    json_safe.dump(pareto, path)
+    return path
+
+
 def main(argv):
     del argv
     from tools.standalone_grid import run_grid
 
     seeds = [int(s) for s in FLAGS.seeds]
     workdir = lambda s: os.path.join(FLAGS.root, f"{FLAGS.dataset}_seed{s}")  # noqa: E731
+    if FLAGS.copy_only:
+        print(copy_pareto(workdir(0), FLAGS.dataset))
+        return
     os.makedirs(FLAGS.results, exist_ok=True)
     for seed in seeds:
         main_job(FLAGS.dataset, seed, workdir(seed))
@@ -61,8 +84,7 @@ def main(argv):
             shutil.copy(result["path"], os.path.join(FLAGS.results, name))
             print(f"grid {FLAGS.dataset} budget {budget} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     if seeds[0] == 0:
-        shutil.copy(os.path.join(workdir(0), "pareto.json"),
-                    os.path.join(HERE, "..", "pipeline", f"{FLAGS.dataset}_seed0_pareto.json"))
+        copy_pareto(workdir(0), FLAGS.dataset)
 
 
 if __name__ == "__main__":
