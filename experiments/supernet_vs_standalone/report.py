@@ -50,10 +50,16 @@ def gaps(runs: dict) -> dict:
     return out
 
 
+def _side(runs: dict, point_id: int, side: str) -> str:
+    """One side's test score (x100) at a configuration, mean ± std over the seeds."""
+    return mean_std([100.0 * r[side]["test"]["score"] for grid in runs.values() for r in grid["records"]
+                     if r["point_id"] == point_id], 2)
+
+
 def _describe(c: dict) -> str:
-    dec = "/".join(f"{w:g}" for _, w in sorted(c["decoder_widths"].items()))
+    dec = ", ".join(f"{t} {w:g}" for t, w in sorted(c["decoder_widths"].items()))
     bits = "fp32" if c["weight_bits"] is None else f"int{c['weight_bits']}"
-    return f"enc {c['encoder_width']:g}, dec {dec}, keep {c['attention_keep_ratio']:g}, top-{c['moe_top_k']}, {bits}"
+    return f"enc {c['encoder_width']:g}, dec ({dec}), keep {c['attention_keep_ratio']:g}, top-{c['moe_top_k']}, {bits}"
 
 
 def table(dataset: str, budget: str, runs: dict) -> tuple[list[str], dict]:
@@ -63,8 +69,8 @@ def table(dataset: str, budget: str, runs: dict) -> tuple[list[str], dict]:
     seeds = sorted(runs)
     lines = [f"### {dataset}, budget ({budget}): seeds {', '.join(map(str, seeds))}", "",
              "| id | roles | config | steps alone | " + " | ".join(
-                 f"{t} {'RMSE %' if t in DEPTH_TASKS else 'pts'}" for t in tasks) + " | score pts |",
-             "|---|---|---|---|" + "---|" * (len(tasks) + 1)]
+                 f"{t} {'RMSE %' if t in DEPTH_TASKS else 'pts'}" for t in tasks) + " | score pts | score supernet | score alone |",
+             "|---|---|---|---|" + "---|" * (len(tasks) + 3)]
     score_means = []
     within = True
     for r in first["records"]:
@@ -77,7 +83,8 @@ def table(dataset: str, budget: str, runs: dict) -> tuple[list[str], dict]:
                         for i, rr in enumerate(grid["records"]) if rr["point_id"] == r["point_id"]})
         lines.append(f"| {r['point_id']} | {', '.join(r['roles'])} | {_describe(r['config'])} | "
                      f"{'/'.join(map(str, steps))} | " + " | ".join(mean_std(row[t], 2, signed=True) for t in tasks)
-                     + f" | {mean_std(row['score'], 2, signed=True)} |")
+                     + f" | {mean_std(row['score'], 2, signed=True)} | {_side(runs, r['point_id'], 'supernet')} | "
+                     f"{_side(runs, r['point_id'], 'alone')} |")
     sup_total = [grid["supernet_flops"]["total"] for grid in runs.values()]
     alone_total = [grid["standalone_total_flops"] for grid in runs.values()]
     ratio = [grid["supernet_flops"]["static_sum_over_xla"] for grid in runs.values()]
