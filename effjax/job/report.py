@@ -70,7 +70,7 @@ def standalone_gap(dataset: str, path: str = STUDY_SUMMARY) -> str:
         b = measured.get(f"budget_{budget}")
         if b:
             parts.append(f"budget ({budget}, {label}): mean {b['score_gap_mean']:+.2f} score points over the "
-                         f"{b['k']} configurations (from {b['score_gap_min']:+.2f} to {b['score_gap_max']:+.2f}), "
+                         f"study's {b['k']} configurations (from {b['score_gap_min']:+.2f} to {b['score_gap_max']:+.2f}), "
                          f"{b['seeds']} seed(s)")
     return (f"Gap to the same configurations trained alone, measured on the test split (supernet zero-shot minus alone; "
             f"`{STUDY}`): " + "; ".join(parts) + ".")
