@@ -74,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.momentum = 0.9  # sgd momentum
     c.train.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
     c.train.objective = "multitask"  # train-step builder in effjax.train.objectives
+    c.train.subnet = ml_collections.ConfigDict()  # objective fixed_subnet: the SubnetConfig trained alone (its to_dict() fields; empty = full float)
     c.train.init_from = ""  # workdir whose latest checkpoint initializes the parameters (fine-tuning)
     c.train.halt_after_steps = 0  # save and stop after this many steps in one launch (time-limited slots); 0 never
     c.train.max_skipped_steps = 10  # stop when this many consecutive steps have non-finite updates

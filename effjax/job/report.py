@@ -1,9 +1,13 @@
 """`report.md`: a short human summary of a supernet search (best points per budget, the front).
 
-Paths in it are relative to the workdir it is written to (where report.md lives)."""
+Paths in it are relative to the workdir it is written to (where report.md lives). Points are
+selected on validation; test scores are shown beside them, and the gap to the same configurations
+trained alone is read from the supernet-vs-standalone study's shipped summary
+(`experiments/supernet_vs_standalone/results/summary.json`), or stated as not measured."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -46,6 +50,32 @@ def search_trace(points) -> list[tuple[int, float, float]]:
     return trace
 
 
+STUDY = "experiments/supernet_vs_standalone"
+STUDY_SUMMARY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             STUDY, "results", "summary.json")
+
+
+def standalone_gap(dataset: str, path: str = STUDY_SUMMARY) -> str:
+    """One paragraph: the study's measured supernet-minus-alone gap for `dataset`, or "not measured"."""
+    try:
+        with open(path) as f:
+            measured = json.load(f).get(dataset)
+    except (OSError, ValueError):
+        measured = None
+    if not measured:
+        return (f"Gap to the same configurations trained alone: not measured for {dataset} "
+                f"(study: `{STUDY}`, `python -m tools.standalone_grid --workdir=<this dir>`).")
+    parts = []
+    for budget, label in (("a", "same steps"), ("b", "equal total training FLOPs")):
+        b = measured.get(f"budget_{budget}")
+        if b:
+            parts.append(f"budget ({budget}, {label}): mean {b['score_gap_mean']:+.2f} score points over the "
+                         f"study's {b['k']} configurations (from {b['score_gap_min']:+.2f} to {b['score_gap_max']:+.2f}), "
+                         f"{b['seeds']} seed(s)")
+    return (f"Gap to the same configurations trained alone, measured on the test split (supernet zero-shot minus alone; "
+            f"`{STUDY}`): " + "; ".join(parts) + ".")
+
+
 def _describe(p) -> str:
     c = p["config"]
     dec = ", ".join(f"{k} {v:g}" for k, v in sorted(c["decoder_widths"].items()))
@@ -63,7 +93,12 @@ def _describe(p) -> str:
 
 
 def render(points, full_metrics, config, exports, workdir: str | None = None) -> str:
-    """The report's markdown; with `workdir` (where report.md is written), export paths are relative to it."""
+    """The report's markdown; with `workdir` (where report.md is written), export paths are relative to it.
+    `full_metrics`: the full supernet's metrics (or its pareto.json record, with "metrics")."""
+    full_record = full_metrics if "metrics" in full_metrics else None
+    full_metrics = full_metrics.get("metrics", full_metrics)
+    full_test = full_metrics.get("test_score")
+    full_test_text = "" if full_test is None else f", test score {full_test:.4f}"
     if workdir is not None:
         exports = {k: os.path.relpath(os.path.abspath(v), os.path.abspath(workdir)) for k, v in exports.items()}
     front = sorted((p for p in points if p["pareto"]), key=lambda p: p["cost"]["flops"])
@@ -80,7 +115,8 @@ def render(points, full_metrics, config, exports, workdir: str | None = None) ->
         f"(score up, FLOPs down, bits down), spanning {min(flops):.3g} to {max(flops):.3g} FLOPs per example "
         f"({max(flops) / max(min(flops), 1):.1f}x){ties}.",
         "",
-        f"Full supernet (all widths 1, dense attention, most experts, float32): validation score {full_metrics['score']:.4f}. "
+        f"Full supernet (all widths 1, dense attention, most experts, float32): validation score {full_metrics['score']:.4f}"
+        f"{full_test_text}. "
         f"Best evaluated point: {best['metrics']['score']:.4f} (id {best['id']}, {_describe(best)}), "
         f"{100 * (best['metrics']['score'] - full_metrics['score']):+.2f} points.",
         "",
@@ -95,13 +131,21 @@ def render(points, full_metrics, config, exports, workdir: str | None = None) ->
             f"| {p['cost']['flops'] / top:.0%} | {p['id']} | {_describe(p)} | {p['metrics']['score']:.4f} | "
             f"{p['metrics'].get('test_score', float('nan')):.4f} | {p['cost']['flops'] / 1e6:.3f} | "
             f"{p['cost']['bits'] / 8 / 1024:.1f} | `{exports.get(p['id'], '-')}` |")
-    lines += ["", "## The front", "", "| id | config | val score | MFLOPs | size (KiB) |", "|---|---|---|---|---|"]
+    lines += ["", "## The front", "", "| id | config | val score | test score | MFLOPs | size (KiB) |",
+              "|---|---|---|---|---|---|"]
     for p in front:
-        lines.append(f"| {p['id']} | {_describe(p)} | {p['metrics']['score']:.4f} | {p['cost']['flops'] / 1e6:.3f} | "
+        lines.append(f"| {p['id']} | {_describe(p)} | {p['metrics']['score']:.4f} | "
+                     f"{p['metrics'].get('test_score', float('nan')):.4f} | {p['cost']['flops'] / 1e6:.3f} | "
                      f"{p['cost']['bits'] / 8 / 1024:.1f} |")
+    if full_record is not None and full_test is not None:
+        lines.append(f"| full supernet (not selectable) | {_describe(full_record)} | {full_metrics['score']:.4f} | "
+                     f"{full_test:.4f} | {full_record['cost']['flops'] / 1e6:.3f} | "
+                     f"{full_record['cost']['bits'] / 8 / 1024:.1f} |")
     scores = np.array([p["metrics"]["score"] for p in front])
     lines += ["", "What the front says: going from the largest to the smallest front point divides FLOPs by "
               f"{max(flops) / max(min(flops), 1):.1f}x and changes the score by {100 * (scores[0] - scores[-1]):+.2f} points "
               "(smallest minus largest). Export any point: `python -m effjax.job.export --workdir=<this dir> --point=<id>` "
-              "or `--max_flops=<F>`.", ""]
+              "or `--max_flops=<F>`.", "", "## Compared with training each configuration alone", "",
+              standalone_gap(config.data.name), ""]
     return "\n".join(lines)
+

@@ -60,11 +60,11 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
     evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights))
     search_result = ss.run_search(evaluator, config.search, workdir, seed=config.seed)
     points = ss.pareto_points(evaluator, search_result)
-    full = evaluator.metrics(ss.subnet_from_params(ss.full_params(config, evaluator.tasks), evaluator.tasks), "val")
+    full = ss.full_point(evaluator, config)
     outputs = {}
     if jax.process_index() == 0:
         outputs["pareto_json"] = os.path.join(workdir, "pareto.json")
-        ss.write_pareto_json(points, outputs["pareto_json"])
+        ss.write_pareto_json(points, outputs["pareto_json"], full)
         outputs["pareto_png"] = os.path.join(workdir, "pareto.png")
         image = ss.plot_pareto(points, outputs["pareto_png"], f"{config.data.name}: zero-shot subnets of one supernet",
                                ss.score_definition(evaluator.tasks, dict(config.search.score_weights)))
@@ -79,7 +79,7 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
                         **{f"{name}_menu": str(values) for name, values in ss.knob_menus(config).items()}},
                        {**eval_tags(config.eval.final_split, result.metrics[config.eval.final_split], evaluator.tasks),
                         "search/best_val_score": best["metrics"]["score"], "search/front_size": sum(p["pareto"] for p in points),
-                        "search/full_supernet_val_score": full["score"]})
+                        "search/full_supernet_val_score": full["metrics"]["score"]})
         writer.close()
         exports = {}
         for p in report_lib.budget_picks(points):
@@ -91,7 +91,8 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
             f.write(report_lib.render(points, full, config, exports, workdir))
         outputs["exports"] = exports
         outputs["front_size"] = sum(p["pareto"] for p in points)
-        outputs["full_supernet_val_score"] = full["score"]
+        outputs["full_supernet_val_score"] = full["metrics"]["score"]
+        outputs["full_supernet_test_score"] = full["metrics"]["test_score"]
         outputs["best_val_score"] = best["metrics"]["score"]
     return outputs
 

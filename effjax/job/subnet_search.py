@@ -352,8 +352,18 @@ def pvq_from_point(point: Mapping[str, Any]) -> PVQSpec | None:
     return PVQSpec(**{f.name: entry[f.name] for f in dataclasses.fields(PVQSpec)})
 
 
-def write_pareto_json(points, path: str) -> None:
-    json_safe.dump({"points": points}, path)
+def full_point(evaluator: SubnetEvaluator, config) -> dict:
+    """The full supernet (every width 1, dense, most experts, float) as a pareto.json record: its config,
+    val and test metrics (never used for selection) and cost."""
+    subnet = subnet_from_params(full_params(config, evaluator.tasks), evaluator.tasks)
+    metrics = {f"{split}_{k}": v for split in ("val", "test") for k, v in evaluator.metrics(subnet, split).items()}
+    metrics["score"] = metrics["val_score"]
+    return {"config": subnet.to_dict(), "metrics": metrics, "cost": evaluator.cost(subnet)}
+
+
+def write_pareto_json(points, path: str, full: dict | None = None) -> None:
+    """`{"points": [...], "full": {...}}`: every evaluated point (test metrics for the front) and the full supernet."""
+    json_safe.dump({"points": points} if full is None else {"points": points, "full": full}, path)
 
 
 def score_definition(tasks, weights: Mapping[str, float]) -> str:

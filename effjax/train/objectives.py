@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from effjax.train import sandwich, sparsifiner_steps
+from effjax.train import fixed_subnet, sandwich, sparsifiner_steps
 from effjax.train import step as step_lib
 
 
@@ -22,6 +22,7 @@ def _multitask(setup, config) -> Callable:
 _BUILDERS: dict[str, Callable] = {
     "multitask": _multitask,
     "sandwich": sandwich.build_sandwich_step,
+    "fixed_subnet": fixed_subnet.build_fixed_subnet_step,
     "sparsifiner_predictor": sparsifiner_steps.make_predictor_distillation_step,
     "sparsifiner_finetune": sparsifiner_steps.make_sparse_finetune_step,
 }

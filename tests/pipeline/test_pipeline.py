@@ -130,3 +130,40 @@ def test_exported_model_predicts_like_the_supernet_at_that_subnet(pipeline_run):
         np.testing.assert_allclose(got[task], np.asarray(reference[task]), rtol=1e-5, atol=1e-6)
     metrics = evaluate_exported(exported, setup.dataset, "val")
     assert metrics["digit"] == pytest.approx(evaluator.metrics(subnet, "val")["digit"])
+
+
+def test_pareto_json_and_report_carry_test_metrics_for_the_front_and_the_full_config(pipeline_run):
+    workdir, summary = pipeline_run
+    with open(os.path.join(workdir, "pareto.json")) as f:
+        written = json.load(f)
+    tasks = ("digit", "parity", "ge5")
+    for p in written["points"]:
+        assert all(f"val_{t}" in p["metrics"] for t in tasks)
+        if p["pareto"]:
+            assert all(f"test_{t}" in p["metrics"] for t in tasks) and "test_score" in p["metrics"]
+    full = written["full"]
+    assert full["config"]["encoder_width"] == 1.0 and full["config"]["weight_bits"] is None
+    assert {f"{s}_{t}" for s in ("val", "test") for t in tasks + ("score",)} <= set(full["metrics"])
+    assert full["metrics"]["score"] == full["metrics"]["val_score"]  # selection stays on validation
+    assert set(full["cost"]) == {"flops", "params", "bits", "bops"}
+    assert summary["full_supernet_test_score"] == full["metrics"]["test_score"]
+    with open(os.path.join(workdir, "report.md")) as f:
+        report = f.read()
+    assert f"test score {full['metrics']['test_score']:.4f}" in report
+    assert "| full supernet (not selectable) |" in report
+    front_rows = [line for line in report.split("## The front")[1].splitlines() if line.startswith("| ")][2:]
+    assert all(line.count("|") == 7 for line in front_rows)  # id, config, val, test, MFLOPs, size
+    assert "## Compared with training each configuration alone" in report
+    assert "supernet_vs_standalone" in report
+
+
+def test_report_quotes_the_standalone_study_or_says_not_measured(tmp_path):
+    from effjax.job.report import standalone_gap
+
+    assert "not measured for digits" in standalone_gap("digits", str(tmp_path / "absent.json"))
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"digits": {"budget_a": {"k": 6, "seeds": 3, "score_gap_mean": -1.25,
+                                                        "score_gap_min": -2.5, "score_gap_max": 0.5}}}))
+    text = standalone_gap("digits", str(path))
+    assert "-1.25" in text and "-2.50" in text and "+0.50" in text and "3 seed(s)" in text
+    assert "not measured for shapes" in standalone_gap("shapes", str(path))
