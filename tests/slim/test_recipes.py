@@ -127,3 +127,27 @@ def test_kd_warmup_and_distilled_tasks(slim, digits_batch):
     # only the parity task is distilled: the KD term is its per-task value
     assert float(at4["loss/kd"]) == pytest.approx(float(at4["loss/kd/parity_small"]), rel=1e-5)
     assert float(at4["loss/kd/digit_small"]) > 0
+
+
+@pytest.mark.slow
+def test_progressive_shrinking_resumes_exactly_across_a_stage_boundary(tmp_path):
+    from effjax.train import trainer
+
+    from .test_sandwich_training import _tiny
+
+    def config():
+        c = _tiny()
+        c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 1.0, 0.0, 1.0
+        c.slim.kd_depth, c.slim.kd_temperature = "std", 2.0
+        c.slim.progressive_opens = (0.5, 0.75, 0.75, 0.75)  # 4 steps: the full config at steps 0-1, widths from 2
+        return c
+
+    straight = trainer.train_and_evaluate(config(), str(tmp_path / "straight"), devices=jax.devices()[:1])
+    halted = config()
+    halted.train.halt_after_steps = 2  # stops at the boundary; the resumed launch opens the widths
+    first = trainer.train_and_evaluate(halted, str(tmp_path / "resumed"), devices=jax.devices()[:1])
+    assert first.interrupted and int(first.state.step) == 2
+    resumed = trainer.train_and_evaluate(config(), str(tmp_path / "resumed"), devices=jax.devices()[:1])
+    assert resumed.start_step == 2
+    for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(resumed.state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
