@@ -52,11 +52,11 @@ def subnet_of(tasks, widths, keep, top_k, bits):
                         attention_keep_ratio=keep, moe_top_k=top_k, weight_bits=None)
 
 
-def recipe_flops(config, samples: int) -> dict:
+def recipe_flops(setup, config, samples: int, cache: dict) -> dict:
+    """Per-step and total training FLOPs of the sandwich recipe `config` (its `slim` options and steps);
+    `setup` is built from any config with the same model and data (`cache`: SubnetConfig -> FLOPs)."""
     from effjax.train.sandwich import SandwichOptions, open_groups
-    from effjax.train.setup import build
 
-    setup = build(config, jax.devices()[:1])
     tasks = setup.dataset.tasks
     options = SandwichOptions.from_config(config)
     split = setup.dataset.splits["train"]
@@ -64,7 +64,6 @@ def recipe_flops(config, samples: int) -> dict:
     menu = sorted(float(w) for w in config.model.width_menu)
     top_ks = options.top_ks or (getattr(setup.model, "default_top_k", 0),)
     full = subnet_of(tasks, [menu[-1]] * (1 + len(tasks)), 1.0, max(top_ks), None)
-    cache: dict = {}
 
     def cost(subnet):
         if subnet not in cache:
@@ -100,12 +99,14 @@ def recipe_flops(config, samples: int) -> dict:
 
 def main(_):
     from effjax.config.load import load_config
+    from effjax.train.setup import build
     from experiments.supernet_recipes.recipes import RECIPES
 
-    out = {}
+    setup = build(load_config(_CONFIG.value), jax.devices()[:1])
+    out, cache = {}, {}
     for name, recipe in RECIPES.items():
         config = load_config(_CONFIG.value + recipe.variant)
-        out[name] = recipe_flops(config, _SAMPLES.value)
+        out[name] = recipe_flops(setup, config, _SAMPLES.value, cache)
         print(name, f"{out[name]['mean_flops_per_step']:.4g} FLOPs/step, full config {out[name]['full_config_step_flops']:.4g}")
     with open(_OUTPUT.value, "w") as f:
         json.dump({"config": _CONFIG.value, "samples": _SAMPLES.value, "recipes": out}, f, indent=1)
