@@ -27,19 +27,17 @@ _SAMPLES = flags.DEFINE_integer("samples", 12, "random configurations drawn to e
 _OUTPUT = flags.DEFINE_string("output", None, "json file to write")
 
 
-def static_step_flops(setup, subnet, batch) -> float:
+def static_step_flops(setup, subnet, batch, params) -> float:
     """XLA's FLOPs of one forward + backward of the labels' loss at `subnet` (no optimizer update)."""
     from effjax.train import losses
 
     model, tasks = setup.model, setup.dataset.tasks
 
-    def loss(params):
+    def loss(params, batch):
         preds = model.apply({"params": params}, batch["image"], train=True, subnet=subnet,
                             rngs={"params": jax.random.PRNGKey(0)}, mutable=["aux_loss"])[0]
         return losses.multitask_loss(tasks, preds, batch, {})[0]
 
-    params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, setup.model.init(
-        jax.random.PRNGKey(0), batch["image"][:1])["params"], is_leaf=lambda x: hasattr(x, "value"))
     cost = jax.jit(jax.value_and_grad(loss)).lower(params, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"])
@@ -64,10 +62,12 @@ def recipe_flops(setup, config, samples: int, cache: dict) -> dict:
     menu = sorted(float(w) for w in config.model.width_menu)
     top_ks = options.top_ks or (getattr(setup.model, "default_top_k", 0),)
     full = subnet_of(tasks, [menu[-1]] * (1 + len(tasks)), 1.0, max(top_ks), None)
+    params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, setup.model.init(
+        jax.random.PRNGKey(0), batch["image"][:1])["params"], is_leaf=lambda x: hasattr(x, "value"))
 
     def cost(subnet):
         if subnet not in cache:
-            cache[subnet] = static_step_flops(setup, subnet, batch)
+            cache[subnet] = static_step_flops(setup, subnet, batch, params)
         return cache[subnet]
 
     def sub_configs_cost(is_open, rng) -> float:
