@@ -88,6 +88,12 @@ def main(dataset: str = "digits"):
         rows = [next(c for c in runs[chosen][s]["configs"] if c["name"] == n)["test"] for s in sorted(runs[chosen])]
         print(f"| {n} | " + " | ".join(mean_std([100 * r[t] for r in rows]) for t in tasks)
               + f" | {mean_std([100 * r['score'] for r in rows])} |")
+    if chosen != BASELINE and BASELINE in runs:
+        common = [s for s in SEEDS if s in runs[chosen] and s in runs[BASELINE]]
+        diff = [np.mean(list(scores(runs[chosen][s], "test").values())) - np.mean(list(scores(runs[BASELINE][s], "test").values()))
+                for s in common]
+        print(f"\nTest, {chosen} minus {BASELINE} (mean over the configurations; reported after the selection, not used "
+              f"by it): {mean_std(diff)} points (per seed " + ", ".join(f"{d:+.2f}" for d in diff) + ")")
     flops_path = os.path.join(HERE, "results", f"flops_{dataset}.json")
     if os.path.exists(flops_path):
         with open(flops_path) as f:
