@@ -14,7 +14,8 @@ digits) and optional variants.
   python -m effjax.main --config=configs/slim_vit.py:shapes,single=depth --workdir=/tmp/effjax/single_depth
 
 Variants: `tiny` (a few steps, for tests), `nocikd`, `labels` (every config on the labels, no
-distillation), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
+distillation), `bignas` (in-place distillation as BigNAS does it), `shrink` (OFA progressive
+shrinking), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
 `label_small=<w>` (label weight of the non-max configs), `head=<class_token|mean_pool>` (how
 image-level decoders read the tokens: the class token, or every token averaged after the hidden
 layer, so that decoder width acts on all tokens), `decoder=<n>` (max decoder width),
@@ -23,13 +24,20 @@ multiplier slims their heads and MLP as the encoder width slims the encoder's), 
 (encoder blocks), `private_norms` (the encoder's LayerNorms keep one scale / bias per menu width).
 """
 
-import ml_collections
 
 from effjax.config.base import base_config
 from effjax.models.vit import check_decoder_blocks, check_image_head
 from effjax.subnet import decoder_width, encoder_widths
 
 TASKS = {"digits": ("digit", "parity", "ge5"), "shapes": ("segmentation", "depth", "count")}
+# variant `bignas`: in-place KD only on the sub-configs, temperature-softened class / per-pixel targets, depth
+# distilled in units of its std, KD weight ramped from 0 over the first steps; sub-configs on KD only (BigNAS)
+BIGNAS_TEMPERATURE = 1.0
+BIGNAS_WARMUP_STEPS = 100
+BIGNAS_LABEL_WEIGHT = 0.0
+# variant `shrink`: the full config alone until 20% of the steps, then the width menus, then at 50% the keep
+# ratios, top-k and bits (OFA's order: elastic width before the other knobs)
+SHRINK_OPENS = (0.2, 0.5, 0.5, 0.5)
 
 
 def get_config(arg: str | None = None):
@@ -48,11 +56,6 @@ def get_config(arg: str | None = None):
     c.model.decoder_blocks = 0  # task-specific transformer blocks before each head (`decoder_blocks=<n>`)
     c.model.private_norms = False  # encoder LayerNorm affine shared by all widths (`private_norms`: one per width)
     c.train.objective = "sandwich"
-    c.slim = ml_collections.ConfigDict()
-    c.slim.num_random = 2  # random configs per step besides max and min (US-Nets: 2)
-    c.slim.inplace_kd_weight = 1.0  # in-place distillation to the max config's predictions (US-Nets: 1)
-    c.slim.cikd_weight = 1.0  # Configuration-Invariant KD on encoder tokens (ECMT; weight our choice)
-    c.slim.label_weight_small = 0.0  # label loss of the non-max configs (US-Nets: 0)
     if dataset == "digits":
         c.model.patch_size = 2  # 16 patches + class token
         c.train.num_steps = 500
@@ -93,6 +96,13 @@ def get_config(arg: str | None = None):
             c.model.num_layers = int(value)
         elif name == "private_norms":
             c.model.private_norms = True
+        elif name == "bignas":  # in-place distillation as BigNAS does it (experiments/supernet_recipes)
+            c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 1.0, 0.0, BIGNAS_LABEL_WEIGHT
+            c.slim.kd_temperature, c.slim.kd_depth, c.slim.kd_warmup_steps = BIGNAS_TEMPERATURE, "std", BIGNAS_WARMUP_STEPS
+        elif name == "shrink":  # OFA progressive shrinking, distilled from the full config (experiments/supernet_recipes)
+            c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 1.0, 0.0, 1.0
+            c.slim.kd_temperature, c.slim.kd_depth = BIGNAS_TEMPERATURE, "std"
+            c.slim.progressive_opens = SHRINK_OPENS
         elif name == "nocikd":
             c.slim.cikd_weight = 0.0
         elif name == "labels":  # every config trains on the labels; no in-place KD, no CIKD
@@ -113,6 +123,6 @@ def get_config(arg: str | None = None):
                 c.loss.task_weights[task] = 1.0 if task == value else 0.0
         else:
             raise ValueError(f"configs/slim_vit.py: unknown variant {part!r}; allowed: digits, shapes, tiny, nocikd, "
-                             f"labels, alone=<width>, single=<task>, seed=<n>, steps=<n>, label_small=<w>, head=<kind>, "
+                             f"labels, bignas, shrink, alone=<width>, single=<task>, seed=<n>, steps=<n>, label_small=<w>, head=<kind>, "
                              f"decoder=<n>, decoder_blocks=<n>, layers=<n>, private_norms")
     return c

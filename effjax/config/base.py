@@ -80,6 +80,25 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.max_skipped_steps = 10  # stop when this many consecutive steps have non-finite updates
     c.train.on_schedule_change = "refuse"  # a resume that changes the lr schedule: refuse | new (follow the new one)
 
+    # objective "sandwich" (effjax/train/sandwich.py): a slimmable supernet's max config trains on the labels,
+    # the min config and `num_random` random configs on the weighted sum below; one update from all gradients
+    c.slim = ml_collections.ConfigDict()
+    c.slim.num_random = 2  # random configs per step besides max and min (US-Nets: 2)
+    c.slim.inplace_kd_weight = 1.0  # in-place distillation to the max config's detached predictions (US-Nets: 1)
+    c.slim.cikd_weight = 1.0  # Configuration-Invariant KD on encoder tokens (ECMT; weight our choice)
+    c.slim.label_weight_small = 0.0  # label loss of the non-max configs (US-Nets: 0)
+    c.slim.kd_temperature = 1.0  # softmax temperature of the class / per-pixel soft targets (loss times T^2)
+    c.slim.kd_depth = "l1"  # depth distillation: "l1" (raw units) or "std" (L1 in units of the training depth std)
+    c.slim.kd_tasks = ()  # tasks distilled (e.g. ("count",)); () distills every task
+    c.slim.kd_warmup_steps = 0  # KD and CIKD weights ramp linearly from 0 to 1 over these steps (BigNAS-style warm-up)
+    # OFA progressive shrinking: () samples every menu from step 0; otherwise 4 non-decreasing fractions of
+    # train.num_steps at which the menus of widths, keep ratios, top-k and weight bits open (before the first,
+    # only the full config trains; a closed menu stays at its max value)
+    c.slim.progressive_opens = ()
+    c.slim.keep_ratios = (1.0,)  # attention keep ratios sampled (super_vit)
+    c.slim.top_ks = ()  # MoE experts per token sampled (super_vit); () keeps the model's top_k
+    c.slim.weight_bits = (32,)  # body weight bits sampled; 32 is float (QAT otherwise)
+
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256  # global eval batch size
     c.eval.every_steps = 100  # evaluate on val every this many steps (and at the end)

@@ -30,6 +30,7 @@ import optax
 
 from effjax.compress.qat import fake_quantize_params
 from effjax.data.specs import TaskSpec
+from effjax.models.elastic_vit import ElasticViT
 from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig
 from effjax.train import losses
@@ -62,14 +63,13 @@ def make_fixed_subnet_loss(model, tasks: Sequence[TaskSpec], task_weights: Mappi
     `predictor_pass=False` leaves out the dense pass that trains a sparse configuration's
     predictor (the sandwich's non-max configurations have none; `tools.standalone_grid`
     prices them with it off)."""
-    if not hasattr(model, "encode"):
-        raise ValueError(f"config.train.objective='fixed_subnet' needs a slimmable model (slim_vit or super_vit); "
-                         f"got {type(model).__name__}")
-    is_super = hasattr(model, "moe_every")
+    if not isinstance(model, ElasticViT):
+        raise ValueError(f"config.train.objective='fixed_subnet' needs the elastic model (config.model.name 'slim_vit' "
+                         f"or 'super_vit'); got {type(model).__name__}")
     bits = subnet.weight_bits or FLOAT_BITS
     weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
     call_subnet = subnet.without_bits()
-    sparse_pass = predictor_pass and is_super and bool(model.sparse_layers) and subnet.attention_keep_ratio < 1
+    sparse_pass = predictor_pass and bool(model.sparse_layers) and subnet.attention_keep_ratio < 1
 
     def loss_fn(params, batch):
         params = fake_quantize_params(params, bits)

@@ -55,6 +55,10 @@ from effjax.train.state import TrainState
 from effjax.train.step import apply_gradients
 
 
+DEPTH_TARGETS = ("l1", "std")
+KNOB_GROUPS = ("widths", "keep_ratios", "top_ks", "weight_bits")  # the order progressive shrinking opens them in
+
+
 @dataclasses.dataclass(frozen=True)
 class SandwichOptions:
     num_random: int = 2  # random configs per step, besides the max and min configs
@@ -64,6 +68,11 @@ class SandwichOptions:
     keep_ratios: tuple[float, ...] = (1.0,)  # attention keep ratios sampled (super_vit)
     top_ks: tuple[int, ...] = ()  # MoE experts per token sampled (super_vit); () keeps the model default
     weight_bits: tuple[int, ...] = (FLOAT_BITS,)  # body weight bits sampled; 32 is float (QAT otherwise)
+    kd_temperature: float = 1.0  # softmax temperature of the class / per-pixel soft targets
+    kd_depth: str = "l1"  # depth distillation target: "l1" (raw units) or "std" (in units of the depth std)
+    kd_tasks: tuple[str, ...] = ()  # tasks distilled; () distills every task
+    kd_warmup_steps: int = 0  # KD and CIKD weights ramp linearly from 0 over these steps
+    progressive_opens: tuple[float, ...] = ()  # progressive shrinking: fraction of the steps at which the menus open
 
     def __post_init__(self):
         if not isinstance(self.num_random, int) or self.num_random < 0:
@@ -81,6 +90,20 @@ class SandwichOptions:
             raise ValueError(f"config.slim.top_ks={self.top_ks!r}: each must be an integer >= 1")
         if not self.weight_bits or any(b not in (2, 4, 8, FLOAT_BITS) for b in self.weight_bits):
             raise ValueError(f"config.slim.weight_bits={self.weight_bits!r}: allowed values 2, 4, 8, 32 (float)")
+        if not (isinstance(self.kd_temperature, (int, float)) and np.isfinite(self.kd_temperature)
+                and self.kd_temperature > 0):
+            raise ValueError(f"config.slim.kd_temperature={self.kd_temperature!r}: must be a finite number > 0")
+        if self.kd_depth not in DEPTH_TARGETS:
+            raise ValueError(f"config.slim.kd_depth={self.kd_depth!r}: allowed {DEPTH_TARGETS}")
+        object.__setattr__(self, "kd_tasks", tuple(str(t) for t in self.kd_tasks))
+        if not isinstance(self.kd_warmup_steps, int) or self.kd_warmup_steps < 0:
+            raise ValueError(f"config.slim.kd_warmup_steps={self.kd_warmup_steps!r}: must be an integer >= 0")
+        opens = tuple(float(f) for f in self.progressive_opens)
+        object.__setattr__(self, "progressive_opens", opens)
+        if opens and (len(opens) != len(KNOB_GROUPS) or any(not 0 <= f < 1 for f in opens)
+                      or any(a > b for a, b in zip(opens, opens[1:]))):
+            raise ValueError(f"config.slim.progressive_opens={opens!r}: () or {len(KNOB_GROUPS)} non-decreasing "
+                             f"fractions in [0, 1), one per menu group {KNOB_GROUPS}")
 
     @property
     def quantizes(self) -> bool:
@@ -97,12 +120,20 @@ class SandwichOptions:
         return cls(**{k: slim[k] for k in known if k in slim})
 
 
-def distillation_loss(task: TaskSpec, student: jax.Array, teacher: jax.Array) -> jax.Array:
-    """In-place distillation to a detached teacher prediction (soft CE for classes, L1 for depth)."""
+def distillation_loss(task: TaskSpec, student: jax.Array, teacher: jax.Array, temperature: float = 1.0,
+                      depth: str = "l1") -> jax.Array:
+    """In-place distillation to a detached teacher prediction.
+
+    Classes (image-level or per pixel): soft cross-entropy to the teacher's softmax at `temperature`,
+    times temperature**2 so the gradient's scale does not depend on it (Hinton et al. 2015).
+    Depth: L1 to the teacher's depth, in raw units ("l1") or in units of the training set's depth
+    std ("std", so the term does not depend on the unit the depth is measured in)."""
     teacher = jax.lax.stop_gradient(teacher)
     if task.kind in ("classification", "segmentation"):
-        return optax.softmax_cross_entropy(student, jax.nn.softmax(teacher, axis=-1)).mean()
-    return jnp.abs(student - teacher).mean()
+        t = float(temperature)
+        return t * t * optax.softmax_cross_entropy(student / t, jax.nn.softmax(teacher / t, axis=-1)).mean()
+    scale = 1.0 / task.value_std if depth == "std" else 1.0
+    return jnp.abs(student - teacher).mean() * scale
 
 
 def feature_distillation_loss(student: jax.Array, teacher: jax.Array, active: jax.Array) -> jax.Array:
@@ -112,18 +143,39 @@ def feature_distillation_loss(student: jax.Array, teacher: jax.Array, active: ja
     return jnp.sum(jnp.square(student - jax.lax.stop_gradient(teacher)) * keep) / count
 
 
-def sample_configs(rng: jax.Array, num_random: int, num_tasks: int, menu_size: int) -> jax.Array:
+def sample_configs(rng: jax.Array, num_random: int, num_tasks: int, menu_size: int,
+                   lowest: jax.Array | int = 0) -> jax.Array:
     """Menu indices [1 + num_random, 1 + num_tasks]: row 0 the min config, then random ones;
-    column 0 the encoder, then one column per task's decoder."""
-    return sample_knob_indices(rng, num_random, (menu_size,) * (1 + num_tasks))
+    column 0 the encoder, then one column per task's decoder (all from index `lowest` up)."""
+    return sample_knob_indices(rng, num_random, (menu_size,) * (1 + num_tasks),
+                               jnp.full((1 + num_tasks,), lowest, jnp.int32))
 
 
-def sample_knob_indices(rng: jax.Array, num_random: int, menu_sizes: Sequence[int]) -> jax.Array:
+def sample_knob_indices(rng: jax.Array, num_random: int, menu_sizes: Sequence[int],
+                        lowest: jax.Array | None = None) -> jax.Array:
     """Menu indices [1 + num_random, len(menu_sizes)], one column per knob: row 0 the min config
-    (index 0 of every ascending menu), then `num_random` uniform draws."""
-    smallest = jnp.zeros((1, len(menu_sizes)), jnp.int32)
-    random = jax.random.randint(rng, (num_random, len(menu_sizes)), 0, jnp.asarray(menu_sizes, jnp.int32), jnp.int32)
-    return jnp.concatenate([smallest, random], axis=0)
+    (index `lowest` of every ascending menu, default 0), then `num_random` uniform draws from
+    [lowest, size). A closed menu (progressive shrinking) has lowest = size - 1: its max value only."""
+    sizes = jnp.asarray(menu_sizes, jnp.int32)
+    lowest = jnp.zeros_like(sizes) if lowest is None else jnp.asarray(lowest, jnp.int32)
+    random = jax.random.randint(rng, (num_random, len(menu_sizes)), lowest, sizes, jnp.int32)
+    return jnp.concatenate([lowest[None, :], random], axis=0)
+
+
+def open_groups(step: jax.Array, opens: Sequence[float], num_steps: int) -> jax.Array:
+    """Progressive shrinking (OFA): bool [len(KNOB_GROUPS)], which menu groups are open at `step`
+    (traced); group g opens at step round(opens[g] * num_steps). No `opens`: every group is open."""
+    if not opens:
+        return jnp.ones((len(KNOB_GROUPS),), bool)
+    starts = jnp.asarray([int(round(f * num_steps)) for f in opens], jnp.int32)
+    return step >= starts
+
+
+def kd_ramp(step: jax.Array, warmup_steps: int) -> jax.Array:
+    """The KD / CIKD weight multiplier: linear from 0 at step 0 to 1 at `warmup_steps` (1 throughout when 0)."""
+    if not warmup_steps:
+        return jnp.ones((), jnp.float32)
+    return jnp.minimum(step.astype(jnp.float32) / warmup_steps, 1.0)
 
 
 def _aux_total(mutated) -> jax.Array:
@@ -131,7 +183,8 @@ def _aux_total(mutated) -> jax.Array:
 
 
 def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
-                       task_weights: Mapping[str, float], schedule: optax.Schedule, options: SandwichOptions) -> Callable:
+                       task_weights: Mapping[str, float], schedule: optax.Schedule, options: SandwichOptions,
+                       num_steps: int = 0) -> Callable:
     if not isinstance(model, ElasticViT):
         raise ValueError(f"config.train.objective='sandwich' needs the elastic model (config.model.name 'slim_vit' or "
                          f"'super_vit'); got {type(model).__name__}")
@@ -150,6 +203,12 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
     bits_menu = jnp.asarray(options.weight_bits, jnp.int32)
     knob_sizes = (len(options.keep_ratios), len(top_ks), len(options.weight_bits))
     teacher_subnet = SubnetConfig(moe_top_k=max(top_ks)) if model.moe_every else None
+    unknown = sorted(set(options.kd_tasks) - {t.name for t in tasks})
+    if unknown:
+        raise ValueError(f"config.slim.kd_tasks: unknown tasks {unknown}; allowed: {[t.name for t in tasks]}")
+    distilled = {t.name: not options.kd_tasks or t.name in options.kd_tasks for t in tasks}
+    if options.progressive_opens and num_steps < 1:
+        raise ValueError("config.slim.progressive_opens needs config.train.num_steps >= 1")
 
     def encoder_branch(width: float) -> Callable:
         def run(params, images, keep_ratio, top_k):
@@ -165,7 +224,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
 
         return run
 
-    def config_loss(params, batch, row, knobs, teacher_preds, teacher_tokens):
+    def config_loss(params, batch, row, knobs, teacher_preds, teacher_tokens, ramp):
         images = batch["image"]
         hw = images.shape[1:3]
         if options.quantizes:
@@ -175,14 +234,16 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
         active = active_widths[row[0]]
         preds = {t.name: jax.lax.switch(row[1 + i], [decoder_branch(t.name, w, hw) for w in menu], params, tokens, active)
                  for i, t in enumerate(tasks)}
-        kd = sum(weights[t.name] * distillation_loss(t, preds[t.name], teacher_preds[t.name]) for t in tasks)
+        kd_task = {t.name: distillation_loss(t, preds[t.name], teacher_preds[t.name], options.kd_temperature,
+                                             options.kd_depth) for t in tasks}
+        kd = sum(weights[t.name] * kd_task[t.name] for t in tasks if distilled[t.name])
         cikd = feature_distillation_loss(tokens, teacher_tokens, active)
-        total = options.inplace_kd_weight * kd + options.cikd_weight * cikd + aux
-        label = jnp.zeros((), jnp.float32)
+        total = ramp * (options.inplace_kd_weight * kd + options.cikd_weight * cikd) + aux
+        label, label_task = losses.multitask_loss(tasks, preds, batch, weights)
         if options.label_weight_small:
-            label, _ = losses.multitask_loss(tasks, preds, batch, weights)
             total = total + options.label_weight_small * label
-        return total, {"kd": kd, "cikd": cikd, "label": label}
+        return total, {"kd": kd, "cikd": cikd, "label": label,
+                       **{f"kd/{k}": v for k, v in kd_task.items()}, **{f"label/{k}": v for k, v in label_task.items()}}
 
     def max_loss(params, batch):
         (preds, tokens), mutated = model.apply({"params": params}, batch["image"], train=True, subnet=teacher_subnet,
@@ -196,22 +257,40 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
         (loss_max, (per_task, teacher_preds, teacher_tokens, aux_max)), grads = jax.value_and_grad(
             max_loss, has_aux=True)(state.params, batch)
         teacher_preds, teacher_tokens = jax.lax.stop_gradient((teacher_preds, teacher_tokens))
-        rows = sample_configs(rng, options.num_random, len(tasks), len(menu))
-        knob_rows = sample_knob_indices(jax.random.fold_in(rng, 1), options.num_random, knob_sizes)
+        is_open = open_groups(state.step, options.progressive_opens, num_steps)
+        closed_lowest = lambda group, size: jnp.where(is_open[KNOB_GROUPS.index(group)], 0, size - 1)
+        rows = sample_configs(rng, options.num_random, len(tasks), len(menu), closed_lowest("widths", len(menu)))
+        knob_lowest = jnp.stack([closed_lowest(g, n) for g, n in zip(KNOB_GROUPS[1:], knob_sizes)])
+        knob_rows = sample_knob_indices(jax.random.fold_in(rng, 1), options.num_random, knob_sizes, knob_lowest)
+        ramp = kd_ramp(state.step, options.kd_warmup_steps)
 
         def one_config(grads_sum, row_and_knobs):
             row, knobs = row_and_knobs
             (loss, parts), g = jax.value_and_grad(config_loss, has_aux=True)(
-                state.params, batch, row, knobs, teacher_preds, teacher_tokens)
+                state.params, batch, row, knobs, teacher_preds, teacher_tokens, ramp)
             return jax.tree.map(jnp.add, grads_sum, g), (loss, parts)
 
-        grads, (config_losses, parts) = jax.lax.scan(one_config, grads, (rows, knob_rows))
+        def sub_configs(grads_max):
+            return jax.lax.scan(one_config, grads_max, (rows, knob_rows))
+
+        grads_max = grads
+        if options.progressive_opens:  # before the first menu opens only the full config trains
+            skipped = jax.eval_shape(sub_configs, grads)
+            grads, (config_losses, parts) = jax.lax.cond(
+                is_open.any(), sub_configs,
+                lambda g: (g, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), skipped[1])), grads)
+        else:
+            grads, (config_losses, parts) = sub_configs(grads)
         loss = loss_max + config_losses.sum()
         new_state, grad_norm = apply_gradients(state, grads, loss, tx)
         metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+                   "grad_norm/max": optax.tree.norm(grads_max),
+                   "grad_norm/small": optax.tree.norm(jax.tree.map(jnp.subtract, grads, grads_max)),
+                   "kd_ramp": ramp, "menus_open": is_open.sum(),
                    "loss/max": loss_max, "loss/min": config_losses[0], "loss/aux_max": aux_max,
                    "loss/kd": parts["kd"].mean(), "loss/cikd": parts["cikd"].mean(),
                    "loss/label_small": parts["label"].mean(),
+                   **{f"loss/{k}_small": v.mean() for k, v in parts.items() if "/" in k},
                    **{f"loss/{k}": v for k, v in per_task.items()}}
         if options.num_random:
             metrics["loss/random"] = config_losses[1:].mean()
@@ -223,4 +302,4 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
 def build_sandwich_step(setup, config) -> Callable:
     """Objective builder for `config.train.objective = "sandwich"`; weights and n from `config.slim`."""
     return make_sandwich_step(setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights),
-                              setup.schedule, SandwichOptions.from_config(config))
+                              setup.schedule, SandwichOptions.from_config(config), int(config.train.num_steps))

@@ -1,0 +1,29 @@
+"""The supernet training recipes compared by this study, each one variant of `configs/slim_vit.py`
+(so `configs/supernet.py:<dataset>,<variant>` trains it), and the rule that selects one.
+
+Selection rule (written before any recipe other than the baseline was trained): on the VALIDATION
+split, a recipe's figure of merit is the search score (`subnet_search.score`, the mean of the task
+scores) averaged over the fixed configurations (`configs_<dataset>.json`) and over seeds 0, 1, 2.
+The recipe with the highest figure is selected if it beats the baseline `labels` by more than the
+sample std (ddof 1) over seeds of its per-seed difference to the baseline; otherwise the baseline
+stays (it is the simplest). Test figures are reported for the selected recipe only as a consequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    variant: str  # appended to the config argument, e.g. ",bignas"
+    description: str
+
+
+RECIPES = {
+    "labels": Recipe("", "sandwich, every config on the labels (the main job's default)"),
+    "bignas": Recipe(",bignas", "sandwich, in-place distillation BigNAS-style (see configs/slim_vit.py)"),
+    "shrink": Recipe(",shrink", "OFA progressive shrinking, distilled from the full config (see configs/slim_vit.py)"),
+}
+BASELINE = "labels"
+SEEDS = (0, 1, 2)

@@ -1,0 +1,113 @@
+"""Prints the recipe comparison (digits): validation scores at the fixed configurations, the selection by
+the rule in `recipes.py`, test scores of the selected recipe, and each recipe's training FLOPs.
+
+  python -m experiments.supernet_recipes.report > /dev/null  # the README tables are this script's output
+  python -m experiments.supernet_recipes.report
+
+Reads results/<dataset>_<recipe>_seed<N>.json (`run.py`) and results/flops_<dataset>.json (`flops.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from experiments.supernet_recipes.recipes import BASELINE, RECIPES, SEEDS
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load(dataset: str) -> dict[str, dict[int, dict]]:
+    runs: dict[str, dict[int, dict]] = {}
+    for recipe in RECIPES:
+        for seed in SEEDS:
+            path = os.path.join(HERE, "results", f"{dataset}_{recipe}_seed{seed}.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    runs.setdefault(recipe, {})[seed] = json.load(f)
+    return runs
+
+
+def mean_std(values) -> str:
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        return f"{values.mean():.2f} (n=1)" if len(values) else "-"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def scores(run: dict, split: str) -> dict[str, float]:
+    return {c["name"]: 100 * c[split]["score"] for c in run["configs"]}
+
+
+def select(runs) -> tuple[str, dict[str, np.ndarray]]:
+    """The rule of `recipes.py`: highest mean validation score over configurations and seeds, kept only
+    if it beats the baseline by more than the sample std of its per-seed difference."""
+    merit = {r: np.asarray([np.mean(list(scores(runs[r][s], "val").values())) for s in SEEDS if s in runs[r]])
+             for r in runs}
+    best = max(merit, key=lambda r: merit[r].mean())
+    if best == BASELINE or BASELINE not in runs:
+        return best, merit
+    common = [s for s in SEEDS if s in runs[best] and s in runs[BASELINE]]
+    diff = np.asarray([np.mean(list(scores(runs[best][s], "val").values()))
+                       - np.mean(list(scores(runs[BASELINE][s], "val").values())) for s in common])
+    if len(diff) < 2 or diff.mean() <= diff.std(ddof=1):
+        return BASELINE, merit
+    return best, merit
+
+
+def main(dataset: str = "digits"):
+    runs = load(dataset)
+    names = [c["name"] for c in next(iter(next(iter(runs.values())).values()))["configs"]]
+    print(f"### {dataset}: validation score (mean task score x 100) at the fixed configurations, mean ± std over seeds\n")
+    print("| recipe | seeds | " + " | ".join(names) + " | mean over configs |")
+    print("|---|---|" + "---|" * (len(names) + 1))
+    for recipe, by_seed in runs.items():
+        per = [scores(by_seed[s], "val") for s in sorted(by_seed)]
+        cells = [mean_std([p[n] for p in per]) for n in names]
+        print(f"| {recipe} | {','.join(map(str, sorted(by_seed)))} | " + " | ".join(cells)
+              + f" | {mean_std([np.mean(list(p.values())) for p in per])} |")
+    chosen, merit = select(runs)
+    print("\nPer-seed difference to the baseline (mean over configs, validation):\n")
+    for recipe in runs:
+        if recipe == BASELINE or BASELINE not in runs:
+            continue
+        common = [s for s in SEEDS if s in runs[recipe] and s in runs[BASELINE]]
+        diff = [np.mean(list(scores(runs[recipe][s], "val").values())) - np.mean(list(scores(runs[BASELINE][s], "val").values()))
+                for s in common]
+        print(f"- {recipe} minus {BASELINE}: {mean_std(diff)} points (seeds {common}; per seed "
+              + ", ".join(f"{d:+.2f}" for d in diff) + ")")
+    print(f"\n**Selected on validation by the rule of `recipes.py`: `{chosen}`.**\n")
+    print(f"### {dataset}: test score of the selected recipe `{chosen}`, mean ± std over seeds\n")
+    print("| configuration | " + " | ".join(t for t in next(iter(runs[chosen].values()))["configs"][0]["test"] if t != "score")
+          + " | score |")
+    tasks = [t for t in next(iter(runs[chosen].values()))["configs"][0]["test"] if t != "score"]
+    print("|---|" + "---|" * (len(tasks) + 1))
+    for n in names:
+        rows = [next(c for c in runs[chosen][s]["configs"] if c["name"] == n)["test"] for s in sorted(runs[chosen])]
+        print(f"| {n} | " + " | ".join(mean_std([100 * r[t] for r in rows]) for t in tasks)
+              + f" | {mean_std([100 * r['score'] for r in rows])} |")
+    if chosen != BASELINE and BASELINE in runs:
+        common = [s for s in SEEDS if s in runs[chosen] and s in runs[BASELINE]]
+        diff = [np.mean(list(scores(runs[chosen][s], "test").values())) - np.mean(list(scores(runs[BASELINE][s], "test").values()))
+                for s in common]
+        print(f"\nTest, {chosen} minus {BASELINE} (mean over the configurations; reported after the selection, not used "
+              f"by it): {mean_std(diff)} points (per seed " + ", ".join(f"{d:+.2f}" for d in diff) + ")")
+    flops_path = os.path.join(HERE, "results", f"flops_{dataset}.json")
+    if os.path.exists(flops_path):
+        with open(flops_path) as f:
+            flops = json.load(f)["recipes"]
+        print(f"\n### {dataset}: training cost per recipe (XLA cost analysis of static-configuration forward + backward)\n")
+        print("| recipe | GFLOPs per step (mean over the schedule) | total TFLOPs | full config alone, GFLOPs per step | "
+              "ratio to the full config alone | train wall s (mean over seeds, shared 2-core CPU) |")
+        print("|---|---|---|---|---|---|")
+        for recipe, f in flops.items():
+            walls = [r["train_wall_s"] for r in runs.get(recipe, {}).values() if r.get("train_wall_s")]
+            print(f"| {recipe} | {f['mean_flops_per_step'] / 1e9:.2f} | {f['total_flops'] / 1e12:.2f} | "
+                  f"{f['full_config_step_flops'] / 1e9:.2f} | {f['mean_flops_per_step'] / f['full_config_step_flops']:.2f} | "
+                  f"{np.mean(walls) if walls else float('nan'):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
