@@ -34,7 +34,7 @@ from effjax.models.elastic_vit import ElasticViT
 from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig
 from effjax.train import losses
-from effjax.train.sandwich import _aux_total
+from effjax.train.sandwich import aux_total
 from effjax.train.state import TrainState
 from effjax.train.step import apply_gradients
 
@@ -53,7 +53,7 @@ def subnet_from_config(config) -> SubnetConfig:
 
 def _predictor_aux(mutated) -> jax.Array:
     flat = flax.traverse_util.flatten_dict(dict(mutated.get(AUX_LOSS_COLLECTION, {})))
-    return _aux_total({AUX_LOSS_COLLECTION: {k: v for k, v in flat.items() if PREDICTOR_LOSS in k}})
+    return aux_total({AUX_LOSS_COLLECTION: {k: v for k, v in flat.items() if PREDICTOR_LOSS in k}})
 
 
 def make_fixed_subnet_loss(model, tasks: Sequence[TaskSpec], task_weights: Mapping[str, float], subnet: SubnetConfig,
@@ -76,7 +76,7 @@ def make_fixed_subnet_loss(model, tasks: Sequence[TaskSpec], task_weights: Mappi
         preds, mutated = model.apply({"params": params}, batch["image"], train=True, subnet=call_subnet,
                                      mutable=[AUX_LOSS_COLLECTION])
         total, per_task = losses.multitask_loss(tasks, preds, batch, weights)
-        aux = _aux_total(mutated)
+        aux = aux_total(mutated)
         if sparse_pass:
             _, dense = model.apply({"params": params}, batch["image"], subnet.encoder_width, 1.0,
                                    subnet.moe_top_k or None, method="encode", path="masked", distill=True,

@@ -178,7 +178,8 @@ def kd_ramp(step: jax.Array, warmup_steps: int) -> jax.Array:
     return jnp.minimum(step.astype(jnp.float32) / warmup_steps, 1.0)
 
 
-def _aux_total(mutated) -> jax.Array:
+def aux_total(mutated) -> jax.Array:
+    """Sum of the auxiliary losses the model sowed (MoE balance / z-loss, predictor distillation)."""
     return sum((jnp.sum(x) for x in jax.tree.leaves(mutated.get(AUX_LOSS_COLLECTION, {}))), jnp.zeros((), jnp.float32))
 
 
@@ -214,7 +215,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
         def run(params, images, keep_ratio, top_k):
             tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
                                           method="encode", mutable=[AUX_LOSS_COLLECTION])
-            return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1]))), _aux_total(mutated)
+            return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1]))), aux_total(mutated)
 
         return run
 
@@ -249,7 +250,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
         (preds, tokens), mutated = model.apply({"params": params}, batch["image"], train=True, subnet=teacher_subnet,
                                                return_features=True, mutable=[AUX_LOSS_COLLECTION])
         total, per_task = losses.multitask_loss(tasks, preds, batch, weights)
-        aux = _aux_total(mutated)
+        aux = aux_total(mutated)
         return total + aux, (per_task, preds, tokens, aux)
 
     def train_step(state: TrainState, batch, rng):
