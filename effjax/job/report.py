@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from effjax.search import reference
+
 
 def budget_picks(points, fractions=(1.0, 0.5, 0.25, 0.1)) -> list[dict]:
     """The best-scoring front point within each fraction of the largest evaluated FLOPs."""
@@ -113,7 +115,7 @@ def render(points, full_metrics, config, exports, workdir: str | None = None) ->
         "",
         f"{len(points)} configurations evaluated zero-shot on the validation split; {len(front)} are Pareto-optimal in "
         f"(score up, FLOPs down, bits down), spanning {min(flops):.3g} to {max(flops):.3g} FLOPs per example "
-        f"({max(flops) / max(min(flops), 1):.1f}x){ties}.",
+        f"({max(flops) / max(min(flops), 1):.1f}x){ties}. Search: qLogNEHVI, {reference.describe()}",
         "",
         f"Full supernet (all widths 1, dense attention, most experts, float32): validation score {full_metrics['score']:.4f}"
         f"{full_test_text}. "

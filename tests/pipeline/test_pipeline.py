@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from effjax.search import reference as search_reference
 from effjax.job import run as pipeline
 from effjax.compress import export as export_lib
 from effjax.config.load import load_config
@@ -43,6 +44,7 @@ def test_summary_paths_are_absolute_and_report_paths_relative_to_the_workdir(pip
     exports = re.findall(r"`(export/point_\d+)`", report)
     assert exports and all(os.path.isdir(os.path.join(workdir, e)) for e in exports)
     assert parent_free(report, os.path.dirname(workdir))
+    assert search_reference.describe() in report  # the main job passes no reference point: the report says which
 
 
 def parent_free(text: str, parent: str) -> bool:
