@@ -14,6 +14,13 @@ One jitted step, one optimizer update, following Universally Slimmable Networks
      + label_weight_small * the labels' loss (0 in US-Nets);
   3. the gradients of all configs are summed into one update.
 
+Recipe options (`config.slim`, documented in effjax/config/base.py): BigNAS-style distillation (Yu et
+al., ECCV 2020) with a softmax temperature (loss times T^2, Hinton et al. 2015), depth distilled in
+units of its std (L1 or half squared error), a subset of tasks distilled, and a linear KD warm-up; and
+OFA progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of the steps, in the
+order widths, keep ratios, top-k, bits, as a function of the traced step (before the first opens,
+`lax.cond` skips the sub-configs and only the full config trains; a closed menu draws its max value).
+
 The supernet's other knobs (`super_vit`, issue 9) join the same rule: each config
 also draws an attention keep ratio, an MoE top-k and a weight-bits value from the
 menus `config.slim.keep_ratios`, `top_ks` and `weight_bits` (the max config takes
