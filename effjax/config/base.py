@@ -88,7 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.slim.cikd_weight = 1.0  # Configuration-Invariant KD on encoder tokens (ECMT; weight our choice)
     c.slim.label_weight_small = 0.0  # label loss of the non-max configs (US-Nets: 0)
     c.slim.kd_temperature = 1.0  # softmax temperature of the class / per-pixel soft targets (loss times T^2)
-    c.slim.kd_depth = "l1"  # depth distillation: "l1" (raw units) or "std" (L1 in units of the training depth std)
+    c.slim.kd_depth = "l1"  # depth distillation: "l1" (raw units), "std" (L1 in training depth-std units) or "l2std" (half squared error in std units)
     c.slim.kd_tasks = ()  # tasks distilled (e.g. ("count",)); () distills every task
     c.slim.kd_warmup_steps = 0  # KD and CIKD weights ramp linearly from 0 to 1 over these steps (BigNAS-style warm-up)
     # OFA progressive shrinking: () samples every menu from step 0; otherwise 4 non-decreasing fractions of

@@ -14,6 +14,13 @@ One jitted step, one optimizer update, following Universally Slimmable Networks
      + label_weight_small * the labels' loss (0 in US-Nets);
   3. the gradients of all configs are summed into one update.
 
+Recipe options (`config.slim`, documented in effjax/config/base.py): BigNAS-style distillation (Yu et
+al., ECCV 2020) with a softmax temperature (loss times T^2, Hinton et al. 2015), depth distilled in
+units of its std (L1 or half squared error), a subset of tasks distilled, and a linear KD warm-up; and
+OFA progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of the steps, in the
+order widths, keep ratios, top-k, bits, as a function of the traced step (before the first opens,
+`lax.cond` skips the sub-configs and only the full config trains; a closed menu draws its max value).
+
 The supernet's other knobs (`super_vit`, issue 9) join the same rule: each config
 also draws an attention keep ratio, an MoE top-k and a weight-bits value from the
 menus `config.slim.keep_ratios`, `top_ks` and `weight_bits` (the max config takes
@@ -55,7 +62,7 @@ from effjax.train.state import TrainState
 from effjax.train.step import apply_gradients
 
 
-DEPTH_TARGETS = ("l1", "std")
+DEPTH_TARGETS = ("l1", "std", "l2std")
 KNOB_GROUPS = ("widths", "keep_ratios", "top_ks", "weight_bits")  # the order progressive shrinking opens them in
 
 
@@ -69,7 +76,7 @@ class SandwichOptions:
     top_ks: tuple[int, ...] = ()  # MoE experts per token sampled (super_vit); () keeps the model default
     weight_bits: tuple[int, ...] = (FLOAT_BITS,)  # body weight bits sampled; 32 is float (QAT otherwise)
     kd_temperature: float = 1.0  # softmax temperature of the class / per-pixel soft targets
-    kd_depth: str = "l1"  # depth distillation target: "l1" (raw units) or "std" (in units of the depth std)
+    kd_depth: str = "l1"  # depth distillation: "l1" (raw units), "std" (L1 in depth-std units), "l2std" (half squared error in std units)
     kd_tasks: tuple[str, ...] = ()  # tasks distilled; () distills every task
     kd_warmup_steps: int = 0  # KD and CIKD weights ramp linearly from 0 over these steps
     progressive_opens: tuple[float, ...] = ()  # progressive shrinking: fraction of the steps at which the menus open
@@ -127,11 +134,15 @@ def distillation_loss(task: TaskSpec, student: jax.Array, teacher: jax.Array, te
     Classes (image-level or per pixel): soft cross-entropy to the teacher's softmax at `temperature`,
     times temperature**2 so the gradient's scale does not depend on it (Hinton et al. 2015).
     Depth: L1 to the teacher's depth, in raw units ("l1") or in units of the training set's depth
-    std ("std", so the term does not depend on the unit the depth is measured in)."""
+    std ("std", so the term does not depend on the unit the depth is measured in); or half the squared
+    error in std units ("l2std"), whose gradient vanishes as the student reaches the teacher (L1's
+    keeps its size at every pixel)."""
     teacher = jax.lax.stop_gradient(teacher)
     if task.kind in ("classification", "segmentation"):
         t = float(temperature)
         return t * t * optax.softmax_cross_entropy(student / t, jax.nn.softmax(teacher / t, axis=-1)).mean()
+    if depth == "l2std":
+        return 0.5 * jnp.square((student - teacher) / task.value_std).mean()
     scale = 1.0 / task.value_std if depth == "std" else 1.0
     return jnp.abs(student - teacher).mean() * scale
 

@@ -11,7 +11,7 @@ import json
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ("labels", "kd_cikd", "kd", "cikd", "kd_count", "kd_depth_std", "kd_labels", "kd_warmup")
+ORDER = ("labels", "kd_cikd", "kd", "cikd", "kd_count", "kd_seg", "kd_depth", "kd_depth_std", "kd_depth_l2std", "kd_labels", "kd_warmup")
 
 
 def load() -> dict[str, dict]:

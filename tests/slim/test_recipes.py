@@ -47,6 +47,10 @@ def test_depth_std_target_does_not_depend_on_the_depth_unit():
     l1_m, l1_mm = (distillation_loss(metres, student, teacher), distillation_loss(millimetres, 1000 * student, 1000 * teacher))
     assert float(l1_mm) == pytest.approx(1000 * float(l1_m), rel=1e-5)
     assert float(std_m) == pytest.approx(float(l1_m) / 1.5, rel=1e-6)
+    l2_m, l2_mm = (distillation_loss(metres, student, teacher, depth="l2std"),
+                   distillation_loss(millimetres, 1000 * student, 1000 * teacher, depth="l2std"))
+    assert float(l2_m) == pytest.approx(float(l2_mm), rel=1e-5)
+    assert float(l2_m) == pytest.approx(float(0.5 * jnp.mean(jnp.square((student - teacher) / 1.5))), rel=1e-6)
 
 
 def test_menus_open_at_their_fractions_of_the_steps():
