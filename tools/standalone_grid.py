@@ -41,7 +41,6 @@ Writes `<out>/grid_<dataset>_budget<b>_seed<N>.json` (one record per configurati
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
