@@ -53,6 +53,7 @@ import numpy as np
 import optax
 
 from effjax.compress.qat import fake_quantize_params
+from effjax.config.base import base_config
 from effjax.data.specs import TaskSpec
 from effjax.models.elastic_vit import ElasticViT
 from effjax.models.layers import AUX_LOSS_COLLECTION
@@ -66,20 +67,25 @@ DEPTH_TARGETS = ("l1", "std", "l2std")
 KNOB_GROUPS = ("widths", "keep_ratios", "top_ks", "weight_bits")  # the order progressive shrinking opens them in
 
 
+_SLIM = base_config().slim  # the defaults and their meaning are written once, in effjax/config/base.py
+
+
 @dataclasses.dataclass(frozen=True)
 class SandwichOptions:
-    num_random: int = 2  # random configs per step, besides the max and min configs
-    inplace_kd_weight: float = 1.0  # weight of distillation to the max config's predictions
-    cikd_weight: float = 1.0  # weight of Configuration-Invariant KD on encoder features
-    label_weight_small: float = 0.0  # weight of the label loss for the non-max configs
-    keep_ratios: tuple[float, ...] = (1.0,)  # attention keep ratios sampled (super_vit)
-    top_ks: tuple[int, ...] = ()  # MoE experts per token sampled (super_vit); () keeps the model default
-    weight_bits: tuple[int, ...] = (FLOAT_BITS,)  # body weight bits sampled; 32 is float (QAT otherwise)
-    kd_temperature: float = 1.0  # softmax temperature of the class / per-pixel soft targets
-    kd_depth: str = "l1"  # depth distillation: "l1" (raw units), "std" (L1 in depth-std units), "l2std" (half squared error in std units)
-    kd_tasks: tuple[str, ...] = ()  # tasks distilled; () distills every task
-    kd_warmup_steps: int = 0  # KD and CIKD weights ramp linearly from 0 over these steps
-    progressive_opens: tuple[float, ...] = ()  # progressive shrinking: fraction of the steps at which the menus open
+    """The `config.slim` fields the step reads, validated; unset fields take `config/base.py`'s defaults."""
+
+    num_random: int = _SLIM.num_random
+    inplace_kd_weight: float = _SLIM.inplace_kd_weight
+    cikd_weight: float = _SLIM.cikd_weight
+    label_weight_small: float = _SLIM.label_weight_small
+    keep_ratios: tuple[float, ...] = tuple(_SLIM.keep_ratios)
+    top_ks: tuple[int, ...] = tuple(_SLIM.top_ks)
+    weight_bits: tuple[int, ...] = tuple(_SLIM.weight_bits)
+    kd_temperature: float = _SLIM.kd_temperature
+    kd_depth: str = _SLIM.kd_depth
+    kd_tasks: tuple[str, ...] = tuple(_SLIM.kd_tasks)
+    kd_warmup_steps: int = _SLIM.kd_warmup_steps
+    progressive_opens: tuple[float, ...] = tuple(_SLIM.progressive_opens)
 
     def __post_init__(self):
         if not isinstance(self.num_random, int) or self.num_random < 0:
