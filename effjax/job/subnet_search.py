@@ -31,11 +31,11 @@ import jax
 import numpy as np
 
 from effjax import search
-from effjax.job import json_safe
 from effjax.compress import export as export_lib
 from effjax.compress.cost import total_cost
 from effjax.compress.cost_elastic import elastic_layers
 from effjax.data.specs import TaskSpec
+from effjax.job import json_safe
 from effjax.models.elastic_vit import ElasticViT
 from effjax.quant.pvq import PVQSpec
 from effjax.quant.pvq.counting import fits_uint64
@@ -222,7 +222,7 @@ class SubnetEvaluator:
         step = self._eval_steps[subnet.encoder_width]
         knobs = (np.asarray([menu.index(w) for w in decoder_widths], np.int32),
                  np.float32(subnet.attention_keep_ratio),
-                 np.int32(subnet.moe_top_k or getattr(self.setup.model, "default_top_k", 0)))
+                 np.int32(subnet.moe_top_k or self.setup.model.default_top_k))
         return lambda params, batch: step(params, batch, *knobs)
 
     def _max_top_k(self) -> int:

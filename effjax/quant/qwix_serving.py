@@ -22,7 +22,7 @@ from effjax.data.specs import TaskSpec
 from effjax.models import build_model
 from effjax.quant.aqt_config import QuantOptions
 from effjax.quant.qwix_backend import QWIX_COLLECTION, make_provider
-from effjax.quant.serving import ServingModel, call_kwargs
+from effjax.quant.serving import ServingModel, call_kwargs, drop_frozen_kernels
 from effjax.subnet import SubnetConfig
 
 
@@ -65,10 +65,4 @@ def _drop_replaced_kernels(params, frozen) -> tuple[dict, dict]:
     for path, value in flax.traverse_util.flatten_dict(frozen).items():
         if path[-1] == "qvalue":  # path = (..module path.., "QwixDotGeneral_0", "qvalue")
             frozen_shapes.setdefault(path[:-2], set()).add(tuple(value.shape))
-    flat = flax.traverse_util.flatten_dict(params)
-    dropped = {}
-    for path in list(flat):
-        if tuple(flat[path].shape) in frozen_shapes.get(path[:-1], ()):
-            dropped[path] = jax.ShapeDtypeStruct(flat[path].shape, flat[path].dtype)
-            del flat[path]
-    return flax.traverse_util.unflatten_dict(flat), dropped
+    return drop_frozen_kernels(params, frozen_shapes)

@@ -22,10 +22,9 @@ of the arrays plus a small index.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 import json
 import os
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import flax
 import flax.linen as nn
@@ -123,6 +122,12 @@ def _drop_replaced_kernels(params, frozen) -> tuple[dict, dict]:
     for path, qt in _qtensors(frozen):
         # path = (..module path.., "AqtDotGeneral_0", "qrhs", "frozen")
         frozen_shapes.setdefault(path[:-3], set()).add(tuple(qt.qvalue.shape))
+    return drop_frozen_kernels(params, frozen_shapes)
+
+
+def drop_frozen_kernels(params, frozen_shapes: Mapping[tuple, set]) -> tuple[dict, dict]:
+    """`params` without each kernel whose module path holds a frozen integer copy of its shape, and the dropped
+    kernels' shapes (path -> ShapeDtypeStruct). `frozen_shapes`: module path -> integer weight shapes there."""
     flat = flax.traverse_util.flatten_dict(params)
     dropped = {}
     for path in list(flat):
