@@ -115,12 +115,6 @@ def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpe
     return layers
 
 
-def head_options(model_config) -> dict:
-    """The task-head options of `mt_vit` / `slim_vit` configs (`image_head`, `decoder_blocks`) for `vit_layers`."""
-    return dict(image_head=getattr(model_config, "image_head", "class_token"),
-                decoder_blocks=int(getattr(model_config, "decoder_blocks", 0)))
-
-
 def layer_weight_bits(layer: LayerCost, weight_bits: int) -> int:
     """Bits of one layer's parameters stored at `weight_bits` (float leftovers and scales at 32)."""
     if weight_bits >= FLOAT_BITS:
@@ -139,7 +133,3 @@ def total_cost(layers: Sequence[LayerCost], subnet: Optional[SubnetConfig] = Non
         params += layer.params
         bits += layer_weight_bits(layer, wb)
     return Cost(flops=flops, params=params, weight_bits=bits, bops=bops)
-
-
-def vit_cost(model_config, image_shape, tasks, subnet: Optional[SubnetConfig] = None) -> Cost:
-    return total_cost(vit_layers(model_config, image_shape, tasks, **head_options(model_config)), subnet)

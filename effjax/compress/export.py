@@ -48,18 +48,21 @@ import numpy as np
 from effjax.compress.weight_quant import dequantize_kernel, is_kernel, payload_bits, quantize_kernel
 from effjax.quant.rtn import fake_quantize, pack_int4, unpack_int4
 from effjax.data.specs import TaskSpec
+from effjax.models import param_names
 from effjax.quant.pvq import PVQSpec, QuantizedMatrix, decode_batch, dequantize_matrix, encode_batch, quantize_matrix
 from effjax.quant.pvq.counting import fits_uint64
 from effjax.quant.pvq.packing import pack_bits, unpack_bits
 from effjax.subnet import SubnetConfig, slim_widths
 
-FORMAT_VERSION = 3  # 3: version 2 plus model.bin's sha256 and the input/output signature; 1 and 2 still load
-READABLE_VERSIONS = (1, 2, 3)
+# 3: version 2 plus model.bin's sha256 and the input/output signature; 4: parameter paths in naming scheme 2
+# (`param_names`) for every model. 1-3 still load, their paths through the rename map.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 PVQ_BITS = 0  # ParamPlan.bits of a PVQ-coded kernel (its `pvq` spec says how)
 
 
 def _in_block(path: str) -> bool:
-    """A parameter of a transformer block (encoder `blocks_<i>` / `block<i>`, or a task's decoder block)."""
+    """A parameter of a transformer block (encoder `blocks_<i>`, or a task's decoder block `block<j>`)."""
     return any(p.startswith("block") for p in path.split("/"))
 
 
@@ -67,7 +70,7 @@ def layer_group(path: str) -> str:
     """The layer group of a parameter path, as the subnet's bits are assigned. A task's decoder blocks
     (`heads_<task>/block<j>/...`) are body layers, as the cost model and the AQT provider group them."""
     parts = path.split("/")
-    if not _in_block(path) and any(p.startswith("heads_") or p.startswith("head_") for p in parts):
+    if not _in_block(path) and any(p.startswith("heads_") for p in parts):
         return "head"
     if "patch_embed" in parts:
         return "embed"
@@ -81,7 +84,7 @@ def layer_group(path: str) -> str:
 def _task_of(path: str, tasks: Sequence[TaskSpec]) -> str | None:
     for part in path.split("/"):
         for t in tasks:
-            if part in (f"heads_{t.name}", f"head_{t.name}"):
+            if part == f"heads_{t.name}":
                 return t.name
     return None
 
@@ -284,6 +287,12 @@ def _read_meta(directory: str) -> dict:
     missing = [k for k in ("model_config", "tasks", "subnet", "params", "arrays") if k not in meta]
     if missing:
         raise ExportError(f"{path}: fields {missing} missing")
+    if meta["format_version"] < 4:  # mt_vit / sparse_vit / moe_vit exports named their parameters in scheme 1
+        for p in meta["params"]:
+            p["path"] = param_names.upgrade_path(p["path"])
+        for a in meta["arrays"]:
+            name, colon, suffix = a["name"].partition(":")
+            a["name"] = param_names.upgrade_path(name) + colon + suffix
     return meta
 
 

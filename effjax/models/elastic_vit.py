@@ -35,8 +35,12 @@ bits are not a call-time knob: quantization-aware training fake-quantizes the pa
 before the call (`effjax.compress.qat`), evaluation and export quantize the stored weights,
 and AQT serving goes through the `dot_general` hook of `effjax.models.layers`.
 
-The model families are presets of this class (`effjax.models.registry`): `slim_vit`
-(widths only) and `super_vit` (widths, Sparsifiner, MoE and QAT bits at once).
+The model families are presets of this class (`effjax.models.registry`): `mt_vit` (the dense
+multi-task ViT: the full configuration, nothing elastic in its config), `slim_vit` (widths) and
+`super_vit` (widths, Sparsifiner, MoE and QAT bits at once). `sparse_vit` (token pruning and the
+two-stage Sparsifiner recipe) and `moe_vit` (M3ViT's per-task encoder passes) are thin variants
+built from this module's parts (`Embedding`, `Block`, `Attention`, `TaskHead`). Parameter names
+follow `effjax.models.param_names`.
 """
 
 from __future__ import annotations
@@ -133,7 +137,7 @@ class Attention(nn.Module):
     max_in_features: int
     max_heads: int
     head_dim: int
-    num_tokens: int
+    num_tokens: int = 0  # sequence length the predictor is sized for (sparse only)
     sparse: bool = False
     predictor_channels: int = 4
     predictor_token_reduction: int = 8
@@ -269,7 +273,8 @@ class Block(nn.Module):
     num_widths: int = 0  # > 0: private LayerNorm affine per menu width (`width_index` picks the row)
 
     @nn.compact
-    def __call__(self, x: jax.Array, heads: int, mlp: int, keep_ratio: Scalar = 1.0, top_k: Scalar = 0,
+    def __call__(self, x: jax.Array, heads: Optional[int] = None, mlp: Optional[int] = None,
+                 keep_ratio: Scalar = 1.0, top_k: Scalar = 0,
                  max_top_k: int = 0, path: str = "masked", distill: bool = False, active: Optional[jax.Array] = None,
                  width_index: Optional[int] = None) -> jax.Array:
         """`active`: only the first `active` channels of `x` are real (zero padding after them); the

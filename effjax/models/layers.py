@@ -1,5 +1,5 @@
 """Building blocks shared by every effjax model: dense layers with a `dot_general` hook and
-logical axis names, LayerNorm, multi-head attention and the MLP, each also slimmable.
+logical axis names, LayerNorm and the MLP, each slimmable (attention: `elastic_vit.Attention`).
 
 Quantization (AQT) is injected, as in MaxText, by replacing the `dot_general` a layer
 multiplies with: every layer belongs to a *layer group* ("embed", "attention", "mlp",
@@ -97,49 +97,6 @@ def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
     return nn.with_logical_constraint(x, tuple(names))
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm whose scale and bias carry the `embed` logical axis."""
-
-    dtype: Any = jnp.float32
-    axis_name: str = "embed"
-
-    @nn.compact
-    def __call__(self, x):
-        return nn.LayerNorm(
-            dtype=self.dtype,
-            scale_init=nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (self.axis_name,)),
-        )(x)
-
-
-class MultiHeadAttention(nn.Module):
-    """Dense softmax self-attention with per-head q/k/v projections (fused heads axis)."""
-
-    num_heads: int
-    dtype: Any = jnp.float32
-    dot_general_provider: Optional[DotGeneralProvider] = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d_model = x.shape[-1]
-        head_dim = d_model // self.num_heads
-        dense = lambda name, axes: Dense(  # noqa: E731
-            self.num_heads * head_dim, axes, "attention", dtype=self.dtype,
-            dot_general_provider=self.dot_general_provider, name=name,
-        )
-        split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, head_dim))  # noqa: E731
-        q = split(dense("query", ("embed", "heads"))(x))
-        k = split(dense("key", ("embed", "heads"))(x))
-        v = split(dense("value", ("embed", "heads"))(x))
-        q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
-        logits_dot, mix_dot = (injected_dot_general(self.dot_general_provider) for _ in range(2))
-        logits = einsum("bqhd,bkhd->bhqk", q, k, logits_dot) / jnp.sqrt(head_dim).astype(self.dtype)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-        out = einsum("bhqk,bkhd->bqhd", weights, v, mix_dot).reshape(x.shape[:-1] + (self.num_heads * head_dim,))
-        return Dense(d_model, ("heads", "embed"), "attention", dtype=self.dtype,
-                     dot_general_provider=self.dot_general_provider, name="out")(out)
-
-
 LAYERNORM_EPSILON = 1e-6  # as flax.linen.LayerNorm
 
 
@@ -182,12 +139,13 @@ class SlimDense(nn.Module):
 
 class SlimLayerNorm(nn.Module):
     """LayerNorm over the active channels; scale / bias are prefix slices of max-width ones.
+    `max_features` None: the input's width (a plain LayerNorm, `LayerNorm`).
 
     With `num_widths` > 0 the affine parameters are private per width (one row per menu width,
     the LayerNorm analogue of switchable BatchNorm); the caller passes the row, `width_index`.
     """
 
-    max_features: int
+    max_features: Optional[int]
     dtype: Any = jnp.float32
     axis_name: str = "embed"
     num_widths: int = 0
@@ -195,14 +153,15 @@ class SlimLayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, active: Optional[jax.Array] = None, width_index: Optional[int] = None) -> jax.Array:
         c = x.shape[-1]
-        _check_width(f"{self.name}: input width", c, self.max_features)
+        max_features = self.max_features or c
+        _check_width(f"{self.name}: input width", c, max_features)
         if self.num_widths:
             if width_index is None or not 0 <= width_index < self.num_widths:
                 raise ValueError(f"{self.name}: width_index={width_index!r}: private norms need a menu width index in "
                                  f"[0, {self.num_widths})")
-            shape, axes = (self.num_widths, self.max_features), (None, self.axis_name)
+            shape, axes = (self.num_widths, max_features), (None, self.axis_name)
         else:
-            shape, axes = (self.max_features,), (self.axis_name,)
+            shape, axes = (max_features,), (self.axis_name,)
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, axes), shape, jnp.float32)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, axes), shape, jnp.float32)
         if self.num_widths:
@@ -247,3 +206,4 @@ class SlimMlp(nn.Module):
 
 Dense = functools.partial(SlimDense, None)  # Dense(features, kernel_axes, group, ...): y = x W + b at the input's width
 Mlp = functools.partial(SlimMlp, None)  # Mlp(hidden_dim, dtype, dot_general_provider): the plain two-layer GELU MLP
+LayerNorm = functools.partial(SlimLayerNorm, None)  # LayerNorm(dtype): over the whole last axis

@@ -1,7 +1,9 @@
 """Multi-task MoE ViT with task-conditioned routing (M3ViT, Liang et al., NeurIPS 2022).
 
-The dense multi-task ViT of `vit.py` with the MLP of every other block (blocks
-1, 3, ... by default) replaced by a `MoeMlp`. With `task_routing="per_task"` each MoE
+The dense multi-task ViT (the elastic model's parts at full width: `elastic_vit.Embedding`,
+`Block`, `Attention`, `TaskHead`) with the MLP of every other block (blocks 1, 3, ... by
+default) replaced by a `MoeMlp`; a thin variant of the elastic model because the per-task
+passes below do not fit its single encoder pass. With `task_routing="per_task"` each MoE
 layer owns one router per task (M3ViT Sec. 3.2): the encoder runs once per task,
 routed for that task, and each task's head reads its own pass; the dense blocks
 before the first MoE block and that block's attention are shared by all passes
@@ -26,9 +28,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.models.layers import DotGeneralProvider, LayerNorm, MultiHeadAttention, constrain
+from effjax.models.elastic_vit import Attention, Block, Embedding, TaskHead
+from effjax.models.layers import DotGeneralProvider, LayerNorm, constrain
 from effjax.models.moe import DISPATCH_METHODS, MoeMlp
-from effjax.models.vit import EncoderBlock, MultiTaskFields, TaskHead, embed_tokens, vit_fields
+from effjax.models.vit import MultiTaskFields, vit_fields
 from effjax.subnet import SubnetConfig, moe_block_indices
 
 TASK_ROUTING = ("per_task", "shared")
@@ -42,13 +45,15 @@ class MoeEncoderBlock(nn.Module):
     half of the first MoE block (its input is the same for every task).
     """
 
+    hidden_dim: int
     num_heads: int
     moe: MoeMlp
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
 
     def setup(self):
-        self.attention = MultiHeadAttention(self.num_heads, self.dtype, self.dot_general_provider)
+        self.attention = Attention(self.hidden_dim, self.num_heads, self.hidden_dim // self.num_heads, dtype=self.dtype,
+                                   dot_general_provider=self.dot_general_provider)
         self.ln_attention = LayerNorm(self.dtype)
         self.ln_mlp = LayerNorm(self.dtype)
 
@@ -105,7 +110,8 @@ class MoeMultiTaskViT(MultiTaskFields):  # mlp_dim: hidden width of the dense bl
         subnet = subnet or SubnetConfig()
         self._check(subnet, task)
         _, h, w, _ = images.shape
-        x = embed_tokens(self, images, self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
+        x = Embedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider, name="embedding")(
+            images, self.hidden_dim)
 
         moe_layers = moe_block_indices(self.num_layers, self.moe_every)
         blocks = []
@@ -120,16 +126,18 @@ class MoeMultiTaskViT(MultiTaskFields):  # mlp_dim: hidden width of the dense bl
                     z_loss_weight=self.z_loss_weight, entropy_weight=self.entropy_weight,
                     router_groups=None if self.router_groups is None else tuple(self.router_groups[j]),
                     dtype=self.dtype, dot_general_provider=self.dot_general_provider, parent=None)
-                blocks.append(MoeEncoderBlock(self.num_heads, moe, self.dtype, self.dot_general_provider, name=f"block{i}"))
+                blocks.append(MoeEncoderBlock(self.hidden_dim, self.num_heads, moe, self.dtype, self.dot_general_provider,
+                                              name=f"blocks_{i}"))
             else:
-                blocks.append(EncoderBlock(self.num_heads, self.mlp_dim, self.dtype, self.dot_general_provider, name=f"block{i}"))
+                blocks.append(Block(self.hidden_dim, self.num_heads, self.mlp_dim, dtype=self.dtype,
+                                    dot_general_provider=self.dot_general_provider, name=f"blocks_{i}"))
         first_moe = moe_layers[0] if moe_layers else self.num_layers
         for block in blocks[:first_moe]:
             x = block(x)
         shared = blocks[first_moe].attend(x) if moe_layers else x
         final_norm = LayerNorm(self.dtype, name="ln_final")
-        heads = {t.name: TaskHead(t, self.decoder_dim, self.patch_size, self.dtype, self.dot_general_provider,
-                                  name=f"head_{t.name}") for t in self.tasks}
+        heads = {t.name: TaskHead(t, self.hidden_dim, self.decoder_dim, self.patch_size, self.dtype,
+                                  self.dot_general_provider, name=f"heads_{t.name}") for t in self.tasks}
 
         def encode(router_index: int) -> jax.Array:
             y = shared
@@ -149,9 +157,9 @@ class MoeMultiTaskViT(MultiTaskFields):  # mlp_dim: hidden width of the dense bl
         wanted = [t for t in self.tasks if task is None or t.name == task]
         if self.task_routing == "shared":
             tokens = encode(0)
-            return {t.name: heads[t.name](tokens, (h, w)) for t in wanted}
+            return {t.name: heads[t.name](tokens, self.decoder_dim, (h, w)) for t in wanted}
         index = {t.name: n for n, t in enumerate(self.tasks)}
-        return {t.name: heads[t.name](encode(index[t.name]), (h, w)) for t in wanted}
+        return {t.name: heads[t.name](encode(index[t.name]), self.decoder_dim, (h, w)) for t in wanted}
 
 
 def build(model_config, tasks, dot_general_provider=None) -> MoeMultiTaskViT:

@@ -6,16 +6,11 @@ dot_general_provider) -> flax Module.
 
 from __future__ import annotations
 
-from effjax.models import elastic_vit, moe_vit, sparse_vit, vit
+from effjax.models import elastic_vit, moe_vit, sparse_vit
 from effjax.models.vit import DTYPES, vit_fields  # noqa: F401  (re-exported for the builders' callers)
 
-
-def _mt_vit(model_config, tasks, dot_general_provider):
-    return vit.MultiTaskViT(**vit_fields(model_config, tasks, dot_general_provider), **vit.head_fields(model_config))
-
-
 MODEL_BUILDERS = {
-    "mt_vit": _mt_vit,
+    "mt_vit": elastic_vit.build,  # the dense multi-task ViT: the elastic model's full configuration
     "moe_vit": moe_vit.build,
     "slim_vit": elastic_vit.build,  # widths only (configs/slim_vit.py)
     "sparse_vit": sparse_vit.build,

@@ -1,9 +1,10 @@
 """Multi-task ViT with Sparsifiner attention and optional token pruning (Wei et al., CVPR 2023).
 
-The backbone is `vit.MultiTaskViT`'s, with the same module names (patch_embed,
-cls, pos_embedding, block{i}/attention/{query,key,value,out}, ln_*, mlp, head_*),
-so a dense `mt_vit` checkpoint initializes it through `config.train.init_from`;
-each attention layer adds a `predictor` (sparse_attention.ConnectivityPredictor).
+The backbone is the elastic model's at full width (`elastic_vit.Embedding`, `TaskHead`;
+parameter names as `param_names`: embedding, blocks_<i>/attention/{query,key,value,out},
+ln_*, mlp, heads_<task>), so a dense `mt_vit` checkpoint initializes it through
+`config.train.init_from`; each attention layer adds a `predictor`
+(sparse_attention.ConnectivityPredictor).
 
 Knobs read at call time from the subnet config, so one trained model serves
 several of them: `attention_keep_ratio` (rho; 1.0 is dense attention) in the
@@ -30,8 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from effjax.models import sparse_attention as sa
+from effjax.models.elastic_vit import Embedding, TaskHead
 from effjax.models.layers import Dense, DotGeneralProvider, LayerNorm, Mlp, constrain, injected_dot_general
-from effjax.models.vit import MultiTaskFields, TaskHead, embed_tokens, vit_fields
+from effjax.models.vit import MultiTaskFields, vit_fields
 from effjax.subnet import SubnetConfig, kept_token_count, predictor_rank, sparse_model_fields
 
 INTERMEDIATES = "intermediates"
@@ -39,7 +41,8 @@ ATTENTION_PATH_CHOICES = ("auto",) + sa.ATTENTION_PATHS  # auto: masked when tra
 
 
 class SparseMultiHeadAttention(nn.Module):
-    """`layers.MultiHeadAttention` (same parameter names) with a connectivity predictor."""
+    """Multi-head self-attention (the parameter names of `elastic_vit.Attention`) with a connectivity predictor
+    whose scores choose each query's keys (or random keys, the baseline), and the class-row weights returned."""
 
     num_heads: int
     num_tokens: int  # full sequence length the predictor is sized for
@@ -156,7 +159,8 @@ class SparseViT(MultiTaskFields):
         if capture and path == "gathered":
             raise ValueError("capture=True needs the full attention weights: use attention_path masked or auto")
         _, h, w, _ = images.shape
-        x = embed_tokens(self, images, self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
+        x = Embedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider, name="embedding")(
+            images, self.hidden_dim)
         full_tokens = x.shape[1]
         positions = jnp.broadcast_to(jnp.arange(full_tokens, dtype=jnp.int32), x.shape[:2])
         full = None
@@ -168,7 +172,7 @@ class SparseViT(MultiTaskFields):
         for i in range(self.num_layers):
             keep_ratio = subnet.attention_keep_ratio if i in sparse_layers else 1.0
             x, cls_weights = SparseEncoderBlock(self.num_heads, self.mlp_dim, attention, self.dtype,
-                                                self.dot_general_provider, name=f"block{i}")(
+                                                self.dot_general_provider, name=f"blocks_{i}")(
                 x, positions, keep_ratio, path, capture)
             if i in self.token_pruning_layers and subnet.token_keep_ratio < 1:
                 full = x if full is None else restore_tokens(full, x, positions)
@@ -178,8 +182,9 @@ class SparseViT(MultiTaskFields):
             x = restore_tokens(full, x, positions)
         x = LayerNorm(self.dtype, name="ln_final")(x)
         self.sow(INTERMEDIATES, "tokens", x)
-        return {t.name: TaskHead(t, self.decoder_dim, self.patch_size, self.dtype, self.dot_general_provider,
-                                 name=f"head_{t.name}")(x, (h, w)) for t in self.tasks}
+        return {t.name: TaskHead(t, self.hidden_dim, self.decoder_dim, self.patch_size, self.dtype,
+                                 self.dot_general_provider, name=f"heads_{t.name}")(x, self.decoder_dim, (h, w))
+                for t in self.tasks}
 
 
 def build(model_config, tasks, dot_general_provider=None) -> SparseViT:

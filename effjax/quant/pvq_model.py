@@ -43,9 +43,9 @@ from effjax.quant.pvq.ptq import PTQ_DEFAULTS, kernel_paths
 KERNELS_FILE = "kernels.pvq"
 FLOAT_PARAMS_FILE = "float_params.npz"
 REPORT_FILE = "pvq_report.json"
-# layer name patterns shared by every effjax ViT family (mt_vit, moe_vit, slim_vit, sparse_vit)
+# layer name patterns of every effjax ViT family (parameter naming scheme 2, `effjax.models.param_names`)
 FIRST_LAYERS = r"(^|/)patch_embed/kernel$"
-LAST_LAYERS = r"(^|/)head_[^/]+/out/kernel$"
+LAST_LAYERS = r"(^|/)heads_[^/]+/out/kernel$"
 
 
 def default_pvq_config() -> ml_collections.ConfigDict:

@@ -30,6 +30,7 @@ from typing import Any, Optional
 import grain
 import orbax.checkpoint as ocp
 
+from effjax.models import param_names
 from effjax.train import checkpoint_manifest
 
 log = logging.getLogger("effjax")
@@ -134,6 +135,9 @@ class Checkpointer:
             return
         if saved is None:
             return
+        if hasattr(saved, "get") and hasattr(saved.get("params"), "keys"):
+            param_names.check_scheme(saved["params"], f"the checkpoint at step {step} in {self.directory}")
+
         def name(path):  # the saved tree is plain dicts; the model's has dataclasses and named tuples
             return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
@@ -204,7 +208,7 @@ class Checkpointer:
         except CheckpointCorrupt as e:
             raise CheckpointCorrupt(f"checkpoint step {step} in {self.directory}: {e}") from None
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-        return step, restored["state"]["params"]
+        return step, param_names.upgrade_params(restored["state"]["params"])
 
     def wait(self):
         self._finish()

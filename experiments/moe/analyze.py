@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from effjax.compress import cost, cost_moe, expert_bits, expert_merging  # noqa: E402
+from effjax.compress import cost_elastic, cost_moe, expert_bits, expert_merging  # noqa: E402
 from effjax.config.load import load_config  # noqa: E402
 from effjax.models.moe import MOE_STATS_COLLECTION  # noqa: E402
 from effjax.train import trainer  # noqa: E402
@@ -205,7 +205,7 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
     image_shape = dense_setup.dataset.image_shape
     res["tasks"] = {t.name: t.metric for t in tasks}
     res["accuracy"] = {"dense": metric_of(dense_setup, dense_params)}
-    dense_cost = cost.vit_cost(dense_setup.config.model, image_shape, tasks)
+    dense_cost = cost_elastic.elastic_cost(dense_setup.config.model, image_shape, tasks)
     res["flops"] = {"dense (all tasks)": dense_cost.flops}
     res["params"] = {"dense": dense_cost.params}
 

@@ -257,7 +257,7 @@ def kind_of(layer: str) -> str:
     parts = layer.split("/")
     if parts[0].startswith("block"):
         return "/".join(parts[1:])
-    if parts[0].startswith("head_"):
+    if parts[0].startswith(("head_", "heads_")):  # naming scheme 1 (stored results) or 2
         return f"head {parts[-1]}"
     return parts[0]
 

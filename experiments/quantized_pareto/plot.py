@@ -11,7 +11,7 @@ checkpoint has a float control (the same continuation without quantization, so
 the same number of training steps), the int4 run is also compared with it, and
 the control joins the front next to the recipe. Only rows on the current schedule of `run.py`
 (`job_config`) are used; rows of older schedules are counted and left out.
-BOPs and model bits are the shared `vit_cost` of each run's config, recomputed
+BOPs and model bits are the shared `elastic_cost` of each run's config, recomputed
 here: BOPs = sum(MACs x weight bits x activation bits), attention einsums at
 activation bits squared (they run quantized); model bits = quantized kernels at
 their bits, scales, biases, norms and tokens at 32 bits (as served).

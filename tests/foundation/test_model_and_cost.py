@@ -3,7 +3,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from effjax.compress.cost import layer_weight_bits, vit_cost, vit_layers
+from effjax.compress.cost import layer_weight_bits, vit_layers
+from effjax.compress.cost_elastic import elastic_cost
 from effjax.data import load_dataset
 from effjax.models import build_model
 from effjax.subnet import SubnetConfig
@@ -33,7 +34,7 @@ def test_analytic_cost_matches_xla(name, overrides):
     images = jnp.zeros((2,) + ds.image_shape)
     boxed = model.init(jax.random.PRNGKey(0), images[:1])["params"]
     params = nn.unbox(boxed)
-    cost = vit_cost(c.model, ds.image_shape, ds.tasks)
+    cost = elastic_cost(c.model, ds.image_shape, ds.tasks)
     assert cost.params == sum(x.size for x in jax.tree.leaves(params))
     xla = _xla_forward_flops(model, params, images)
     assert abs(cost.flops - xla) / xla < 0.10, (cost.flops, xla)
@@ -81,9 +82,9 @@ def test_dot_general_hook_reaches_every_layer_group():
 def test_subnet_bits_price_weight_bits_and_bops():
     c = tiny()
     ds = load_dataset(c.data)
-    full = vit_cost(c.model, ds.image_shape, ds.tasks)
-    int8 = vit_cost(c.model, ds.image_shape, ds.tasks, SubnetConfig(weight_bits=8, activation_bits=8))
-    int4 = vit_cost(c.model, ds.image_shape, ds.tasks, SubnetConfig(weight_bits=4, activation_bits=4))
+    full = elastic_cost(c.model, ds.image_shape, ds.tasks)
+    int8 = elastic_cost(c.model, ds.image_shape, ds.tasks, SubnetConfig(weight_bits=8, activation_bits=8))
+    int4 = elastic_cost(c.model, ds.image_shape, ds.tasks, SubnetConfig(weight_bits=4, activation_bits=4))
     assert full.flops == int8.flops == int4.flops
     assert full.weight_bits == 32 * full.params
     # kernels at 8 bits (first/last layers too); biases, norms, tokens and the scales stay float32

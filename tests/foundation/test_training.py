@@ -41,7 +41,7 @@ def test_sharded_training_matches_single_device(tmp_path):
     c8 = _sgd(tiny())
     c8.mesh.data, c8.mesh.fsdp = 2, 4
     sharded = train_and_evaluate(c8, str(tmp_path / "eight"))
-    spec = sharded.state.params["block0"]["mlp"]["wi"]["kernel"].sharding.spec
+    spec = sharded.state.params["blocks_0"]["mlp"]["wi"]["kernel"].sharding.spec
     assert "fsdp" in str(spec), spec  # parameters really are sharded over fsdp
     steps = sorted(single.train_losses)
     np.testing.assert_allclose([sharded.train_losses[s] for s in steps], [single.train_losses[s] for s in steps], rtol=1e-4)

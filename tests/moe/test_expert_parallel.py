@@ -62,7 +62,7 @@ def test_model_on_expert_mesh_matches_single_device():
     rng = jax.random.PRNGKey(3)
     state_one = trainer.init_state(single, rng)
     state_ep = trainer.init_state(sharded, rng)
-    wi = state_ep.params["block1"]["moe"]["wi"]
+    wi = state_ep.params["blocks_1"]["moe"]["wi"]
     assert wi.sharding.spec[0] == "expert"
     images = jnp.asarray(single.dataset.splits["val"]["image"][:16])
 

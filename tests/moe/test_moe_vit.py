@@ -37,7 +37,7 @@ def model_and_params():
 
 def test_one_router_per_task_and_single_task_inference_matches(model_and_params):
     model, params, images = model_and_params
-    assert params["block1"]["moe"]["router"].shape == (3, 32, 4)
+    assert params["blocks_1"]["moe"]["router"].shape == (3, 32, 4)
     apply = jax.jit(lambda p, x, task=None: model.apply({"params": p}, x, task=task), static_argnames="task")
     every = apply(params, images)
     only = apply(params, images, task="depth")
@@ -46,7 +46,7 @@ def test_one_router_per_task_and_single_task_inference_matches(model_and_params)
 
     # a task's outputs depend on its own router only
     changed = jax.tree.map(lambda a: a, params)
-    changed["block1"]["moe"]["router"] = params["block1"]["moe"]["router"].at[0].set(
+    changed["blocks_1"]["moe"]["router"] = params["blocks_1"]["moe"]["router"].at[0].set(
         5 * jax.random.normal(jax.random.PRNGKey(2), (32, 4)))
     after = apply(changed, images)
     np.testing.assert_array_equal(np.asarray(after["depth"]), np.asarray(every["depth"]))
@@ -60,7 +60,7 @@ def test_subnet_knobs_change_routing_and_others_are_rejected(model_and_params):
 
     def experts_per_token(subnet):
         _, stats = model.apply({"params": params}, images, subnet=subnet, task="count", mutable=[MOE_STATS_COLLECTION])
-        entry = stats[MOE_STATS_COLLECTION]["block1"]["moe"]["router2"][0]
+        entry = stats[MOE_STATS_COLLECTION]["blocks_1"]["moe"]["router2"][0]
         return float(np.mean(entry["experts_per_token"]))
 
     assert experts_per_token(SubnetConfig(moe_top_k=1)) == 1.0

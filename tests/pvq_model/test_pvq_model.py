@@ -86,8 +86,8 @@ def test_bits_per_weight_is_the_pvq_formula(trained, ptq_result):
             assert entry["bits_per_weight"] == pytest.approx((22 + B_S) / L), path
         total_bits += bits * np.prod(shape)
         total_weights += np.prod(shape)
-    assert ptq_result["layers"]["patch_embed/kernel"]["shape"][0] == 4  # 2x2x1 patches: padded to one group of 8
-    assert ptq_result["layers"]["patch_embed/kernel"]["bits_per_weight"] == pytest.approx(2 * (22 + B_S) / L)
+    assert ptq_result["layers"]["embedding/patch_embed/kernel"]["shape"][0] == 4  # 2x2x1 patches: padded to one group of 8
+    assert ptq_result["layers"]["embedding/patch_embed/kernel"]["bits_per_weight"] == pytest.approx(2 * (22 + B_S) / L)
     assert ptq_result["kernel_bits_per_weight"] == pytest.approx(total_bits / total_weights)
     assert ptq_result["quantized_weights"] == total_weights
 
@@ -154,8 +154,8 @@ def test_sequential_hessian_path_uses_quantized_inputs(trained):
     images = pvq_model.calibration_images(setup.dataset, "train", 16)
     float_inputs = pvq_model.collect_layer_inputs(setup.model, run.params, images)
     # the first layer sees the images either way; later layers see the partly quantized network's activations
-    np.testing.assert_array_equal(sequential.calibration["patch_embed/kernel"], float_inputs["patch_embed/kernel"])
-    assert not np.allclose(sequential.calibration["block1/mlp/wo/kernel"], float_inputs["block1/mlp/wo/kernel"])
+    np.testing.assert_array_equal(sequential.calibration["embedding/patch_embed/kernel"], float_inputs["embedding/patch_embed/kernel"])
+    assert not np.allclose(sequential.calibration["blocks_1/mlp/wo/kernel"], float_inputs["blocks_1/mlp/wo/kernel"])
     # the model built layer by layer is what the recorded codes decode to
     from effjax.quant.pvq import dequantize_matrix
     flat = _flat(sequential.params)
@@ -168,14 +168,14 @@ def test_layer_inputs_are_what_each_dense_sees(trained):
     images = setup.dataset.splits["val"]["image"][:5]
     inputs = pvq_model.collect_layer_inputs(setup.model, run.params, images, batch_size=3)
     patches = images.reshape(5, 4, 2, 4, 2, 1).transpose(0, 1, 3, 2, 4, 5).reshape(5 * 16, 4)
-    np.testing.assert_allclose(inputs["patch_embed/kernel"], patches, rtol=1e-6)
-    assert inputs["head_digit/out/kernel"].shape == (5, 32)  # class token only
-    assert inputs["block0/mlp/wo/kernel"].shape == (5 * 17, 64)  # 16 patches + class token
+    np.testing.assert_allclose(inputs["embedding/patch_embed/kernel"], patches, rtol=1e-6)
+    assert inputs["heads_digit/out/kernel"].shape == (5, 32)  # class token only
+    assert inputs["blocks_0/mlp/wo/kernel"].shape == (5 * 17, 64)  # 16 patches + class token
 
 
 def test_first_last_layers_float_or_own_pulses(trained):
     _, run, setup = trained
-    special = {"patch_embed/kernel", "head_digit/out/kernel", "head_parity/out/kernel", "head_ge5/out/kernel"}
+    special = {"embedding/patch_embed/kernel", "heads_digit/out/kernel", "heads_parity/out/kernel", "heads_ge5/out/kernel"}
     kept = pvq_model.quantize_model(setup.model, run.params, setup.dataset, {"pulses": K, "keep_first_last_float": True})
     assert special.isdisjoint(kept.report["layers"]) and len(kept.report["layers"]) == 15
     original, flat = _flat(run.params), _flat(kept.params)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from effjax.compress.cost import total_cost, vit_cost, vit_layers
+from effjax.compress.cost import total_cost, vit_layers
+from effjax.compress.cost_elastic import elastic_cost
 from effjax.subnet import SubnetConfig
 from tests.quant_aqt.helpers import DIGIT_TASKS, IMAGE_SHAPE, tiny_model_config
 
@@ -51,7 +52,7 @@ def test_what_stays_float_is_biases_norms_and_tokens():
 
 def test_int4_is_cheaper_than_int8_than_float():
     mc = tiny_model_config(hidden=64, layers=2)
-    costs = [vit_cost(mc, IMAGE_SHAPE, DIGIT_TASKS, SubnetConfig(weight_bits=b, activation_bits=b))
+    costs = [elastic_cost(mc, IMAGE_SHAPE, DIGIT_TASKS, SubnetConfig(weight_bits=b, activation_bits=b))
              for b in (None, 8, 4)]
     assert costs[0].bops > costs[1].bops > costs[2].bops
     assert costs[0].weight_bits > costs[1].weight_bits > costs[2].weight_bits

@@ -130,7 +130,7 @@ def test_served_tree_holds_integers_within_half_a_step_of_the_kernels(converted)
     scales = flax.traverse_util.flatten_dict(served.variables["qwix"], sep="/")
     for path, q in ints.items():
         module = path.split("/QwixDotGeneral_0/")[0]
-        first_or_last = module.startswith(("patch_embed", "head_"))
+        first_or_last = module.startswith(("embedding/patch_embed", "heads_"))
         assert q.dtype == (jnp.int8 if first_or_last else body), path
         kernel = np.asarray(flat_params[module + "/kernel"])
         scale = np.asarray(scales[path[: -len("qvalue")] + "scale"])

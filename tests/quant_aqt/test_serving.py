@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.compress.cost import vit_cost
+from effjax.compress.cost_elastic import elastic_cost
 from effjax.quant import rtn, serving
 from effjax.quant.aqt_config import QUANT_COLLECTION
 from effjax.subnet import SubnetConfig
@@ -47,7 +47,7 @@ def test_served_tree_holds_integers_and_no_replaced_float_kernels(converted):
     assert len(ints) == len(kernels) > 0
     body_dtype = jnp.int8 if subnet.weight_bits == 8 else jnp.int4
     for path, q in ints.items():
-        first_or_last = path.startswith("patch_embed/") or path.startswith("head_")
+        first_or_last = path.startswith(("embedding/patch_embed/", "heads_"))
         assert q.dtype == (jnp.int8 if first_or_last else body_dtype), path
     kept = flax.traverse_util.flatten_dict(served.variables["params"])
     assert not any(p[-1] == "kernel" for p in kept)  # every kernel was replaced by integers
@@ -128,7 +128,7 @@ def test_convert_rejects_float_subnet():
 def test_serving_memory_is_the_cost_models_weight_bits(converted):
     """The shared cost prices a quantized model as served: integers + scales + float leftovers, to the byte."""
     mc, subnet, _, _, served = converted
-    assert vit_cost(mc, IMAGE_SHAPE, DIGIT_TASKS, subnet).weight_bits == 8 * served.nbytes()
+    assert elastic_cost(mc, IMAGE_SHAPE, DIGIT_TASKS, subnet).weight_bits == 8 * served.nbytes()
 
 
 @pytest.mark.parametrize("name, subnet, min_ratio", [

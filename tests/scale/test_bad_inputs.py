@@ -86,7 +86,7 @@ def test_checkpoint_of_another_model_is_refused_and_kept(trained_workdir):
     before = _tree_digest(trained_workdir + "/checkpoints")
     c = tiny()
     c.model.hidden_dim, c.model.mlp_dim = 48, 96
-    with pytest.raises(ConfigError, match=r"does not match this model: params/block0/attention/key/bias is shape \(32,\) there but \(48,\) here"):
+    with pytest.raises(ConfigError, match=r"does not match this model: params/blocks_0/attention/key/bias is shape \(32,\) there but \(48,\) here"):
         train_and_evaluate(c, trained_workdir, devices=jax.devices()[:1])
     assert _tree_digest(trained_workdir + "/checkpoints") == before
     assert not os.path.exists(os.path.join(trained_workdir, "checkpoints_corrupt"))

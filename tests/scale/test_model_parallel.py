@@ -30,9 +30,9 @@ def test_tensor_parallel_mesh_matches_one_device():
     tp.model.num_heads = 4
     _, _, preds1, params1, loss1 = _forward_and_grads(one, jax.devices()[:1])
     setup, state, preds8, params8, loss8 = _forward_and_grads(tp, jax.devices())
-    spec = state.params["block0"]["mlp"]["wi"]["kernel"].sharding.spec
+    spec = state.params["blocks_0"]["mlp"]["wi"]["kernel"].sharding.spec
     assert spec[1] == "tensor", spec  # the MLP width really is split over the tensor axis
-    assert state.params["block0"]["attention"]["query"]["kernel"].sharding.spec[1] == "tensor"
+    assert state.params["blocks_0"]["attention"]["query"]["kernel"].sharding.spec[1] == "tensor"
     for task in preds1:
         np.testing.assert_allclose(preds8[task], preds1[task], rtol=1e-5, atol=1e-5)
     assert abs(loss8 - loss1) < 1e-5 * max(1.0, abs(loss1))

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from effjax.compress.cost import vit_cost
+from effjax.compress.cost import total_cost, vit_layers
 from effjax.compress.cost_elastic import elastic_cost
 from effjax.subnet import SubnetConfig, slim_widths
 
@@ -46,7 +46,7 @@ def test_analytic_flops_match_xla_within_10_percent(request, dataset, encoder, d
 
 def test_full_width_prices_like_the_dense_vit(shapes):
     mc = model_config(hidden_dim=64, num_heads=4, mlp_dim=128, decoder_dim=64, num_layers=3)
-    assert elastic_cost(mc, shapes.image_shape, shapes.tasks) == vit_cost(mc, shapes.image_shape, shapes.tasks)
+    assert elastic_cost(mc, shapes.image_shape, shapes.tasks) == total_cost(vit_layers(mc, shapes.image_shape, shapes.tasks))
 
 
 def test_flops_grow_with_every_width_and_params_count_the_slices(shapes):

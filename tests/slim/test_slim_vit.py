@@ -1,4 +1,4 @@
-"""The slimmable multi-task ViT: equals MultiTaskViT at the sliced widths; encode/decode split; subnet checks."""
+"""The slimmable multi-task ViT: equals the dense model of the sliced widths; encode/decode split; subnet checks."""
 
 import flax
 import flax.linen as nn
@@ -8,24 +8,18 @@ import numpy as np
 import pytest
 
 from effjax.models import build_model
-from effjax.models.vit import MultiTaskViT
+from effjax.models.elastic_vit import ElasticViT
 from effjax.subnet import SubnetConfig, slim_widths
 
 from .conftest import apply, build, init_params, model_config
 
 
 def _dense_params_from_slim(slim_params, dense_shapes):
-    """MultiTaskViT parameters as the prefix slices of the slim parameters (path renaming only)."""
+    """The smaller model's parameters as the prefix slices of the slim parameters (same paths)."""
     slim = flax.traverse_util.flatten_dict(slim_params, sep="/")
-    out = {}
-    for path, shape in flax.traverse_util.flatten_dict(dense_shapes, sep="/").items():
-        source = path.replace("/LayerNorm_0", "")
-        source = {"patch_embed/kernel": "embedding/patch_embed/kernel", "patch_embed/bias": "embedding/patch_embed/bias",
-                  "cls": "embedding/cls", "pos_embedding": "embedding/pos_embedding"}.get(source, source)
-        source = source.replace("block", "blocks_", 1) if source.startswith("block") else source
-        source = source.replace("head_", "heads_", 1) if source.startswith("head_") else source
-        out[path] = slim[source][tuple(slice(0, n) for n in shape.shape)]
-    return flax.traverse_util.unflatten_dict(out, sep="/")
+    return flax.traverse_util.unflatten_dict(
+        {path: slim[path][tuple(slice(0, n) for n in shape.shape)]
+         for path, shape in flax.traverse_util.flatten_dict(dense_shapes, sep="/").items()}, sep="/")
 
 
 @pytest.mark.parametrize("dataset, width, decoders, image_head, decoder_blocks", [
@@ -42,8 +36,8 @@ def test_subnet_equals_a_plain_vit_with_sliced_weights(request, dataset, width, 
     params = init_params(model, images)
     subnet = SubnetConfig(width, tuple((t.name, decoders) for t in ds.tasks))
     w = slim_widths(mc, ds.tasks, subnet)
-    dense = MultiTaskViT(ds.tasks, mc.patch_size, w.hidden, mc.num_layers, w.heads, w.mlp, w.decoder(ds.tasks[0].name),
-                         image_head=image_head, decoder_blocks=decoder_blocks)
+    dense = ElasticViT(ds.tasks, mc.patch_size, w.hidden, mc.num_layers, w.heads, w.mlp, w.decoder(ds.tasks[0].name),
+                       image_head=image_head, decoder_blocks=decoder_blocks)  # mt_vit at the sliced widths
     shapes = jax.eval_shape(lambda: nn.unbox(dense.init(jax.random.PRNGKey(0), images[:1])["params"]))
     expected = apply(dense, _dense_params_from_slim(params, shapes), images)
     got = apply(model, params, images, subnet=subnet)

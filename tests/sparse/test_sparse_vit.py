@@ -8,7 +8,7 @@ import pytest
 
 from effjax.data.specs import TaskSpec
 from effjax.models.sparse_vit import SparseViT
-from effjax.models.vit import MultiTaskViT
+from effjax.models.elastic_vit import ElasticViT
 from effjax.subnet import SubnetConfig
 
 TASKS = (TaskSpec("digit", "classification", 10), TaskSpec("seg", "segmentation", 3), TaskSpec("depth", "depth"))
@@ -36,7 +36,7 @@ def _flat(tree):
 
 def test_backbone_parameters_match_mt_vit_and_rho_one_is_mt_vit(model_and_params):
     model, params, images = model_and_params
-    dense = MultiTaskViT(**DIMS)
+    dense = ElasticViT(**DIMS)  # the mt_vit preset
     dense_params = flax.linen.unbox(jax.jit(lambda x: dense.init({"params": jax.random.PRNGKey(1)}, x)["params"])(images))
     ours, theirs = _flat(params), _flat(dense_params)
     assert set(theirs) <= set(ours)
@@ -77,7 +77,7 @@ def test_capture_sows_approximate_and_true_attention(model_and_params):
     _, mutated = _apply(model, params, images, capture=True, mutable=["intermediates"])
     inter = mutated["intermediates"]
     for i in range(2):
-        attn = inter[f"block{i}"]["attention"]
+        attn = inter[f"blocks_{i}"]["attention"]
         assert attn["approx_attention"][0].shape == (3, 4, 16, 17)
         np.testing.assert_allclose(attn["attention"][0].sum(-1), 1.0, atol=1e-5)
     assert inter["tokens"][0].shape == (3, 17, 32)
