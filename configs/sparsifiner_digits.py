@@ -53,7 +53,7 @@ def apply_sparsifiner(c, opts: dict, default_rho: float, predictor: dict):
     c.model.predictor_token_reduction = predictor["reduction"]  # r: predictor rank M = N // r (paper: 6-8)
     c.model.predictor_top_coefficients = predictor["top"]  # basis coefficients kept per row (paper: 8)
     c.model.predictor_basis_threshold = 0.02  # basis entries below this magnitude are zero in the mask map
-    c.model.sparse_layers = ()  # blocks with sparse attention; () is all
+    c.model.sparse_layers = tuple(range(c.model.num_layers))  # blocks with sparse attention: every one
     c.model.token_pruning_layers = (1, 2) if opts["tokens"] < 1 else ()  # blocks after which tokens are pruned
     c.model.mask_scores = "random" if opts["random"] else "predictor"  # predictor | random (baseline)
     c.model.attention_path = "auto"  # masked while training, gathered at evaluation
@@ -100,4 +100,5 @@ def get_config(arg: str | None = None):
         c.log.every_steps = 3
         c.log.progress_bar = False
         c.model.token_pruning_layers = (0,) if opts["tokens"] < 1 else ()
+        c.model.sparse_layers = tuple(range(c.model.num_layers))
     return c

@@ -53,4 +53,5 @@ def get_config(arg: str | None = None):
         c.log.every_steps = 2
         c.log.progress_bar = False
         c.model.token_pruning_layers = (0,) if opts["tokens"] < 1 else ()
+        c.model.sparse_layers = tuple(range(c.model.num_layers))
     return c

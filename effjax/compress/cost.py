@@ -73,13 +73,14 @@ def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpe
                heads: Optional[int] = None, mlp: Optional[int] = None,
                decoders: Optional[Mapping[str, int]] = None, image_head: str = "class_token",
                decoder_blocks: int = 0, decoder_block_widths: Optional[Mapping[str, tuple[int, int]]] = None,
-               ) -> list[LayerCost]:
+               tokens_per_block: Optional[Sequence[int]] = None) -> list[LayerCost]:
     """Per-layer costs per example; the keyword widths override the config's (a sliced subnet).
 
     `image_head="mean_pool"`: image-level heads run their hidden layer on every token.
     `decoder_blocks`: transformer blocks per task before its head, on all tokens, with
     (heads, MLP width) per task from `decoder_block_widths` (default: the encoder's full
-    num_heads and mlp_dim).
+    num_heads and mlp_dim). `tokens_per_block`: the tokens each encoder block sees (token pruning;
+    default all of them).
     """
     h, w, c = image_shape
     p = model_config.patch_size
@@ -94,7 +95,7 @@ def vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpe
     layers = [LayerCost("patch_embed", "embed", patches * p * p * c * d, p * p * c * d + d, float_params=d, quant_scales=d),
               LayerCost("tokens", "embed", 0, d + n * d, float_params=d + n * d)]
     for i in range(model_config.num_layers):
-        layers += block_layers(f"block{i}", n, d, heads, d // heads, m)
+        layers += block_layers(f"block{i}", tokens_per_block[i] if tokens_per_block else n, d, heads, d // heads, m)
     layers.append(LayerCost("ln_final", "norm", 0, 2 * d, elementwise_flops=n * d * LAYERNORM_FLOPS_PER_ELEMENT,
                             float_params=2 * d))
     pooled = image_head == "mean_pool"

@@ -35,12 +35,17 @@ bits are not a call-time knob: quantization-aware training fake-quantizes the pa
 before the call (`effjax.compress.qat`), evaluation and export quantize the stored weights,
 and AQT serving goes through the `dot_general` hook of `effjax.models.layers`.
 
+Token pruning (`token_pruning_layers`, knob `token_keep_ratio`; `effjax.models.token_pruning`)
+and the random-mask baseline (`mask_scores="random"`) serve the Sparsifiner studies; `capture`
+sows each sparse layer's attention for Sparsifiner's stage-1 distillation
+(`effjax.train.sparsifiner_steps`).
+
 The model families are presets of this class (`effjax.models.registry`): `mt_vit` (the dense
-multi-task ViT: the full configuration, nothing elastic in its config), `slim_vit` (widths) and
-`super_vit` (widths, Sparsifiner, MoE and QAT bits at once). `sparse_vit` (token pruning and the
-two-stage Sparsifiner recipe) and `moe_vit` (M3ViT's per-task encoder passes) are thin variants
-built from this module's parts (`Embedding`, `Block`, `Attention`, `TaskHead`). Parameter names
-follow `effjax.models.param_names`.
+multi-task ViT: the full configuration, nothing elastic in its config), `slim_vit` (widths),
+`sparse_vit` (Sparsifiner in every block, token pruning) and `super_vit` (widths, Sparsifiner,
+MoE and QAT bits at once). `moe_vit` (M3ViT's per-task encoder passes, which do not fit one
+encoder pass) is a thin variant built from this module's parts (`Embedding`, `Block`,
+`Attention`, `TaskHead`). Parameter names follow `effjax.models.param_names`.
 """
 
 from __future__ import annotations
@@ -55,17 +60,21 @@ import numpy as np
 
 from effjax.data.specs import TaskSpec
 from effjax.models import block_sparse as bs
-from effjax.models import moe
+from effjax.models import moe, token_pruning
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, SlimDense, SlimLayerNorm, SlimMlp, constrain,
                                   einsum, injected_dot_general, resolve_dot_general)
 from effjax.models.vit import (MultiTaskFields, check_decoder_blocks, check_image_head, head_input, patchify,
                                pool_hidden, unpatchify, vit_fields)
-from effjax.subnet import SubnetConfig, decoder_width, encoder_widths, moe_block_indices, predictor_rank
+from effjax.subnet import (SubnetConfig, decoder_width, encoder_widths, kept_token_count, moe_block_indices,
+                           predictor_rank)
 
 Scalar = Union[int, float, jax.Array]
 # the SubnetConfig fields read at call time
-KNOBS = ("encoder_width", "decoder_widths", "attention_keep_ratio", "moe_top_k")
+KNOBS = ("encoder_width", "decoder_widths", "attention_keep_ratio", "token_keep_ratio", "moe_top_k")
+INTERMEDIATES = "intermediates"  # collection of what `capture` sows, and of the final tokens
+MASK_SCORES = ("predictor", "random")
+ATTENTION_PATHS = ("auto", "masked", "gathered")  # auto: masked when training or capturing, gathered otherwise
 DEFAULT_WIDTH_MENU = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -145,12 +154,19 @@ class Attention(nn.Module):
     predictor_basis_threshold: float = 0.02
     predictor_distill_weight: float = 1.0
     block: int = 0  # > 0: keep whole key blocks of this size (block-sparse attention), not single keys
+    mask_scores: str = "predictor"  # predictor | random (the random-mask baseline: uniform scores choose the keys)
     dtype: Any = jnp.float32
     dot_general_provider: Optional[DotGeneralProvider] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, heads: Optional[int] = None, keep_ratio: Scalar = 1.0, path: str = "masked",
-                 distill: bool = False) -> jax.Array:
+                 distill: bool = False, positions: Optional[jax.Array] = None, capture: bool = False,
+                 class_weights: bool = False):
+        """Returns y [B, n, D]; with `class_weights`, (y, the class row's attention weights [B, H, n]).
+
+        `positions`: each token's index in the full sequence (default 0..n-1; token pruning passes the
+        kept ones). `capture`: sow the predictor's full approximate attention and the attention weights
+        used (collection INTERMEDIATES), for Sparsifiner's stage-1 distillation; needs the masked path."""
         heads = self.max_heads if heads is None else heads
         if not 0 < heads <= self.max_heads:
             raise ValueError(f"{self.name}: heads={heads}: must be in [1, {self.max_heads}]")
@@ -167,40 +183,55 @@ class Attention(nn.Module):
         q = constrain(q, ("activation_batch", "activation_heads", "activation_length", None))
         scale = self.head_dim**-0.5
         static_dense = isinstance(keep_ratio, (int, float)) and keep_ratio >= 1
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), x.shape[:2])
         predictor = None
         if self.sparse:
             predictor = sa.ConnectivityPredictor(
                 self.max_heads, self.num_tokens, self.predictor_channels,
                 predictor_rank(self.num_tokens, self.predictor_token_reduction), self.predictor_top_coefficients,
                 self.predictor_basis_threshold, self.dtype, self.dot_general_provider, name="predictor")
-            if self.is_initializing():
-                predictor(q, k, self._positions(x), reconstruct=True)
+            if self.is_initializing() or capture:
+                approx = predictor(q, k, positions, reconstruct=True)
+                if capture:
+                    self.sow(INTERMEDIATES, "approx_attention", approx)
         dots = tuple(injected_dot_general(self.dot_general_provider) for _ in range(2))  # logits, mixing (AQT)
         if predictor is None or static_dense:
-            out, _, weights = sa.sparse_attention(q, k, v, None, scale, "masked", dot_generals=dots)
+            out, cls_weights, weights = sa.sparse_attention(q, k, v, None, scale, "masked", dot_generals=dots)
             if predictor is not None and distill and self.predictor_distill_weight:
-                approx = predictor(jax.lax.stop_gradient(q), jax.lax.stop_gradient(k), self._positions(x),
-                                   reconstruct=True)
+                approx = predictor(jax.lax.stop_gradient(q), jax.lax.stop_gradient(k), positions, reconstruct=True)
                 self.sow(AUX_LOSS_COLLECTION, "predictor_distillation",
                          self.predictor_distill_weight * predictor_distillation_loss(approx, weights))
         else:
-            approx = predictor(q, k, self._positions(x))
+            scores = self._random_scores(q) if self.mask_scores == "random" else predictor(q, k, positions)
             if path == "gathered" and self.block:
-                out, _, _ = sa.sparse_attention(q, k, v, sa.predicted_key_blocks(approx, keep_ratio, self.block), scale,
-                                                "block_sparse", dot_generals=dots, block=self.block)
+                out, cls_weights, weights = sa.sparse_attention(
+                    q, k, v, sa.predicted_key_blocks(scores, keep_ratio, self.block), scale, "block_sparse",
+                    dot_generals=dots, block=self.block)
             elif path == "gathered":
-                out, _, _ = sa.sparse_attention(q, k, v, sa.predicted_key_indices(approx, keep_ratio), scale,
-                                                "gathered", dot_generals=dots)
+                out, cls_weights, weights = sa.sparse_attention(q, k, v, sa.predicted_key_indices(scores, keep_ratio),
+                                                                scale, "gathered", dot_generals=dots)
             else:
-                mask = (kept_block_mask(approx, keep_ratio, self.block) if self.block
-                        else kept_key_mask(approx, keep_ratio))
-                out, _ = sa.attention_with_mask(q, k, v, mask, scale, dot_generals=dots)
+                mask = (kept_block_mask(scores, keep_ratio, self.block) if self.block
+                        else kept_key_mask(scores, keep_ratio))
+                out, weights = sa.attention_with_mask(q, k, v, mask, scale, dot_generals=dots)
+                cls_weights = weights[:, :, 0]
+        if capture:
+            if weights is None:
+                raise ValueError(f"{self.name}: capture needs the full attention weights: use the masked path")
+            self.sow(INTERMEDIATES, "attention", weights)
         out = out.transpose(0, 2, 1, 3).reshape(x.shape[:-1] + (inner,))
-        return projection("out", ("heads", "embed"), max_inner, self.max_in_features)(out, x.shape[-1])
+        y = projection("out", ("heads", "embed"), max_inner, self.max_in_features)(out, x.shape[-1])
+        return (y, cls_weights) if class_weights else y
 
-    @staticmethod
-    def _positions(x: jax.Array) -> jax.Array:
-        return jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), x.shape[:2])
+    def _random_scores(self, q: jax.Array) -> jax.Array:
+        """Uniform scores [B, H, n-1, n] for the random-mask baseline: a fresh draw per step while training
+        (the "dropout" stream); at evaluation the "params" key, folded with this module's path so each
+        layer differs, makes it deterministic."""
+        stream = "dropout" if self.has_rng("dropout") else "params" if self.has_rng("params") else None
+        rng = self.make_rng(stream) if stream else jax.random.PRNGKey(0)
+        b, h, n, _ = q.shape
+        return jax.random.uniform(rng, (b, h, n - 1, n))
 
 
 class Experts(nn.Module):
@@ -276,23 +307,29 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, heads: Optional[int] = None, mlp: Optional[int] = None,
                  keep_ratio: Scalar = 1.0, top_k: Scalar = 0,
                  max_top_k: int = 0, path: str = "masked", distill: bool = False, active: Optional[jax.Array] = None,
-                 width_index: Optional[int] = None) -> jax.Array:
+                 width_index: Optional[int] = None, positions: Optional[jax.Array] = None,
+                 num_tokens: Optional[int] = None, capture: bool = False, class_weights: bool = False):
         """`active`: only the first `active` channels of `x` are real (zero padding after them); the
-        block normalizes over those and keeps the padding at zero."""
+        block normalizes over those and keeps the padding at zero. `positions` / `num_tokens`: the tokens'
+        indices in, and the length of, the full sequence (after token pruning); `capture` and
+        `class_weights` as `Attention`'s (with `class_weights`, returns (x, class-row weights))."""
         keep = None if active is None else (jnp.arange(x.shape[-1]) < active).astype(x.dtype)
         masked = (lambda y: y) if keep is None else (lambda y: y * keep)  # noqa: E731
         norm = lambda name: SlimLayerNorm(self.max_dim, self.dtype, num_widths=self.num_widths, name=name)  # noqa: E731
-        attention = Attention(self.max_dim, self.max_heads, self.max_dim // self.max_heads, x.shape[1], self.sparse,
-                              dtype=self.dtype, dot_general_provider=self.dot_general_provider, name="attention",
-                              **(self.attention or {}))
-        x = x + masked(attention(norm("ln_attention")(x, active, width_index), heads, keep_ratio, path, distill))
+        attention = Attention(self.max_dim, self.max_heads, self.max_dim // self.max_heads, num_tokens or x.shape[1],
+                              self.sparse, dtype=self.dtype, dot_general_provider=self.dot_general_provider,
+                              name="attention", **(self.attention or {}))
+        y, cls_weights = attention(norm("ln_attention")(x, active, width_index), heads, keep_ratio, path, distill,
+                                   positions, capture, class_weights=True)
+        x = x + masked(y)
         y = norm("ln_mlp")(x, active, width_index)
         if self.use_moe:
             y = Experts(self.max_dim, dtype=self.dtype, dot_general_provider=self.dot_general_provider, name="moe",
                         **self.experts)(y, top_k, max_top_k)
         else:
             y = SlimMlp(self.max_dim, self.max_mlp, self.dtype, self.dot_general_provider, name="mlp")(y, mlp)
-        return constrain(x + masked(y), ("activation_batch", "activation_length", "activation_embed"))
+        x = constrain(x + masked(y), ("activation_batch", "activation_length", "activation_embed"))
+        return (x, cls_weights) if class_weights else x
 
 
 class TaskHead(nn.Module):
@@ -351,6 +388,11 @@ class ElasticViT(MultiTaskFields):
     predictor_basis_threshold: float = 0.02
     predictor_distill_weight: float = 1.0
     attention_block: int = 0  # > 0: Sparsifiner keeps whole key blocks of this size (block_sparse.BLOCK_SIZES)
+    mask_scores: str = "predictor"  # what chooses the kept keys: the predictor, or random scores (the baseline)
+    attention_path: str = "auto"  # auto | masked | gathered (ATTENTION_PATHS)
+    token_pruning_layers: tuple[int, ...] = ()  # blocks after which only the most attended patch tokens go on
+    attention_keep_ratio: float = 1.0  # keep ratio when the call gives no subnet
+    token_keep_ratio: float = 1.0  # token keep ratio when the call gives no subnet
 
     def setup(self):
         if self.hidden_dim % self.num_heads:
@@ -371,10 +413,14 @@ class ElasticViT(MultiTaskFields):
 
     def make_blocks(self) -> list[nn.Module]:
         """The encoder blocks: Sparsifiner attention in `sparse_layers`, a MoE MLP in every `moe_every`-th."""
-        bad = [i for i in self.sparse_layers if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"model.sparse_layers={self.sparse_layers!r}: block indices must be in "
-                             f"[0, {self.num_layers})")
+        for field in ("sparse_layers", "token_pruning_layers"):
+            if any(not 0 <= i < self.num_layers for i in getattr(self, field)):
+                raise ValueError(f"model.{field}={getattr(self, field)!r}: block indices must be in "
+                                 f"[0, {self.num_layers})")
+        if self.mask_scores not in MASK_SCORES:
+            raise ValueError(f"model.mask_scores={self.mask_scores!r}: allowed: {list(MASK_SCORES)}")
+        if self.attention_path not in ATTENTION_PATHS:
+            raise ValueError(f"model.attention_path={self.attention_path!r}: allowed: {list(ATTENTION_PATHS)}")
         if self.attention_block:
             bs.check_block(self.attention_block)
         if self.moe_every and not 1 <= self.default_top_k <= self.num_experts:
@@ -383,7 +429,8 @@ class ElasticViT(MultiTaskFields):
                          predictor_token_reduction=self.predictor_token_reduction,
                          predictor_top_coefficients=self.predictor_top_coefficients,
                          predictor_basis_threshold=self.predictor_basis_threshold,
-                         predictor_distill_weight=self.predictor_distill_weight, block=self.attention_block)
+                         predictor_distill_weight=self.predictor_distill_weight, block=self.attention_block,
+                         mask_scores=self.mask_scores)
         experts = dict(num_experts=self.num_experts, expert_dim=self.expert_dim, capacity_factor=self.capacity_factor,
                        balance_weight=self.balance_weight, z_loss_weight=self.z_loss_weight)
         return [Block(self.hidden_dim, self.num_heads, self.mlp_dim, i in self.sparse_layers, i in self.moe_blocks,
@@ -406,21 +453,37 @@ class ElasticViT(MultiTaskFields):
 
     def encode(self, images: jax.Array, encoder_width: float = 1.0, keep_ratio: Scalar = 1.0,
                top_k: Optional[Scalar] = None, max_top_k: Optional[int] = None, path: str = "masked",
-               distill: bool = False) -> jax.Array:
+               distill: bool = False, token_keep_ratio: float = 1.0, capture: bool = False) -> jax.Array:
         """Encoder output tokens [B, N, d(encoder_width)] after the final LayerNorm, at a width (static)
         and a keep ratio / top-k (static or traced).
 
         `path`: "masked" (training, traced knobs) or "gathered" (only the kept pairs; static
         keep ratio). `distill`: sow the predictors' distillation loss (full-width dense pass).
+        `token_keep_ratio` (static) < 1 prunes tokens after the blocks of `token_pruning_layers`
+        (`token_pruning`); `capture` sows each sparse layer's attention (`Attention`).
         """
         heads, hidden, mlp = encoder_widths(self.hidden_dim, self.num_heads, self.mlp_dim, encoder_width)
         top_k = self.default_top_k if top_k is None else top_k
         max_top_k = max_top_k or (top_k if isinstance(top_k, int) else self.num_experts)
         row = self.width_index(encoder_width)
         x = self.embedding(images, hidden)
-        for block in self.blocks:
-            x = block(x, heads, mlp, keep_ratio, top_k, max_top_k, path, distill, width_index=row)
-        return self.ln_final(x, None, row)
+        num_tokens, positions, full = x.shape[1], None, None
+        for i, block in enumerate(self.blocks):
+            prune = token_keep_ratio < 1 and i in self.token_pruning_layers
+            x = block(x, heads, mlp, keep_ratio, top_k, max_top_k, path, distill, width_index=row, positions=positions,
+                      num_tokens=num_tokens, capture=capture, class_weights=prune)
+            if prune:
+                x, cls_weights = x
+                if positions is None:
+                    positions = jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), x.shape[:2])
+                full = x if full is None else token_pruning.restore_tokens(full, x, positions)
+                x, positions = token_pruning.prune_tokens(x, positions, cls_weights,
+                                                          kept_token_count(token_keep_ratio, x.shape[1] - 1))
+        if full is not None:
+            x = token_pruning.restore_tokens(full, x, positions)
+        x = self.ln_final(x, None, row)
+        self.sow(INTERMEDIATES, "tokens", x)
+        return x
 
     def decode(self, tokens: jax.Array, task: str, width: float, image_hw: tuple[int, int],
                active: Optional[jax.Array] = None) -> jax.Array:
@@ -449,6 +512,9 @@ class ElasticViT(MultiTaskFields):
         if subnet.attention_keep_ratio < 1 and not self.sparse_layers:
             raise ValueError(f"SubnetConfig.attention_keep_ratio={subnet.attention_keep_ratio}: the model has no "
                              "Sparsifiner blocks (model.sparse_layers is empty)")
+        if subnet.token_keep_ratio < 1 and not self.token_pruning_layers:
+            raise ValueError(f"SubnetConfig.token_keep_ratio={subnet.token_keep_ratio}: the model prunes no tokens "
+                             "(model.token_pruning_layers is empty)")
         if subnet.moe_top_k and not self.moe_every:
             raise ValueError(f"SubnetConfig.moe_top_k={subnet.moe_top_k}: the model has no MoE blocks "
                              "(model.moe_every=0)")
@@ -457,14 +523,19 @@ class ElasticViT(MultiTaskFields):
                              f"model.num_experts={self.num_experts}")
 
     def __call__(self, images: jax.Array, train: bool = False, subnet: Optional[SubnetConfig] = None,
-                 return_features: bool = False):
-        """Predictions per task at `subnet` (default: the full network, dense attention,
+                 return_features: bool = False, capture: bool = False):
+        """Predictions per task at `subnet` (default: the full network at the model's keep ratios,
         `default_top_k` experts); with `return_features`, also the encoder output tokens.
-        Training runs the masked path and sows the predictor loss."""
-        subnet = subnet or SubnetConfig()
+        Training runs the masked path (unless `attention_path` says otherwise) and sows the predictor
+        loss; `capture` sows every sparse layer's attention (Sparsifiner's stage 1)."""
+        if subnet is None:
+            subnet = SubnetConfig(attention_keep_ratio=self.attention_keep_ratio, token_keep_ratio=self.token_keep_ratio)
         self.check_subnet(subnet)
+        path = self.attention_path if self.attention_path != "auto" else ("masked" if train or capture else "gathered")
+        if capture and path == "gathered":
+            raise ValueError("capture=True needs the full attention weights: use model.attention_path masked or auto")
         tokens = self.encode(images, subnet.encoder_width, subnet.attention_keep_ratio, subnet.moe_top_k or None,
-                             path="masked" if train else "gathered", distill=train)
+                             path=path, distill=train, token_keep_ratio=subnet.token_keep_ratio, capture=capture)
         hw = images.shape[1:3]
         preds = {t.name: self.decode(tokens, t.name, subnet.decoder_width(t.name), hw) for t in self.tasks}
         return (preds, tokens) if return_features else preds
@@ -490,6 +561,7 @@ def elastic_fields(model_config) -> dict:
             out[f.name] = value
     out["width_menu"] = check_width_menu(out["width_menu"])
     out["sparse_layers"] = tuple(int(i) for i in out["sparse_layers"])
+    out["token_pruning_layers"] = tuple(int(i) for i in out["token_pruning_layers"])
     out["image_head"] = check_image_head(out["image_head"])
     out["decoder_blocks"] = check_decoder_blocks(out["decoder_blocks"])
     return out

@@ -6,14 +6,14 @@ dot_general_provider) -> flax Module.
 
 from __future__ import annotations
 
-from effjax.models import elastic_vit, moe_vit, sparse_vit
+from effjax.models import elastic_vit, moe_vit
 from effjax.models.vit import DTYPES, vit_fields  # noqa: F401  (re-exported for the builders' callers)
 
 MODEL_BUILDERS = {
     "mt_vit": elastic_vit.build,  # the dense multi-task ViT: the elastic model's full configuration
     "moe_vit": moe_vit.build,
     "slim_vit": elastic_vit.build,  # widths only (configs/slim_vit.py)
-    "sparse_vit": sparse_vit.build,
+    "sparse_vit": elastic_vit.build,  # Sparsifiner with token pruning (configs/sparsifiner_*.py)
     "super_vit": elastic_vit.build,  # widths, Sparsifiner, MoE and QAT bits (configs/supernet.py)
 }
 MODEL_NAMES = tuple(MODEL_BUILDERS)

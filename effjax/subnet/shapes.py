@@ -126,20 +126,6 @@ def predictor_rank(num_tokens: int, token_reduction: int) -> int:
     return max(1, num_tokens // token_reduction)
 
 
-def sparse_model_fields(model_config) -> dict:
-    """The Sparsifiner fields of a model config, with the SparseViT defaults."""
-    get = model_config.get if hasattr(model_config, "get") else (lambda k, d=None: getattr(model_config, k, d))
-    return {
-        "predictor_channels": int(get("predictor_channels", 4)),
-        "predictor_token_reduction": int(get("predictor_token_reduction", 8)),
-        "predictor_top_coefficients": int(get("predictor_top_coefficients", 4)),
-        "sparse_layers": tuple(get("sparse_layers", ()) or range(model_config.num_layers)),
-        "token_pruning_layers": tuple(get("token_pruning_layers", ())),
-        "mask_scores": str(get("mask_scores", "predictor")),
-    }
-
-
-
 def moe_block_indices(num_layers: int, moe_every: int) -> tuple[int, ...]:
     """Blocks whose MLP is a MoE layer: the last block of every period of `moe_every` blocks."""
     if moe_every < 1:

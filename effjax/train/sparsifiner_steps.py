@@ -29,13 +29,13 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from effjax.models.elastic_vit import INTERMEDIATES
 from effjax.subnet import SubnetConfig
 from effjax.train import losses
 from effjax.train.setup import init_params_from, init_state
 from effjax.train.state import TrainState
 from effjax.train.step import apply_gradients
 
-INTERMEDIATES = "intermediates"
 PREDICTOR_MODULE = "predictor"
 
 
@@ -59,7 +59,8 @@ def _apply_masked_update(state: TrainState, grads, tx, mask, loss):
 
 def attention_distillation_loss(intermediates) -> jax.Array:
     """Mean over layers of sum-MSE(approx attention, stop_gradient(dense attention rows 1..N-1)) per example."""
-    layers = [v["attention"] for k, v in intermediates.items() if k.startswith("block")]
+    layers = [v["attention"] for k, v in intermediates.items()
+              if k.startswith("block") and "approx_attention" in v.get("attention", {})]  # the sparse layers
     total = jnp.zeros((), jnp.float32)
     for attn in layers:
         approx, dense = attn["approx_attention"][0], jax.lax.stop_gradient(attn["attention"][0])

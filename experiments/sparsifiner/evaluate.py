@@ -18,7 +18,8 @@ import os
 
 import jax
 
-from effjax.compress import cost_sparse
+from effjax.compress import cost_elastic, cost_sparse
+from effjax.compress.cost import total_cost
 from effjax.config.load import load_config
 from effjax.subnet import SubnetConfig
 from effjax.train import trainer
@@ -33,17 +34,14 @@ def evaluate_checkpoint(config_spec: str, workdir: str, rhos, mask: str = "predi
         config.model.token_pruning_layers = (1, 2) if tokens < 1 else ()
     setup = trainer.build(config, devices=jax.devices()[:1])
     params = trainer.init_params_from(setup, trainer.init_state(setup, jax.random.PRNGKey(0)).params, workdir)
-    cost_model = config.model.copy_and_resolve_references()
-    if not sparse:
-        cost_model.mask_scores = "random"  # a dense model has no predictor parameters or work
     rows = []
     for rho in (rhos if sparse else [1.0]):
         subnet = SubnetConfig(attention_keep_ratio=rho, token_keep_ratio=tokens if sparse else 1.0)
-        layers = cost_sparse.sparse_vit_layers(cost_model, setup.dataset.image_shape, setup.dataset.tasks, subnet)
+        layers = cost_elastic.elastic_layers(config.model, setup.dataset.image_shape, setup.dataset.tasks, subnet)
         metrics = {split: trainer.evaluate(setup, params, split, subnet=subnet if sparse else None) for split in splits}
         rows.append({"rho": rho, "token_keep_ratio": subnet.token_keep_ratio, "metrics": metrics,
                      "mhsa_flops": cost_sparse.mhsa_flops(layers), "predictor_flops": cost_sparse.predictor_flops(layers),
-                     "total_flops": cost_sparse.total_cost(layers, subnet).flops})
+                     "total_flops": total_cost(layers, subnet).flops})
         print(json.dumps(rows[-1]), flush=True)
     return {"config": config_spec, "workdir": os.path.abspath(workdir), "mask": mask if sparse else "dense",
             "tasks": {t.name: t.metric for t in setup.dataset.tasks}, "recipe": training_recipe(workdir), "rows": rows}

@@ -84,9 +84,9 @@ def test_options_are_validated_and_a_non_slim_model_is_refused(digits):
         SandwichOptions(cikd_weight=float("nan"))
     with pytest.raises(ValueError, match="unknown fields"):
         SandwichOptions.from_config({"slim": {"num_random": 1, "kd": 2.0}})
-    from effjax.models.sparse_vit import SparseViT
+    from effjax.models.moe_vit import MoeMultiTaskViT
 
     with pytest.raises(ValueError, match="slim_vit"):
-        make_sandwich_step(SparseViT(digits.tasks, 2, 16, 1, 2, 16, 16), optax.sgd(0.1), digits.tasks, {},
+        make_sandwich_step(MoeMultiTaskViT(digits.tasks, 2, 16, 1, 2, 16, 16), optax.sgd(0.1), digits.tasks, {},
                            optax.constant_schedule(0.1), SandwichOptions())
     assert dataclasses.asdict(SandwichOptions.from_config({"slim": {"num_random": 3}}))["num_random"] == 3

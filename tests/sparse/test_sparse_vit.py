@@ -1,4 +1,5 @@
-"""SparseViT: mt_vit-compatible parameters, dense equivalence at rho = 1, path equivalence, token pruning."""
+"""The sparse_vit preset of the elastic model: mt_vit parameters plus predictors, dense equivalence at rho = 1,
+path equivalence, the random-mask baseline, capture, token pruning."""
 
 import flax
 import jax
@@ -7,7 +8,6 @@ import numpy as np
 import pytest
 
 from effjax.data.specs import TaskSpec
-from effjax.models.sparse_vit import SparseViT
 from effjax.models.elastic_vit import ElasticViT
 from effjax.subnet import SubnetConfig
 
@@ -23,8 +23,8 @@ def _apply(model, params, images, **kwargs):
 
 @pytest.fixture(scope="module")
 def model_and_params():
-    model = SparseViT(**DIMS, predictor_channels=4, predictor_token_reduction=4, predictor_top_coefficients=2,
-                      token_pruning_layers=(0, 1))
+    model = ElasticViT(**DIMS, sparse_layers=(0, 1), predictor_channels=4, predictor_token_reduction=4,
+                       predictor_top_coefficients=2, token_pruning_layers=(0, 1))
     images = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 2))
     params = jax.jit(lambda x: model.init({"params": jax.random.PRNGKey(1)}, x)["params"])(images)
     return model, flax.linen.unbox(params), images
@@ -84,7 +84,7 @@ def test_capture_sows_approximate_and_true_attention(model_and_params):
 
 
 def test_token_pruning_keeps_the_most_attended_tokens():
-    from effjax.models.sparse_vit import prune_tokens, restore_tokens
+    from effjax.models.token_pruning import prune_tokens, restore_tokens
 
     x = jnp.arange(2 * 5 * 1, dtype=jnp.float32).reshape(2, 5, 1)
     positions = jnp.broadcast_to(jnp.arange(5), (2, 5))
@@ -98,8 +98,12 @@ def test_token_pruning_keeps_the_most_attended_tokens():
 
 def test_bad_knobs_are_one_line_errors(model_and_params):
     model, params, images = model_and_params
-    with pytest.raises(ValueError, match="owns only attention_keep_ratio"):
-        model.apply({"params": params}, images, subnet=SubnetConfig(encoder_width=0.5))
+    with pytest.raises(ValueError, match="no MoE blocks"):
+        model.apply({"params": params}, images, subnet=SubnetConfig(moe_top_k=1))
+    with pytest.raises(ValueError, match="prunes no tokens"):
+        model.clone(token_pruning_layers=()).apply({"params": params}, images, subnet=SubnetConfig(token_keep_ratio=0.5))
+    with pytest.raises(ValueError, match="attention_path"):
+        model.clone(attention_path="sparse").apply({"params": params}, images)
     with pytest.raises(ValueError, match="mask_scores"):
         model.clone(mask_scores="oracle").apply({"params": params}, images)
     with pytest.raises(ValueError, match="token_pruning_layers"):

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 
 from effjax.data.specs import TaskSpec
-from effjax.models.sparse_vit import SparseViT
+from effjax.models.elastic_vit import ElasticViT
 from effjax.train import optim, sparsifiner_steps, step as step_lib
 
 TASKS = (TaskSpec("digit", "classification", 10), TaskSpec("depth", "depth"))
@@ -24,9 +24,9 @@ def _setup():
     config.sparsifiner = ml_collections.ConfigDict(dict(
         predictor_loss_weight=0.01, distill_logits_weight=0.5, distill_tokens_weight=0.5, train_keep_ratio=0.3,
         train_token_keep_ratio=0.5, teacher_from=""))
-    model = SparseViT(TASKS, patch_size=2, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32, decoder_dim=8,
-                      predictor_channels=4, predictor_token_reduction=4, predictor_top_coefficients=2,
-                      token_pruning_layers=(0,))
+    model = ElasticViT(TASKS, patch_size=2, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32, decoder_dim=8,
+                       sparse_layers=(0, 1), predictor_channels=4, predictor_token_reduction=4,
+                       predictor_top_coefficients=2, token_pruning_layers=(0,))
     tx, schedule = optim.make_optimizer(config.train)
     setup = types.SimpleNamespace(model=model, tx=tx, schedule=schedule, dataset=types.SimpleNamespace(tasks=TASKS))
     state = jax.jit(step_lib.init_state_fn(model, tx, (8, 8, 1), boxed=False))(jax.random.PRNGKey(0))
