@@ -2,7 +2,7 @@
 
 For each run: val and test metrics of the quantized (TRAIN-mode) model, test
 metrics of the served integer model (AQT CONVERT -> SERVE), the cost (shared
-`vit_cost`: every matmul and both attention einsums at their bits, as they run;
+`elastic_cost`: every matmul and both attention einsums at their bits, as they run;
 biases / norms / tokens and scales at 32 bits, as served), and the bytes of the
 saved float / serving checkpoints. Besides training from scratch, int4 can start
 from the float checkpoint of the same width and seed (recipes below; the float run
@@ -36,7 +36,7 @@ import time
 
 import jax
 
-from effjax.compress.cost import vit_cost
+from effjax.compress.cost_elastic import elastic_cost
 from effjax.data import load_dataset
 from effjax.quant import aqt_config, serving
 from effjax.train import losses
@@ -121,7 +121,7 @@ def run_cost(dataset: str, width: int, precision: str) -> dict:
     """The shared cost of one run's config (recomputed, so records follow the current cost model)."""
     c = load_config(dataset, f"bits={precision},width={width}")
     ds = load_dataset(c.data)
-    return vit_cost(c.model, ds.image_shape, ds.tasks, aqt_config.subnet_from_quant_config(c.quant)).to_dict()
+    return elastic_cost(c.model, ds.image_shape, ds.tasks, aqt_config.subnet_from_quant_config(c.quant)).to_dict()
 
 
 def serving_eval_step(model: serving.ServingModel, tasks):
@@ -152,7 +152,7 @@ def run_one(job: Job, workroot: str) -> dict:
         "steps": int(c.train.num_steps), "learning_rate": float(c.train.learning_rate),
         "activation_calibration": c.quant.activation_calibration,
         "train_seconds": round(train_s, 1), "val": result.metrics["val"], "test": result.metrics["test"],
-        "cost": vit_cost(c.model, setup.dataset.image_shape, setup.dataset.tasks, subnet).to_dict(),
+        "cost": elastic_cost(c.model, setup.dataset.image_shape, setup.dataset.tasks, subnet).to_dict(),
         "float_checkpoint_bytes": serving.save_float_params(params, os.path.join(workdir, "float_export")),
         "float_param_bytes": serving.param_bytes(params),
     }

@@ -169,3 +169,14 @@ def test_report_quotes_the_standalone_study_or_says_not_measured(tmp_path):
     text = standalone_gap("digits", str(path))
     assert "-1.25" in text and "-2.50" in text and "+0.50" in text and "3 seed(s)" in text
     assert "not measured for shapes" in standalone_gap("shapes", str(path))
+
+
+def test_standalone_study_marks_the_2x_schedule_target_by_its_fixed_rule():
+    from experiments.supernet_vs_standalone.report import targets
+
+    a = {"within_target": False, "score_gap_min": -3.0, "score_gap_max": 0.0, "score_gap_mean": -2.0,
+         "supernet_total_flops": 1.0, "standalone_total_flops": 2.0}
+    line = lambda twice: [x for x in targets("shapes", {"a": a}, twice) if "2x schedule" in x][0]  # noqa: E731
+    assert "**met**" in line({"score_gap_mean": -1.5}) and "-2.00 at 1x, -1.50 at 2x" in line({"score_gap_mean": -1.5})
+    assert "**missed**" in line({"score_gap_mean": -2.5})
+    assert "not measured" in line(None)
