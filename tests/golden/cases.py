@@ -62,10 +62,9 @@ def _logits(model, params, images, subnet) -> dict:
 
 
 def _cost(config, tasks, image_shape, subnet) -> dict:
-    from effjax.compress import cost_elastic, cost_moe, cost_sparse
+    from effjax.compress import cost_elastic, cost_moe
 
-    fn = {"mt_vit": cost_elastic.elastic_cost, "slim_vit": cost_elastic.elastic_cost, "sparse_vit": cost_sparse.sparse_vit_cost,
-          "moe_vit": cost_moe.moe_vit_cost, "super_vit": cost_elastic.elastic_cost}[config.model.name]
+    fn = cost_moe.moe_vit_cost if config.model.name == "moe_vit" else cost_elastic.elastic_cost
     return fn(config.model, image_shape, tasks, subnet).to_dict()
 
 
