@@ -18,11 +18,8 @@ from typing import Optional, Sequence
 
 from effjax.compress.cost import GELU_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost, vit_layers
 from effjax.data.specs import TaskSpec
+from effjax.models.moe_vit import moe_fields
 from effjax.subnet import SubnetConfig, moe_block_indices
-
-
-def _get(model_config, name, default):
-    return model_config.get(name, default) if hasattr(model_config, "get") else getattr(model_config, name, default)
 
 
 def active_experts_per_token(model_config, subnet: Optional[SubnetConfig], experts_per_token: Optional[float]) -> float:
@@ -31,7 +28,7 @@ def active_experts_per_token(model_config, subnet: Optional[SubnetConfig], exper
         return float(experts_per_token)
     if subnet.moe_top_p:
         raise ValueError("experts_per_token: required with top-p routing (subnet.moe_top_p > 0); pass the measured mean")
-    return float(subnet.moe_top_k or _get(model_config, "top_k", 2))
+    return float(subnet.moe_top_k or moe_fields(model_config)["top_k"])
 
 
 def moe_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[TaskSpec],
@@ -46,12 +43,12 @@ def moe_vit_layers(model_config, image_shape: Sequence[int], tasks: Sequence[Tas
     p = model_config.patch_size
     n = (h // p) * (w // p) + 1
     d = model_config.hidden_dim
-    e = int(_get(model_config, "num_experts", 8))
-    m = int(_get(model_config, "expert_dim", 64))
-    per_task = _get(model_config, "task_routing", "per_task") == "per_task"
+    fields = moe_fields(model_config)
+    e, m = int(fields["num_experts"]), int(fields["expert_dim"])
+    per_task = fields["task_routing"] == "per_task"
     routers = len(tasks) if per_task else 1
     k = active_experts_per_token(model_config, subnet, experts_per_token)
-    moe_blocks = moe_block_indices(model_config.num_layers, int(_get(model_config, "moe_every", 2)))
+    moe_blocks = moe_block_indices(model_config.num_layers, int(fields["moe_every"]))
 
     replaced: list[LayerCost] = []
     for layer in layers:

@@ -69,18 +69,18 @@ class MoeEncoderBlock(nn.Module):
 
 
 class MoeMultiTaskViT(MultiTaskFields):  # mlp_dim: hidden width of the dense blocks' MLPs
-    num_experts: int = 8
+    num_experts: int = 8  # experts per MoE layer (M3ViT's 16 scaled to CPU; the elastic supernet's default is 4)
     expert_dim: int = 64  # hidden width of each expert
-    moe_every: int = 2
-    top_k: int = 2
+    moe_every: int = 2  # every moe_every-th block has a MoE MLP (`moe_block_indices`)
+    top_k: int = 2  # experts per token when the subnet sets neither top-k nor top-p
     top_p: float = 0.0  # > 0: top-p routing by default
-    capacity_factor: float = 1.25
-    dispatch: str = "einsum"
-    task_routing: str = "per_task"
-    renormalize_gates: bool = False
-    balance_weight: float = 0.01
-    z_loss_weight: float = 1e-3
-    entropy_weight: float = 0.0
+    capacity_factor: float = 1.25  # expert buffer slots = capacity_factor x tokens x k / experts
+    dispatch: str = "einsum"  # DISPATCH_METHODS
+    task_routing: str = "per_task"  # per_task: one router and encoder pass per task (M3ViT); shared: one
+    renormalize_gates: bool = False  # rescale the kept gates of each token to sum to 1
+    balance_weight: float = 0.01  # load-balance loss weight
+    z_loss_weight: float = 1e-3  # router z-loss weight
+    entropy_weight: float = 0.0  # router entropy loss weight
     router_groups: Optional[tuple[tuple[int, ...], ...]] = None  # per MoE layer, after merging
 
     def _check(self, subnet: SubnetConfig, task: Optional[str]):
@@ -162,23 +162,20 @@ class MoeMultiTaskViT(MultiTaskFields):  # mlp_dim: hidden width of the dense bl
         return {t.name: heads[t.name](encode(index[t.name]), self.decoder_dim, (h, w)) for t in wanted}
 
 
+_SHARED = tuple(f.name for f in dataclasses.fields(MultiTaskFields)) + ("parent", "name")
+
+
+def moe_fields(model_config) -> dict:
+    """Every MoeMultiTaskViT field `config.model` may set: the config's value, else the field's default.
+    The defaults live only on the class; the builder and the cost model (`effjax.compress.cost_moe`) read
+    them through here."""
+    read = model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
+    out = {f.name: read(f.name, f.default) for f in dataclasses.fields(MoeMultiTaskViT) if f.name not in _SHARED}
+    groups = out["router_groups"]
+    out["router_groups"] = None if not groups else tuple(tuple(int(e) for e in g) for g in groups)
+    return out
+
+
 def build(model_config, tasks, dot_general_provider=None) -> MoeMultiTaskViT:
-    """The registry's builder: `config.model` fields plus the MoE fields of configs/moe_*.py."""
-    get = lambda name, default: model_config.get(name, default)  # noqa: E731
-    groups = get("router_groups", None)
-    return MoeMultiTaskViT(
-        **vit_fields(model_config, tasks, dot_general_provider),
-        num_experts=get("num_experts", 8),
-        expert_dim=get("expert_dim", 64),
-        moe_every=get("moe_every", 2),
-        top_k=get("top_k", 2),
-        top_p=get("top_p", 0.0),
-        capacity_factor=get("capacity_factor", 1.25),
-        dispatch=get("dispatch", "einsum"),
-        task_routing=get("task_routing", "per_task"),
-        renormalize_gates=get("renormalize_gates", False),
-        balance_weight=get("balance_weight", 0.01),
-        z_loss_weight=get("z_loss_weight", 1e-3),
-        entropy_weight=get("entropy_weight", 0.0),
-        router_groups=None if not groups else tuple(tuple(int(e) for e in g) for g in groups),
-    )
+    """The registry's builder: `config.model`'s shared fields plus the MoE fields of configs/moe_*.py."""
+    return MoeMultiTaskViT(**vit_fields(model_config, tasks, dot_general_provider), **moe_fields(model_config))
