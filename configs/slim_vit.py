@@ -71,7 +71,8 @@ def get_config(arg: str | None = None):
 
     # tiny first (later variants scale its widths), then labels (later variants refine its weights), then
     # decoder (alone slices it)
-    for part in sorted(parts, key=lambda p: (p != "tiny", p != "labels", not p.startswith("decoder="))):
+    for part in sorted(parts, key=lambda p: (p != "tiny", p != "labels", not p.startswith("decoder="),
+                                             p.startswith("kd_depth="))):
         name, _, value = part.partition("=")
         if name == "tiny":
             c.model.hidden_dim, c.model.mlp_dim, c.model.decoder_dim, c.model.num_layers = 32, 64, 32, 2
@@ -105,6 +106,8 @@ def get_config(arg: str | None = None):
             c.slim.progressive_opens = SHRINK_OPENS
         elif name == "nocikd":
             c.slim.cikd_weight = 0.0
+        elif name == "kd_depth":  # how depth is distilled (after bignas / shrink, which set "std")
+            c.slim.kd_depth = value
         elif name == "labels":  # every config trains on the labels; no in-place KD, no CIKD
             c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 0.0, 0.0, 1.0
         elif name == "alone":
@@ -123,6 +126,7 @@ def get_config(arg: str | None = None):
                 c.loss.task_weights[task] = 1.0 if task == value else 0.0
         else:
             raise ValueError(f"configs/slim_vit.py: unknown variant {part!r}; allowed: digits, shapes, tiny, nocikd, "
-                             f"labels, bignas, shrink, alone=<width>, single=<task>, seed=<n>, steps=<n>, label_small=<w>, head=<kind>, "
+                             f"labels, bignas, shrink, kd_depth=<l1|std|l2std>, alone=<width>, single=<task>, seed=<n>, steps=<n>, "
+                             f"label_small=<w>, head=<kind>, "
                              f"decoder=<n>, decoder_blocks=<n>, layers=<n>, private_norms")
     return c

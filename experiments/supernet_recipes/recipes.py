@@ -24,6 +24,8 @@ RECIPES = {
     "labels": Recipe("", "sandwich, every config on the labels (the main job's default)"),
     "bignas": Recipe(",bignas", "sandwich, in-place distillation BigNAS-style (see configs/slim_vit.py)"),
     "shrink": Recipe(",shrink", "OFA progressive shrinking, distilled from the full config (see configs/slim_vit.py)"),
+    "bignas_l2std": Recipe(",bignas,kd_depth=l2std", "bignas with depth distilled by squared error in units of the "
+                           "teacher's std (the shapes diagnosis' best depth loss)"),
 }
 BASELINE = "labels"
 SEEDS = (0, 1, 2)

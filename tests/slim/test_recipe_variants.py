@@ -1,0 +1,21 @@
+"""The supernet recipe variants of configs/slim_vit.py set what experiments/supernet_recipes says they set."""
+
+import pytest
+
+from effjax.config.load import load_config
+from effjax.train.sandwich import SandwichOptions
+
+
+def test_bignas_distils_the_sub_configs_and_kd_depth_overrides_its_depth_loss_in_any_order():
+    bignas = load_config("configs/supernet.py:shapes,bignas").slim
+    assert bignas.inplace_kd_weight == 1.0 and bignas.cikd_weight == 0.0 and bignas.kd_depth == "std"
+    for arg in ("shapes,bignas,kd_depth=l2std", "shapes,kd_depth=l2std,bignas"):
+        slim = load_config(f"configs/supernet.py:{arg}").slim
+        assert slim.kd_depth == "l2std" and slim.inplace_kd_weight == 1.0 and slim.kd_warmup_steps == bignas.kd_warmup_steps
+
+
+def test_an_unknown_depth_loss_is_refused_in_one_line():
+    config = load_config("configs/supernet.py:shapes,bignas,kd_depth=huber")
+    with pytest.raises(ValueError, match=r"config.slim.kd_depth='huber': allowed") as err:
+        SandwichOptions.from_config(config)
+    assert "\n" not in str(err.value)
