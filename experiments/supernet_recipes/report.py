@@ -110,4 +110,6 @@ def main(dataset: str = "digits"):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1] if len(sys.argv) > 1 else "digits")  # python -m experiments.supernet_recipes.report shapes
