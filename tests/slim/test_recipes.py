@@ -135,9 +135,7 @@ def test_kd_warmup_and_distilled_tasks(slim, digits_batch):
 
 @pytest.mark.slow
 def test_progressive_shrinking_resumes_exactly_across_a_stage_boundary(tmp_path):
-    from effjax.train import trainer
-
-    from .test_sandwich_training import _tiny
+    from .test_sandwich_training import _tiny, assert_resume_is_exact
 
     def config():
         c = _tiny()
@@ -146,12 +144,4 @@ def test_progressive_shrinking_resumes_exactly_across_a_stage_boundary(tmp_path)
         c.slim.progressive_opens = (0.5, 0.75, 0.75, 0.75)  # 4 steps: the full config at steps 0-1, widths from 2
         return c
 
-    straight = trainer.train_and_evaluate(config(), str(tmp_path / "straight"), devices=jax.devices()[:1])
-    halted = config()
-    halted.train.halt_after_steps = 2  # stops at the boundary; the resumed launch opens the widths
-    first = trainer.train_and_evaluate(halted, str(tmp_path / "resumed"), devices=jax.devices()[:1])
-    assert first.interrupted and int(first.state.step) == 2
-    resumed = trainer.train_and_evaluate(config(), str(tmp_path / "resumed"), devices=jax.devices()[:1])
-    assert resumed.start_step == 2
-    for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(resumed.state.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert_resume_is_exact(config, tmp_path)  # halts at the boundary; the resumed launch opens the widths

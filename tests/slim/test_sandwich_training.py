@@ -19,15 +19,22 @@ def _tiny():
     return c
 
 
-@pytest.mark.slow
-def test_sandwich_trains_and_resumes_exactly(tmp_path):
-    straight = trainer.train_and_evaluate(_tiny(), str(tmp_path / "straight"), devices=jax.devices()[:1])
-    assert set(straight.metrics["test"]) == {"digit", "parity", "ge5"}
-    c = _tiny()
-    c.train.halt_after_steps = 2
-    first = trainer.train_and_evaluate(c, str(tmp_path / "resumed"), devices=jax.devices()[:1])
+def assert_resume_is_exact(make_config, tmp_path):
+    """Trains `make_config()` straight through, and again halted after step 2 then resumed in the same workdir;
+    the final parameters must be bit-identical. Returns the straight run's result."""
+    straight = trainer.train_and_evaluate(make_config(), str(tmp_path / "straight"), devices=jax.devices()[:1])
+    halted = make_config()
+    halted.train.halt_after_steps = 2
+    first = trainer.train_and_evaluate(halted, str(tmp_path / "resumed"), devices=jax.devices()[:1])
     assert first.interrupted and int(first.state.step) == 2
-    resumed = trainer.train_and_evaluate(_tiny(), str(tmp_path / "resumed"), devices=jax.devices()[:1])
+    resumed = trainer.train_and_evaluate(make_config(), str(tmp_path / "resumed"), devices=jax.devices()[:1])
     assert resumed.start_step == 2
     for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(resumed.state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    return straight
+
+
+@pytest.mark.slow
+def test_sandwich_trains_and_resumes_exactly(tmp_path):
+    straight = assert_resume_is_exact(_tiny, tmp_path)
+    assert set(straight.metrics["test"]) == {"digit", "parity", "ge5"}
