@@ -15,7 +15,7 @@ digits) and optional variants.
 
 Variants: `tiny` (a few steps, for tests), `nocikd`, `labels` (every config on the labels, no
 distillation), `bignas` (in-place distillation as BigNAS does it), `shrink` (OFA progressive
-shrinking), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
+shrinking), `project` (NASViT's gradient projection), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
 `label_small=<w>` (label weight of the non-max configs), `head=<class_token|mean_pool>` (how
 image-level decoders read the tokens: the class token, or every token averaged after the hidden
 layer, so that decoder width acts on all tokens), `decoder=<n>` (max decoder width),
@@ -104,6 +104,8 @@ def get_config(arg: str | None = None):
             c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 1.0, 0.0, 1.0
             c.slim.kd_temperature, c.slim.kd_depth = BIGNAS_TEMPERATURE, "std"
             c.slim.progressive_opens = SHRINK_OPENS
+        elif name == "project":  # NASViT gradient projection (experiments/supernet_recipes)
+            c.slim.gradient_projection = True
         elif name == "nocikd":
             c.slim.cikd_weight = 0.0
         elif name == "kd_depth":  # how depth is distilled (after bignas / shrink, which set "std")
@@ -126,7 +128,7 @@ def get_config(arg: str | None = None):
                 c.loss.task_weights[task] = 1.0 if task == value else 0.0
         else:
             raise ValueError(f"configs/slim_vit.py: unknown variant {part!r}; allowed: digits, shapes, tiny, nocikd, "
-                             f"labels, bignas, shrink, kd_depth=<l1|std|l2std>, alone=<width>, single=<task>, seed=<n>, steps=<n>, "
+                             f"labels, bignas, shrink, project, kd_depth=<l1|std|l2std>, alone=<width>, single=<task>, seed=<n>, steps=<n>, "
                              f"label_small=<w>, head=<kind>, "
                              f"decoder=<n>, decoder_blocks=<n>, layers=<n>, private_norms")
     return c

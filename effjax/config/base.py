@@ -95,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
     # train.num_steps at which the menus of widths, keep ratios, top-k and weight bits open (before the first,
     # only the full config trains; a closed menu stays at its max value)
     c.slim.progressive_opens = ()
+    # NASViT: the sub-configs' summed gradient loses its component along the max config's gradient when the two
+    # point apart (negative dot product over all parameters); the step logs their cosine either way
+    c.slim.gradient_projection = False
     c.slim.keep_ratios = (1.0,)  # attention keep ratios sampled (super_vit)
     c.slim.top_ks = ()  # MoE experts per token sampled (super_vit); () keeps the model's top_k
     c.slim.weight_bits = (32,)  # body weight bits sampled; 32 is float (QAT otherwise)

@@ -16,8 +16,10 @@ One jitted step, one optimizer update, following Universally Slimmable Networks
 
 Recipe options (`config.slim`, documented in effjax/config/base.py): BigNAS-style distillation (Yu et
 al., ECCV 2020) with a softmax temperature (loss times T^2, Hinton et al. 2015), depth distilled in
-units of its std (L1 or half squared error), a subset of tasks distilled, and a linear KD warm-up; and
-OFA progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of the steps, in the
+units of its std (L1 or half squared error), a subset of tasks distilled, and a linear KD warm-up;
+NASViT's gradient projection (Gong et al., ICLR 2022, Sec. 3.2): where the sub-configs' summed
+gradient conflicts with the max config's, its component along the max config's gradient is removed
+(one projection over all parameters, not per layer); and OFA progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of the steps, in the
 order widths, keep ratios, top-k, bits, as a function of the traced step (before the first opens,
 `lax.cond` skips the sub-configs and only the full config trains; a closed menu draws its max value).
 
@@ -86,6 +88,7 @@ class SandwichOptions:
     kd_tasks: tuple[str, ...] = tuple(_SLIM.kd_tasks)
     kd_warmup_steps: int = _SLIM.kd_warmup_steps
     progressive_opens: tuple[float, ...] = tuple(_SLIM.progressive_opens)
+    gradient_projection: bool = _SLIM.gradient_projection
 
     def __post_init__(self):
         if not isinstance(self.num_random, int) or self.num_random < 0:
@@ -111,6 +114,8 @@ class SandwichOptions:
         object.__setattr__(self, "kd_tasks", tuple(str(t) for t in self.kd_tasks))
         if not isinstance(self.kd_warmup_steps, int) or self.kd_warmup_steps < 0:
             raise ValueError(f"config.slim.kd_warmup_steps={self.kd_warmup_steps!r}: must be an integer >= 0")
+        if not isinstance(self.gradient_projection, bool):
+            raise ValueError(f"config.slim.gradient_projection={self.gradient_projection!r}: must be True or False")
         opens = tuple(float(f) for f in self.progressive_opens)
         object.__setattr__(self, "progressive_opens", opens)
         if opens and (len(opens) != len(KNOB_GROUPS) or any(not 0 <= f < 1 for f in opens)
@@ -195,6 +200,21 @@ def kd_ramp(step: jax.Array, warmup_steps: int) -> jax.Array:
     return jnp.minimum(step.astype(jnp.float32) / warmup_steps, 1.0)
 
 
+def tree_dot(a, b) -> jax.Array:
+    return sum((jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32)) for x, y in
+                zip(jax.tree.leaves(a), jax.tree.leaves(b))), jnp.zeros((), jnp.float32))
+
+
+def project_conflict(small, large):
+    """NASViT's gradient projection: when the sub-configs' summed gradient `small` points against the max
+    config's `large` (negative dot product over all parameters), drop its component along `large`; returns
+    the projected gradient and the cosine before projection."""
+    dot, large_sq = tree_dot(small, large), tree_dot(large, large)
+    cosine = dot / jnp.maximum(jnp.sqrt(large_sq * tree_dot(small, small)), 1e-30)
+    coef = jnp.where(dot < 0, dot / jnp.maximum(large_sq, 1e-30), 0.0)
+    return jax.tree.map(lambda s, g: s - (coef * g).astype(s.dtype), small, large), cosine
+
+
 def aux_total(mutated) -> jax.Array:
     """Sum of the auxiliary losses the model sowed (MoE balance / z-loss, predictor distillation)."""
     return sum((jnp.sum(x) for x in jax.tree.leaves(mutated.get(AUX_LOSS_COLLECTION, {}))), jnp.zeros((), jnp.float32))
@@ -276,7 +296,10 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
             max_loss, has_aux=True)(state.params, batch)
         teacher_preds, teacher_tokens = jax.lax.stop_gradient((teacher_preds, teacher_tokens))
         is_open = open_groups(state.step, options.progressive_opens, num_steps)
-        closed_lowest = lambda group, size: jnp.where(is_open[KNOB_GROUPS.index(group)], 0, size - 1)
+
+        def closed_lowest(group, size):
+            return jnp.where(is_open[KNOB_GROUPS.index(group)], 0, size - 1)
+
         rows = sample_configs(rng, options.num_random, len(tasks), len(menu), closed_lowest("widths", len(menu)))
         knob_lowest = jnp.stack([closed_lowest(g, n) for g, n in zip(KNOB_GROUPS[1:], knob_sizes)])
         knob_rows = sample_knob_indices(jax.random.fold_in(rng, 1), options.num_random, knob_sizes, knob_lowest)
@@ -292,6 +315,8 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
             return jax.lax.scan(one_config, grads_max, (rows, knob_rows))
 
         grads_max = grads
+        if options.gradient_projection:  # the sub-configs' gradient is summed apart, then projected
+            grads = jax.tree.map(jnp.zeros_like, grads)
         if options.progressive_opens:  # before the first menu opens only the full config trains
             skipped = jax.eval_shape(sub_configs, grads)
             grads, (config_losses, parts) = jax.lax.cond(
@@ -299,11 +324,18 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
                 lambda g: (g, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), skipped[1])), grads)
         else:
             grads, (config_losses, parts) = sub_configs(grads)
+        if options.gradient_projection:
+            grads_small, cosine = project_conflict(grads, grads_max)
+            grads = jax.tree.map(jnp.add, grads_max, grads_small)
+        else:
+            grads_small = jax.tree.map(jnp.subtract, grads, grads_max)
+            cosine = tree_dot(grads_small, grads_max) / jnp.maximum(
+                optax.tree.norm(grads_small) * optax.tree.norm(grads_max), 1e-30)
         loss = loss_max + config_losses.sum()
         new_state, grad_norm = apply_gradients(state, grads, loss, tx)
         metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                    "grad_norm/max": optax.tree.norm(grads_max),
-                   "grad_norm/small": optax.tree.norm(jax.tree.map(jnp.subtract, grads, grads_max)),
+                   "grad_norm/small": optax.tree.norm(grads_small), "grad_cosine/small_max": cosine,
                    "kd_ramp": ramp, "menus_open": is_open.sum(),
                    "loss/max": loss_max, "loss/min": config_losses[0], "loss/aux_max": aux_max,
                    "loss/kd": parts["kd"].mean(), "loss/cikd": parts["cikd"].mean(),

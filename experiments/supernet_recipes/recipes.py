@@ -26,6 +26,8 @@ RECIPES = {
     "shrink": Recipe(",shrink", "OFA progressive shrinking, distilled from the full config (see configs/slim_vit.py)"),
     "bignas_l2std": Recipe(",bignas,kd_depth=l2std", "bignas with depth distilled by squared error in units of the "
                            "teacher's std (the shapes diagnosis' best depth loss)"),
+    "project": Recipe(",project", "labels with NASViT's gradient projection (sub-configs' gradient projected off "
+                      "the max config's where they conflict)"),
 }
 BASELINE = "labels"
 SEEDS = (0, 1, 2)
