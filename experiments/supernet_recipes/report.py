@@ -14,15 +14,15 @@ import os
 
 import numpy as np
 
-from experiments.supernet_recipes.recipes import BASELINE, RECIPES, SEEDS
+from experiments.supernet_recipes.recipes import BASELINE, FRESH_SEEDS, RECIPES, SEEDS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def load(dataset: str) -> dict[str, dict[int, dict]]:
+def load(dataset: str, seeds=SEEDS) -> dict[str, dict[int, dict]]:
     runs: dict[str, dict[int, dict]] = {}
     for recipe in RECIPES:
-        for seed in SEEDS:
+        for seed in seeds:
             path = os.path.join(HERE, "results", f"{dataset}_{recipe}_seed{seed}.json")
             if os.path.exists(path):
                 with open(path) as f:
@@ -41,6 +41,17 @@ def scores(run: dict, split: str) -> dict[str, float]:
     return {c["name"]: 100 * c[split]["score"] for c in run["configs"]}
 
 
+def differences(runs, recipe: str, split: str, seeds=SEEDS) -> tuple[list[int], np.ndarray]:
+    """Per seed, `recipe`'s score minus the baseline's (means over the fixed configurations)."""
+    common = [s for s in seeds if s in runs.get(recipe, {}) and s in runs.get(BASELINE, {})]
+    return common, np.asarray([np.mean(list(scores(runs[recipe][s], split).values()))
+                               - np.mean(list(scores(runs[BASELINE][s], split).values())) for s in common])
+
+
+def beats_baseline(diff: np.ndarray) -> bool:
+    return len(diff) >= 2 and diff.mean() > diff.std(ddof=1)
+
+
 def select(runs) -> tuple[str, dict[str, np.ndarray]]:
     """The rule of `recipes.py`: highest mean validation score over configurations and seeds, kept only
     if it beats the baseline by more than the sample std of its per-seed difference."""
@@ -49,12 +60,7 @@ def select(runs) -> tuple[str, dict[str, np.ndarray]]:
     best = max(merit, key=lambda r: merit[r].mean())
     if best == BASELINE or BASELINE not in runs:
         return best, merit
-    common = [s for s in SEEDS if s in runs[best] and s in runs[BASELINE]]
-    diff = np.asarray([np.mean(list(scores(runs[best][s], "val").values()))
-                       - np.mean(list(scores(runs[BASELINE][s], "val").values())) for s in common])
-    if len(diff) < 2 or diff.mean() <= diff.std(ddof=1):
-        return BASELINE, merit
-    return best, merit
+    return (best if beats_baseline(differences(runs, best, "val")[1]) else BASELINE), merit
 
 
 def main(dataset: str = "digits"):
@@ -73,9 +79,7 @@ def main(dataset: str = "digits"):
     for recipe in runs:
         if recipe == BASELINE or BASELINE not in runs:
             continue
-        common = [s for s in SEEDS if s in runs[recipe] and s in runs[BASELINE]]
-        diff = [np.mean(list(scores(runs[recipe][s], "val").values())) - np.mean(list(scores(runs[BASELINE][s], "val").values()))
-                for s in common]
+        common, diff = differences(runs, recipe, "val")
         print(f"- {recipe} minus {BASELINE}: {mean_std(diff)} points (seeds {common}; per seed "
               + ", ".join(f"{d:+.2f}" for d in diff) + ")")
     print(f"\n**Selected on validation by the rule of `recipes.py`: `{chosen}`.**\n")
@@ -89,11 +93,11 @@ def main(dataset: str = "digits"):
         print(f"| {n} | " + " | ".join(mean_std([100 * r[t] for r in rows]) for t in tasks)
               + f" | {mean_std([100 * r['score'] for r in rows])} |")
     if chosen != BASELINE and BASELINE in runs:
-        common = [s for s in SEEDS if s in runs[chosen] and s in runs[BASELINE]]
-        diff = [np.mean(list(scores(runs[chosen][s], "test").values())) - np.mean(list(scores(runs[BASELINE][s], "test").values()))
-                for s in common]
+        common, diff = differences(runs, chosen, "test")
         print(f"\nTest, {chosen} minus {BASELINE} (mean over the configurations; reported after the selection, not used "
               f"by it): {mean_std(diff)} points (per seed " + ", ".join(f"{d:+.2f}" for d in diff) + ")")
+    if chosen != BASELINE:
+        confirm(dataset, chosen)
     flops_path = os.path.join(HERE, "results", f"flops_{dataset}.json")
     if os.path.exists(flops_path):
         with open(flops_path) as f:
@@ -107,6 +111,25 @@ def main(dataset: str = "digits"):
             print(f"| {recipe} | {f['mean_flops_per_step'] / 1e9:.2f} | {f['total_flops'] / 1e12:.2f} | "
                   f"{f['full_config_step_flops'] / 1e9:.2f} | {f['mean_flops_per_step'] / f['full_config_step_flops']:.2f} | "
                   f"{np.mean(walls) if walls else float('nan'):.0f} |")
+
+
+def confirm(dataset: str, chosen: str) -> None:
+    """The confirmation of `recipes.py` on the fresh seeds: the same rule, then test for both recipes."""
+    fresh = load(dataset, FRESH_SEEDS)
+    common, diff = differences(fresh, chosen, "val", FRESH_SEEDS)
+    print(f"\n### {dataset}: confirmation of `{chosen}` on fresh seeds {list(FRESH_SEEDS)} (rule of `recipes.py`)\n")
+    if not common:
+        print("Not run yet.")
+        return
+    _, test = differences(fresh, chosen, "test", FRESH_SEEDS)
+    for split, d in (("validation", diff), ("test", test)):
+        print(f"- {split}, {chosen} minus {BASELINE}: {mean_std(d)} points (seeds {common}; per seed "
+              + ", ".join(f"{x:+.2f}" for x in d) + ")")
+    for recipe in (BASELINE, chosen):
+        per = [np.mean(list(scores(fresh[recipe][s], "test").values())) for s in common]
+        print(f"- test score of `{recipe}` (mean over the configurations): {mean_std(per)}")
+    verdict = "confirmed" if len(common) == len(FRESH_SEEDS) and beats_baseline(diff) else "not confirmed"
+    print(f"\n**`{chosen}` {verdict} on the fresh seeds.**")
 
 
 if __name__ == "__main__":
