@@ -10,14 +10,11 @@ configs/moe_digits.py). The dense baseline is configs/shapes_vit.py.
 """
 
 from effjax.config.base import base_config
-
-VARIANTS = ("topp", "shared", "dense_dispatch", "tiny")
-
+from effjax.config.load import sibling
 
 def get_config(arg: str | None = None):
-    chosen = {v for v in (arg or "").split(",") if v}
-    if chosen - set(VARIANTS):
-        raise ValueError(f"configs/moe_shapes.py: unknown variant(s) {sorted(chosen - set(VARIANTS))}; allowed: {list(VARIANTS)}")
+    moe_digits = sibling(__file__, "moe_digits.py")
+    chosen = moe_digits.parse_variants(arg, "configs/moe_shapes.py")
     c = base_config()
     c.data.name = "shapes"
     c.data.image_size = 32
@@ -29,28 +26,13 @@ def get_config(arg: str | None = None):
     c.train.batch_size = 64
     c.eval.every_steps = 500
     c.checkpoint.every_steps = 500
+    moe_digits.moe_model(c, chosen.topp)
     m = c.model
-    m.name = "moe_vit"
-    m.num_experts = 8  # experts per MoE layer
-    m.expert_dim = 32  # hidden width of each expert
-    m.moe_every = 2  # MoE MLP in blocks 1 and 3
-    m.top_k = 2  # default experts per token (SubnetConfig.moe_top_k overrides)
-    m.capacity_factor = 1.25  # slots per expert = ceil(cf * tokens * k / E) per example; <= 0 is dropless
-    m.dispatch = "gather"  # einsum | gather | ragged | dense
-    m.task_routing = "per_task"  # per_task | shared
-    m.renormalize_gates = False
-    m.balance_weight = 0.01  # load-balancing loss weight
-    m.z_loss_weight = 1e-3  # router z-loss weight
-    m.entropy_weight = 0.0  # router entropy loss weight
-    m.top_p = 0.0  # > 0: route top-p by default (SubnetConfig knobs override)
-    m.router_groups = ()  # after merging: per MoE layer, router column -> merged expert
-    if "topp" in chosen:
-        m.top_p, m.entropy_weight, m.capacity_factor = 0.4, 1e-4, 0.0
-    if "shared" in chosen:
+    if chosen.shared:
         m.task_routing = "shared"
-    if "dense_dispatch" in chosen:
+    if chosen.dense_dispatch:
         m.dispatch = "dense"
-    if "tiny" in chosen:
+    if chosen.tiny:
         c.data.num_train, c.data.num_val, c.data.num_test = 256, 64, 64
         m.hidden_dim, m.mlp_dim, m.decoder_dim, m.num_layers = 32, 64, 32, 2
         m.expert_dim, m.num_experts = 16, 4

@@ -11,13 +11,13 @@ checkpoint: `--config.train.init_from=/tmp/effjax/qat_digits_float`.
 Variants: `bits=float|8|4`, `width=<hidden_dim>`, `tiny`, comma-separated.
 """
 
-from configs.qat_common import apply_width, parse_variant, quant_section
-from configs.quickstart import get_config as quickstart_config
+from effjax.config.load import sibling
 
 
 def get_config(arg: str | None = None):
-    v = parse_variant(arg, "configs/qat_digits.py")
-    c = quickstart_config("tiny" if v["tiny"] else None)
-    c.quant = quant_section(v["bits"])
-    apply_width(c, v["width"])
+    common = sibling(__file__, "qat_common.py")
+    v = common.parse_variant(arg, "configs/qat_digits.py")
+    c = sibling(__file__, "quickstart.py").get_config("tiny" if v["tiny"] else None)
+    c.quant = common.quant_section(v["bits"])
+    common.apply_width(c, v["width"])
     return c

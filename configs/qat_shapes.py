@@ -7,18 +7,18 @@ family of widths x precisions fits a CPU budget. Variants: `bits=float|8|4`,
 `width=<hidden_dim>`, `tiny`, comma-separated.
 """
 
-from configs.qat_common import apply_width, parse_variant, quant_section
-from configs.shapes_vit import get_config as shapes_config
+from effjax.config.load import sibling
 
 
 def get_config(arg: str | None = None):
-    v = parse_variant(arg, "configs/qat_shapes.py")
-    c = shapes_config("tiny" if v["tiny"] else None)
+    common = sibling(__file__, "qat_common.py")
+    v = common.parse_variant(arg, "configs/qat_shapes.py")
+    c = sibling(__file__, "shapes_vit.py").get_config("tiny" if v["tiny"] else None)
     if not v["tiny"]:
         c.data.num_train = 1000
         c.train.num_steps = 600
         c.eval.every_steps = 300
         c.checkpoint.every_steps = 300
-    c.quant = quant_section(v["bits"])
-    apply_width(c, v["width"])
+    c.quant = common.quant_section(v["bits"])
+    common.apply_width(c, v["width"])
     return c

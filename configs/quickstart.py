@@ -8,9 +8,11 @@ Variants: `configs/quickstart.py:tiny` (a few steps, for tests and smoke runs).
 """
 
 from effjax.config.base import base_config
+from effjax.config.variants import parse_arg
 
 
 def get_config(arg: str | None = None):
+    v = parse_arg(arg, "configs/quickstart.py", tiny=False)
     c = base_config()
     c.data.name = "digits"
     c.model.patch_size = 2  # 8x8 digits -> 16 patches + class token
@@ -18,7 +20,7 @@ def get_config(arg: str | None = None):
     c.train.batch_size = 64
     c.eval.every_steps = 200
     c.checkpoint.every_steps = 200
-    if arg == "tiny":
+    if v.tiny:
         c.model.hidden_dim = 32
         c.model.mlp_dim = 64
         c.model.decoder_dim = 32
@@ -29,6 +31,4 @@ def get_config(arg: str | None = None):
         c.eval.every_steps = 10
         c.checkpoint.every_steps = 10
         c.log.every_steps = 5
-    elif arg not in (None, ""):
-        raise ValueError(f"configs/quickstart.py: unknown variant {arg!r}; allowed: tiny")
     return c

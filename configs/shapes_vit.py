@@ -8,9 +8,11 @@ Variants: `configs/shapes_vit.py:tiny` (small data and a few steps, for tests).
 """
 
 from effjax.config.base import base_config
+from effjax.config.variants import parse_arg
 
 
 def get_config(arg: str | None = None):
+    v = parse_arg(arg, "configs/shapes_vit.py", tiny=False)
     c = base_config()
     c.data.name = "shapes"
     c.data.image_size = 32  # 32x32 scenes
@@ -22,7 +24,7 @@ def get_config(arg: str | None = None):
     c.train.batch_size = 64
     c.eval.every_steps = 500
     c.checkpoint.every_steps = 500
-    if arg == "tiny":
+    if v.tiny:
         c.data.num_train, c.data.num_val, c.data.num_test = 256, 64, 64
         c.model.hidden_dim = 32
         c.model.mlp_dim = 64
@@ -34,6 +36,4 @@ def get_config(arg: str | None = None):
         c.eval.every_steps = 6
         c.checkpoint.every_steps = 6
         c.log.every_steps = 3
-    elif arg not in (None, ""):
-        raise ValueError(f"configs/shapes_vit.py: unknown variant {arg!r}; allowed: tiny")
     return c

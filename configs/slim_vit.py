@@ -15,7 +15,7 @@ digits) and optional variants.
 
 Variants: `tiny` (a few steps, for tests), `nocikd`, `labels` (every config on the labels, no
 distillation), `bignas` (in-place distillation as BigNAS does it), `shrink` (OFA progressive
-shrinking), `project` (NASViT's gradient projection), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
+shrinking), `project` (NASViT's gradient projection), `max_weight=<w>` (weight of the max config's label loss), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
 `label_small=<w>` (label weight of the non-max configs), `head=<class_token|mean_pool>` (how
 image-level decoders read the tokens: the class token, or every token averaged after the hidden
 layer, so that decoder width acts on all tokens), `decoder=<n>` (max decoder width),
@@ -26,6 +26,7 @@ multiplier slims their heads and MLP as the encoder width slims the encoder's), 
 
 
 from effjax.config.base import base_config
+from effjax.config.variants import parse_arg
 from effjax.models.vit import check_decoder_blocks, check_image_head
 from effjax.subnet import decoder_width, encoder_widths
 
@@ -40,95 +41,86 @@ BIGNAS_LABEL_WEIGHT = 0.0
 SHRINK_OPENS = (0.2, 0.5, 0.5, 0.5)
 
 
-def get_config(arg: str | None = None):
-    parts = [p.strip() for p in (arg or "digits").split(",") if p.strip()]
-    dataset = parts.pop(0) if parts and parts[0] in TASKS else "digits"
+def get_config(arg: str | None = None, config_file: str = "configs/slim_vit.py"):
+    v = parse_arg(arg, config_file, dataset=tuple(TASKS), tiny=False, labels=False, nocikd=False,
+                  bignas=False, shrink=False, project=False, max_weight=float, kd_depth=str, alone=float, single=str, seed=int,
+                  steps=int, label_small=float, head=str, decoder=int, decoder_blocks=int, layers=int,
+                  private_norms=False)
+    dataset = v.dataset
     c = base_config()
     c.data.name = dataset
     c.model.name = "slim_vit"
-    c.model.width_menu = (0.25, 0.5, 0.75, 1.0)  # encoder and decoder width multipliers (sampled and selected)
     c.model.hidden_dim = 64
     c.model.num_layers = 3
     c.model.num_heads = 4  # head size 16: widths 0.25..1.0 keep 1..4 heads
     c.model.mlp_dim = 128
     c.model.decoder_dim = 64
-    c.model.image_head = "class_token"  # image-level decoders read the class token (`head=mean_pool`: all tokens)
-    c.model.decoder_blocks = 0  # task-specific transformer blocks before each head (`decoder_blocks=<n>`)
-    c.model.private_norms = False  # encoder LayerNorm affine shared by all widths (`private_norms`: one per width)
     c.train.objective = "sandwich"
     if dataset == "digits":
         c.model.patch_size = 2  # 16 patches + class token
-        c.train.num_steps = 500
     else:
         c.data.image_size = 16  # CPU scale: 16x16 scenes
         c.data.num_train, c.data.num_val, c.data.num_test = 2000, 500, 500
         c.model.patch_size = 4  # 16 patches + class token; each decodes 4x4 pixels
-        c.train.num_steps = 500
+    c.train.num_steps = 500
     c.train.batch_size = 64
     c.eval.every_steps = 200
     c.checkpoint.every_steps = 200
     c.log.progress_bar = False
 
-    # tiny first (later variants scale its widths), then labels (later variants refine its weights), then
-    # decoder (alone slices it)
-    for part in sorted(parts, key=lambda p: (p != "tiny", p != "labels", not p.startswith("decoder="),
-                                             p.startswith("kd_depth="))):
-        name, _, value = part.partition("=")
-        if name == "tiny":
-            c.model.hidden_dim, c.model.mlp_dim, c.model.decoder_dim, c.model.num_layers = 32, 64, 32, 2
-            c.data.num_train, c.data.num_val, c.data.num_test = 128, 64, 64
-            c.train.num_steps, c.train.warmup_steps, c.train.batch_size = 6, 2, 16
-            c.eval.every_steps = c.checkpoint.every_steps = 3
-            c.log.every_steps = 3
-            c.eval.batch_size = 64
-        elif name == "seed":
-            c.seed = int(value)
-        elif name == "steps":
-            c.train.num_steps = int(value)
-        elif name == "label_small":  # label weight of the non-max configs
-            c.slim.label_weight_small = float(value)
-        elif name == "head":
-            c.model.image_head = check_image_head(value)
-        elif name == "decoder":
-            c.model.decoder_dim = int(value)
-        elif name == "decoder_blocks":
-            c.model.decoder_blocks = check_decoder_blocks(int(value))
-        elif name == "layers":
-            c.model.num_layers = int(value)
-        elif name == "private_norms":
-            c.model.private_norms = True
-        elif name == "bignas":  # in-place distillation as BigNAS does it (experiments/supernet_recipes)
-            c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 1.0, 0.0, BIGNAS_LABEL_WEIGHT
-            c.slim.kd_temperature, c.slim.kd_depth, c.slim.kd_warmup_steps = BIGNAS_TEMPERATURE, "std", BIGNAS_WARMUP_STEPS
-        elif name == "shrink":  # OFA progressive shrinking, distilled from the full config (experiments/supernet_recipes)
-            c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 1.0, 0.0, 1.0
-            c.slim.kd_temperature, c.slim.kd_depth = BIGNAS_TEMPERATURE, "std"
-            c.slim.progressive_opens = SHRINK_OPENS
-        elif name == "project":  # NASViT gradient projection (experiments/supernet_recipes)
-            c.slim.gradient_projection = True
-        elif name == "nocikd":
-            c.slim.cikd_weight = 0.0
-        elif name == "kd_depth":  # how depth is distilled (after bignas / shrink, which set "std")
-            c.slim.kd_depth = value
-        elif name == "labels":  # every config trains on the labels; no in-place KD, no CIKD
-            c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 0.0, 0.0, 1.0
-        elif name == "alone":
-            width = float(value)
-            heads, hidden, mlp = encoder_widths(c.model.hidden_dim, c.model.num_heads, c.model.mlp_dim, width)
-            c.model.name = "mt_vit"
-            c.model.num_heads, c.model.hidden_dim, c.model.mlp_dim = heads, hidden, mlp
-            c.model.decoder_dim = decoder_width(c.model.decoder_dim, width)
-            c.train.objective = "multitask"
-        elif name == "single":
-            if value not in TASKS[dataset]:
-                raise ValueError(f"configs/slim_vit.py: single={value!r}: allowed tasks of {dataset}: {TASKS[dataset]}")
-            c.model.name = "mt_vit"
-            c.train.objective = "multitask"
-            for task in TASKS[dataset]:
-                c.loss.task_weights[task] = 1.0 if task == value else 0.0
-        else:
-            raise ValueError(f"configs/slim_vit.py: unknown variant {part!r}; allowed: digits, shapes, tiny, nocikd, "
-                             f"labels, bignas, shrink, project, kd_depth=<l1|std|l2std>, alone=<width>, single=<task>, seed=<n>, steps=<n>, "
-                             f"label_small=<w>, head=<kind>, "
-                             f"decoder=<n>, decoder_blocks=<n>, layers=<n>, private_norms")
+    # applied in this order: tiny (later variants scale its widths), the recipes (labels, bignas, shrink, then
+    # the options that refine them), the architecture, then alone / single (which slice the result)
+    if v.tiny:
+        c.model.hidden_dim, c.model.mlp_dim, c.model.decoder_dim, c.model.num_layers = 32, 64, 32, 2
+        c.data.num_train, c.data.num_val, c.data.num_test = 128, 64, 64
+        c.train.num_steps, c.train.warmup_steps, c.train.batch_size = 6, 2, 16
+        c.eval.every_steps = c.checkpoint.every_steps = 3
+        c.log.every_steps = 3
+        c.eval.batch_size = 64
+    if v.seed is not None:
+        c.seed = v.seed
+    if v.steps is not None:
+        c.train.num_steps = v.steps
+    if v.labels:  # every config trains on the labels; no in-place KD, no CIKD
+        c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 0.0, 0.0, 1.0
+    if v.bignas:  # in-place distillation as BigNAS does it (experiments/supernet_recipes)
+        c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 1.0, 0.0, BIGNAS_LABEL_WEIGHT
+        c.slim.kd_temperature, c.slim.kd_depth, c.slim.kd_warmup_steps = BIGNAS_TEMPERATURE, "std", BIGNAS_WARMUP_STEPS
+    if v.shrink:  # OFA progressive shrinking, distilled from the full config (experiments/supernet_recipes)
+        c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small = 1.0, 0.0, 1.0
+        c.slim.kd_temperature, c.slim.kd_depth = BIGNAS_TEMPERATURE, "std"
+        c.slim.progressive_opens = SHRINK_OPENS
+    if v.project:  # NASViT gradient projection (experiments/supernet_recipes)
+        c.slim.gradient_projection = True
+    if v.max_weight is not None:  # weight of the max config's label loss (experiments/supernet_recipes)
+        c.slim.max_loss_weight = v.max_weight
+    if v.nocikd:
+        c.slim.cikd_weight = 0.0
+    if v.kd_depth is not None:  # how depth is distilled (after bignas / shrink, which set "std")
+        c.slim.kd_depth = v.kd_depth
+    if v.label_small is not None:  # label weight of the non-max configs
+        c.slim.label_weight_small = v.label_small
+    if v.head is not None:
+        c.model.image_head = check_image_head(v.head)
+    if v.decoder is not None:
+        c.model.decoder_dim = v.decoder
+    if v.decoder_blocks is not None:
+        c.model.decoder_blocks = check_decoder_blocks(v.decoder_blocks)
+    if v.layers is not None:
+        c.model.num_layers = v.layers
+    if v.private_norms:
+        c.model.private_norms = True
+    if v.alone is not None:
+        heads, hidden, mlp = encoder_widths(c.model.hidden_dim, c.model.num_heads, c.model.mlp_dim, v.alone)
+        c.model.name = "mt_vit"
+        c.model.num_heads, c.model.hidden_dim, c.model.mlp_dim = heads, hidden, mlp
+        c.model.decoder_dim = decoder_width(c.model.decoder_dim, v.alone)
+        c.train.objective = "multitask"
+    if v.single is not None:
+        if v.single not in TASKS[dataset]:
+            raise ValueError(f"{config_file}: single={v.single!r}: allowed tasks of {dataset}: {TASKS[dataset]}")
+        c.model.name = "mt_vit"
+        c.train.objective = "multitask"
+        for task in TASKS[dataset]:
+            c.loss.task_weights[task] = 1.0 if task == v.single else 0.0
     return c

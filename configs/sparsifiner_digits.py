@@ -17,30 +17,14 @@ ratio at `model.token_pruning_layers`, default blocks 1 and 2 when X < 1);
 `tiny` (a few steps, for tests).
 """
 
-import ml_collections
-
-from effjax.config.base import base_config
+from effjax.config.base import base_config, sparsifiner_section
+from effjax.config.variants import parse_arg
 
 STAGE_OBJECTIVES = {"predictor": "sparsifiner_predictor", "finetune": "sparsifiner_finetune"}
 
 
-def parse_arg(arg: str | None, config_file: str) -> dict:
-    opts = {"stage": "predictor", "rho": None, "tokens": 1.0, "random": False, "tiny": False}
-    for part in filter(None, (arg or "").split(",")):
-        key, _, value = part.partition("=")
-        if key in STAGE_OBJECTIVES and not value:
-            opts["stage"] = key
-        elif key in ("random", "tiny") and not value:
-            opts[key] = True
-        elif key in ("rho", "tokens") and value:
-            try:
-                opts[key] = float(value)
-            except ValueError:
-                raise ValueError(f"{config_file}: {key}={value!r} is not a number") from None
-        else:
-            raise ValueError(f"{config_file}: unknown argument {part!r}; allowed: predictor, finetune, rho=X, "
-                             "tokens=X, random, tiny")
-    return opts
+def parse_stage_arg(arg: str | None, config_file: str):
+    return parse_arg(arg, config_file, stage=tuple(STAGE_OBJECTIVES), rho=float, tokens=1.0, random=False, tiny=False)
 
 
 def apply_sparsifiner(c, opts: dict, default_rho: float, predictor: dict):
@@ -49,22 +33,14 @@ def apply_sparsifiner(c, opts: dict, default_rho: float, predictor: dict):
     c.model.name = "sparse_vit"
     c.model.attention_keep_ratio = rho  # rho used when no subnet is given (evaluation during training)
     c.model.token_keep_ratio = opts["tokens"]  # token keep ratio used when no subnet is given
-    c.model.predictor_channels = predictor["channels"]  # c: reduced query / key channels (paper: d_h / 2)
-    c.model.predictor_token_reduction = predictor["reduction"]  # r: predictor rank M = N // r (paper: 6-8)
-    c.model.predictor_top_coefficients = predictor["top"]  # basis coefficients kept per row (paper: 8)
-    c.model.predictor_basis_threshold = 0.02  # basis entries below this magnitude are zero in the mask map
-    c.model.sparse_layers = tuple(range(c.model.num_layers))  # blocks with sparse attention: every one
-    c.model.token_pruning_layers = (1, 2) if opts["tokens"] < 1 else ()  # blocks after which tokens are pruned
-    c.model.mask_scores = "random" if opts["random"] else "predictor"  # predictor | random (baseline)
-    c.model.attention_path = "auto"  # masked while training, gathered at evaluation
+    c.model.predictor_channels = predictor["channels"]
+    c.model.predictor_token_reduction = predictor["reduction"]
+    c.model.predictor_top_coefficients = predictor["top"]
+    c.model.sparse_layers = tuple(range(c.model.num_layers))  # sparse attention in every block
+    c.model.token_pruning_layers = (1, 2) if opts["tokens"] < 1 else ()
+    c.model.mask_scores = "random" if opts["random"] else "predictor"
 
-    c.sparsifiner = ml_collections.ConfigDict()
-    c.sparsifiner.predictor_loss_weight = 0.01  # stage 1: weight of the sum-MSE attention distillation
-    c.sparsifiner.distill_logits_weight = 0.5  # stage 2: weight of KL(teacher || student) of the task outputs
-    c.sparsifiner.distill_tokens_weight = 0.5  # stage 2: weight of the final-token MSE
-    c.sparsifiner.train_keep_ratio = rho  # stage 2: rho of the masks while fine-tuning
-    c.sparsifiner.train_token_keep_ratio = opts["tokens"]  # stage 2: token keep ratio while fine-tuning
-    c.sparsifiner.teacher_from = ""  # stage 2: teacher workdir; "" uses train.init_from
+    c.sparsifiner = sparsifiner_section(keep_ratio=rho, token_keep_ratio=opts["tokens"])
 
     c.train.objective = STAGE_OBJECTIVES[opts["stage"]]
     c.train.init_from = ""  # set on the command line: the dense run (stage 1) or the stage-1 run (stage 2)
@@ -74,7 +50,7 @@ def apply_sparsifiner(c, opts: dict, default_rho: float, predictor: dict):
 
 
 def get_config(arg: str | None = None):
-    opts = parse_arg(arg, "configs/sparsifiner_digits.py")
+    opts = parse_stage_arg(arg, "configs/sparsifiner_digits.py")
     c = base_config()
     c.data.name = "digits"
     c.model.patch_size = 2  # as configs/quickstart.py, so its checkpoint initializes this model

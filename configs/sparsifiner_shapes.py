@@ -9,23 +9,13 @@
 Arguments as in configs/sparsifiner_digits.py (predictor | finetune, rho=X, tokens=X, random, tiny).
 """
 
-import importlib.util
-import os
-
 from effjax.config.base import base_config
-
-
-def _digits_module():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sparsifiner_digits.py")
-    spec = importlib.util.spec_from_file_location("_sparsifiner_digits_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from effjax.config.load import sibling
 
 
 def get_config(arg: str | None = None):
-    common = _digits_module()
-    opts = common.parse_arg(arg, "configs/sparsifiner_shapes.py")
+    common = sibling(__file__, "sparsifiner_digits.py")
+    opts = common.parse_stage_arg(arg, "configs/sparsifiner_shapes.py")
     c = base_config()
     c.data.name = "shapes"
     c.data.image_size = 32

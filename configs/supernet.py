@@ -19,13 +19,11 @@ train with distillation instead: `--config.slim.inplace_kd_weight=1 --config.sli
 --config.slim.label_weight_small=0`.
 """
 
-import os
-
-from effjax.config.load import load_config
+from effjax.config.load import sibling
 
 
-def get_config(arg: str | None = None):
-    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "slim_vit.py") + ":" + (arg or "digits") + ",labels")
+def get_config(arg: str | None = None, config_file: str = "configs/supernet.py"):
+    c = sibling(__file__, "slim_vit.py").get_config((arg or "digits") + ",labels", config_file)
     c.model.name = "super_vit"
     c.model.sparse_layers = tuple(range(c.model.num_layers))  # a connectivity predictor in every block
     c.model.predictor_channels = 4

@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from effjax.config.base import base_config
 from effjax.data.specs import TaskSpec
 from effjax.models import block_sparse as bs
 from effjax.models import moe, token_pruning
@@ -75,7 +76,7 @@ KNOBS = ("encoder_width", "decoder_widths", "attention_keep_ratio", "token_keep_
 INTERMEDIATES = "intermediates"  # collection of what `capture` sows, and of the final tokens
 MASK_SCORES = ("predictor", "random")
 ATTENTION_PATHS = ("auto", "masked", "gathered")  # auto: masked when training or capturing, gathered otherwise
-DEFAULT_WIDTH_MENU = (0.25, 0.5, 0.75, 1.0)
+_MODEL = base_config().model  # every field's default and meaning is written once, in effjax/config/base.py
 
 
 def check_width_menu(menu: Sequence[float]) -> tuple[float, ...]:
@@ -369,30 +370,30 @@ class TaskHead(nn.Module):
         return y.astype(jnp.float32)
 
 
-class ElasticViT(MultiTaskFields):
-    width_menu: Sequence[float] = DEFAULT_WIDTH_MENU  # widths the sandwich step samples and the search picks from
-    image_head: str = "class_token"  # how image-level heads read the tokens (vit.IMAGE_HEADS)
-    decoder_blocks: int = 0  # slimmable blocks per task before its head, slimmed by the decoder width
-    private_norms: bool = False  # encoder LayerNorms keep one affine (scale, bias) per menu width
-    sparse_layers: tuple[int, ...] = ()  # blocks with a connectivity predictor
-    moe_every: int = 0  # every moe_every-th block has a MoE MLP; 0: none
-    num_experts: int = 4
-    expert_dim: int = 64
-    default_top_k: int = 2  # experts per token when the subnet says 0
-    capacity_factor: float = 1.25
-    balance_weight: float = 0.01
-    z_loss_weight: float = 1e-3
-    predictor_channels: int = 4
-    predictor_token_reduction: int = 8
-    predictor_top_coefficients: int = 4
-    predictor_basis_threshold: float = 0.02
-    predictor_distill_weight: float = 1.0
-    attention_block: int = 0  # > 0: Sparsifiner keeps whole key blocks of this size (block_sparse.BLOCK_SIZES)
-    mask_scores: str = "predictor"  # what chooses the kept keys: the predictor, or random scores (the baseline)
-    attention_path: str = "auto"  # auto | masked | gathered (ATTENTION_PATHS)
-    token_pruning_layers: tuple[int, ...] = ()  # blocks after which only the most attended patch tokens go on
-    attention_keep_ratio: float = 1.0  # keep ratio when the call gives no subnet
-    token_keep_ratio: float = 1.0  # token keep ratio when the call gives no subnet
+class ElasticViT(MultiTaskFields):  # the fields' meanings and defaults: effjax/config/base.py, `model.*`
+    width_menu: Sequence[float] = tuple(_MODEL.width_menu)
+    image_head: str = _MODEL.image_head
+    decoder_blocks: int = _MODEL.decoder_blocks
+    private_norms: bool = _MODEL.private_norms
+    sparse_layers: tuple[int, ...] = tuple(_MODEL.sparse_layers)
+    moe_every: int = _MODEL.moe_every
+    num_experts: int = _MODEL.num_experts
+    expert_dim: int = _MODEL.expert_dim
+    default_top_k: int = _MODEL.top_k
+    capacity_factor: float = _MODEL.capacity_factor
+    balance_weight: float = _MODEL.balance_weight
+    z_loss_weight: float = _MODEL.z_loss_weight
+    predictor_channels: int = _MODEL.predictor_channels
+    predictor_token_reduction: int = _MODEL.predictor_token_reduction
+    predictor_top_coefficients: int = _MODEL.predictor_top_coefficients
+    predictor_basis_threshold: float = _MODEL.predictor_basis_threshold
+    predictor_distill_weight: float = _MODEL.predictor_distill_weight
+    attention_block: int = _MODEL.attention_block
+    mask_scores: str = _MODEL.mask_scores
+    attention_path: str = _MODEL.attention_path
+    token_pruning_layers: tuple[int, ...] = tuple(_MODEL.token_pruning_layers)
+    attention_keep_ratio: float = _MODEL.attention_keep_ratio
+    token_keep_ratio: float = _MODEL.token_keep_ratio
 
     def setup(self):
         if self.hidden_dim % self.num_heads:
@@ -546,10 +547,9 @@ _NOT_CONFIG = ("tasks", "dtype", "dot_general_provider", "parent", "name")
 
 
 def elastic_fields(model_config) -> dict:
-    """Every ElasticViT field `config.model` may set: the config's value, else the field's default.
-
-    The defaults live only on the class; the builder and the cost model (`effjax.compress.cost_elastic`)
-    both read the fields through here, so they cannot disagree.
+    """Every ElasticViT field `config.model` may set: the config's value, else the field's default
+    (`effjax/config/base.py`); the builder and the cost model (`effjax.compress.cost_elastic`) both read the
+    fields through here, so they cannot disagree.
     """
     read = model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
     out = {}

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from effjax.config.base import base_config
 from effjax.models.elastic_vit import Attention, Block, Embedding, TaskHead
 from effjax.models.layers import DotGeneralProvider, LayerNorm, constrain
 from effjax.models.moe import DISPATCH_METHODS, MoeMlp
@@ -36,6 +37,7 @@ from effjax.subnet import SubnetConfig, moe_block_indices
 
 TASK_ROUTING = ("per_task", "shared")
 _MOE_KNOBS = ("moe_top_k", "moe_top_p")
+_MODEL = base_config().model
 
 
 class MoeEncoderBlock(nn.Module):
@@ -68,20 +70,20 @@ class MoeEncoderBlock(nn.Module):
         return self.mix(self.attend(x), router_index, top_k, top_p)
 
 
-class MoeMultiTaskViT(MultiTaskFields):  # mlp_dim: hidden width of the dense blocks' MLPs
-    num_experts: int = 8  # experts per MoE layer (M3ViT's 16 scaled to CPU; the elastic supernet's default is 4)
-    expert_dim: int = 64  # hidden width of each expert
-    moe_every: int = 2  # every moe_every-th block has a MoE MLP (`moe_block_indices`)
-    top_k: int = 2  # experts per token when the subnet sets neither top-k nor top-p
-    top_p: float = 0.0  # > 0: top-p routing by default
-    capacity_factor: float = 1.25  # expert buffer slots = capacity_factor x tokens x k / experts
-    dispatch: str = "einsum"  # DISPATCH_METHODS
-    task_routing: str = "per_task"  # per_task: one router and encoder pass per task (M3ViT); shared: one
-    renormalize_gates: bool = False  # rescale the kept gates of each token to sum to 1
-    balance_weight: float = 0.01  # load-balance loss weight
-    z_loss_weight: float = 1e-3  # router z-loss weight
-    entropy_weight: float = 0.0  # router entropy loss weight
-    router_groups: Optional[tuple[tuple[int, ...], ...]] = None  # per MoE layer, after merging
+class MoeMultiTaskViT(MultiTaskFields):  # the fields' meanings and defaults: effjax/config/base.py, `model.*`
+    num_experts: int = _MODEL.num_experts
+    expert_dim: int = _MODEL.expert_dim
+    moe_every: int = _MODEL.moe_every
+    top_k: int = _MODEL.top_k
+    top_p: float = _MODEL.top_p
+    capacity_factor: float = _MODEL.capacity_factor
+    dispatch: str = _MODEL.dispatch
+    task_routing: str = _MODEL.task_routing
+    renormalize_gates: bool = _MODEL.renormalize_gates
+    balance_weight: float = _MODEL.balance_weight
+    z_loss_weight: float = _MODEL.z_loss_weight
+    entropy_weight: float = _MODEL.entropy_weight
+    router_groups: Optional[tuple[tuple[int, ...], ...]] = None  # None or per MoE layer (`model.router_groups`)
 
     def _check(self, subnet: SubnetConfig, task: Optional[str]):
         names = [t.name for t in self.tasks]
@@ -166,9 +168,8 @@ _SHARED = tuple(f.name for f in dataclasses.fields(MultiTaskFields)) + ("parent"
 
 
 def moe_fields(model_config) -> dict:
-    """Every MoeMultiTaskViT field `config.model` may set: the config's value, else the field's default.
-    The defaults live only on the class; the builder and the cost model (`effjax.compress.cost_moe`) read
-    them through here."""
+    """Every MoeMultiTaskViT field `config.model` may set: the config's value, else the field's default
+    (`effjax/config/base.py`); the builder and the cost model (`effjax.compress.cost_elastic`) read them here."""
     read = model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
     out = {f.name: read(f.name, f.default) for f in dataclasses.fields(MoeMultiTaskViT) if f.name not in _SHARED}
     groups = out["router_groups"]

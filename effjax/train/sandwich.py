@@ -19,7 +19,8 @@ al., ECCV 2020) with a softmax temperature (loss times T^2, Hinton et al. 2015),
 units of its std (L1 or half squared error), a subset of tasks distilled, and a linear KD warm-up;
 NASViT's gradient projection (Gong et al., ICLR 2022, Sec. 3.2): where the sub-configs' summed
 gradient conflicts with the max config's, its component along the max config's gradient is removed
-(one projection over all parameters, not per layer); and OFA progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of the steps, in the
+(one projection over all parameters, not per layer); a weight on the max config's label loss
+(MatFormer, Devvrit et al. 2023, sums the nested models' losses with optional weights); and OFA progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of the steps, in the
 order widths, keep ratios, top-k, bits, as a function of the traced step (before the first opens,
 `lax.cond` skips the sub-configs and only the full config trains; a closed menu draws its max value).
 
@@ -89,11 +90,12 @@ class SandwichOptions:
     kd_warmup_steps: int = _SLIM.kd_warmup_steps
     progressive_opens: tuple[float, ...] = tuple(_SLIM.progressive_opens)
     gradient_projection: bool = _SLIM.gradient_projection
+    max_loss_weight: float = _SLIM.max_loss_weight
 
     def __post_init__(self):
         if not isinstance(self.num_random, int) or self.num_random < 0:
             raise ValueError(f"config.slim.num_random={self.num_random!r}: must be an integer >= 0")
-        for field in ("inplace_kd_weight", "cikd_weight", "label_weight_small"):
+        for field in ("inplace_kd_weight", "cikd_weight", "label_weight_small", "max_loss_weight"):
             value = getattr(self, field)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ValueError(f"config.slim.{field}={value!r}: must be a finite number >= 0")
@@ -287,6 +289,8 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
         (preds, tokens), mutated = model.apply({"params": params}, batch["image"], train=True, subnet=teacher_subnet,
                                                return_features=True, mutable=[AUX_LOSS_COLLECTION])
         total, per_task = losses.multitask_loss(tasks, preds, batch, weights)
+        if options.max_loss_weight != 1.0:
+            total = options.max_loss_weight * total
         aux = aux_total(mutated)
         return total + aux, (per_task, preds, tokens, aux)
 

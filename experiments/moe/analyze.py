@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from effjax.compress import cost_elastic, cost_moe, expert_bits, expert_merging  # noqa: E402
+from effjax.compress import cost_elastic, expert_bits, expert_merging  # noqa: E402
 from effjax.config.load import load_config  # noqa: E402
 from effjax.models.moe import MOE_STATS_COLLECTION  # noqa: E402
 from effjax.train import trainer  # noqa: E402
@@ -228,12 +228,12 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
         experts = per_example_experts(stats, len(tasks))
         mean_k = float(np.mean([experts[r].mean() for r in range(len(tasks))]))
         res.setdefault("experts_per_token", {})[key] = {t.name: float(experts[r].mean()) for r, t in enumerate(tasks)}
-        model_cost = cost_moe.moe_vit_cost(config.model, image_shape, tasks, experts_per_token=mean_k)
+        model_cost = cost_elastic.elastic_cost(config.model, image_shape, tasks, experts_per_token=mean_k)
         res["flops"][f"{key} (all tasks)"] = model_cost.flops
         res["params"][key] = model_cost.params
         for r, t in enumerate(tasks):
-            single = cost_moe.moe_vit_cost(config.model, image_shape, tasks, task=t.name,
-                                           experts_per_token=float(experts[r].mean()))
+            single = cost_elastic.elastic_cost(config.model, image_shape, tasks, task=t.name,
+                                               experts_per_token=float(experts[r].mean()))
             res["flops"][f"{key} single-task {t.name}"] = single.flops
         res.setdefault("usage_tv", {})[key] = {
             layer: {f"{a.name}-{b.name}": total_variation(s.frequency(i), s.frequency(j))
@@ -254,7 +254,7 @@ def analyze(dataset: str, runs: str, out: dict, suffix: str = "", light: bool = 
             if token_tables:
                 res["top_p_vs_token_loss"] = token_tables
         else:
-            res["all_experts_active_flops"] = cost_moe.moe_vit_cost(
+            res["all_experts_active_flops"] = cost_elastic.elastic_cost(
                 config.model, image_shape, tasks, experts_per_token=config.model.num_experts).flops
         if not variant and not light:
             res["merging"] = merging(config, setup, params, tasks)

@@ -33,6 +33,8 @@ RECIPES = {
                            "teacher's std (the shapes diagnosis' best depth loss)"),
     "project": Recipe(",project", "labels with NASViT's gradient projection (sub-configs' gradient projected off "
                       "the max config's where they conflict)"),
+    "max_weight3": Recipe(",max_weight=3", "labels with the max config's label loss weighted 3 (MatFormer-style "
+                          "weighting: the full model's loss as heavy as the three sub-configs' together)"),
 }
 BASELINE = "labels"
 SEEDS = (0, 1, 2)

@@ -98,6 +98,15 @@ def main(dataset: str = "digits"):
               f"by it): {mean_std(diff)} points (per seed " + ", ".join(f"{d:+.2f}" for d in diff) + ")")
     if chosen != BASELINE:
         confirm(dataset, chosen)
+    conflicts_path = os.path.join(HERE, "results", f"conflicts_{dataset}.json")
+    if os.path.exists(conflicts_path):
+        with open(conflicts_path) as f:
+            rows = json.load(f)
+        print(f"\n### {dataset}: gradient conflicts, sub-configurations vs max configuration (`conflicts.py`)\n")
+        print("| run | logged steps | cosine < 0 (fraction) | min cosine | mean cosine |")
+        print("|---|---|---|---|---|")
+        for name, r in rows.items():
+            print(f"| {name} | {r['logged_steps']} | {r['negative_fraction']:.2f} | {r['min']:.2f} | {r['mean']:.2f} |")
     flops_path = os.path.join(HERE, "results", f"flops_{dataset}.json")
     if os.path.exists(flops_path):
         with open(flops_path) as f:

@@ -14,15 +14,15 @@ metrics and scores, the mean of the logged training scalars over the last `--tai
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
 
 from absl import app, flags
+
+from experiments.supernet_recipes.events import read_scalars
 
 _NAME = flags.DEFINE_string("name", None, "run name (its workdir under --workdir)")
 _CONFIG = flags.DEFINE_string("config", None, "config file and argument, as for effjax.main")
@@ -32,26 +32,6 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/effjax/supernet_recipes", "paren
 _OUTPUT = flags.DEFINE_string("output", None, "json file to write")
 _TAIL = flags.DEFINE_integer("tail", 5, "logged training steps averaged for the loss scalars")
 _SKIP_TRAIN = flags.DEFINE_bool("skip_train", False, "only evaluate the finished run in <workdir>/<name>")
-
-
-def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a run's TensorBoard event files: tag -> [(step, value)] (TFRecord framing read directly)."""
-    from tensorboardX.proto import event_pb2
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-        with open(path, "rb") as f:
-            data = f.read()
-        pos = 0
-        while pos + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            record = data[pos + 12:pos + 12 + length]
-            pos += 12 + length + 4
-            event = event_pb2.Event.FromString(record)
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    out.setdefault(value.tag, []).append((int(event.step), float(value.simple_value)))
-    return out
 
 
 def tail_means(scalars, tail: int) -> dict[str, float]:

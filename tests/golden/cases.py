@@ -62,10 +62,9 @@ def _logits(model, params, images, subnet) -> dict:
 
 
 def _cost(config, tasks, image_shape, subnet) -> dict:
-    from effjax.compress import cost_elastic, cost_moe
+    from effjax.compress import cost_elastic
 
-    fn = cost_moe.moe_vit_cost if config.model.name == "moe_vit" else cost_elastic.elastic_cost
-    return fn(config.model, image_shape, tasks, subnet).to_dict()
+    return cost_elastic.elastic_cost(config.model, image_shape, tasks, subnet).to_dict()
 
 
 def preset(name: str) -> dict:

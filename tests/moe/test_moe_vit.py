@@ -3,11 +3,11 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from effjax.compress import cost_moe
+from effjax.compress import cost_elastic
+from effjax.config.base import base_config
 from effjax.data import shapes
 from effjax.models import build_model
 from effjax.models.layers import AUX_LOSS_COLLECTION
@@ -18,11 +18,9 @@ from tests.foundation.helpers import tiny
 
 
 def _model_config(**overrides):
-    c = ml_collections.ConfigDict(dict(
-        name="moe_vit", patch_size=8, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64, decoder_dim=16,
-        dtype="float32", num_experts=4, expert_dim=16, moe_every=2, top_k=2, top_p=0.0, capacity_factor=1.0,
-        dispatch="gather", task_routing="per_task", renormalize_gates=False, balance_weight=0.01,
-        z_loss_weight=1e-3, entropy_weight=0.0, router_groups=()))
+    c = base_config().model
+    c.update(dict(name="moe_vit", patch_size=8, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64, decoder_dim=16,
+                  num_experts=4, expert_dim=16, moe_every=2, capacity_factor=1.0))
     c.update(overrides)
     return c
 
@@ -90,21 +88,25 @@ def test_cost_model_matches_xla_and_parameter_count(task):
     model = build_model(mc, shapes.tasks())
     images = jnp.zeros((1, 32, 32, 3))
     params = nn.unbox(model.init({"params": jax.random.PRNGKey(0)}, images)["params"])
-    assert sum(a.size for a in jax.tree.leaves(params)) == cost_moe.moe_vit_cost(mc, (32, 32, 3), shapes.tasks()).params
+    assert sum(a.size for a in jax.tree.leaves(params)) == cost_elastic.elastic_cost(mc, (32, 32, 3), shapes.tasks()).params
     compiled = jax.jit(lambda p, x: model.apply({"params": p}, x, task=task)).lower(params, images).compile()
     xla = compiled.cost_analysis()["flops"]
-    # the gather dispatch computes E * C slots per example: price that many active experts per token
-    capacity = 33  # ceil(1.0 * 65 * 2 / 4)
-    ours = cost_moe.moe_vit_cost(mc, (32, 32, 3), shapes.tasks(), task=task, experts_per_token=4 * capacity / 65).flops
+    ours = cost_elastic.elastic_cost(mc, (32, 32, 3), shapes.tasks(), task=task).flops  # executed: E * C slots
     assert abs(ours - xla) / xla < 0.05, (ours, xla)
+    # the active convention prices the k = 2 experts a token uses, fewer than the E * C = 4 * 33 executed slots
+    active = cost_elastic.elastic_cost(mc, (32, 32, 3), shapes.tasks(), task=task, experts_per_token=2.0).flops
+    assert active < ours
 
 
-def test_single_task_costs_less_than_all_tasks_and_top_p_needs_a_measurement():
+def test_single_task_costs_less_than_all_tasks_and_top_p_is_priced_as_dispatched():
     mc = _model_config(patch_size=4)
-    all_tasks = cost_moe.moe_vit_cost(mc, (32, 32, 3), shapes.tasks())
-    one = cost_moe.moe_vit_cost(mc, (32, 32, 3), shapes.tasks(), task="count")
+    cost = lambda subnet=None, **kw: cost_elastic.elastic_cost(mc, (32, 32, 3), shapes.tasks(), subnet, **kw)  # noqa: E731
+    all_tasks, one = cost(), cost(task="count")
     assert one.flops < all_tasks.flops and one.params < all_tasks.params  # one head, one pass
-    top1 = cost_moe.moe_vit_cost(mc, (32, 32, 3), shapes.tasks(), SubnetConfig(moe_top_k=1))
-    assert top1.flops < all_tasks.flops
+    assert cost(SubnetConfig(moe_top_k=1)).flops < all_tasks.flops
+    # top-p under capacity dispatch is dropless: every expert runs every token's slot, more than top-2 executes
+    assert cost(SubnetConfig(moe_top_p=0.4)).flops > all_tasks.flops
+    mc.dispatch = "sorted"  # the grouped matmul runs only the routed rows, which top-p leaves data dependent
     with pytest.raises(ValueError, match="experts_per_token"):
-        cost_moe.moe_vit_cost(mc, (32, 32, 3), shapes.tasks(), SubnetConfig(moe_top_p=0.4))
+        cost(SubnetConfig(moe_top_p=0.4))
+    assert cost(SubnetConfig(moe_top_p=0.4), experts_per_token=1.5).flops < all_tasks.flops

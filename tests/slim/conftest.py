@@ -7,6 +7,7 @@ import ml_collections
 import pytest
 
 from effjax.data import load_dataset
+from effjax.models import elastic_vit
 from effjax.models.elastic_vit import ElasticViT
 
 
@@ -18,11 +19,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def build(tasks, mc) -> ElasticViT:
-    return ElasticViT(tasks=tuple(tasks), patch_size=mc.patch_size, hidden_dim=mc.hidden_dim,
-                      num_layers=mc.num_layers, num_heads=mc.num_heads, mlp_dim=mc.mlp_dim,
-                      decoder_dim=mc.decoder_dim, width_menu=tuple(mc.width_menu),
-                      image_head=mc.get("image_head", "class_token"), decoder_blocks=mc.get("decoder_blocks", 0),
-                      private_norms=mc.get("private_norms", False))
+    return elastic_vit.build(mc, tasks)
 
 
 @pytest.fixture(scope="session")

@@ -134,3 +134,24 @@ def test_gradient_projection_updates_with_the_max_gradient_plus_the_projected_su
     negated = update(dataclasses.replace(OPTIONS, gradient_projection=True))
     for got, p, g in zip(jax.tree.leaves(negated), jax.tree.leaves(plain), jax.tree.leaves(grads_max)):
         np.testing.assert_allclose(got, g - (p - g), rtol=2e-3, atol=2e-5)
+
+
+def test_max_loss_weight_scales_only_the_max_config_gradient(digits, digits_batch):
+    model = build(digits.tasks, model_config(patch_size=4))
+    params = init_params(model, digits_batch["image"])
+    tx = optax.sgd(1.0)
+    state = TrainState(step=jnp.int32(3), params=params, opt_state=tx.init(params), skipped_in_a_row=jnp.int32(0),
+                       skipped_total=jnp.int32(0))
+
+    def update(options):
+        step = jax.jit(make_sandwich_step(model, tx, digits.tasks, {}, optax.constant_schedule(1.0), options))
+        return jax.tree.map(jnp.subtract, params, step(state, digits_batch, jax.random.PRNGKey(7))[0].params)
+
+    plain = update(OPTIONS)
+    grads_max = update(dataclasses.replace(OPTIONS, num_random=0, inplace_kd_weight=0.0, cikd_weight=0.0,
+                                           label_weight_small=0.0))
+    weighted = update(dataclasses.replace(OPTIONS, max_loss_weight=3.0))
+    for got, p, g in zip(jax.tree.leaves(weighted), jax.tree.leaves(plain), jax.tree.leaves(grads_max)):
+        np.testing.assert_allclose(got, p + 2 * g, rtol=2e-3, atol=2e-5)
+    with pytest.raises(ValueError, match="max_loss_weight"):
+        SandwichOptions(max_loss_weight=-1.0)

@@ -14,7 +14,7 @@ def test_variants_set_seed_steps_and_the_labels_objective():
     assert (c.slim.inplace_kd_weight, c.slim.cikd_weight, c.slim.label_weight_small) == (0.0, 0.0, 1.0)
     default = get_config("shapes")
     assert (default.seed, default.slim.inplace_kd_weight, default.slim.cikd_weight) == (0, 1.0, 1.0)
-    with pytest.raises(ValueError, match="unknown variant 'sed=2'.*seed=<n>"):
+    with pytest.raises(ValueError, match="unknown variant 'sed=2'.*seed=<int>"):
         get_config("shapes,sed=2")
 
 

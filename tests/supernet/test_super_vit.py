@@ -11,6 +11,7 @@ from effjax.compress import export as export_lib
 from effjax.compress.cost_elastic import elastic_cost, elastic_layers
 from effjax.compress.qat import fake_quantize, fake_quantize_params
 from effjax.quant.rtn import fake_quantize as numpy_fake_quantize
+from effjax.config.base import base_config
 from effjax.config.load import load_config
 from effjax.data import load_dataset
 from effjax.models import build_model
@@ -167,8 +168,8 @@ def test_knob_eval_step_equals_the_static_eval_step(supernet):
 
 
 def test_builder_and_cost_model_read_one_set_of_defaults():
-    """A config that leaves the MoE and predictor fields out gets the model's defaults in both the
-    model and the cost model: the parameter counts agree."""
+    """A config that leaves the MoE and predictor fields out gets the defaults of effjax/config/base.py in both
+    the model and the cost model: the parameter counts agree."""
     config = load_config("configs/supernet.py:digits")
     for key in ("num_experts", "expert_dim", "top_k", "capacity_factor", "predictor_channels",
                 "predictor_token_reduction"):
@@ -180,7 +181,11 @@ def test_builder_and_cost_model_read_one_set_of_defaults():
     priced = elastic_cost(config.model, dataset.image_shape, dataset.tasks).params
     predictor_basis = sum(x.params for x in elastic_layers(config.model, dataset.image_shape, dataset.tasks)
                           if x.name.endswith("/predictor_basis"))
-    assert model.num_experts == 4 and model.default_top_k == 2 and predictor_basis > 0
+    defaults = base_config().model
+    assert (model.num_experts, model.expert_dim, model.default_top_k, model.predictor_channels) == (
+        defaults.num_experts, defaults.expert_dim, defaults.top_k, defaults.predictor_channels)
+    assert model.num_experts != load_config("configs/supernet.py:digits").model.num_experts  # the default is in use
+    assert predictor_basis > 0
     assert priced == stored
 
 
