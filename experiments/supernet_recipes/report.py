@@ -14,9 +14,14 @@ import os
 
 import numpy as np
 
+from experiments.seed_stats import mean_std as _mean_std
 from experiments.supernet_recipes.recipes import BASELINE, FRESH_SEEDS, RECIPES, SEEDS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def mean_std(values) -> str:
+    return _mean_std(values, digits=2)
 
 
 def load(dataset: str, seeds=SEEDS) -> dict[str, dict[int, dict]]:
@@ -28,13 +33,6 @@ def load(dataset: str, seeds=SEEDS) -> dict[str, dict[int, dict]]:
                 with open(path) as f:
                     runs.setdefault(recipe, {})[seed] = json.load(f)
     return runs
-
-
-def mean_std(values) -> str:
-    values = np.asarray(values, np.float64)
-    if len(values) < 2:
-        return f"{values.mean():.2f} (n=1)" if len(values) else "-"
-    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
 
 
 def scores(run: dict, split: str) -> dict[str, float]:
