@@ -15,7 +15,8 @@ digits) and optional variants.
 
 Variants: `tiny` (a few steps, for tests), `nocikd`, `labels` (every config on the labels, no
 distillation), `bignas` (in-place distillation as BigNAS does it), `shrink` (OFA progressive
-shrinking), `project` (NASViT's gradient projection), `max_weight=<w>` (weight of the max config's label loss), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
+shrinking), `project` (NASViT's gradient projection), `max_weight=<w>` (weight of the max config's label loss), `kd_count` (in-place KD of `count`
+only, shapes), `alone=<w>`, `single=<task>`, `seed=<n>`, `steps=<n>`,
 `label_small=<w>` (label weight of the non-max configs), `head=<class_token|mean_pool>` (how
 image-level decoders read the tokens: the class token, or every token averaged after the hidden
 layer, so that decoder width acts on all tokens), `decoder=<n>` (max decoder width),
@@ -43,7 +44,7 @@ SHRINK_OPENS = (0.2, 0.5, 0.5, 0.5)
 
 def get_config(arg: str | None = None, config_file: str = "configs/slim_vit.py"):
     v = parse_arg(arg, config_file, dataset=tuple(TASKS), tiny=False, labels=False, nocikd=False,
-                  bignas=False, shrink=False, project=False, max_weight=float, kd_depth=str, alone=float, single=str, seed=int,
+                  bignas=False, shrink=False, project=False, max_weight=float, kd_count=False, kd_depth=str, alone=float, single=str, seed=int,
                   steps=int, label_small=float, head=str, decoder=int, decoder_blocks=int, layers=int,
                   private_norms=False)
     dataset = v.dataset
@@ -94,6 +95,8 @@ def get_config(arg: str | None = None, config_file: str = "configs/slim_vit.py")
         c.slim.gradient_projection = True
     if v.max_weight is not None:  # weight of the max config's label loss (experiments/supernet_recipes)
         c.slim.max_loss_weight = v.max_weight
+    if v.kd_count:  # in-place KD of the classification task only, on top of the labels (the shapes diagnosis)
+        c.slim.inplace_kd_weight, c.slim.kd_tasks = 1.0, ("count",)
     if v.nocikd:
         c.slim.cikd_weight = 0.0
     if v.kd_depth is not None:  # how depth is distilled (after bignas / shrink, which set "std")

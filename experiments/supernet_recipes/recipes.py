@@ -35,6 +35,8 @@ RECIPES = {
                       "the max config's where they conflict)"),
     "max_weight3": Recipe(",max_weight=3", "labels with the max config's label loss weighted 3 (MatFormer-style "
                           "weighting: the full model's loss as heavy as the three sub-configs' together)"),
+    "kd_count": Recipe(",kd_count", "labels plus in-place distillation of the count task only (the task whose KD "
+                       "left the full configuration intact in the shapes diagnosis)"),
 }
 BASELINE = "labels"
 SEEDS = (0, 1, 2)

@@ -19,3 +19,18 @@ def test_an_unknown_depth_loss_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"config.slim.kd_depth='huber': allowed") as err:
         SandwichOptions.from_config(config)
     assert "\n" not in str(err.value)
+
+
+def test_kd_count_adds_count_distillation_to_the_labels_recipe_and_is_refused_without_a_count_task():
+    slim = load_config("configs/supernet.py:shapes,kd_count").slim
+    assert (slim.inplace_kd_weight, slim.label_weight_small, slim.cikd_weight, tuple(slim.kd_tasks)) == (
+        1.0, 1.0, 0.0, ("count",))
+    from effjax.data import load_dataset
+    from effjax.models import build_model
+    from effjax.train.sandwich import make_sandwich_step
+
+    config = load_config("configs/supernet.py:digits,tiny,kd_count")
+    dataset = load_dataset(config.data)
+    with pytest.raises(ValueError, match=r"config.slim.kd_tasks: unknown tasks \['count'\]"):
+        make_sandwich_step(build_model(config.model, dataset.tasks), None, dataset.tasks, {}, None,
+                           SandwichOptions.from_config(config))

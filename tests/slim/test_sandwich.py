@@ -108,12 +108,14 @@ def test_project_conflict_removes_only_a_conflicting_component():
         np.testing.assert_array_equal(got, want)
 
 
-def test_gradient_projection_updates_with_the_max_gradient_plus_the_projected_sub_config_gradient(
-        digits, digits_batch, monkeypatch):
-    """The step sums the sub-configs' gradient apart and adds what the projection returns to the max config's
-    (the projection is replaced by a negation here, so the wiring shows whether the two conflict or not)."""
-    from effjax.train import sandwich
+# the max config's gradient alone: the min config's loss weights at zero, no random configs
+MAX_ONLY = dataclasses.replace(OPTIONS, num_random=0, inplace_kd_weight=0.0, cikd_weight=0.0, label_weight_small=0.0)
 
+
+@pytest.fixture(scope="module")
+def sgd_update(digits, digits_batch):
+    """update(options): minus the parameter change of one SGD(1) sandwich step from one fixed state, i.e. the
+    gradient the step applies (its `project_conflict` looked up when the step is traced)."""
     model = build(digits.tasks, model_config(patch_size=4))
     params = init_params(model, digits_batch["image"])
     tx = optax.sgd(1.0)
@@ -126,31 +128,25 @@ def test_gradient_projection_updates_with_the_max_gradient_plus_the_projected_su
         assert -1.0 <= float(metrics["grad_cosine/small_max"]) <= 1.0
         return jax.tree.map(jnp.subtract, params, new_state.params)
 
-    plain = update(OPTIONS)
-    # the max config's gradient alone: the min config's loss weights at zero, no random configs
-    grads_max = update(dataclasses.replace(OPTIONS, num_random=0, inplace_kd_weight=0.0, cikd_weight=0.0,
-                                           label_weight_small=0.0))
+    return update
+
+
+def test_gradient_projection_updates_with_the_max_gradient_plus_the_projected_sub_config_gradient(
+        sgd_update, monkeypatch):
+    """The step sums the sub-configs' gradient apart and adds what the projection returns to the max config's
+    (the projection is replaced by a negation here, so the wiring shows whether the two conflict or not)."""
+    from effjax.train import sandwich
+
+    plain, grads_max = sgd_update(OPTIONS), sgd_update(MAX_ONLY)
     monkeypatch.setattr(sandwich, "project_conflict", lambda small, large: (jax.tree.map(jnp.negative, small), 0.0))
-    negated = update(dataclasses.replace(OPTIONS, gradient_projection=True))
+    negated = sgd_update(dataclasses.replace(OPTIONS, gradient_projection=True))
     for got, p, g in zip(jax.tree.leaves(negated), jax.tree.leaves(plain), jax.tree.leaves(grads_max)):
         np.testing.assert_allclose(got, g - (p - g), rtol=2e-3, atol=2e-5)
 
 
-def test_max_loss_weight_scales_only_the_max_config_gradient(digits, digits_batch):
-    model = build(digits.tasks, model_config(patch_size=4))
-    params = init_params(model, digits_batch["image"])
-    tx = optax.sgd(1.0)
-    state = TrainState(step=jnp.int32(3), params=params, opt_state=tx.init(params), skipped_in_a_row=jnp.int32(0),
-                       skipped_total=jnp.int32(0))
-
-    def update(options):
-        step = jax.jit(make_sandwich_step(model, tx, digits.tasks, {}, optax.constant_schedule(1.0), options))
-        return jax.tree.map(jnp.subtract, params, step(state, digits_batch, jax.random.PRNGKey(7))[0].params)
-
-    plain = update(OPTIONS)
-    grads_max = update(dataclasses.replace(OPTIONS, num_random=0, inplace_kd_weight=0.0, cikd_weight=0.0,
-                                           label_weight_small=0.0))
-    weighted = update(dataclasses.replace(OPTIONS, max_loss_weight=3.0))
+def test_max_loss_weight_scales_only_the_max_config_gradient(sgd_update):
+    plain, grads_max = sgd_update(OPTIONS), sgd_update(MAX_ONLY)
+    weighted = sgd_update(dataclasses.replace(OPTIONS, max_loss_weight=3.0))
     for got, p, g in zip(jax.tree.leaves(weighted), jax.tree.leaves(plain), jax.tree.leaves(grads_max)):
         np.testing.assert_allclose(got, p + 2 * g, rtol=2e-3, atol=2e-5)
     with pytest.raises(ValueError, match="max_loss_weight"):
