@@ -111,9 +111,10 @@ def elastic_layers(model_config, image_shape: Sequence[int], tasks: Sequence[Tas
         raise ValueError(f"task={task!r}: unknown task; allowed: {names}")
     fields = elastic_fields(model_config)
     moe = moe_fields(model_config)
-    if model_config.name != "moe_vit":  # the elastic model's MoE MLPs run MoeMlp's default dispatch
+    is_moe_vit = model_config.name == "moe_vit"
+    if not is_moe_vit:  # the elastic model's MoE MLPs run MoeMlp's default dispatch
         moe["dispatch"] = MoeMlp.__dataclass_fields__["dispatch"].default
-    per_task_passes = model_config.name == "moe_vit" and moe["task_routing"] == "per_task"
+    per_task_passes = is_moe_vit and moe["task_routing"] == "per_task"
     widths = slim_widths(model_config, tasks, SubnetConfig(encoder_width=subnet.encoder_width,
                                                            decoder_widths=subnet.decoder_widths))
     h, w, _ = image_shape
@@ -123,7 +124,7 @@ def elastic_layers(model_config, image_shape: Sequence[int], tasks: Sequence[Tas
     block = fields["attention_block"]
     sparse_layers = set(fields["sparse_layers"])
     moe_blocks = moe_block_indices(model_config.num_layers, fields["moe_every"]) if fields["moe_every"] else ()
-    top_p = subnet.moe_top_p or (moe["top_p"] if model_config.name == "moe_vit" and not subnet.moe_top_k else 0.0)
+    top_p = subnet.moe_top_p or (moe["top_p"] if is_moe_vit and not subnet.moe_top_k else 0.0)
     k = subnet.moe_top_k or fields["default_top_k"]
     if moe_blocks and not 1 <= k <= moe["num_experts"]:
         raise ValueError(f"SubnetConfig.moe_top_k={k}: must be in [1, model.num_experts={moe['num_experts']}]")

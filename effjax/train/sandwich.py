@@ -20,7 +20,8 @@ units of its std (L1 or half squared error), a subset of tasks distilled, and a 
 NASViT's gradient projection (Gong et al., ICLR 2022, Sec. 3.2): where the sub-configs' summed
 gradient conflicts with the max config's, its component along the max config's gradient is removed
 (one projection over all parameters, not per layer); a weight on the max config's label loss
-(MatFormer, Devvrit et al. 2023, sums the nested models' losses with optional weights); and OFA progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of the steps, in the
+(MatFormer, Devvrit et al. 2023, sums the nested models' losses with optional weights); and OFA
+progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of the steps, in the
 order widths, keep ratios, top-k, bits, as a function of the traced step (before the first opens,
 `lax.cond` skips the sub-configs and only the full config trains; a closed menu draws its max value).
 
@@ -207,12 +208,17 @@ def tree_dot(a, b) -> jax.Array:
                 zip(jax.tree.leaves(a), jax.tree.leaves(b))), jnp.zeros((), jnp.float32))
 
 
+def gradient_cosine(small, large) -> jax.Array:
+    """Cosine between two gradient trees over all parameters (0 when either is zero)."""
+    return tree_dot(small, large) / jnp.maximum(jnp.sqrt(tree_dot(large, large) * tree_dot(small, small)), 1e-30)
+
+
 def project_conflict(small, large):
     """NASViT's gradient projection: when the sub-configs' summed gradient `small` points against the max
     config's `large` (negative dot product over all parameters), drop its component along `large`; returns
     the projected gradient and the cosine before projection."""
     dot, large_sq = tree_dot(small, large), tree_dot(large, large)
-    cosine = dot / jnp.maximum(jnp.sqrt(large_sq * tree_dot(small, small)), 1e-30)
+    cosine = gradient_cosine(small, large)
     coef = jnp.where(dot < 0, dot / jnp.maximum(large_sq, 1e-30), 0.0)
     return jax.tree.map(lambda s, g: s - (coef * g).astype(s.dtype), small, large), cosine
 
@@ -333,8 +339,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
             grads = jax.tree.map(jnp.add, grads_max, grads_small)
         else:
             grads_small = jax.tree.map(jnp.subtract, grads, grads_max)
-            cosine = tree_dot(grads_small, grads_max) / jnp.maximum(
-                optax.tree.norm(grads_small) * optax.tree.norm(grads_max), 1e-30)
+            cosine = gradient_cosine(grads_small, grads_max)
         loss = loss_max + config_losses.sum()
         new_state, grad_norm = apply_gradients(state, grads, loss, tx)
         metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),

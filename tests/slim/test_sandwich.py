@@ -130,8 +130,10 @@ def sgd_update(digits, digits_batch):
         step = jax.jit(make_sandwich_step(model, tx, digits.tasks, {}, optax.constant_schedule(1.0), options))
         new_state, metrics = step(state, digits_batch, jax.random.PRNGKey(7))
         assert -1.0 <= float(metrics["grad_cosine/small_max"]) <= 1.0
-        cache[options] = jax.tree.map(jnp.subtract, params, new_state.params)
-        return cache[options]
+        result = jax.tree.map(jnp.subtract, params, new_state.params)
+        if cached:
+            cache[options] = result
+        return result
 
     return update
 
