@@ -45,6 +45,7 @@ from effjax.models.block_sparse import block_counts, block_sparse_flops, kept_bl
 from effjax.models.elastic_vit import elastic_fields
 from effjax.models.moe import MoeMlp, expert_capacity  # the model's own capacity rule
 from effjax.models.moe_vit import moe_fields
+from effjax.models.registry import model_entry
 from effjax.data.specs import TaskSpec
 from effjax.subnet import SubnetConfig, kept_key_count, kept_token_count, moe_block_indices, slim_widths
 
@@ -202,3 +203,11 @@ def elastic_cost(model_config, image_shape, tasks, subnet: Optional[SubnetConfig
                  experts_per_token: Optional[float] = None) -> Cost:
     """FLOPs / active params / bits / BOPs of one configuration (the shared `total_cost` rules)."""
     return total_cost(elastic_layers(model_config, image_shape, tasks, subnet, task, experts_per_token), subnet)
+
+
+def model_layers(model_config, image_shape, tasks, subnet: Optional[SubnetConfig] = None, **options
+                 ) -> list[LayerCost]:
+    """Per-layer costs of a configuration of `config.model.name`: its registered cost function
+    (`effjax.models.register_model`), else `elastic_layers`."""
+    cost_layers = model_entry(model_config).cost_layers or elastic_layers
+    return cost_layers(model_config, image_shape, tasks, subnet, **options)

@@ -72,7 +72,7 @@ def layer_group(path: str) -> str:
     parts = path.split("/")
     if not _in_block(path) and any(p.startswith("heads_") for p in parts):
         return "head"
-    if "patch_embed" in parts:
+    if "embedding" in parts or "patch_embed" in parts:  # the patch stem, however many layers it has
         return "embed"
     if "attention" in parts:
         return "attention"

@@ -52,7 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.grain_source = ""  # grain: "module.path:function" returning effjax.data.grain_source.GrainSources
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "mt_vit"  # one of effjax.models.MODEL_NAMES
+    c.model.name = "mt_vit"  # one of effjax.models.model_names(): the presets, or a model of your own
+    c.model.module = ""  # dotted module that registers model.name (effjax.models.register_model); docs/your_model.md
     c.model.patch_size = 2  # pixels per patch side; must divide the image size
     c.model.hidden_dim = 64  # token width
     c.model.num_layers = 4  # encoder blocks

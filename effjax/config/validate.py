@@ -13,7 +13,7 @@ import tempfile
 
 from effjax.data.registry import DATASET_NAMES
 from effjax.data.specs import SPLITS, Dataset
-from effjax.models.registry import DTYPES, MODEL_NAMES
+from effjax.models.registry import DTYPES, model_entry
 
 
 class ConfigError(ValueError):
@@ -40,7 +40,10 @@ def _positive_int(config, field: str):
 def validate_static(config) -> None:
     """Checks that need neither devices nor data."""
     _require(config.data.name in DATASET_NAMES, "data.name", config.data.name, f"unknown dataset; allowed: {list(DATASET_NAMES)}")
-    _require(config.model.name in MODEL_NAMES, "model.name", config.model.name, f"unknown model; allowed: {list(MODEL_NAMES)}")
+    try:
+        model_entry(config.model)  # imports config.model.module, where a model of your own registers
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype, f"allowed: {list(DTYPES)}")
     lr = config.train.learning_rate
     _require(isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0,

@@ -33,7 +33,7 @@ import numpy as np
 from effjax import search
 from effjax.compress import export as export_lib
 from effjax.compress.cost import total_cost
-from effjax.compress.cost_elastic import elastic_layers
+from effjax.compress.cost_elastic import model_layers
 from effjax.data.specs import TaskSpec
 from effjax.job import json_safe
 from effjax.models.elastic_vit import ElasticViT
@@ -193,7 +193,7 @@ class SubnetEvaluator:
         return export_lib.plan(self.boxed, self.setup.config.model, self.tasks, subnet, pvq)
 
     def cost(self, subnet: SubnetConfig, pvq: PVQSpec | None = None) -> dict[str, float]:
-        layers = elastic_layers(self.setup.config.model, self.setup.dataset.image_shape, self.tasks, subnet.without_bits())
+        layers = model_layers(self.setup.config.model, self.setup.dataset.image_shape, self.tasks, subnet.without_bits())
         c = total_cost(layers, dataclasses.replace(subnet, activation_bits=None))
         bops = c.bops if pvq is None else _decoded_float_bops(layers, subnet.first_last_bits)
         return {"flops": c.flops, "params": c.params, "bits": export_lib.total_bits(self.plan(subnet, pvq)), "bops": bops}

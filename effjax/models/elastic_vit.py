@@ -129,15 +129,19 @@ class Embedding(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, width: int) -> jax.Array:
-        patches = patchify(images.astype(self.dtype), self.patch_size)
-        x = SlimDense(patches.shape[-1], self.max_dim, ("patch", "embed"), "embed", dtype=self.dtype,
-                      dot_general_provider=self.dot_general_provider, name="patch_embed")(patches, width)
+        x = self.embed_patches(patchify(images.astype(self.dtype), self.patch_size), width)
         cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
                          (1, 1, self.max_dim))[..., :width]
         x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, width)).astype(self.dtype), x], axis=1)
         pos_init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "position", "embed"))
         pos = self.param("pos_embedding", pos_init, (1, x.shape[1], self.max_dim))[..., :width]
         return constrain(x + pos.astype(self.dtype), ("activation_batch", "activation_length", "activation_embed"))
+
+    def embed_patches(self, patches: jax.Array, width: int) -> jax.Array:
+        """Patch tokens [B, P, width] from flattened patches [B, P, p*p*C]: one slimmable linear layer. A
+        subclass may run a stem of its own here; its layers are created inline and belong to the embedding."""
+        return SlimDense(patches.shape[-1], self.max_dim, ("patch", "embed"), "embed", dtype=self.dtype,
+                         dot_general_provider=self.dot_general_provider, name="patch_embed")(patches, width)
 
 
 class Attention(nn.Module):
@@ -401,12 +405,16 @@ class ElasticViT(MultiTaskFields):  # the fields' meanings and defaults: effjax/
         check_width_menu(self.width_menu)
         check_image_head(self.image_head)
         check_decoder_blocks(self.decoder_blocks)
-        self.embedding = Embedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
+        self.embedding = self.make_embedding()
         self.blocks = self.make_blocks()
         self.ln_final = SlimLayerNorm(self.hidden_dim, self.dtype, num_widths=self.norm_widths)
         self.heads = {t.name: TaskHead(t, self.hidden_dim, self.decoder_dim, self.patch_size, self.dtype,
                                        self.dot_general_provider, self.image_head, self.decoder_blocks,
                                        self.num_heads, self.mlp_dim) for t in self.tasks}
+
+    def make_embedding(self) -> nn.Module:
+        """The token embedding (`Embedding`); a model of your own overrides this to bring its own stem."""
+        return Embedding(self.hidden_dim, self.patch_size, self.dtype, self.dot_general_provider)
 
     @property
     def moe_blocks(self) -> tuple[int, ...]:
@@ -546,14 +554,14 @@ CONFIG_KEYS = {"default_top_k": "top_k"}  # ElasticViT field -> its `config.mode
 _NOT_CONFIG = ("tasks", "dtype", "dot_general_provider", "parent", "name")
 
 
-def elastic_fields(model_config) -> dict:
-    """Every ElasticViT field `config.model` may set: the config's value, else the field's default
-    (`effjax/config/base.py`); the builder and the cost model (`effjax.compress.cost_elastic`) both read the
-    fields through here, so they cannot disagree.
+def elastic_fields(model_config, model_class: type = None) -> dict:
+    """Every field of `model_class` (default `ElasticViT`; a subclass adds its own) that `config.model` may set:
+    the config's value, else the field's default (`effjax/config/base.py`); the builder and the cost model
+    (`effjax.compress.cost_elastic`) both read the fields through here, so they cannot disagree.
     """
     read = model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
     out = {}
-    for f in dataclasses.fields(ElasticViT):
+    for f in dataclasses.fields(model_class or ElasticViT):
         if f.name in _NOT_CONFIG:
             continue
         value = read(CONFIG_KEYS.get(f.name, f.name), f.default)
@@ -567,9 +575,14 @@ def elastic_fields(model_config) -> dict:
     return out
 
 
-def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None) -> ElasticViT:
-    """The registry's builder for every elastic preset (`config.model.name` slim_vit or super_vit)."""
-    fields = elastic_fields(model_config)
+def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None,
+          model_class: type = None) -> ElasticViT:
+    """The registry's builder for every elastic preset (`config.model.name` mt_vit, slim_vit, sparse_vit,
+    super_vit), and for a subclass of `ElasticViT` of your own (`model_class`; `effjax.models.register_model`)."""
+    model_class = model_class or ElasticViT
+    if not (isinstance(model_class, type) and issubclass(model_class, ElasticViT)):
+        raise ValueError(f"model {model_config.name}: model_class={model_class!r} is not a subclass of ElasticViT")
+    fields = elastic_fields(model_config, model_class)
     shared = vit_fields(model_config, tasks, dot_general_provider)
     study_options = {k: fields[k] for k in ("image_head", "decoder_blocks", "private_norms")
                      if fields[k] != ElasticViT.__dataclass_fields__[k].default}
@@ -577,4 +590,4 @@ def build(model_config, tasks: Sequence[TaskSpec], dot_general_provider=None) ->
         raise ValueError(f"model {model_config.name}: {study_options} are slimmable-encoder study options, not "
                          "supported with model.sparse_layers or model.moe_every (the supernet's cost model does not "
                          "price them)")
-    return ElasticViT(**shared, **{k: v for k, v in fields.items() if k not in shared})
+    return model_class(**shared, **{k: v for k, v in fields.items() if k not in shared})
