@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from effjax.search import Objective, Optimizer
+from effjax.search.pareto import non_dominated_mask
 from effjax.search.problems import BraninCurrin
-from effjax.search.reference import infer_reference_point, normalization_scale
+from effjax.search.reference import ALPHA, POLICIES, alpha_nondominated_mask, infer_reference_point, normalization_scale
 
 # maximized values: (1, 4) and (3, 2) form the front, (0, 0) and (2.5, 1.5) are dominated
 Y = np.array([[1.0, 4.0], [3.0, 2.0], [0.0, 0.0], [2.5, 1.5]])
@@ -57,7 +58,7 @@ def test_each_policy_reaches_the_proposals_it_implies():
     bc = BraninCurrin()
     objectives = [Objective(o.name, o.direction) for o in bc.objectives]
     refs = {}
-    for policy in ("front", "observed", "front_relative"):
+    for policy in POLICIES:
         opt = Optimizer(bc.space, objectives, seed=0, n_initial=6, reference=policy)
         for trial in opt.ask(6):
             opt.tell(trial, bc(trial.params))
@@ -72,3 +73,72 @@ def test_describe_states_the_default_policy():
     assert DEFAULT_POLICY in describe() and "10%" in describe()
     with pytest.raises(ValueError, match="reference: must be one of"):
         describe("nadir")
+
+
+# DTLZ2-like observations (minimized, written here negated to maximize): a spread front with
+# g = 0.3, plus (0, 2.1) and (2.2, 0), optimal in one objective only because x0 sits on a bound:
+# each gains 0.13 over the arc's nearest end and gives up 0.8-0.9 (ratio < ALPHA = 0.2)
+EDGE = -np.array([[0.0, 2.1], [2.2, 0.0]])
+ARC = -1.3 * np.stack([np.cos(np.linspace(0.1, 1.47, 9)), np.sin(np.linspace(0.1, 1.47, 9))], axis=1)
+WEAK = np.concatenate([ARC, EDGE, -np.array([[1.6, 1.7], [2.4, 2.5]])])
+
+
+def _alpha_dominates(a, b, alpha):
+    d = a - b
+    g = d + alpha * (d.sum() - d)
+    return bool(np.all(g >= 0) and np.any(g > 0))
+
+
+def test_alpha_mask_is_the_pairwise_definition_of_alpha_dominance():
+    rng = np.random.default_rng(0)
+    for m in (2, 3):
+        y = rng.normal(size=(40, m))
+        y[:, 0] *= 50.0  # unequal units: the definition applies to objectives scaled by the front's range
+        front = y[non_dominated_mask(y)]
+        scaled = y / (front.max(axis=0) - front.min(axis=0))
+        want = [not any(_alpha_dominates(scaled[j], scaled[i], ALPHA) for j in range(len(y))) for i in range(len(y))]
+        mask = alpha_nondominated_mask(y)
+        np.testing.assert_array_equal(mask, want)
+        assert mask.any() and not np.any(mask & ~non_dominated_mask(y))  # non-empty subset of the Pareto front
+
+
+def test_alpha_policies_ignore_weak_edge_points_of_the_front():
+    assert non_dominated_mask(WEAK)[9:11].all()  # the edge points are Pareto-optimal ...
+    mask = alpha_nondominated_mask(WEAK)
+    assert not mask[9:11].any() and mask[0] and mask[8]  # ... but alpha-dominated; the arc's ends are kept
+    arc_nadir = ARC.min(axis=0)
+    span = np.maximum(ARC.max(axis=0) - arc_nadir, np.abs(arc_nadir))
+    np.testing.assert_allclose(infer_reference_point(WEAK, [None, None], "alpha_relative", 0.1), arc_nadir - 0.1 * span)
+    np.testing.assert_allclose(infer_reference_point(WEAK, [None, None], "alpha_front", 0.3),
+                               arc_nadir - 0.3 * (ARC.max(axis=0) - arc_nadir))
+    np.testing.assert_allclose(infer_reference_point(WEAK, [None, None], "alpha_observed", 0.2),
+                               arc_nadir - 0.2 * (WEAK.max(axis=0) - WEAK.min(axis=0)))
+    # the unfiltered policy puts its reference beyond the edge points, far outside the arc
+    assert np.all(infer_reference_point(WEAK, [None, None], "front_relative", 0.1) < -2.3)
+    for policy in ("alpha_relative", "alpha_front", "alpha_observed"):
+        ref = infer_reference_point(WEAK, [None, None], policy, 0.1)
+        assert np.all(ref > -1.6) and np.all(ARC > ref)  # below every arc point, well inside the edge points
+
+
+def test_alpha_filter_keeps_the_ends_of_a_flat_ended_front_and_its_nadir():
+    # DTLZ2's converged front: the quarter circle, ends included; the nadir and so the reference stay put
+    t = np.linspace(0.0, np.pi / 2, 21)
+    y = -np.stack([np.cos(t), np.sin(t)], axis=1)
+    mask = alpha_nondominated_mask(y)
+    assert mask[0] and mask[-1]
+    np.testing.assert_allclose(infer_reference_point(y, [None, None], "alpha_relative", 0.1),
+                               infer_reference_point(y, [None, None], "front_relative", 0.1))
+
+
+def test_alpha_reference_is_below_every_kept_point_for_random_data():
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        m = 2 + trial % 2
+        y = rng.normal(size=(30, m)) * rng.uniform(0.01, 100.0, size=m) + rng.normal(size=m) * 1000.0
+        kept = y[alpha_nondominated_mask(y)]
+        for policy in ("alpha_relative", "alpha_front", "alpha_observed"):
+            ref = infer_reference_point(y, [None] * m, policy, 0.1)
+            assert np.all(kept > ref[None, :])
+        # the filter only moves the nadir inwards and narrows the range: never farther out than the plain front's
+        assert np.all(infer_reference_point(y, [None] * m, "alpha_front", 0.1)
+                      >= infer_reference_point(y, [None] * m, "front", 0.1) - 1e-9)
