@@ -33,8 +33,8 @@ from effjax.search.gp import fit_gp, padded_size
 from effjax.search.hypervolume import hypervolume
 from effjax.search.objectives import Objective, check_objectives
 from effjax.search.pareto import non_dominated_mask
-from effjax.search.reference import (DEFAULT_MARGIN, DEFAULT_POLICY, check_policy, infer_reference_point,
-                                     normalization_scale)
+from effjax.search.reference import (DEFAULT_MARGIN, DEFAULT_POLICY, MODEL_POLICIES, PAYOFF_SAMPLE, check_policy,
+                                     infer_reference_point, normalization_scale)
 from effjax.search.space import Params, Space
 
 MAX_ENUMERATE = 4096
@@ -106,7 +106,7 @@ class Optimizer:
         the first proposal on, so the compiled acquisition keeps one shape for the whole run
         instead of being recompiled each time the data cross a power of two.
       reference, reference_margin: how the hypervolume reference point of objectives without
-        `ref` is inferred, re-inferred every round ("front_relative", "front" or "observed";
+        `ref` is inferred, re-inferred every round (one of `reference.POLICIES`;
         see `reference.py`, which also records how the default was chosen).
     """
 
@@ -138,6 +138,7 @@ class Optimizer:
         self._next_id = 0
         self._computed_cache: dict[tuple, np.ndarray] = {}
         self._design: list[Params] | None = None
+        self._payoff_sample: tuple[np.ndarray, np.ndarray] | None = None
         self._pool: CandidatePool | None = None
         self.proposal_seconds: list[float] = []
         if workdir is not None:
@@ -295,13 +296,28 @@ class Optimizer:
         ordered = self.modeled + self.computed
         signs = np.array([o.sign for o in ordered])
         y = np.array([[e.values[o.name] for o in ordered] for e in evals]) * signs
-        ref = infer_reference_point(y, [o.sign * o.ref if o.ref is not None else None for o in ordered],
-                                    self.reference, self.reference_margin)
+        given = [o.sign * o.ref if o.ref is not None else None for o in ordered]
+        predicted = self._payoff_predictions(gp, signs) if self.reference in MODEL_POLICIES and None in given else None
+        ref = infer_reference_point(y, given, self.reference, self.reference_margin, predicted)
         scale = normalization_scale(y, ref)
         mm = len(self.modeled)
         sign_m, ref_m, scale_m = signs[:mm], ref[:mm], scale[:mm]
         return {"gp": gp, "ref": ref, "scale": scale,
                 "offset": (sign_m * gp.y_mean - ref_m) / scale_m, "slope": sign_m * gp.y_std / scale_m}
+
+    def _payoff_predictions(self, gp, signs: np.ndarray) -> np.ndarray:
+        """Maximized objective values (k, M) at a fixed Sobol sample: modeled ones by posterior mean, computed exactly."""
+        if self._payoff_sample is None:
+            sobol = scipy.stats.qmc.Sobol(d=self.space.dim, scramble=True, rng=self.seed + 7919)
+            params = [self.space.decode(x) for x in sobol.random(PAYOFF_SAMPLE)]
+            params = [p for p in params if self.space.is_feasible(p)]
+            computed = np.array([self._computed_values(p) for p in params]).reshape(len(params), len(self.computed))
+            self._payoff_sample = (self.space.encode_many(params), computed)
+        x, computed = self._payoff_sample
+        if len(x) == 0:
+            return np.zeros((0, len(signs)))
+        mean, _ = gp.posterior(x)
+        return np.concatenate([mean, computed], axis=1) * signs
 
     def _computed_u(self, fitted: dict, params_list: Sequence[Params]) -> np.ndarray:
         mc = len(self.computed)

@@ -61,14 +61,20 @@ def load(paths) -> list[dict]:
     return rows
 
 
+def seed_set(seed: int) -> str:
+    """The block of 10 seeds a run belongs to, named by its first five: 0-4 (selection), 10-14, 20-24 (reports)."""
+    first = seed // 10 * 10
+    return f"{first}-{first + 4}"
+
+
 def table(rows: list[dict]) -> str:
-    seed_sets = sorted({("0-4" if r["seed"] < 10 else "10-14") for r in rows})
+    seed_sets = sorted({seed_set(r["seed"]) for r in rows}, key=lambda s: int(s.split("-")[0]))
     lines = ["| policy | seeds | " + " | ".join(PROBLEMS) + " | mean fraction of max HV | worst optimizer s |",
              "|---|---|" + "---|" * len(PROBLEMS) + "---|---|"]
     for policy, margin in sorted({(r["policy"], r["margin"]) for r in rows}):
         for seeds in seed_sets:
             sel = [r for r in rows if (r["policy"], r["margin"]) == (policy, margin)
-                   and ("0-4" if r["seed"] < 10 else "10-14") == seeds]
+                   and seed_set(r["seed"]) == seeds]
             if not sel:
                 continue
             cells, fractions = [], []

@@ -6,7 +6,8 @@ import pytest
 from effjax.search import Objective, Optimizer
 from effjax.search.pareto import non_dominated_mask
 from effjax.search.problems import BraninCurrin
-from effjax.search.reference import ALPHA, POLICIES, alpha_nondominated_mask, infer_reference_point, normalization_scale
+from effjax.search.reference import (ALPHA, MODEL_POLICIES, PAYOFF_SAMPLE, POLICIES, alpha_nondominated_mask,
+                                     infer_reference_point, normalization_scale, payoff_nadir)
 
 # maximized values: (1, 4) and (3, 2) form the front, (0, 0) and (2.5, 1.5) are dominated
 Y = np.array([[1.0, 4.0], [3.0, 2.0], [0.0, 0.0], [2.5, 1.5]])
@@ -62,9 +63,11 @@ def test_each_policy_reaches_the_proposals_it_implies():
         opt = Optimizer(bc.space, objectives, seed=0, n_initial=6, reference=policy)
         for trial in opt.ask(6):
             opt.tell(trial, bc(trial.params))
-        refs[policy] = opt._fit()["ref"]
+        fitted = opt._fit()
+        refs[policy] = fitted["ref"]
         y = -np.array([[e.values[n] for n in bc.objective_names] for e in opt.history])
-        np.testing.assert_allclose(refs[policy], infer_reference_point(y, [None, None], policy, 0.1))
+        predicted = opt._payoff_predictions(fitted["gp"], -np.ones(2)) if policy in MODEL_POLICIES else None
+        np.testing.assert_allclose(refs[policy], infer_reference_point(y, [None, None], policy, 0.1, predicted))
     assert not np.allclose(refs["front"], refs["observed"])
 
 
@@ -142,3 +145,49 @@ def test_alpha_reference_is_below_every_kept_point_for_random_data():
         # the filter only moves the nadir inwards and narrows the range: never farther out than the plain front's
         assert np.all(infer_reference_point(y, [None] * m, "alpha_front", 0.1)
                       >= infer_reference_point(y, [None] * m, "front", 0.1) - 1e-9)
+
+
+def test_payoff_nadir_takes_the_worst_entry_of_the_best_point_per_objective():
+    y = np.array([[5.0, 0.0, 1.0], [0.0, 5.0, 2.0], [1.0, 1.0, 5.0], [2.0, 2.0, 2.0]])
+    np.testing.assert_allclose(payoff_nadir(y), [0.0, 0.0, 1.0])
+    # two equal optima of objective 0: the one with the better trade-off sets the row, not the first one
+    tied = np.array([[5.0, -9.0], [5.0, 3.0], [0.0, 4.0]])
+    np.testing.assert_allclose(payoff_nadir(tied), [0.0, 3.0])
+
+
+def test_payoff_policies_reduce_to_the_front_without_predictions():
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=(25, 3))
+    np.testing.assert_allclose(infer_reference_point(y, [None] * 3, "payoff_relative", 0.1),
+                               infer_reference_point(y, [None] * 3, "front_relative", 0.1))
+    np.testing.assert_allclose(infer_reference_point(y, [None] * 3, "payoff_alpha", 0.1),
+                               infer_reference_point(y, [None] * 3, "alpha_relative", 0.1))
+
+
+def test_payoff_policy_keeps_a_predicted_unexplored_part_of_the_front_in_the_box():
+    # minimized (mass, acceleration, intrusion), negated: every observed front point has intrusion <= 0.09,
+    # but the model predicts the best acceleration (6.2) at intrusion 0.25
+    y = -np.array([[1662.0, 8.3, 0.07], [1666.0, 6.9, 0.09], [1692.0, 10.5, 0.043], [1700.0, 11.5, 0.25]])
+    predicted = -np.array([[1676.0, 6.2, 0.25], [1690.0, 9.0, 0.2], [1670.0, 9.0, 0.1]])
+    front_ref = infer_reference_point(y, [None] * 3, "front_relative", 0.1)
+    assert -front_ref[2] < 0.1  # the unexplored part lies outside the front policy's box
+    ref = infer_reference_point(y, [None] * 3, "payoff_relative", 0.1, predicted)
+    np.testing.assert_allclose(-ref[2], 0.25 * 1.1)  # nadir 0.25 from the payoff table, then the relative margin
+    np.testing.assert_allclose(ref[:2], front_ref[:2])  # the payoff rows are no worse there than the front
+    assert np.all(predicted[0] > ref)
+
+
+def test_payoff_predictions_come_from_one_fixed_sample_of_the_space():
+    bc = BraninCurrin()
+    objectives = [Objective(o.name, o.direction) for o in bc.objectives]
+    opt = Optimizer(bc.space, objectives, seed=3, n_initial=6, reference="payoff_relative")
+    for trial in opt.ask(6):
+        opt.tell(trial, bc(trial.params))
+    fitted = opt._fit()
+    first = opt._payoff_predictions(fitted["gp"], -np.ones(2))
+    x = opt._payoff_sample[0]
+    assert first.shape == (PAYOFF_SAMPLE, 2) and x.shape == (PAYOFF_SAMPLE, 2)
+    mean, _ = fitted["gp"].posterior(x)
+    np.testing.assert_allclose(first, -mean)
+    np.testing.assert_array_equal(opt._payoff_predictions(fitted["gp"], -np.ones(2)), first)
+    assert opt._payoff_sample[0] is x
