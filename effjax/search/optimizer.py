@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import scipy.optimize
 import scipy.stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -33,8 +34,8 @@ from effjax.search.gp import fit_gp, padded_size
 from effjax.search.hypervolume import hypervolume
 from effjax.search.objectives import Objective, check_objectives
 from effjax.search.pareto import non_dominated_mask
-from effjax.search.reference import (DEFAULT_MARGIN, DEFAULT_POLICY, MODEL_POLICIES, PAYOFF_SAMPLE, check_policy,
-                                     infer_reference_point, normalization_scale)
+from effjax.search.reference import (DEFAULT_MARGIN, DEFAULT_POLICY, MODEL_POLICIES, PAYOFF_MAXITER, PAYOFF_SAMPLE,
+                                     PAYOFF_STARTS, check_policy, infer_reference_point, normalization_scale)
 from effjax.search.space import Params, Space
 
 MAX_ENUMERATE = 4096
@@ -306,18 +307,46 @@ class Optimizer:
                 "offset": (sign_m * gp.y_mean - ref_m) / scale_m, "slope": sign_m * gp.y_std / scale_m}
 
     def _payoff_predictions(self, gp, signs: np.ndarray) -> np.ndarray:
-        """Maximized objective values (k, M) at a fixed Sobol sample: modeled ones by posterior mean, computed exactly."""
+        """Maximized objective values (k, M) for the payoff table of `reference.payoff_nadir`.
+
+        At a fixed Sobol sample of the space, then at the ends of short L-BFGS-B runs that
+        maximize each modeled objective's (signed) posterior mean over the continuous
+        dimensions, started from that objective's best PAYOFF_STARTS sample points (the extreme
+        of an objective often sits on the boundary, where a random sample rarely comes close).
+        Modeled objectives are posterior means, computed ones exact.
+        """
         if self._payoff_sample is None:
             sobol = scipy.stats.qmc.Sobol(d=self.space.dim, scramble=True, rng=self.seed + 7919)
             params = [self.space.decode(x) for x in sobol.random(PAYOFF_SAMPLE)]
             params = [p for p in params if self.space.is_feasible(p)]
-            computed = np.array([self._computed_values(p) for p in params]).reshape(len(params), len(self.computed))
-            self._payoff_sample = (self.space.encode_many(params), computed)
+            self._payoff_sample = (self.space.encode_many(params), self._computed_many(params))
         x, computed = self._payoff_sample
         if len(x) == 0:
             return np.zeros((0, len(signs)))
-        mean, _ = gp.posterior(x)
-        return np.concatenate([mean, computed], axis=1) * signs
+        mean = gp.posterior(x)[0]
+        rows = [np.concatenate([mean, computed], axis=1)]
+        continuous = np.concatenate([np.full(p.n_dims, not p.is_discrete) for p in self.space.params])
+        if continuous.any():
+            for j in range(len(self.modeled)):
+                starts = x[np.argsort(-signs[j] * mean[:, j], kind="stable")[:PAYOFF_STARTS]]
+                shape = starts.shape
+
+                def objective(flat, j=j):
+                    value, grad = gp.mean_and_grad(j, flat.reshape(shape))
+                    return -signs[j] * float(np.sum(value)), (-signs[j] * grad * continuous).ravel()
+
+                bounds = [(0.0, 1.0) if c else (float(v), float(v)) for row in starts for v, c in zip(row, continuous)]
+                res = scipy.optimize.minimize(objective, starts.ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
+                                              options={"maxiter": PAYOFF_MAXITER})
+                params = [self.space.decode(r) for r in res.x.reshape(shape)]
+                params = [p for p in params if self.space.is_feasible(p)]
+                if params:
+                    rows.append(np.concatenate([gp.posterior(self.space.encode_many(params))[0],
+                                                self._computed_many(params)], axis=1))
+        return np.concatenate(rows) * signs
+
+    def _computed_many(self, params_list: Sequence[Params]) -> np.ndarray:
+        return np.array([self._computed_values(p) for p in params_list]).reshape(len(params_list), len(self.computed))
 
     def _computed_u(self, fitted: dict, params_list: Sequence[Params]) -> np.ndarray:
         mc = len(self.computed)

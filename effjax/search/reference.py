@@ -46,7 +46,8 @@ the front the search spends its budget on. Objectives are handled as maximized
   point that is best in it; the worst entry per objective estimates the nadir (Isermann &
   Steuer, EJOR 33, 1988, show it can miss it either way, so it is only one part here). The
   table is built over the observations and the surrogate's posterior means at a fixed
-  scrambled-Sobol sample of the space (`PAYOFF_SAMPLE` points); near-ties for the best
+  scrambled-Sobol sample of the space (`PAYOFF_SAMPLE` points) and at the maximizers of each
+  objective's posterior mean (short L-BFGS-B runs over the continuous dimensions); near-ties for the best
   value (within `PAYOFF_TIE` of that objective's range over the pool) go to the point whose
   other objectives, scaled by their ranges, sum highest, so that one of several equal optima
   with a poor trade-off does not set the nadir. The nadir is the worse of that estimate and the
@@ -82,6 +83,8 @@ MODEL_POLICIES = ("payoff_relative", "payoff_alpha")  # need the surrogate's pre
 ALPHA = 0.2  # trade-off bound of the alpha-dominance filter of the "alpha_*" and "payoff_alpha" policies
 PAYOFF_SAMPLE = 512  # scrambled-Sobol configurations at which the payoff policies query the surrogate
 PAYOFF_TIE = 0.01  # near-tie tolerance of the payoff table, as a fraction of the objective's range
+PAYOFF_STARTS = 3  # L-BFGS-B starts per modeled objective when maximizing its posterior mean for the payoff table
+PAYOFF_MAXITER = 50
 DEFAULT_POLICY = "front_relative"
 DEFAULT_MARGIN = 0.1
 

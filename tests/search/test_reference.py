@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from effjax.search import Objective, Optimizer
+from effjax.search.gp import fit_gp
 from effjax.search.pareto import non_dominated_mask
 from effjax.search.problems import BraninCurrin
-from effjax.search.reference import (ALPHA, MODEL_POLICIES, PAYOFF_SAMPLE, POLICIES, alpha_nondominated_mask,
+from effjax.search.reference import (ALPHA, MODEL_POLICIES, PAYOFF_SAMPLE, PAYOFF_STARTS, POLICIES, alpha_nondominated_mask,
                                      infer_reference_point, normalization_scale, payoff_nadir)
 
 # maximized values: (1, 4) and (3, 2) form the front, (0, 0) and (2.5, 1.5) are dominated
@@ -177,17 +178,34 @@ def test_payoff_policy_keeps_a_predicted_unexplored_part_of_the_front_in_the_box
     assert np.all(predicted[0] > ref)
 
 
-def test_payoff_predictions_come_from_one_fixed_sample_of_the_space():
+def test_payoff_predictions_come_from_one_fixed_sample_and_the_maximizers_of_each_mean():
     bc = BraninCurrin()
     objectives = [Objective(o.name, o.direction) for o in bc.objectives]
     opt = Optimizer(bc.space, objectives, seed=3, n_initial=6, reference="payoff_relative")
     for trial in opt.ask(6):
         opt.tell(trial, bc(trial.params))
-    fitted = opt._fit()
-    first = opt._payoff_predictions(fitted["gp"], -np.ones(2))
+    gp = opt._fit()["gp"]
+    values = opt._payoff_predictions(gp, -np.ones(2))
     x = opt._payoff_sample[0]
-    assert first.shape == (PAYOFF_SAMPLE, 2) and x.shape == (PAYOFF_SAMPLE, 2)
-    mean, _ = fitted["gp"].posterior(x)
-    np.testing.assert_allclose(first, -mean)
-    np.testing.assert_array_equal(opt._payoff_predictions(fitted["gp"], -np.ones(2)), first)
+    assert x.shape == (PAYOFF_SAMPLE, 2) and values.shape == (PAYOFF_SAMPLE + 2 * PAYOFF_STARTS, 2)
+    np.testing.assert_allclose(values[:PAYOFF_SAMPLE], -gp.posterior(x)[0])
+    # the L-BFGS-B ends improve on the best sample point of each objective's (minimized) mean
+    for j in range(2):
+        assert values[PAYOFF_SAMPLE:, j].max() >= values[:PAYOFF_SAMPLE, j].max()
+    np.testing.assert_array_equal(opt._payoff_predictions(gp, -np.ones(2)), values)  # deterministic
     assert opt._payoff_sample[0] is x
+
+
+def test_mean_gradient_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    x = rng.uniform(size=(12, 3))
+    y = np.stack([np.sin(3 * x[:, 0]) + x[:, 1], x[:, 2] ** 2], axis=1)
+    gp = fit_gp(x, y)
+    at = rng.uniform(size=(4, 3))
+    for m in range(2):
+        mean, grad = gp.mean_and_grad(m, at)
+        np.testing.assert_allclose(mean, gp.posterior(at)[0][:, m])
+        h = 1e-6
+        fd = np.stack([(gp.mean_and_grad(m, at + h * np.eye(3)[d])[0] - gp.mean_and_grad(m, at - h * np.eye(3)[d])[0])
+                       / (2 * h) for d in range(3)], axis=1)
+        np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
