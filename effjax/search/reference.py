@@ -57,6 +57,16 @@ the front the search spends its budget on. Objectives are handled as maximized
   the front's intrusion nadir drops from 0.13 to 0.09 and the part of the front with the lowest
   acceleration and intrusions of 0.17-0.26 lies outside the box) keeps that part in the box as
   soon as the model predicts it.
+- "payoff_lex": payoff_relative with each posterior mean maximized in the augmented form
+  z_j + rho * sum_{k != j} z_k (rho = PAYOFF_AUGMENT, z in the GP's output scales), the usual
+  guard of payoff tables against weakly Pareto-optimal rows (Miettinen, "Nonlinear
+  Multiobjective Optimization", 1999, Section 2.4): where objective j is flat at its optimum
+  (DTLZ2's f1 = 0 on the face x0 = 1 for any value of the other variables) the row is the
+  point of that face best in the others, not an arbitrary one far beyond the front.
+- "payoff_ucb": payoff_lex with every predicted value taken at its upper confidence bound,
+  mean + PAYOFF_KAPPA standard deviations in the maximized direction: the model moves the
+  nadir beyond the observed front only where it is confident that the front extends there
+  (early on, when it is not, the reference stays with the observed front).
 
 The default, "front_relative" with m = 0.1, was chosen among these (and "front" with
 m = 0.3) by the mean fraction of the maximum hypervolume reached on BraninCurrin, DTLZ2 and
@@ -78,13 +88,15 @@ import numpy as np
 from effjax.search.pareto import non_dominated_mask
 
 POLICIES = ("front", "observed", "front_relative", "alpha_relative", "alpha_front", "alpha_observed",
-            "payoff_relative", "payoff_alpha")
-MODEL_POLICIES = ("payoff_relative", "payoff_alpha")  # need the surrogate's predictions (`predicted`)
+            "payoff_relative", "payoff_alpha", "payoff_lex", "payoff_ucb")
+MODEL_POLICIES = ("payoff_relative", "payoff_alpha", "payoff_lex", "payoff_ucb")  # need the surrogate (`predicted`)
 ALPHA = 0.2  # trade-off bound of the alpha-dominance filter of the "alpha_*" and "payoff_alpha" policies
 PAYOFF_SAMPLE = 512  # scrambled-Sobol configurations at which the payoff policies query the surrogate
 PAYOFF_TIE = 0.01  # near-tie tolerance of the payoff table, as a fraction of the objective's range
 PAYOFF_STARTS = 3  # L-BFGS-B starts per modeled objective when maximizing its posterior mean for the payoff table
 PAYOFF_MAXITER = 50
+PAYOFF_AUGMENT = 0.01  # weight of the other objectives when "payoff_lex" / "payoff_ucb" maximize one posterior mean
+PAYOFF_KAPPA = 2.0  # "payoff_ucb": predictions are posterior means + PAYOFF_KAPPA standard deviations (maximized)
 DEFAULT_POLICY = "front_relative"
 DEFAULT_MARGIN = 0.1
 
@@ -188,6 +200,13 @@ def describe(policy: str = DEFAULT_POLICY, margin: float = DEFAULT_MARGIN) -> st
             "payoff_relative": "the worse of the observed Pareto front's nadir and a payoff-table nadir over the "
                                "observations and the model's predictions, minus {m} of the larger of the range and the "
                                "nadir's magnitude",
+            "payoff_lex": "the worse of the observed Pareto front's nadir and a payoff-table nadir over the "
+                          "observations and the model's predictions (each objective optimized with a small weight on "
+                          "the others), minus {m} of the larger of the range and the nadir's magnitude",
+            "payoff_ucb": "the worse of the observed Pareto front's nadir and a payoff-table nadir over the "
+                          "observations and the model's optimistic predictions (mean + "
+                          f"{PAYOFF_KAPPA:g} standard deviations; each objective optimized with a small weight on the "
+                          "others), minus {m} of the larger of the range and the nadir's magnitude",
             "payoff_alpha": "the worse of the nadir of the observed Pareto front without its alpha-dominated points "
                             f"(alpha {ALPHA:g}) and a payoff-table nadir over the observations and the model's "
                             "predictions, minus {m} of the larger of the range and the nadir's magnitude"}[policy]

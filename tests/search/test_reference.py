@@ -7,8 +7,9 @@ from effjax.search import Objective, Optimizer
 from effjax.search.gp import fit_gp
 from effjax.search.pareto import non_dominated_mask
 from effjax.search.problems import BraninCurrin
-from effjax.search.reference import (ALPHA, MODEL_POLICIES, PAYOFF_SAMPLE, PAYOFF_STARTS, POLICIES, alpha_nondominated_mask,
-                                     infer_reference_point, normalization_scale, payoff_nadir)
+from effjax.search.reference import (ALPHA, MODEL_POLICIES, PAYOFF_AUGMENT, PAYOFF_KAPPA, PAYOFF_SAMPLE, PAYOFF_STARTS,
+                                     POLICIES, alpha_nondominated_mask, infer_reference_point, normalization_scale,
+                                     payoff_nadir)
 
 # maximized values: (1, 4) and (3, 2) form the front, (0, 0) and (2.5, 1.5) are dominated
 Y = np.array([[1.0, 4.0], [3.0, 2.0], [0.0, 0.0], [2.5, 1.5]])
@@ -67,7 +68,9 @@ def test_each_policy_reaches_the_proposals_it_implies():
         fitted = opt._fit()
         refs[policy] = fitted["ref"]
         y = -np.array([[e.values[n] for n in bc.objective_names] for e in opt.history])
-        predicted = opt._payoff_predictions(fitted["gp"], -np.ones(2)) if policy in MODEL_POLICIES else None
+        predicted = None
+        if policy in MODEL_POLICIES:
+            predicted = opt._payoff_predictions(fitted["gp"], -np.ones(2), *opt._payoff_settings())
         np.testing.assert_allclose(refs[policy], infer_reference_point(y, [None, None], policy, 0.1, predicted))
     assert not np.allclose(refs["front"], refs["observed"])
 
@@ -209,3 +212,37 @@ def test_mean_gradient_matches_finite_differences():
         fd = np.stack([(gp.mean_and_grad(m, at + h * np.eye(3)[d])[0] - gp.mean_and_grad(m, at - h * np.eye(3)[d])[0])
                        / (2 * h) for d in range(3)], axis=1)
         np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
+
+
+def _dtlz2_after_design():
+    from effjax.search.problems import DTLZ2
+    problem = DTLZ2()
+    objectives = [Objective(o.name, o.direction) for o in problem.objectives]
+    opt = Optimizer(problem.space, objectives, seed=30, n_initial=14)
+    for trial in opt.ask(14):
+        opt.tell(trial, problem(trial.params))
+    return opt, opt._fit()["gp"]
+
+
+def test_augmented_payoff_rows_are_better_in_the_other_objective_on_a_flat_optimum():
+    # DTLZ2: f1 = 0 on the whole face x0 = 1 whatever the other variables; the augmented form picks
+    # a point of that face with a lower predicted f2
+    opt, gp = _dtlz2_after_design()
+    ends = slice(PAYOFF_SAMPLE, PAYOFF_SAMPLE + PAYOFF_STARTS)  # the L-BFGS-B ends for objective 0 (f1)
+    plain = opt._payoff_predictions(gp, -np.ones(2), 0.0)[ends]
+    augmented = opt._payoff_predictions(gp, -np.ones(2), PAYOFF_AUGMENT)[ends]
+    assert augmented[:, 1].max() > plain[:, 1].max() + 0.01  # maximized: -f2 higher
+    assert augmented[:, 0].max() > plain[:, 0].max() - 0.01  # at (almost) the same f1
+
+
+def test_ucb_payoff_predictions_are_means_plus_kappa_standard_deviations():
+    opt, gp = _dtlz2_after_design()
+    values = opt._payoff_predictions(gp, -np.ones(2), PAYOFF_AUGMENT, PAYOFF_KAPPA)
+    x = opt._payoff_sample[0]
+    mean, var = gp.posterior(x)
+    np.testing.assert_allclose(values[:PAYOFF_SAMPLE], -mean + PAYOFF_KAPPA * np.sqrt(var))
+    # optimistic rows can only pull the payoff nadir in, towards the observed front's
+    y = -np.array([[e.values[o.name] for o in opt.objectives] for e in opt.history])
+    plain = opt._payoff_predictions(gp, -np.ones(2), PAYOFF_AUGMENT, 0.0)
+    assert np.all(infer_reference_point(y, [None, None], "payoff_ucb", 0.1, values)
+                  >= infer_reference_point(y, [None, None], "payoff_lex", 0.1, plain) - 1e-12)
