@@ -20,7 +20,6 @@ the front the search spends its budget on. Objectives are handled as maximized
   Optuna's GP sampler: the worst loss of every trial, pushed out by a margin). The
   reference point only moves outwards as data arrive, so the normalization is stable
   across rounds and the extremes of the front keep their weight.
-
 - "alpha_relative", "alpha_front", "alpha_observed": the nadir is taken over the front
   after discarding its alpha-dominated points (alpha-dominance, Ikeda, Kita & Kobayashi,
   "Failure of Pareto-based MOEAs: does non-dominated really mean near to optimal?", CEC
@@ -39,18 +38,17 @@ the front the search spends its budget on. Objectives are handled as maximized
   may drop the best point of an objective. On a front that is flat towards its ends, like
   DTLZ2's quarter circle, the end points gain much more than they give up against their
   neighbours and are kept (the neighbours may go), so the nadir does not move.
-
 - "payoff_relative", "payoff_alpha": the nadir may also come from the model. A payoff table
   (Benayoun, de Montgolfier, Tergny & Laritchev, "Linear programming with multiple objective
   functions: STEP method (STEM)", Math. Programming 1, 1971) holds, for each objective, the
   point that is best in it; the worst entry per objective estimates the nadir (Isermann &
   Steuer, EJOR 33, 1988, show it can miss it either way, so it is only one part here). The
   table is built over the observations and the surrogate's posterior means at a fixed
-  scrambled-Sobol sample of the space (`PAYOFF_SAMPLE` points) and at the maximizers of each
-  objective's posterior mean (short L-BFGS-B runs over the continuous dimensions); near-ties for the best
-  value (within `PAYOFF_TIE` of that objective's range over the pool) go to the point whose
-  other objectives, scaled by their ranges, sum highest, so that one of several equal optima
-  with a poor trade-off does not set the nadir. The nadir is the worse of that estimate and the
+  scrambled-Sobol sample of the space (`PAYOFF_SAMPLE` points) and at the maximizers of
+  each objective's posterior mean (short L-BFGS-B runs over the continuous dimensions);
+  near-ties for the best value (within `PAYOFF_TIE` of that objective's range over the
+  pool) go to the point whose other objectives, scaled by their ranges, sum highest, so
+  that one of several equal optima with a poor trade-off does not set the nadir. The nadir is the worse of that estimate and the
   observed front's (payoff_relative) or the alpha-filtered front's (payoff_alpha), and the
   margin is front_relative's. An objective whose best observed trade-offs all lie on one side
   (VehicleSafety: the first proposals dominate every design point with a large intrusion, so
@@ -60,7 +58,7 @@ the front the search spends its budget on. Objectives are handled as maximized
 - "payoff_lex": payoff_relative with each posterior mean maximized in the augmented form
   z_j + rho * sum_{k != j} z_k (rho = PAYOFF_AUGMENT, z in the GP's output scales), the usual
   guard of payoff tables against weakly Pareto-optimal rows (Miettinen, "Nonlinear
-  Multiobjective Optimization", 1999, Section 2.4): where objective j is flat at its optimum
+  Multiobjective Optimization", Kluwer, 1999): where objective j is flat at its optimum
   (DTLZ2's f1 = 0 on the face x0 = 1 for any value of the other variables) the row is the
   point of that face best in the others, not an arbitrary one far beyond the front.
 - "payoff_ucb": payoff_lex with every predicted value taken at its upper confidence bound,
@@ -96,7 +94,7 @@ ALPHA = 0.2  # trade-off bound of the alpha-dominance filter of the "alpha_*" an
 PAYOFF_SAMPLE = 512  # scrambled-Sobol configurations at which the payoff policies query the surrogate
 PAYOFF_TIE = 0.01  # near-tie tolerance of the payoff table, as a fraction of the objective's range
 PAYOFF_STARTS = 3  # L-BFGS-B starts per modeled objective when maximizing its posterior mean for the payoff table
-PAYOFF_MAXITER = 50
+PAYOFF_MAXITER = 50  # iterations of each of those L-BFGS-B runs
 PAYOFF_AUGMENT = 0.01  # weight of the other objectives when "payoff_lex" / "payoff_ucb" maximize one posterior mean
 PAYOFF_KAPPA = 2.0  # "payoff_ucb": predictions are posterior means + PAYOFF_KAPPA standard deviations (maximized)
 DEFAULT_POLICY = "front_relative"
