@@ -210,6 +210,18 @@ def _posterior_all(state: GPState, x_new):
     return jax.vmap(lambda m: posterior_one(state, m, x_new))(jnp.arange(state.alpha.shape[0]))
 
 
+@jax.jit
+def _mean_and_grad(state: GPState, m, x_new):
+    """Posterior mean (n,) of objective m at x_new (n, D), standardized units, and its gradient (n, D)."""
+    def total(x):
+        p = jax.tree_util.tree_map(lambda a: a[m], state.params)
+        k_new = jnp.where(state.valid[None, :], matern52(x, state.x, p.log_lengthscale, p.log_outputscale), 0.0)
+        mean = p.mean + k_new @ state.alpha[m]
+        return jnp.sum(mean), mean
+    (_, mean), grad = jax.value_and_grad(total, has_aux=True)(x_new)
+    return mean, grad
+
+
 class FittedGP:
     """Independent exact GPs for M outcomes observed at the same inputs.
 
@@ -229,6 +241,12 @@ class FittedGP:
     @property
     def n_outputs(self) -> int:
         return len(self.y_mean)
+
+    def mean_and_grad(self, m: int, x_new) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean (n,) of outcome m at x_new (n, D), in original units, and its gradient (n, D)."""
+        with jax.enable_x64(True):
+            mean, grad = _mean_and_grad(self.state, m, jnp.asarray(np.asarray(x_new, dtype=np.float64)))
+        return np.asarray(mean) * self.y_std[m] + self.y_mean[m], np.asarray(grad) * self.y_std[m]
 
     def posterior(self, x_new) -> tuple[np.ndarray, np.ndarray]:
         """Latent posterior means (n, M) and variances (n, M) at x_new, in original units."""

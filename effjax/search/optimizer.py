@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import scipy.optimize
 import scipy.stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -33,7 +34,8 @@ from effjax.search.gp import fit_gp, padded_size
 from effjax.search.hypervolume import hypervolume
 from effjax.search.objectives import Objective, check_objectives
 from effjax.search.pareto import non_dominated_mask
-from effjax.search.reference import (DEFAULT_MARGIN, DEFAULT_POLICY, check_policy, infer_reference_point,
+from effjax.search.reference import (DEFAULT_MARGIN, DEFAULT_POLICY, MODEL_POLICIES, PAYOFF_AUGMENT, PAYOFF_KAPPA,
+                                     PAYOFF_MAXITER, PAYOFF_SAMPLE, PAYOFF_STARTS, check_policy, infer_reference_point,
                                      normalization_scale)
 from effjax.search.space import Params, Space
 
@@ -106,7 +108,7 @@ class Optimizer:
         the first proposal on, so the compiled acquisition keeps one shape for the whole run
         instead of being recompiled each time the data cross a power of two.
       reference, reference_margin: how the hypervolume reference point of objectives without
-        `ref` is inferred, re-inferred every round ("front_relative", "front" or "observed";
+        `ref` is inferred, re-inferred every round (one of `reference.POLICIES`;
         see `reference.py`, which also records how the default was chosen).
     """
 
@@ -138,6 +140,7 @@ class Optimizer:
         self._next_id = 0
         self._computed_cache: dict[tuple, np.ndarray] = {}
         self._design: list[Params] | None = None
+        self._payoff_sample: tuple[np.ndarray, np.ndarray] | None = None
         self._pool: CandidatePool | None = None
         self.proposal_seconds: list[float] = []
         if workdir is not None:
@@ -295,13 +298,80 @@ class Optimizer:
         ordered = self.modeled + self.computed
         signs = np.array([o.sign for o in ordered])
         y = np.array([[e.values[o.name] for o in ordered] for e in evals]) * signs
-        ref = infer_reference_point(y, [o.sign * o.ref if o.ref is not None else None for o in ordered],
-                                    self.reference, self.reference_margin)
+        given = [o.sign * o.ref if o.ref is not None else None for o in ordered]
+        predicted = None
+        if self.reference in MODEL_POLICIES and None in given:
+            predicted = self._payoff_predictions(gp, signs, *self._payoff_settings())
+        ref = infer_reference_point(y, given, self.reference, self.reference_margin, predicted)
         scale = normalization_scale(y, ref)
         mm = len(self.modeled)
         sign_m, ref_m, scale_m = signs[:mm], ref[:mm], scale[:mm]
         return {"gp": gp, "ref": ref, "scale": scale,
                 "offset": (sign_m * gp.y_mean - ref_m) / scale_m, "slope": sign_m * gp.y_std / scale_m}
+
+    def _payoff_settings(self) -> tuple[float, float]:
+        """(augment, kappa) of the payoff table under this optimizer's reference policy."""
+        lex = self.reference in ("payoff_lex", "payoff_ucb")
+        return PAYOFF_AUGMENT if lex else 0.0, PAYOFF_KAPPA if self.reference == "payoff_ucb" else 0.0
+
+    def _payoff_predictions(self, gp, signs: np.ndarray, augment: float = 0.0, kappa: float = 0.0) -> np.ndarray:
+        """Maximized objective values (k, M) for the payoff table of `reference.payoff_nadir`.
+
+        At a fixed Sobol sample of the space, then at the ends of short L-BFGS-B runs that
+        maximize each modeled objective's (signed) posterior mean over the continuous
+        dimensions, started from that objective's best PAYOFF_STARTS sample points (the extreme
+        of an objective often sits on the boundary, where a random sample rarely comes close).
+        With `augment` > 0 the runs maximize z_j + augment * sum_{k != j} z_k, z the signed
+        means over the GP's output scales (the augmented, near-lexicographic form), so an
+        optimum of z_j that is flat in the design, like DTLZ2's f1 = 0 on the whole face
+        x0 = 1, is not taken at a point that is poor in the others.
+        Modeled objectives are posterior means plus `kappa` posterior standard deviations in the
+        maximized direction (an upper confidence bound: the model pushes the nadir out only as
+        far as it is confident), computed ones exact.
+        """
+        if self._payoff_sample is None:
+            sobol = scipy.stats.qmc.Sobol(d=self.space.dim, scramble=True, rng=self.seed + 7919)
+            params = [self.space.decode(x) for x in sobol.random(PAYOFF_SAMPLE)]
+            params = [p for p in params if self.space.is_feasible(p)]
+            self._payoff_sample = (self.space.encode_many(params), self._computed_many(params))
+        x, computed = self._payoff_sample
+        if len(x) == 0:
+            return np.zeros((0, len(signs)))
+        mean, var = gp.posterior(x)
+        mm = len(self.modeled)
+
+        def optimistic(mean, var):
+            return mean + kappa * signs[:mm] * np.sqrt(var) if kappa else mean
+
+        rows = [np.concatenate([optimistic(mean, var), computed], axis=1)]
+        continuous = np.concatenate([np.full(p.n_dims, not p.is_discrete) for p in self.space.params])
+        if continuous.any():
+            for j in range(mm):
+                # weights on the modeled means: y_std[j] * (z_j + augment * sum_{k != j} z_k), z_k = sign_k mean_k / y_std[k]
+                w = augment * signs[:mm] * gp.y_std[j] / gp.y_std
+                w[j] = signs[j]
+                starts = x[np.argsort(-(mean @ w), kind="stable")[:PAYOFF_STARTS]]
+                shape = starts.shape
+
+                def objective(flat, w=w):
+                    value, grad = 0.0, 0.0
+                    for k in np.flatnonzero(w):
+                        v, g = gp.mean_and_grad(int(k), flat.reshape(shape))
+                        value, grad = value + w[k] * float(np.sum(v)), grad + w[k] * g
+                    return -value, (-grad * continuous).ravel()
+
+                bounds = [(0.0, 1.0) if c else (float(v), float(v)) for row in starts for v, c in zip(row, continuous)]
+                res = scipy.optimize.minimize(objective, starts.ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
+                                              options={"maxiter": PAYOFF_MAXITER})
+                params = [self.space.decode(r) for r in res.x.reshape(shape)]
+                params = [p for p in params if self.space.is_feasible(p)]
+                if params:
+                    rows.append(np.concatenate([optimistic(*gp.posterior(self.space.encode_many(params))),
+                                                self._computed_many(params)], axis=1))
+        return np.concatenate(rows) * signs
+
+    def _computed_many(self, params_list: Sequence[Params]) -> np.ndarray:
+        return np.array([self._computed_values(p) for p in params_list]).reshape(len(params_list), len(self.computed))
 
     def _computed_u(self, fitted: dict, params_list: Sequence[Params]) -> np.ndarray:
         mc = len(self.computed)

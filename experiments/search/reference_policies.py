@@ -4,7 +4,7 @@ Each run: qLogNEHVI, 50 evaluations, objectives without reference points (the se
 infers them every round with the given policy and margin); the final hypervolume is
 measured against the problem's standard reference point. The policy is selected on
 seeds 0-4 (highest mean of the per-problem fraction of the maximum hypervolume, every
-problem weighted equally); fresh seeds 10-14 give the reported figures.
+problem weighted equally); seeds 10-14 and fresh seeds 20-24 give the reported figures.
 
     python experiments/search/reference_policies.py run --policies front:0.1 observed:0.1 \
         --seeds 0 1 2 3 4 --jsonl experiments/search/reference_policies.jsonl
@@ -61,14 +61,20 @@ def load(paths) -> list[dict]:
     return rows
 
 
+def seed_set(seed: int) -> str:
+    """The block of 10 seeds a run belongs to, named by its first five: 0-4 (selection), 10-14, 20-24 (reports)."""
+    first = seed // 10 * 10
+    return f"{first}-{first + 4}"
+
+
 def table(rows: list[dict]) -> str:
-    seed_sets = sorted({("0-4" if r["seed"] < 10 else "10-14") for r in rows})
+    seed_sets = sorted({seed_set(r["seed"]) for r in rows}, key=lambda s: int(s.split("-")[0]))
     lines = ["| policy | seeds | " + " | ".join(PROBLEMS) + " | mean fraction of max HV | worst optimizer s |",
              "|---|---|" + "---|" * len(PROBLEMS) + "---|---|"]
     for policy, margin in sorted({(r["policy"], r["margin"]) for r in rows}):
         for seeds in seed_sets:
             sel = [r for r in rows if (r["policy"], r["margin"]) == (policy, margin)
-                   and ("0-4" if r["seed"] < 10 else "10-14") == seeds]
+                   and seed_set(r["seed"]) == seeds]
             if not sel:
                 continue
             cells, fractions = [], []
@@ -95,10 +101,12 @@ def write_benchmarks(text: str, paths) -> None:
                f"{rel[0]}` then `python experiments/search/reference_policies.py table {' '.join(rel)} --write`\n\n"
                f"{machine_line()}\n\nqLogNEHVI, 50 evaluations, no `ref` on any objective; HV w.r.t. each problem's "
                f"standard reference point, mean ± sample std (ddof 1) over the seeds. Selection rule, fixed before "
-               f"the runs: highest mean fraction of the maximum HV over the three problems on seeds 0-4; the "
-               f"selected policy ({DEFAULT_POLICY}, margin {DEFAULT_MARGIN:g}, now the default) is reported on fresh "
-               f"seeds 10-14. 'worst optimizer s' is wall time on a shared, heavily loaded 2-core machine (load "
-               f"15-23), not CPU time. Raw rows: {', '.join(f'`{r}`' for r in rel)}.\n\n{text}\n")
+               f"the runs of each round: highest mean fraction of the maximum HV over the three problems on seeds "
+               f"0-4; the winner of a round is reported on seeds 10-14 and on fresh seeds 20-24 (candidates, rounds "
+               f"and diagnostics: experiments/search/README.md). Default policy: {DEFAULT_POLICY}, margin "
+               f"{DEFAULT_MARGIN:g}. 'worst optimizer s' is the wall time of the proposals on a shared 2-core machine "
+               f"(the first round's rows under a load of 15-29, the later ones with the run pinned to one core), not "
+               f"CPU time. Raw rows: {', '.join(f'`{r}`' for r in rel)}.\n\n{text}\n")
     write_section("search_reference", section)
 
 
