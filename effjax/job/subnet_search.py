@@ -131,8 +131,6 @@ def subnet_from_params(params: Mapping[str, Any], tasks) -> SubnetConfig:
 
 def knob_menus(config) -> dict[str, list]:
     """The searched menus beyond widths and bits: the supernet's keep ratios and top-k (those it was trained on)."""
-    if config.model.name != "super_vit":
-        return {}
     slim = config.get("slim", None) or {}
     menus = {"attention_keep_ratio": sorted(float(r) for r in slim.get("keep_ratios", (1.0,))),
              "moe_top_k": sorted(int(k) for k in slim.get("top_ks", ()))}

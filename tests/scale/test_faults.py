@@ -7,6 +7,7 @@ import subprocess
 
 import jax
 import numpy as np
+import pytest
 
 from effjax.train.checkpoint import Checkpointer
 from effjax.train.trainer import train_and_evaluate
@@ -25,6 +26,7 @@ def _params_of(workdir):
     return step, params
 
 
+@pytest.mark.slow  # 4 training subprocesses (150 s); the default suite keeps the SIGTERM and resume tests
 def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     workdir = str(tmp_path / "killed")
     rng = random.Random(1234)
