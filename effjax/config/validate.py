@@ -13,7 +13,8 @@ import tempfile
 
 from effjax.data.registry import DATASET_NAMES
 from effjax.data.specs import SPLITS, Dataset
-from effjax.models.registry import DTYPES, model_entry
+from effjax.models.registry import model_entry
+from effjax.models.vit import DTYPES
 
 
 class ConfigError(ValueError):

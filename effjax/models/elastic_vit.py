@@ -65,8 +65,8 @@ from effjax.models import moe, token_pruning
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, SlimDense, SlimLayerNorm, SlimMlp, constrain,
                                   einsum, injected_dot_general, resolve_dot_general)
-from effjax.models.vit import (MultiTaskFields, check_decoder_blocks, check_image_head, head_input, patchify,
-                               pool_hidden, unpatchify, vit_fields)
+from effjax.models.vit import (MultiTaskFields, check_decoder_blocks, check_image_head, config_reader, head_input,
+                               patchify, pool_hidden, unpatchify, vit_fields)
 from effjax.subnet import (SubnetConfig, decoder_width, encoder_widths, kept_token_count, moe_block_indices,
                            predictor_rank)
 
@@ -559,7 +559,7 @@ def elastic_fields(model_config, model_class: type = None) -> dict:
     the config's value, else the field's default (`effjax/config/base.py`); the builder and the cost model
     (`effjax.compress.cost_elastic`) both read the fields through here, so they cannot disagree.
     """
-    read = model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
+    read = config_reader(model_config)
     out = {}
     for f in dataclasses.fields(model_class or ElasticViT):
         if f.name in _NOT_CONFIG:

@@ -32,7 +32,7 @@ from effjax.config.base import base_config
 from effjax.models.elastic_vit import Attention, Block, Embedding, TaskHead
 from effjax.models.layers import DotGeneralProvider, LayerNorm, constrain
 from effjax.models.moe import DISPATCH_METHODS, MoeMlp
-from effjax.models.vit import MultiTaskFields, vit_fields
+from effjax.models.vit import MultiTaskFields, config_reader, vit_fields
 from effjax.subnet import SubnetConfig, moe_block_indices
 
 TASK_ROUTING = ("per_task", "shared")
@@ -170,7 +170,7 @@ _SHARED = tuple(f.name for f in dataclasses.fields(MultiTaskFields)) + ("parent"
 def moe_fields(model_config) -> dict:
     """Every MoeMultiTaskViT field `config.model` may set: the config's value, else the field's default
     (`effjax/config/base.py`); the builder and the cost model (`effjax.compress.cost_elastic`) read them here."""
-    read = model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
+    read = config_reader(model_config)
     out = {f.name: read(f.name, f.default) for f in dataclasses.fields(MoeMultiTaskViT) if f.name not in _SHARED}
     groups = out["router_groups"]
     out["router_groups"] = None if not groups else tuple(tuple(int(e) for e in g) for g in groups)

@@ -19,7 +19,7 @@ import sys
 from typing import Callable, Optional
 
 from effjax.models import elastic_vit, moe_vit
-from effjax.models.vit import DTYPES, vit_fields  # noqa: F401  (re-exported for the builders' callers)
+from effjax.models.vit import config_reader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,6 @@ _BUILTIN = {
     "sparse_vit": ModelEntry(elastic_vit.build),  # Sparsifiner with token pruning (configs/sparsifiner_*.py)
     "super_vit": ModelEntry(elastic_vit.build),  # widths, Sparsifiner, MoE and QAT bits (configs/supernet.py)
 }
-MODEL_NAMES = tuple(_BUILTIN)  # the built-in presets
 _REGISTERED: dict[str, ModelEntry] = {}
 
 
@@ -64,8 +63,7 @@ def register_model(name: str, builder: Callable, cost_layers: Optional[Callable]
 
 def import_model_module(model_config) -> None:
     """Imports `config.model.module` (where a model of your own registers itself), if the config names one."""
-    read = model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
-    module = str(read("module", "") or "")
+    module = str(config_reader(model_config)("module", "") or "")
     if not module:
         return
     try:

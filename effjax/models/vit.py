@@ -21,6 +21,11 @@ from effjax.models.layers import DotGeneralProvider
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def config_reader(model_config):
+    """`read(key, default)` of a `config.model` given as a ConfigDict (or dict) or as an object with attributes."""
+    return model_config.get if hasattr(model_config, "get") else (lambda k, d: getattr(model_config, k, d))
+
+
 def vit_fields(model_config, tasks, dot_general_provider=None) -> dict:
     """The constructor fields every multi-task ViT family shares, from `config.model`."""
     return dict(tasks=tuple(tasks), patch_size=model_config.patch_size, hidden_dim=model_config.hidden_dim,

@@ -2,14 +2,12 @@
 
 import os
 
-import jax
 import pytest
 
 from effjax.job import run as pipeline
 from effjax.job import subnet_search as ss
 from effjax.config.load import load_config
-from effjax.train.trainer import build, init_state
-from tests.foundation.helpers import REPO
+from tests.foundation.helpers import REPO, untrained_evaluator
 
 # widths, sparse attention, MoE top-1 and int4 body / int8 first-last layers: every path of the export
 SUBNET = {"encoder_width": 0.5, "decoder_width_digit": 0.5, "decoder_width_parity": 0.25, "decoder_width_ge5": 1.0,
@@ -20,9 +18,7 @@ SUBNET = {"encoder_width": 0.5, "decoder_width_digit": 0.5, "decoder_width_parit
 def evaluator():
     config = load_config(os.path.join(REPO, "configs", "pipeline.py") + ":digits,tiny")
     config.log.progress_bar = False
-    setup = build(config, jax.devices()[:1])
-    state = init_state(setup, jax.random.PRNGKey(0))
-    return ss.SubnetEvaluator(setup, state.params, {})
+    return untrained_evaluator(config)
 
 
 @pytest.fixture(scope="session")

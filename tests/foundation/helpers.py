@@ -12,3 +12,15 @@ def tiny(name: str = "quickstart"):
     c.log.progress_bar = False
     c.checkpoint.async_save = False
     return c
+
+
+def untrained_evaluator(config):
+    """The main job's `SubnetEvaluator` over a randomly initialized supernet of `config` (one device): enough
+    for everything that does not depend on trained weights (costs, limits, export shapes and equality)."""
+    import jax
+
+    from effjax.job import subnet_search as ss
+    from effjax.train.trainer import build, init_state
+
+    setup = build(config, jax.devices()[:1])
+    return ss.SubnetEvaluator(setup, init_state(setup, jax.random.PRNGKey(0)).params, {})

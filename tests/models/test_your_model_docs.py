@@ -24,9 +24,7 @@ from effjax.job import subnet_search as ss
 from effjax.models import build_model, model_names, register_model
 from effjax.models.elastic_vit import ElasticViT, build
 from effjax.subnet import SubnetConfig
-from effjax.train.trainer import build as build_setup
-from effjax.train.trainer import init_state
-from tests.foundation.helpers import REPO
+from tests.foundation.helpers import REPO, untrained_evaluator
 
 DOC = os.path.join(REPO, "docs", "your_model.md")
 SLIM = {"encoder_width": 0.5, "decoder_width_digit": 0.5, "decoder_width_parity": 0.25, "decoder_width_ge5": 1.0,
@@ -63,10 +61,7 @@ def _config(package, arg="digits,tiny"):
 
 @pytest.fixture(scope="module")
 def evaluator(user_package):
-    config = _config(user_package)
-    setup = build_setup(config, jax.devices()[:1])
-    state = init_state(setup, jax.random.PRNGKey(0))
-    return ss.SubnetEvaluator(setup, state.params, {})
+    return untrained_evaluator(_config(user_package))
 
 
 def test_both_examples_are_found():

@@ -2,14 +2,12 @@
 
 import os
 
-import jax
 import pytest
 
 from effjax.config.load import load_config
 from effjax.job import subnet_search as ss
 from effjax.job.subnet_search import cost_limits
-from effjax.train.trainer import build, init_state
-from tests.foundation.helpers import REPO
+from tests.foundation.helpers import REPO, untrained_evaluator
 
 
 def test_every_evaluated_point_is_within_the_flops_limit(tmp_path):
@@ -18,8 +16,7 @@ def test_every_evaluated_point_is_within_the_flops_limit(tmp_path):
     config = load_config(os.path.join(REPO, "configs", "pipeline.py") + ":digits,tiny")
     config.log.progress_bar = False
     config.search.max_flops = 1.5e5
-    setup = build(config, jax.devices()[:1])
-    evaluator = ss.SubnetEvaluator(setup, init_state(setup, jax.random.PRNGKey(0)).params, {})
+    evaluator = untrained_evaluator(config)
     result = ss.run_search(evaluator, config.search, str(tmp_path), seed=config.seed)
     points = ss.pareto_points(evaluator, result)
     assert len(points) == config.search.budget
