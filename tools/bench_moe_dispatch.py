@@ -45,7 +45,7 @@ def _layer_fn(method, capacity):
     def loss(x, router, w):
         return jnp.sum(forward(x, router, w) ** 2)
 
-    return jax.jit(jax.value_and_grad(loss, argnums=(1, 2)))
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))  # the input gradient too, as inside a network
 
 
 def measure(case, repeats):
@@ -79,7 +79,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     lines = ["## MoE dispatch (tools/bench_moe_dispatch.py)", "", machine_line(), "",
-             "Forward + backward of one MoE layer (top-2 routing, router included); median of "
+             "Forward + backward (gradients of the input, router and experts) of one MoE layer (top-2 routing); median of "
              f"{args.repeats} interleaved runs; GFLOP from XLA's cost analysis of the compiled program. "
              "`einsum` and `gather` use capacity factor 1.25 (tokens may drop); `ragged`, `sorted` and `dense` are "
              f"dropless. `sorted` pads each expert's tokens to tiles of {moe.SORTED_TILE_ROWS} rows. "

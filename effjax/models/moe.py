@@ -268,6 +268,7 @@ class SortedLayout(NamedTuple):
 
     row: jax.Array  # [G, S, K] int32 buffer row of each choice; `rows` (one past the end) when invalid
     row_token: jax.Array  # [rows] int32 flat token (g * S + s) filling each row; G * S for padding rows
+    row_choice: jax.Array  # [rows + 1] int32 flat choice (g * S * K + s * K + k) in each row; G * S * K if none
     tile_expert: jax.Array  # [rows // tile] int32 expert whose weights each tile multiplies
     tile: int  # rows per tile
 
@@ -291,11 +292,40 @@ def sorted_layout(routing: Routing, num_experts: int, tile: int = SORTED_TILE_RO
     padded_end = jnp.cumsum(-(-counts // tile) * tile)
     start = padded_end - -(-counts // tile) * tile
     row = jnp.where(routing.valid.reshape(-1), start[routing.expert_index.reshape(-1)] + rank, rows)
-    token = jnp.arange(assignments, dtype=jnp.int32) // k
-    row_token = jnp.full((rows,), g * s, jnp.int32).at[row].set(token, mode="drop")
+    row_choice = jnp.full((rows,), assignments, jnp.int32).at[row].set(
+        jnp.arange(assignments, dtype=jnp.int32), mode="drop")  # invalid choices (row == rows) dropped
+    row_token = jnp.minimum(row_choice // k, g * s)
+    row_choice = jnp.concatenate([row_choice, jnp.full((1,), assignments, jnp.int32)])
     tile_expert = jnp.searchsorted(padded_end, jnp.arange(num_tiles, dtype=padded_end.dtype) * tile, side="right")
     tile_expert = jnp.minimum(tile_expert, num_experts - 1).astype(jnp.int32)  # tiles past the last segment are empty
-    return SortedLayout(row.reshape(g, s, k).astype(jnp.int32), row_token, tile_expert, tile)
+    return SortedLayout(row.reshape(g, s, k).astype(jnp.int32), row_token, row_choice, tile_expert, tile)
+
+
+@jax.custom_vjp
+def gather_rows(table: jax.Array, index: jax.Array, inverse: jax.Array) -> jax.Array:
+    """`table[index]` for a one-to-many row map whose inverse is known, with a gather as its gradient.
+
+    `inverse[r]` lists the flat positions of `index` that read row r (padded with
+    `index.size`, which reads zero); the gradient of row r is the sum of those positions'
+    gradients. This replaces the scatter-add of the plain gather's gradient, which XLA runs
+    serially on CPU, by a gather that it runs in parallel. Every position of `index` must be
+    listed in `inverse` exactly once.
+    """
+    return table[index]
+
+
+def _gather_rows_forward(table, index, inverse):
+    return table[index], (index, inverse)
+
+
+def _gather_rows_backward(residuals, grad):
+    index, inverse = residuals
+    d = grad.shape[-1]
+    flat = jnp.concatenate([grad.reshape(-1, d), jnp.zeros((1, d), grad.dtype)], axis=0)
+    return flat[inverse].sum(axis=1), None, None
+
+
+gather_rows.defvjp(_gather_rows_forward, _gather_rows_backward)
 
 
 def moe_sorted_path(x, routing: Routing, w: ExpertWeights, dot_generals=(lax.dot_general, lax.dot_general),
@@ -311,16 +341,19 @@ def moe_sorted_path(x, routing: Routing, w: ExpertWeights, dot_generals=(lax.dot
     dtype = x.dtype
     layout = sorted_layout(routing, num_experts, tile)
     num_tiles = layout.tile_expert.shape[0]
+    rows = num_tiles * layout.tile
+    choice_rows = layout.row.reshape(g * s, -1)
+    token_rows = jnp.concatenate([choice_rows, jnp.full((1, choice_rows.shape[1]), rows, jnp.int32)], axis=0)
     x_padded = jnp.concatenate([x.reshape(g * s, d), jnp.zeros((1, d), dtype)], axis=0)
-    buffers = x_padded[layout.row_token].reshape(num_tiles, layout.tile, d)
+    buffers = gather_rows(x_padded, layout.row_token, token_rows).reshape(num_tiles, layout.tile, d)
     dot_in, dot_out = dot_generals
     e = layout.tile_expert
     h = dot_in(buffers, w.wi.astype(dtype)[e], (((2,), (1,)), ((0,), (0,))), precision=None)  # [T, tile, m]
     h = nn.gelu(h + w.bi.astype(dtype)[e][:, None, :])
     out = dot_out(h, w.wo.astype(dtype)[e], (((2,), (1,)), ((0,), (0,))), precision=None)  # [T, tile, d]
     out = out + w.bo.astype(dtype)[e][:, None, :]
-    flat = jnp.concatenate([out.reshape(num_tiles * layout.tile, d), jnp.zeros((1, d), dtype)], axis=0)
-    chosen = flat[layout.row.reshape(g * s, -1)]  # [G*S, K, d]; invalid choices read the zero row
+    flat = jnp.concatenate([out.reshape(rows, d), jnp.zeros((1, d), dtype)], axis=0)
+    chosen = gather_rows(flat, choice_rows, layout.row_choice[:, None])  # [G*S, K, d]; invalid: the zero row
     y = jnp.einsum("tkd,tk->td", chosen, routing.gate.reshape(g * s, -1).astype(dtype))
     return y.reshape(g, s, d)
 

@@ -130,7 +130,8 @@ def test_sorted_layout_groups_every_valid_choice_by_expert_in_whole_tiles():
     r = top_p(logits, 0.7)  # a varying number of valid choices per token
     tile = 4
     layout = jax.jit(moe.sorted_layout, static_argnums=(1, 2))(r, 6, tile)
-    row, row_token, tile_expert = (np.asarray(a) for a in layout[:3])
+    row, row_token, row_choice, tile_expert = (np.asarray(a) for a in
+                                               (layout.row, layout.row_token, layout.row_choice, layout.tile_expert))
     experts, valid = np.asarray(r.expert_index), np.asarray(r.valid)
     rows = row_token.shape[0]
     assert rows % tile == 0 and rows // tile == -(-experts.size // tile) + 6 - 1
@@ -141,6 +142,8 @@ def test_sorted_layout_groups_every_valid_choice_by_expert_in_whole_tiles():
     tokens = np.broadcast_to(np.arange(30).reshape(3, 10, 1), experts.shape)
     np.testing.assert_array_equal(row_token[used], tokens[valid])
     assert np.all(row_token[np.setdiff1d(np.arange(rows), used)] == 30)  # padding rows read the zero token
+    np.testing.assert_array_equal(row_choice[used], np.flatnonzero(valid.reshape(-1)))  # the inverse of `row`
+    assert np.all(row_choice[np.setdiff1d(np.arange(rows + 1), used)] == experts.size)
     assert np.all(np.diff(tile_expert) >= 0)  # tiles in expert order
     # token-major order within an expert
     for e in range(6):
@@ -157,6 +160,31 @@ def test_sorted_path_gradients_match_the_dense_reference():
 
     def loss(path, x, w):
         r = moe.top_k_routing(jnp.einsum("gsd,de->gse", x, logits[0, :8]), 2)
+        return jnp.sum(path(x, r, w) ** 2)
+
+    ref = jax.jit(jax.grad(lambda x, w: loss(moe.moe_dense_path, x, w), argnums=(0, 1)))(x, w)
+    got = jax.jit(jax.grad(lambda x, w: loss(lambda *a: moe.moe_sorted_path(*a, tile=4), x, w), argnums=(0, 1)))(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
+def test_gather_rows_gradient_is_the_plain_gathers():
+    table = jax.random.normal(jax.random.PRNGKey(4), (6, 3))
+    index = jnp.array([[0, 2], [2, 4], [1, 3]])  # row 2 read twice, row 5 never
+    inverse = jnp.array([[0, 6], [4, 6], [1, 2], [5, 6], [3, 6], [6, 6]])  # flat positions reading each row; 6: none
+    weights = jax.random.normal(jax.random.PRNGKey(5), index.shape + (3,))
+    got = jax.grad(lambda t: jnp.sum(moe.gather_rows(t, index, inverse) * weights))(table)
+    want = jax.grad(lambda t: jnp.sum(t[index] * weights))(table)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+
+
+def test_sorted_path_gradients_match_the_dense_reference_under_top_p():
+    x = jax.random.normal(jax.random.PRNGKey(11), (2, 9, 8))
+    w = _weights()
+    router = _logits((8, 6), seed=7, scale=1.0)
+
+    def loss(path, x, w):
+        r = top_p(jnp.einsum("gsd,de->gse", x, router), 0.6)  # tokens with one, two or more valid choices
         return jnp.sum(path(x, r, w) ** 2)
 
     ref = jax.jit(jax.grad(lambda x, w: loss(moe.moe_dense_path, x, w), argnums=(0, 1)))(x, w)
