@@ -98,9 +98,38 @@ class ParamPlan:
     pvq: Optional[PVQSpec] = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ParamSlot:
+    """What `plan` needs of one parameter that no subnet changes: its path, logical axes, shape and role."""
+
+    path: str
+    names: tuple
+    shape: tuple[int, ...]
+    task: str | None  # the task whose head holds it
+    in_block: bool
+    group: str  # `layer_group`
+    kernel: bool  # quantized (`is_kernel`)
+
+
+def param_slots(boxed_abstract_params, tasks: Sequence[TaskSpec]) -> tuple[ParamSlot, ...]:
+    """The supernet's parameters in path order, read once; `plan_slots` prices any subnet from them."""
+    slots = []
+    for path, leaf in sorted(flax.traverse_util.flatten_dict(boxed_abstract_params, sep="/").items()):
+        shape = tuple(leaf.value.shape)
+        slots.append(ParamSlot(path, tuple(getattr(leaf, "names", (None,) * len(shape))), shape, _task_of(path, tasks),
+                               _in_block(path), layer_group(path), is_kernel(path, len(shape))))
+    return tuple(slots)
+
+
 def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfig,
          pvq: Optional[PVQSpec] = None) -> list[ParamPlan]:
-    """What each parameter contributes to the subnet: active prefix shape and storage bits.
+    """What each parameter contributes to the subnet: active prefix shape and storage bits (`plan_slots`)."""
+    return plan_slots(param_slots(boxed_abstract_params, tasks), model_config, tasks, subnet, pvq)
+
+
+def plan_slots(slots: Sequence[ParamSlot], model_config, tasks: Sequence[TaskSpec], subnet: SubnetConfig,
+               pvq: Optional[PVQSpec] = None) -> list[ParamPlan]:
+    """`plan` from the supernet's `param_slots`.
 
     With `pvq`, body kernels are PVQ-coded and the 'embed' / 'head' kernels take the
     subnet's `first_last_bits` (it must be set: the first and last layers stay integer)."""
@@ -111,25 +140,21 @@ def plan(boxed_abstract_params, model_config, tasks: Sequence[TaskSpec], subnet:
                                                            decoder_widths=subnet.decoder_widths))
     decoders = dict(widths.decoders)
     decoder_blocks = {task: (heads, mlp) for task, heads, mlp in widths.decoder_blocks}
-    flat = flax.traverse_util.flatten_dict(boxed_abstract_params, sep="/")
+    group_bits = {}
     plans = []
-    for path, leaf in sorted(flat.items()):
-        names = getattr(leaf, "names", (None,) * len(leaf.value.shape))
-        shape = tuple(leaf.value.shape)
-        task = _task_of(path, tasks)
+    for slot in slots:
         heads, mlp = widths.heads, widths.mlp
-        if task is not None and _in_block(path):  # a task decoder block: its heads and MLP follow the decoder width
-            heads, mlp = decoder_blocks[task]
-        sizes = {"embed": widths.hidden, "heads": heads * widths.head_dim, "mlp": mlp, "decoder": decoders.get(task)}
-        active = tuple(min(sizes.get(n) or dim, dim) for n, dim in zip(names, shape))
-        if pvq is not None and is_kernel(path, len(shape)):
-            first_last = layer_group(path) in ("embed", "head")
-            plans.append(ParamPlan(path, shape, active, subnet.first_last_bits) if first_last
-                         else ParamPlan(path, shape, active, PVQ_BITS, pvq))
+        if slot.task is not None and slot.in_block:  # a task decoder block: its heads and MLP follow the decoder width
+            heads, mlp = decoder_blocks[slot.task]
+        sizes = {"embed": widths.hidden, "heads": heads * widths.head_dim, "mlp": mlp, "decoder": decoders.get(slot.task)}
+        active = tuple(min(sizes.get(n) or dim, dim) for n, dim in zip(slot.names, slot.shape))
+        if pvq is not None and slot.kernel:
+            plans.append(ParamPlan(slot.path, slot.shape, active, subnet.first_last_bits)
+                         if slot.group in ("embed", "head") else ParamPlan(slot.path, slot.shape, active, PVQ_BITS, pvq))
             continue
-        weight_bits, _ = subnet.bits_for(layer_group(path))
-        bits = weight_bits if is_kernel(path, len(shape)) else 32
-        plans.append(ParamPlan(path, shape, active, bits))
+        if slot.group not in group_bits:
+            group_bits[slot.group] = subnet.bits_for(slot.group)[0]
+        plans.append(ParamPlan(slot.path, slot.shape, active, group_bits[slot.group] if slot.kernel else 32))
     return plans
 
 

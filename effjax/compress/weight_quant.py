@@ -9,6 +9,8 @@ written, so the bits objective of the search equals the size of the export.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from effjax.quant import rtn
@@ -35,7 +37,7 @@ def dequantize_kernel(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def payload_bits(shape: tuple[int, ...], bits: int) -> int:
     """Bits written for one array: codes plus per-column scales, or float32 values."""
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     if bits >= 32:
         return 32 * size
     return bits * size + SCALE_BITS * (size // shape[-2])

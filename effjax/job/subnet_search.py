@@ -174,6 +174,9 @@ class SubnetEvaluator:
         self.boxed = jax.eval_shape(lambda: self.setup.model.init(
             jax.random.PRNGKey(0), np.zeros((1,) + self.setup.dataset.image_shape, np.float32))["params"])
         self.host_params = jax.tree.map(np.asarray, jax.device_get(self.params))
+        self.param_slots = export_lib.param_slots(self.boxed, self.tasks)
+        self._layers: dict[SubnetConfig, list] = {}  # cost layers per subnet shape
+        self._bits: dict[tuple, int] = {}  # export bits per (widths and bits, PVQ spec)
         self._eval_steps: dict[Any, Callable] = {}  # encoder width (traced knobs) or SubnetConfig -> jitted step
         self.pvq_settings = pvq_menu(self.setup.config)
         self.pvq_cache: dict = {}  # PVQ codes of active kernel slices, shared by evaluation and export
@@ -188,13 +191,22 @@ class SubnetEvaluator:
         return subnet_from_params(params, self.tasks), pvq_of(params, self.pvq_settings)
 
     def plan(self, subnet: SubnetConfig, pvq: PVQSpec | None = None):
-        return export_lib.plan(self.boxed, self.setup.config.model, self.tasks, subnet, pvq)
+        return export_lib.plan_slots(self.param_slots, self.setup.config.model, self.tasks, subnet, pvq)
 
     def cost(self, subnet: SubnetConfig, pvq: PVQSpec | None = None) -> dict[str, float]:
-        layers = model_layers(self.setup.config.model, self.setup.dataset.image_shape, self.tasks, subnet.without_bits())
+        """FLOPs, parameters, BOPs and export bits of a subnet. The layers are shared by every bit setting of a
+        shape, the bits by every keep ratio and top-k of a width and bit setting (the search prices thousands)."""
+        shape = subnet.without_bits()
+        if shape not in self._layers:
+            self._layers[shape] = model_layers(self.setup.config.model, self.setup.dataset.image_shape, self.tasks, shape)
+        layers = self._layers[shape]
         c = total_cost(layers, dataclasses.replace(subnet, activation_bits=None))
         bops = c.bops if pvq is None else _decoded_float_bops(layers, subnet.first_last_bits)
-        return {"flops": c.flops, "params": c.params, "bits": export_lib.total_bits(self.plan(subnet, pvq)), "bops": bops}
+        storage = (dataclasses.replace(subnet, attention_keep_ratio=1.0, token_keep_ratio=1.0, moe_top_k=0,
+                                       moe_top_p=0.0), pvq)
+        if storage not in self._bits:
+            self._bits[storage] = export_lib.total_bits(self.plan(*storage))
+        return {"flops": c.flops, "params": c.params, "bits": self._bits[storage], "bops": bops}
 
     def metrics(self, subnet: SubnetConfig, split: str, pvq: PVQSpec | None = None) -> dict[str, float]:
         params = export_lib.quantized_params(self.host_params, self.plan(subnet, pvq), self.pvq_cache)

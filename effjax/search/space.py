@@ -127,8 +127,8 @@ class _Indexed:
         return self.encode_index(self.index(value))
 
     def decode_index(self, x: np.ndarray) -> int:
-        n = len(self.values)
-        return int(np.clip(np.rint(float(x[0]) * (n - 1)), 0, n - 1))
+        top = len(self.values) - 1
+        return int(round(min(max(float(x[0]) * top, 0.0), float(top))))  # half to even, as np.rint
 
     def decode(self, x: np.ndarray) -> Any:
         return self.values[self.decode_index(x)]
