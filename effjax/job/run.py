@@ -10,6 +10,7 @@ exports any other).
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 
@@ -41,16 +42,21 @@ def run_main_job(config, workdir: str, devices=None) -> dict:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
+    start = time.perf_counter()
     result = train_and_evaluate(config, workdir, devices)
     summary = _summary(result, workdir)
+    summary["wall_seconds"] = {"train": time.perf_counter() - start}
     if "search" in config and not result.interrupted:
-        summary.update(search_and_export(config, workdir, result, devices))
+        summary.update(search_and_export(config, workdir, result, devices, summary["wall_seconds"]))
+    summary["wall_seconds"]["job"] = time.perf_counter() - start
     if jax.process_index() == 0:
         json_safe.dump(summary, os.path.join(workdir, "summary.json"))
     return summary
 
 
-def search_and_export(config, workdir: str, result, devices=None) -> dict:
+def search_and_export(config, workdir: str, result, devices=None, wall_seconds: dict | None = None) -> dict:
+    """Search the trained supernet, write the front's files and export the budget picks. `wall_seconds`, when
+    given, receives the search's wall time (zero-shot evaluations of the searched points and the optimizer)."""
     from effjax.job import report as report_lib
     from effjax.job import subnet_search as ss
     from effjax.train.metrics import MetricWriter, eval_tags, train_hparams
@@ -58,7 +64,10 @@ def search_and_export(config, workdir: str, result, devices=None) -> dict:
     workdir = os.path.abspath(workdir)  # every path in summary.json and report.md derives from it
     setup = build(config, devices)
     evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights))
+    start = time.perf_counter()
     search_result = ss.run_search(evaluator, config.search, workdir, seed=config.seed)
+    if wall_seconds is not None:
+        wall_seconds["search"] = time.perf_counter() - start
     points = ss.pareto_points(evaluator, search_result)
     full = ss.full_point(evaluator, config)
     outputs = {}

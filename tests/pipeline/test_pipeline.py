@@ -39,6 +39,9 @@ def test_summary_paths_are_absolute_and_report_paths_relative_to_the_workdir(pip
     paths += list(written["exports"].values())
     for path in paths:
         assert os.path.isabs(path) and os.path.exists(path), path
+    wall = written["wall_seconds"]  # the phases a user times: training (with its evaluation), the search, the job
+    assert set(wall) == {"train", "search", "job"}
+    assert 0 < wall["search"] < wall["job"] - wall["train"] and 0 < wall["train"] < wall["job"]
     with open(os.path.join(workdir, "report.md")) as f:
         report = f.read()
     exports = re.findall(r"`(export/point_\d+)`", report)
