@@ -59,3 +59,29 @@ def test_missing_workdir_is_one_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.argv", ["front_quality", f"--workdir={tmp_path}"])
     assert fq.main() == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+def test_reference_sample_is_a_prefix_of_one_permutation():
+    feasible = list(SPACE.iter_all())
+    small, large, every = (fq.reference_sample(feasible, n, 7) for n in (10, 30, 1000))
+    assert large[:10] == small and len(every) == len(feasible)
+    assert sorted(SPACE.key(p) for p in every) == sorted(SPACE.key(p) for p in feasible)
+
+
+def test_sample_seconds_stops_the_sample_and_report_reprints_the_table(tmp_path, capsys, monkeypatch):
+    score = fq.CachedScores(score_fn, SPACE, None)
+    full = {"w1": 1.0, "w2": 1.0, "weight_bits": 32}
+    results = fq.compare(score, cost_fn, SPACE, (0.0, *cost_fn(full)), budget=6, seeds=[0], n_reference=40,
+                         initial_params=[full], sample_seconds=0.0)
+    assert results["sample_stopped"] and results["n_reference_sample"] == 0
+    assert results["n_reference_requested"] == 40 and results["n_new_evaluations"] == results["n_evaluated"]
+    assert results["seconds_per_new_evaluation"] >= 0 and all(r["seconds"] >= 0 for r in results["runs"])
+    assert "stopped by --sample_seconds after 0 of 40" in fq.table(results)
+    (tmp_path / "front_quality").mkdir()
+    (tmp_path / "front_quality" / "results.json").write_text(json.dumps(results, default=str))
+    monkeypatch.setattr("sys.argv", ["front_quality", f"--workdir={tmp_path}", "--report"])
+    assert fq.main() == 0
+    assert capsys.readouterr().out.strip() == fq.table(results)
+    monkeypatch.setattr("sys.argv", ["front_quality", f"--workdir={tmp_path / 'none'}", "--report"])
+    assert fq.main() == 2
+    assert "results.json not found" in capsys.readouterr().err
