@@ -3,6 +3,7 @@
     python -m tools.front_quality --workdir=<main job workdir> [--n_reference=1000] [--seeds=5]
         [--sample_seconds=S]
     python -m tools.front_quality --workdir=<main job workdir> --report   # re-print from results.json
+    python -m tools.front_quality --report=<path of a results.json>
 
 Takes the supernet that `python -m effjax.main` trained in `--workdir` and the search space
 its search uses (widths, bits, and the supernet's other knobs). A reference front comes
@@ -257,15 +258,22 @@ def run_on_workdir(workdir: str, n_reference: int, seeds: Sequence[int], sample_
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--workdir")
     parser.add_argument("--n_reference", type=int, default=1000, help="random sample size when the space is larger")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--sample_seconds", type=float, default=None,
                         help="stop scoring the reference sample after this many seconds (default: no limit)")
-    parser.add_argument("--report", action="store_true", help="print the table of <workdir>/front_quality/results.json")
+    parser.add_argument("--report", nargs="?", const="", default=None, metavar="RESULTS_JSON",
+                        help="only print the table of RESULTS_JSON (default <workdir>/front_quality/results.json)")
     args = parser.parse_args()
-    if args.report:
-        path = os.path.join(args.workdir, "front_quality", "results.json")
+    if args.report is None and not args.workdir:
+        print("front_quality: error: --workdir is required (except with --report=<results.json>)", file=sys.stderr)
+        return 2
+    if args.report is not None:
+        if not args.report and not args.workdir:
+            print("front_quality: error: --report needs a results.json path or --workdir", file=sys.stderr)
+            return 2
+        path = args.report or os.path.join(args.workdir, "front_quality", "results.json")
         if not os.path.exists(path):
             print(f"front_quality: error: {path} not found; run without --report first", file=sys.stderr)
             return 2

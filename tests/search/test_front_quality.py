@@ -82,6 +82,12 @@ def test_sample_seconds_stops_the_sample_and_report_reprints_the_table(tmp_path,
     monkeypatch.setattr("sys.argv", ["front_quality", f"--workdir={tmp_path}", "--report"])
     assert fq.main() == 0
     assert capsys.readouterr().out.strip() == fq.table(results)
+    monkeypatch.setattr("sys.argv", ["front_quality", f"--report={tmp_path / 'front_quality' / 'results.json'}"])
+    assert fq.main() == 0
+    assert capsys.readouterr().out.strip() == fq.table(results)
     monkeypatch.setattr("sys.argv", ["front_quality", f"--workdir={tmp_path / 'none'}", "--report"])
     assert fq.main() == 2
     assert "results.json not found" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["front_quality", "--report"])
+    assert fq.main() == 2
+    assert "needs a results.json path or --workdir" in capsys.readouterr().err
