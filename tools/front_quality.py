@@ -55,6 +55,7 @@ class CachedScores:
         self.scores: dict[tuple, float] = {}
         self.params: dict[tuple, dict] = {}
         self.n_new, self.seconds = 0, 0.0  # evaluations made by this process and their wall time
+        self.row_seconds: list[float] = []  # wall time of every cached evaluation that recorded one
         self.log_every = 0  # > 0: a progress line on stderr every that many new evaluations
         if path and os.path.exists(path):
             with open(path) as f:
@@ -68,13 +69,17 @@ class CachedScores:
                     except (ValueError, KeyError, TypeError) as e:
                         raise ValueError(f"{path}: row {i + 1} is not a cached score of this search space ({e})") from None
                     self.scores[space.key(params)], self.params[space.key(params)] = value, params
+                    if isinstance(row.get("seconds"), (int, float)):
+                        self.row_seconds.append(float(row["seconds"]))
 
     def __call__(self, params: dict) -> float:
         key = self.space.key(params)
         if key not in self.scores:
             start = time.perf_counter()
             value = float(self.score_fn(dict(params)))
-            self.seconds += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.seconds += seconds
+            self.row_seconds.append(seconds)
             self.n_new += 1
             if self.log_every and self.n_new % self.log_every == 0:
                 print(f"front_quality: {self.n_new} new evaluations, {self.seconds / self.n_new:.3f} s each, "
@@ -84,7 +89,7 @@ class CachedScores:
             self.scores[key], self.params[key] = value, dict(params)
             if self.path:
                 with open(self.path, "a") as f:
-                    f.write(json.dumps({"params": params, "score": value}) + "\n")
+                    f.write(json.dumps({"params": params, "score": value, "seconds": seconds}) + "\n")
         return self.scores[key]
 
 
@@ -149,9 +154,10 @@ def compare(score: CachedScores, cost_fn: Callable[[dict], tuple[float, float]],
                 configs = sobol_configs(space, budget, seed)
             else:
                 configs = random_configs(feasible, budget, seed)
-            hv = front_hypervolume([row(p) for p in configs], ref_point)
+            values = [row(p) for p in configs]
+            hv = front_hypervolume(values, ref_point)
             wall = time.perf_counter() - start
-            runs.append({"method": method, "seed": seed, "configs": configs, "hv": hv, "seconds": wall,
+            runs.append({"method": method, "seed": seed, "configs": configs, "values": values, "hv": hv, "seconds": wall,
                          "seconds_without_new_evaluations": wall - (score.seconds - eval_seconds)})
     start, n_sampled, stopped = time.perf_counter(), 0, False
     for p in sample:
@@ -164,13 +170,22 @@ def compare(score: CachedScores, cost_fn: Callable[[dict], tuple[float, float]],
     values = np.array([row(p) for p in every])
     front = non_dominated_mask(values * np.array([1.0, -1.0, -1.0]))
     reference_hv = front_hypervolume(values[front], ref_point)
+    # diagnostic: the same fractions with the score coordinate of the reference point raised to the worst
+    # evaluated score, so that the score axis weighs as much as the costs (with score 0, most of the HV is
+    # the box below the worst score, which any set of cheap points covers)
+    worst_ref = [float(values[:, 0].min()), *ref_point[1:]]
+    worst_hv = front_hypervolume(values[front], worst_ref)
     for r in runs:
         r["fraction"] = r["hv"] / reference_hv
+        r["fraction_worst_score_ref"] = front_hypervolume(r["values"], worst_ref) / worst_hv
     return {"runs": runs, "reference_hv": reference_hv, "n_evaluated": len(every), "n_feasible": len(feasible),
             "n_reference_sample": n_sampled, "n_reference_requested": min(n_reference, len(feasible)),
             "sample_stopped": stopped, "n_new_evaluations": score.n_new,
             "seconds_per_new_evaluation": score.seconds / score.n_new if score.n_new else None,
-            "ref_point": list(ref_point), "budget": budget,
+            "n_timed_evaluations": len(score.row_seconds),
+            "seconds_per_timed_evaluation": float(np.mean(score.row_seconds)) if score.row_seconds else None,
+            "ref_point": list(ref_point), "budget": budget, "ref_point_worst_score": worst_ref,
+            "reference_hv_worst_score": worst_hv,
             "reference_front": [{"params": p, "score": float(v[0]), "flops": float(v[1]), "bits": float(v[2])}
                                 for p, v, f in zip(every, values, front) if f]}
 
@@ -187,6 +202,9 @@ def table(results: dict) -> str:
     if results.get("seconds_per_new_evaluation") is not None:
         summary += (f" This process made {results['n_new_evaluations']} new evaluations, "
                     f"{results['seconds_per_new_evaluation']:.3f} s each (wall).")
+    if results.get("seconds_per_timed_evaluation") is not None:
+        summary += (f" Over the {results['n_timed_evaluations']} cached evaluations that recorded a time: "
+                    f"{results['seconds_per_timed_evaluation']:.3f} s each (wall).")
     lines = [summary, "",
              "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std fraction of the reference HV |",
              "|---|" + "---|" * len(seeds) + "---|"]
@@ -198,6 +216,16 @@ def table(results: dict) -> str:
         times = [r["seconds_without_new_evaluations"] for r in results["runs"] if r["method"] == "qLogNEHVI"]
         lines += ["", f"qLogNEHVI time per search without its new evaluations: {np.mean(times):.1f} s mean, "
                       f"{max(times):.1f} s max (wall)."]
+    if all("fraction_worst_score_ref" in r for r in results["runs"]):
+        lines += ["", "Diagnostic, not the target: fractions against (worst evaluated score, FLOPs, bits) = "
+                      f"{tuple(round(v, 6) for v in results['ref_point_worst_score'])}.", "",
+                  "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
+                  "|---|" + "---|" * len(seeds) + "---|"]
+        for method in METHODS:
+            fr = np.array([r["fraction_worst_score_ref"] for s in seeds for r in results["runs"]
+                           if r["method"] == method and r["seed"] == s])
+            std = fr.std(ddof=1) if len(fr) > 1 else float("nan")
+            lines.append(f"| {method} | " + " | ".join(f"{f:.4f}" for f in fr) + f" | {fr.mean():.4f} ± {std:.4f} |")
     bo = {r["seed"]: r["hv"] for r in results["runs"] if r["method"] == "qLogNEHVI"}
     ahead = all(bo[r["seed"]] > r["hv"] for r in results["runs"] if r["method"] != "qLogNEHVI")
     worst = min(r["fraction"] for r in results["runs"] if r["method"] == "qLogNEHVI")

@@ -29,15 +29,16 @@ def test_compare_scores_every_method_against_a_front_that_contains_them(tmp_path
     assert {(r["method"], r["seed"]) for r in results["runs"]} == {(m, s) for m in fq.METHODS for s in (0, 1)}
     assert all(len(r["configs"]) == 8 for r in results["runs"])
     assert all(0 < r["fraction"] <= 1 + 1e-12 for r in results["runs"])
+    assert all(0 <= r["fraction_worst_score_ref"] <= 1 + 1e-12 for r in results["runs"])
     assert len(calls) == len({SPACE.key(p) for p in calls}) == results["n_evaluated"]  # each config scored once
     # the exact front of all 48 configurations bounds the reference front from above
     values = np.array([[score_fn(p), *cost_fn(p)] for p in SPACE.iter_all()])
     assert results["reference_hv"] <= fq.front_hypervolume(values, results["ref_point"]) + 1e-12
-    assert "qLogNEHVI ahead of Sobol and random" in fq.table(results)
+    assert "qLogNEHVI ahead of Sobol and random" in fq.table(results) and "Diagnostic" in fq.table(results)
     # a second run reads the cache instead of evaluating again
     again = fq.CachedScores(lambda p: pytest.fail("re-evaluated a cached configuration"), SPACE,
                             str(tmp_path / "scores.jsonl"))
-    assert len(again.scores) == results["n_evaluated"]
+    assert len(again.scores) == results["n_evaluated"] == len(again.row_seconds)  # times are cached too
 
 
 def test_a_bad_cache_row_is_one_clear_error(tmp_path):
