@@ -29,15 +29,16 @@ def test_compare_scores_every_method_against_a_front_that_contains_them(tmp_path
     assert {(r["method"], r["seed"]) for r in results["runs"]} == {(m, s) for m in fq.METHODS for s in (0, 1)}
     assert all(len(r["configs"]) == 8 for r in results["runs"])
     assert all(0 < r["fraction"] <= 1 + 1e-12 for r in results["runs"])
+    assert all(0 <= r["fraction_worst_score_ref"] <= 1 + 1e-12 for r in results["runs"])
     assert len(calls) == len({SPACE.key(p) for p in calls}) == results["n_evaluated"]  # each config scored once
     # the exact front of all 48 configurations bounds the reference front from above
     values = np.array([[score_fn(p), *cost_fn(p)] for p in SPACE.iter_all()])
     assert results["reference_hv"] <= fq.front_hypervolume(values, results["ref_point"]) + 1e-12
-    assert "qLogNEHVI ahead of Sobol and random" in fq.table(results)
+    assert "qLogNEHVI ahead of Sobol and random" in fq.table(results) and "Diagnostic" in fq.table(results)
     # a second run reads the cache instead of evaluating again
     again = fq.CachedScores(lambda p: pytest.fail("re-evaluated a cached configuration"), SPACE,
                             str(tmp_path / "scores.jsonl"))
-    assert len(again.scores) == results["n_evaluated"]
+    assert len(again.scores) == results["n_evaluated"] == len(again.row_seconds)  # times are cached too
 
 
 def test_a_bad_cache_row_is_one_clear_error(tmp_path):
@@ -59,3 +60,35 @@ def test_missing_workdir_is_one_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.argv", ["front_quality", f"--workdir={tmp_path}"])
     assert fq.main() == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+def test_reference_sample_is_a_prefix_of_one_permutation():
+    feasible = list(SPACE.iter_all())
+    small, large, every = (fq.reference_sample(feasible, n, 7) for n in (10, 30, 1000))
+    assert large[:10] == small and len(every) == len(feasible)
+    assert sorted(SPACE.key(p) for p in every) == sorted(SPACE.key(p) for p in feasible)
+
+
+def test_sample_seconds_stops_the_sample_and_report_reprints_the_table(tmp_path, capsys, monkeypatch):
+    score = fq.CachedScores(score_fn, SPACE, None)
+    full = {"w1": 1.0, "w2": 1.0, "weight_bits": 32}
+    results = fq.compare(score, cost_fn, SPACE, (0.0, *cost_fn(full)), budget=6, seeds=[0], n_reference=40,
+                         initial_params=[full], sample_seconds=0.0)
+    assert results["sample_stopped"] and results["n_reference_sample"] == 0
+    assert results["n_reference_requested"] == 40 and results["n_new_evaluations"] == results["n_evaluated"]
+    assert results["seconds_per_new_evaluation"] >= 0 and all(r["seconds"] >= 0 for r in results["runs"])
+    assert "stopped by --sample_seconds after 0 of 40" in fq.table(results)
+    (tmp_path / "front_quality").mkdir()
+    (tmp_path / "front_quality" / "results.json").write_text(json.dumps(results, default=str))
+    monkeypatch.setattr("sys.argv", ["front_quality", f"--workdir={tmp_path}", "--report"])
+    assert fq.main() == 0
+    assert capsys.readouterr().out.strip() == fq.table(results)
+    monkeypatch.setattr("sys.argv", ["front_quality", f"--report={tmp_path / 'front_quality' / 'results.json'}"])
+    assert fq.main() == 0
+    assert capsys.readouterr().out.strip() == fq.table(results)
+    monkeypatch.setattr("sys.argv", ["front_quality", f"--workdir={tmp_path / 'none'}", "--report"])
+    assert fq.main() == 2
+    assert "results.json not found" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["front_quality", "--report"])
+    assert fq.main() == 2
+    assert "needs a results.json path or --workdir" in capsys.readouterr().err
