@@ -23,10 +23,12 @@ float kernels the export computes with) and the first/last layers at 8.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 from typing import Any, Callable, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -34,6 +36,7 @@ from effjax import search
 from effjax.compress import export as export_lib
 from effjax.compress.cost import total_cost
 from effjax.compress.cost_elastic import model_layers
+from effjax.data import pipeline
 from effjax.data.specs import TaskSpec
 from effjax.job import json_safe
 from effjax.models.elastic_vit import ElasticViT
@@ -225,15 +228,41 @@ class SubnetEvaluator:
         if any(w not in menu for w in decoder_widths):
             return self._static_eval_step(subnet.without_bits())
         if subnet.encoder_width not in self._eval_steps:
-            self._eval_steps[subnet.encoder_width] = jax.jit(
-                make_knob_eval_step(self.setup.model, self.tasks, subnet.encoder_width, menu, self._max_top_k()),
-                in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding)
-                + (mesh_lib.replicated(self.setup.mesh),) * 3)
+            self._eval_steps[subnet.encoder_width] = self._knob_step(subnet.encoder_width)
         step = self._eval_steps[subnet.encoder_width]
         knobs = (np.asarray([menu.index(w) for w in decoder_widths], np.int32),
                  np.float32(subnet.attention_keep_ratio),
                  np.int32(subnet.moe_top_k or self.setup.model.default_top_k))
         return lambda params, batch: step(params, batch, *knobs)
+
+    def _knob_step(self, encoder_width: float) -> Callable:
+        menu = tuple(sorted(float(w) for w in self.setup.model.width_menu))
+        return jax.jit(make_knob_eval_step(self.setup.model, self.tasks, encoder_width, menu, self._max_top_k()),
+                       in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding)
+                       + (mesh_lib.replicated(self.setup.mesh),) * 3)
+
+    def precompile(self, encoder_widths: Sequence[float]) -> None:
+        """Start compiling the evaluation program of each encoder width in worker threads, in the given order.
+
+        XLA compiles without holding the GIL, so the search evaluates and fits its model while the programs
+        of widths it has not reached yet compile beside it; `eval_step` waits for a program only when it
+        needs it. A no-op where programs are compiled per configuration."""
+        if not self.traced_knobs or not isinstance(self.setup.model, ElasticViT):
+            return
+        widths = [float(w) for w in encoder_widths if float(w) not in self._eval_steps]
+        if not widths:
+            return
+        bs = self.setup.config.eval.batch_size
+        local = next(iter(pipeline.eval_batches(self.setup.dataset, "val", bs)))
+        params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.float32), self.host_params)
+        knobs = (np.zeros(len(self.tasks), np.int32), np.float32(1.0), np.int32(self.setup.model.default_top_k))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(widths), os.cpu_count() or 1))
+        with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
+            batch = pipeline.to_global(local, self.setup.batch_sharding, bs)
+            for width in widths:
+                lowered = self._knob_step(width).lower(params, batch, *knobs)
+                self._eval_steps[width] = _Compiling(pool.submit(lowered.compile))
+        pool.shutdown(wait=False)
 
     def _max_top_k(self) -> int:
         """The supernet's most experts per token over the searched menu (0: a model without the knob)."""
@@ -248,6 +277,16 @@ class SubnetEvaluator:
                 step_lib.make_eval_step(self.setup.model, self.tasks, subnet),
                 in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding))
         return self._eval_steps[subnet]
+
+
+class _Compiling:
+    """A program compiling in a worker thread; calling it waits for the compiled executable."""
+
+    def __init__(self, future: concurrent.futures.Future):
+        self.future = future
+
+    def __call__(self, *args):
+        return self.future.result()(*args)
 
 
 def make_knob_eval_step(model, tasks: Sequence[TaskSpec], encoder_width: float, menu: Sequence[float],
@@ -326,6 +365,7 @@ def run_search(evaluator: SubnetEvaluator, search_config, workdir: str, seed: in
     # score-maximizing corner anchors the front's accurate end, which a budget of a few dozen
     # evaluations in thousands of configurations may otherwise never reach
     bits = sorted(int(b) for b in search_config.bits)
+    evaluator.precompile(sorted(evaluator.setup.config.model.width_menu, reverse=True))  # the corners are at width 1
     corners = [dict(full_params(evaluator.setup.config, tasks), weight_bits=b) for b in dict.fromkeys((bits[-1], bits[0]))]
     corners = [p for p in corners if space.is_feasible(space.validate(p))]
     return search.optimize(fn, space, objectives, budget=int(search_config.budget), seed=seed,
