@@ -36,17 +36,26 @@ def _argsort_mask(scores, count):
     return rank < count
 
 
+@jax.jit
+def _both_masks(scores, counts):
+    """(top_count_mask, argsort ranking) for every input and count, in one compiled call."""
+    x = jnp.broadcast_to(scores[:, None], scores.shape[:1] + counts.shape + scores.shape[1:])
+    c = counts.reshape((1, -1) + (1,) * (scores.ndim - 1))
+    return top_count_mask(x, c), _argsort_mask(x, c)
+
+
 def test_top_count_mask_matches_stable_argsort_ranking():
     scores = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 8, 33))
-    tied = jnp.round(scores * 2) / 2  # many ties: the lower key index goes first
-    for x in (scores, tied, jnp.zeros_like(scores), -jnp.abs(scores)):
-        for count in (1, 5, 9, 33):
-            assert (np.asarray(top_count_mask(x, count)) == np.asarray(_argsort_mask(x, count))).all()
+    tied = jnp.round(scores * 2) / 2  # many ties (and -0.0 next to 0.0): the lower key index goes first
+    ours, reference = _both_masks(jnp.stack([scores, tied, jnp.zeros_like(scores), -jnp.abs(scores)]),
+                                  jnp.array([1, 5, 9, 33]))
+    assert (np.asarray(ours) == np.asarray(reference)).all()
 
 
 def test_kept_key_mask_with_traced_keep_ratio():
     scores = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 16, 17))
-    masks = jax.jit(jax.vmap(lambda r: kept_key_mask(scores, r)))(jnp.array([0.25, 0.5, 1.0]))
-    for mask, count in zip(np.asarray(masks), (5, 9, 17)):
+    masks = np.asarray(jax.jit(jax.vmap(lambda r: kept_key_mask(scores, r)))(jnp.array([0.25, 0.5, 1.0])))
+    top5 = np.argsort(-np.asarray(scores), axis=-1, kind="stable")[..., :5]
+    assert np.take_along_axis(masks[0, :, :, 1:], top5, axis=-1).all()
+    for mask, count in zip(masks, (5, 9, 17)):
         assert mask[:, :, 0].all() and (mask[:, :, 1:].sum(-1) == count).all()
-        assert (mask[:, :, 1:] == np.asarray(_argsort_mask(scores, count))).all()
