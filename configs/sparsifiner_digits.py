@@ -23,8 +23,10 @@ from effjax.config.variants import parse_arg
 STAGE_OBJECTIVES = {"predictor": "sparsifiner_predictor", "finetune": "sparsifiner_finetune"}
 
 
-def parse_stage_arg(arg: str | None, config_file: str):
-    return parse_arg(arg, config_file, stage=tuple(STAGE_OBJECTIVES), rho=float, tokens=1.0, random=False, tiny=False)
+def parse_stage_arg(arg: str | None, config_file: str, **extra):
+    """The stage arguments of the docstring, plus `extra` variants a config file declares (`variants.parse_arg`)."""
+    return parse_arg(arg, config_file, stage=tuple(STAGE_OBJECTIVES), rho=float, tokens=1.0, random=False, tiny=False,
+                     **extra)
 
 
 def apply_sparsifiner(c, opts: dict, default_rho: float, predictor: dict):

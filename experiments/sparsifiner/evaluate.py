@@ -43,7 +43,10 @@ def evaluate_checkpoint(config_spec: str, workdir: str, rhos, mask: str = "predi
                      "mhsa_flops": cost_sparse.mhsa_flops(layers), "predictor_flops": cost_sparse.predictor_flops(layers),
                      "total_flops": total_cost(layers, subnet).flops})
         print(json.dumps(rows[-1]), flush=True)
+    h, w = setup.dataset.image_shape[:2]
     return {"config": config_spec, "workdir": os.path.abspath(workdir), "mask": mask if sparse else "dense",
+            "attention_block": int(config.model.get("attention_block", 0)) if sparse else 0,
+            "num_tokens": (h // config.model.patch_size) * (w // config.model.patch_size) + 1,
             "tasks": {t.name: t.metric for t in setup.dataset.tasks}, "recipe": training_recipe(workdir), "rows": rows}
 
 
