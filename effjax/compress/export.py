@@ -140,7 +140,6 @@ def plan_slots(slots: Sequence[ParamSlot], model_config, tasks: Sequence[TaskSpe
                                                            decoder_widths=subnet.decoder_widths))
     decoders = dict(widths.decoders)
     decoder_blocks = {task: (heads, mlp) for task, heads, mlp in widths.decoder_blocks}
-    group_bits = {}
     plans = []
     for slot in slots:
         heads, mlp = widths.heads, widths.mlp
@@ -152,9 +151,7 @@ def plan_slots(slots: Sequence[ParamSlot], model_config, tasks: Sequence[TaskSpe
             plans.append(ParamPlan(slot.path, slot.shape, active, subnet.first_last_bits)
                          if slot.group in ("embed", "head") else ParamPlan(slot.path, slot.shape, active, PVQ_BITS, pvq))
             continue
-        if slot.group not in group_bits:
-            group_bits[slot.group] = subnet.bits_for(slot.group)[0]
-        plans.append(ParamPlan(slot.path, slot.shape, active, group_bits[slot.group] if slot.kernel else 32))
+        plans.append(ParamPlan(slot.path, slot.shape, active, subnet.bits_for(slot.group)[0] if slot.kernel else 32))
     return plans
 
 

@@ -93,27 +93,28 @@ def keys_kept(result: dict, row: dict) -> str:
     return f"{kb} x {block} = {kb * block}"
 
 
+def _decimals(metric: str) -> int:
+    return 3 if metric == "rmse" else 1
+
+
 def difference_table(results: dict, tasks: dict, rho: float) -> str:
     blocks = [v for v in variants_of(results) if v.startswith("block") and v != "block0"]
-    head = ["quantity", "seeds"] + [f"{t} {m} {s}" for t, m in tasks.items() for s in SPLITS]
+    columns = [(t, m, split) for t, m in tasks.items() for split in SPLITS]
+    head = ["quantity", "seeds"] + [f"{t} {m} {s}" for t, m, s in columns]
     lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     for v in blocks:
         seeds = [s for s, runs in results.items() if v in runs and "block0" in runs]
+        diffs = {s: [_scale(m) * (metric_value(results[s][v], rho, split, t)
+                                  - metric_value(results[s]["block0"], rho, split, t)) for t, m, split in columns]
+                 for s in seeds}
         for seed in seeds:
             cells = [f"{label(v)} minus token-level, seed {seed}", "1"]
-            for t, m in tasks.items():
-                for split in SPLITS:
-                    d = metric_value(results[seed][v], rho, split, t) - metric_value(results[seed]["block0"], rho,
-                                                                                   split, t)
-                    cells.append(f"{_scale(m) * d:+.{3 if m == 'rmse' else 1}f}")
+            cells += [f"{d:+.{_decimals(m)}f}" for d, (_, m, _) in zip(diffs[seed], columns)]
             lines.append("| " + " | ".join(cells) + " |")
         if seeds:
             cells = [f"**{label(v)} minus token-level, mean ± std**", str(len(seeds))]
-            for t, m in tasks.items():
-                for split in SPLITS:
-                    diffs = [_scale(m) * (metric_value(results[s][v], rho, split, t)
-                                          - metric_value(results[s]["block0"], rho, split, t)) for s in seeds]
-                    cells.append(mean_std(diffs, 3 if m == "rmse" else 1, signed=True))
+            cells += [mean_std([diffs[s][i] for s in seeds], _decimals(m), signed=True)
+                      for i, (_, m, _) in enumerate(columns)]
             lines.append("| " + " | ".join(cells) + " |")
     for v in variants_of(results):
         seeds = [s for s, runs in results.items() if v in runs]
@@ -121,10 +122,8 @@ def difference_table(results: dict, tasks: dict, rho: float) -> str:
             continue
         r = rho if v != "dense" else 1.0
         cells = [f"{label(v)} (rho {r:g}), mean ± std", str(len(seeds))]
-        for t, m in tasks.items():
-            for split in SPLITS:
-                cells.append(mean_std([_scale(m) * metric_value(results[s][v], r, split, t) for s in seeds],
-                                      3 if m == "rmse" else 1))
+        cells += [mean_std([_scale(m) * metric_value(results[s][v], r, split, t) for s in seeds], _decimals(m))
+                  for t, m, split in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -140,10 +139,8 @@ def dense_eval_table(results: dict, tasks: dict) -> str:
         if not seeds:
             continue
         cells = [f"{label(v)} evaluated at rho 1", str(len(seeds))]
-        for t, m in tasks.items():
-            for split in SPLITS:
-                cells.append(mean_std([_scale(m) * metric_value(results[s][v], 1.0, split, t) for s in seeds],
-                                      3 if m == "rmse" else 1))
+        cells += [mean_std([_scale(m) * metric_value(results[s][v], 1.0, split, t) for s in seeds], _decimals(m))
+                  for t, m in tasks.items() for split in SPLITS]
         cells.append(f"{row_at(results[seeds[0]][v], 1.0)['mhsa_flops'] / 1e6:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
