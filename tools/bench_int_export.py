@@ -75,18 +75,14 @@ def bare_matmuls(rows: int, inner: int, outer: int, rounds: int) -> dict:
             for k, v in samples.items()}
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+def serving_rows(batch: int, rounds: int) -> tuple[list[dict], object]:
+    """Float predict vs integer predict of each subnet in SUBNETS on one batch: (rows, model config)."""
     config = get_config("shapes")
     mc = config.model
     tasks = shapes.tasks()
     size = config.data.image_size
     model = build_model(mc, tasks)
-    x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (args.batch, size, size, 3)), np.float32)
+    x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (batch, size, size, 3)), np.float32)
     params = jax.jit(lambda x: model.init({"params": jax.random.PRNGKey(0)}, x)["params"])(x[:1])
     boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x[:1])["params"])
     host = jax.tree.map(np.asarray, jax.tree.map(lambda b: b.value if hasattr(b, "value") else b, params,
@@ -101,7 +97,7 @@ def main():
             int_model = ints.IntegerExportedModel(directory, exported=float_model)
             int_attn = ints.IntegerExportedModel(directory, exported=float_model, attention_scores=True)
             samples = _time({"float": float_model.predict, "integer": int_model.predict,
-                             "integer+attn": int_attn.predict}, x, args.rounds, 2)
+                             "integer+attn": int_attn.predict}, x, rounds, 2)
             ref, out = float_model.predict(x), int_model.predict(x)
         rel = max(float(np.linalg.norm(out[t] - ref[t]) / max(np.linalg.norm(ref[t]), 1e-12)) for t in ref)
         ratios = [f / i for f, i in zip(samples["float"], samples["integer"])]
@@ -113,6 +109,16 @@ def main():
         row["attn_speedup_paired"] = statistics.median(attn_ratios)
         print(row["subnet"], f"{row['float_ms']:.1f} {row['integer_ms']:.1f} {row['speedup_paired']:.2f} {rel:.4f} "
               f"attn {row['attn_speedup_paired']:.2f}", flush=True)
+    return rows, mc
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    rows, mc = serving_rows(args.batch, args.rounds)
     lines = ["## Integer serving of an export vs float predict (CPU)", "",
              "Written by `python -m tools.bench_int_export`. " + machine_line() + ". CPU only: no accelerator was lent.",
              f"Main job supernet of `configs/pipeline.py:shapes` ({mc.name}, hidden {mc.hidden_dim}, mlp "

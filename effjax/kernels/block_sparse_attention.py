@@ -34,30 +34,31 @@ from effjax.models import block_sparse as bs
 
 def _kernel(idx_ref, q_ref, k_ref, v_ref, o_ref, *, scale: float, block: int, kept: int, num_tokens: int,
             query_blocks: int):
-    q = q_ref[...].astype(jnp.float32) * scale  # [block, d]
+    q = q_ref[...] * jnp.asarray(scale, q_ref.dtype)  # [block, d]; the matmuls take the input dtype, accumulate in f32
     d = q.shape[-1]
     base = (pl.program_id(0) * query_blocks + pl.program_id(1)) * kept
 
     def visit(j, carry):
-        m, l, acc = carry
+        m, norm, acc = carry
         kb = idx_ref[base + j]
-        keys = k_ref[kb].astype(jnp.float32)  # [block, d]
-        values = v_ref[kb].astype(jnp.float32)
+        keys = k_ref[kb]  # [block, d]
+        values = v_ref[kb]
         s = jax.lax.dot_general(q, keys, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
         key_pos = kb * block + jax.lax.broadcasted_iota(jnp.int32, s.shape, 1)
         s = jnp.where(key_pos < num_tokens, s, -jnp.inf)
         m_new = jnp.maximum(m, s.max(axis=1))
         p = jnp.exp(s - m_new[:, None])
         correction = jnp.exp(m - m_new)
-        l = l * correction + p.sum(axis=1)
-        acc = acc * correction[:, None] + jax.lax.dot_general(p, values, (((1,), (0,)), ((), ())),
-                                                              preferred_element_type=jnp.float32)
-        return m_new, l, acc
+        norm = norm * correction + p.sum(axis=1)
+        mixed = jax.lax.dot_general(p.astype(values.dtype), values, (((1,), (0,)), ((), ())),
+                                    preferred_element_type=jnp.float32)
+        acc = acc * correction[:, None] + mixed
+        return m_new, norm, acc
 
     init = (jnp.full((block,), -jnp.inf, jnp.float32), jnp.zeros((block,), jnp.float32),
             jnp.zeros((block, d), jnp.float32))
-    _, l, acc = jax.lax.fori_loop(0, kept, visit, init)
-    o_ref[...] = (acc / l[:, None]).astype(o_ref.dtype)
+    _, norm, acc = jax.lax.fori_loop(0, kept, visit, init)
+    o_ref[...] = (acc / norm[:, None]).astype(o_ref.dtype)
 
 
 def _next_pow2(x: int) -> int:
