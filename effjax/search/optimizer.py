@@ -10,8 +10,11 @@ the number of evaluations so far, so a resumed search proposes what the original
 have proposed.
 
 The hypervolume reference point is each objective's `ref` when given; otherwise it is
-re-inferred every round from the observations (`reference.py`: by default the nadir of
-the observed front minus 10% of the larger of the front's range and the nadir's magnitude).
+re-inferred every round from the observations (`reference.py`: by default, with two
+objectives, the nadir of the observed front without its alpha-dominated points minus 10% of
+the larger of that front's range and the nadir's magnitude; with three or more, the worse of
+the observed front's nadir and a payoff-table nadir that also uses the model's predictions,
+minus the same relative margin).
 """
 
 from __future__ import annotations
