@@ -10,8 +10,11 @@ the number of evaluations so far, so a resumed search proposes what the original
 have proposed.
 
 The hypervolume reference point is each objective's `ref` when given; otherwise it is
-re-inferred every round from the observations (`reference.py`: by default the nadir of
-the observed front minus 10% of the larger of the front's range and the nadir's magnitude).
+re-inferred every round from the observations (`reference.py`: by default, with two
+objectives, the nadir of the observed front without its alpha-dominated points minus 10% of
+the larger of that front's range and the nadir's magnitude; with three or more, the worse of
+the observed front's nadir and a payoff-table nadir that also uses the model's predictions,
+minus the same relative margin).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from effjax.search.objectives import Objective, check_objectives
 from effjax.search.pareto import non_dominated_mask
 from effjax.search.reference import (DEFAULT_MARGIN, DEFAULT_POLICY, MODEL_POLICIES, PAYOFF_AUGMENT, PAYOFF_KAPPA,
                                      PAYOFF_MAXITER, PAYOFF_SAMPLE, PAYOFF_STARTS, check_policy, infer_reference_point,
-                                     normalization_scale)
+                                     normalization_scale, resolve_policy)
 from effjax.search.space import Params, Space
 
 MAX_ENUMERATE = 4096
@@ -126,6 +129,7 @@ class Optimizer:
         self.n_initial = max(1, int(n_initial)) if n_initial is not None else 2 * (len(space.params) + 1)
         self.n_samples, self.n_raw, self.n_restarts = n_samples, n_raw, n_restarts
         self.reference, self.reference_margin = check_policy(reference, reference_margin)
+        self._policy = resolve_policy(self.reference, len(self.objectives))  # what a split policy applies here
         self.initial_params = [space.validate(dict(p)) for p in initial_params]
         infeasible = [p for p in self.initial_params if not space.is_feasible(p)]
         if infeasible:
@@ -300,9 +304,9 @@ class Optimizer:
         y = np.array([[e.values[o.name] for o in ordered] for e in evals]) * signs
         given = [o.sign * o.ref if o.ref is not None else None for o in ordered]
         predicted = None
-        if self.reference in MODEL_POLICIES and None in given:
+        if self._policy in MODEL_POLICIES and None in given:
             predicted = self._payoff_predictions(gp, signs, *self._payoff_settings())
-        ref = infer_reference_point(y, given, self.reference, self.reference_margin, predicted)
+        ref = infer_reference_point(y, given, self._policy, self.reference_margin, predicted)
         scale = normalization_scale(y, ref)
         mm = len(self.modeled)
         sign_m, ref_m, scale_m = signs[:mm], ref[:mm], scale[:mm]
@@ -311,8 +315,8 @@ class Optimizer:
 
     def _payoff_settings(self) -> tuple[float, float]:
         """(augment, kappa) of the payoff table under this optimizer's reference policy."""
-        lex = self.reference in ("payoff_lex", "payoff_ucb")
-        return PAYOFF_AUGMENT if lex else 0.0, PAYOFF_KAPPA if self.reference == "payoff_ucb" else 0.0
+        lex = self._policy in ("payoff_lex", "payoff_ucb")
+        return PAYOFF_AUGMENT if lex else 0.0, PAYOFF_KAPPA if self._policy == "payoff_ucb" else 0.0
 
     def _payoff_predictions(self, gp, signs: np.ndarray, augment: float = 0.0, kappa: float = 0.0) -> np.ndarray:
         """Maximized objective values (k, M) for the payoff table of `reference.payoff_nadir`.

@@ -13,7 +13,8 @@ from effjax.search import Objective, hypervolume, optimize  # noqa: E402
 from effjax.search.problems import get_problem  # noqa: E402
 from effjax.search.reference import infer_reference_point  # noqa: E402
 
-p = get_problem("dtlz2"); mode = sys.argv[1]
+p = get_problem("dtlz2")
+mode = sys.argv[1]
 objs = p.objectives if mode == "ref" else [Objective(o.name, o.direction) for o in p.objectives]
 r = optimize(p, p.space, objs, budget=50, seed=14, progress=False, reference=mode if mode != "ref" else "front_relative")
 y = np.array([[e.values[n] for n in p.objective_names] for e in r.history])

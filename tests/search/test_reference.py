@@ -246,3 +246,44 @@ def test_ucb_payoff_predictions_are_means_plus_kappa_standard_deviations():
     plain = opt._payoff_predictions(gp, -np.ones(2), PAYOFF_AUGMENT, 0.0)
     assert np.all(infer_reference_point(y, [None, None], "payoff_ucb", 0.1, values)
                   >= infer_reference_point(y, [None, None], "payoff_lex", 0.1, plain) - 1e-12)
+
+
+def test_split_policies_apply_the_two_objective_policy_to_two_and_payoff_lex_to_more():
+    from effjax.search.reference import SPLIT_POLICIES, resolve_policy
+    assert resolve_policy("split_front", 2) == "front_relative" and resolve_policy("split_alpha", 2) == "alpha_relative"
+    assert resolve_policy("split_front", 3) == resolve_policy("split_alpha", 4) == "payoff_lex"
+    assert resolve_policy("front", 3) == "front"
+    # DTLZ2's weak edge points: split_alpha ignores them like alpha_relative, split_front does not
+    np.testing.assert_allclose(infer_reference_point(WEAK, [None, None], "split_alpha", 0.1),
+                               infer_reference_point(WEAK, [None, None], "alpha_relative", 0.1))
+    np.testing.assert_allclose(infer_reference_point(WEAK, [None, None], "split_front", 0.1),
+                               infer_reference_point(WEAK, [None, None], "front_relative", 0.1))
+    y = -np.array([[1662.0, 8.3, 0.07], [1666.0, 6.9, 0.09], [1692.0, 10.5, 0.043], [1700.0, 11.5, 0.25]])
+    predicted = -np.array([[1676.0, 6.2, 0.25], [1690.0, 9.0, 0.2], [1670.0, 9.0, 0.1]])
+    for policy in SPLIT_POLICIES:
+        np.testing.assert_allclose(infer_reference_point(y, [None] * 3, policy, 0.1, predicted),
+                                   infer_reference_point(y, [None] * 3, "payoff_lex", 0.1, predicted))
+
+
+def test_optimizer_resolves_a_split_policy_by_its_number_of_objectives():
+    from effjax.search.problems import VehicleSafety
+    for problem, policy, augment in ((BraninCurrin(), "front_relative", 0.0), (VehicleSafety(), "payoff_lex", PAYOFF_AUGMENT)):
+        objectives = [Objective(o.name, o.direction) for o in problem.objectives]
+        opt = Optimizer(problem.space, objectives, seed=0, n_initial=8, reference="split_front")
+        assert opt.reference == "split_front" and opt._policy == policy
+        assert opt._payoff_settings() == (augment, 0.0)
+        for trial in opt.ask(8):
+            opt.tell(trial, problem(trial.params))
+        fitted = opt._fit()
+        assert (opt._payoff_sample is not None) == (policy == "payoff_lex")  # the model is queried only for 3+
+        signs = np.array([o.sign for o in objectives])
+        y = np.array([[e.values[n] for n in problem.objective_names] for e in opt.history]) * signs
+        predicted = opt._payoff_predictions(fitted["gp"], signs, augment) if augment else None
+        np.testing.assert_allclose(fitted["ref"], infer_reference_point(y, [None] * len(signs), policy, 0.1, predicted))
+
+
+def test_describe_states_both_halves_of_a_split_policy():
+    from effjax.search.reference import describe
+    text = describe("split_alpha")
+    assert "three or more objectives" in text and "payoff-table" in text and "alpha-dominated" in text
+    assert "'split_alpha'" in text and "10%" in text
