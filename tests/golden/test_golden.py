@@ -1,8 +1,17 @@
 """Recomputes every golden case and compares it with `golden/data/<case>.json`.
 
-Losses and logits must agree to float32 rounding, cost figures exactly, exported
-files byte for byte. After a deliberate change, rerun `python -m tests.golden.record
-<case>` and explain the difference in the commit.
+Untrained figures (the first loss, parameter shapes) must agree to float32 rounding, cost
+figures and metrics exactly, exported files byte for byte. What training produces (losses
+after the first step, logits after 20 steps) is compared at CROSS_HOST tolerance: training
+amplifies one-ulp differences between CPUs, so a trajectory recorded on one host drifts on
+another with the same code and packages (measured for super_vit on a 2-core AMD EPYC against
+the recording host: losses bit-equal for 4 steps, then 1e-6 at step 5 growing to 2.0e-4 by
+step 20, logits within 1.9e-4, metrics and costs identical). A change to the math moves the
+first loss or the later ones by far more. The cases in HOST_SPECIFIC hold what no tolerance
+bridges between hosts (int4 codes whose rounding flips under that drift, exported bytes); they
+are compared on the host that recorded them, and skipped, naming both hosts, elsewhere. After a
+deliberate change, rerun
+`python -m tests.golden.record <case>` and explain the difference in the commit.
 """
 
 import json
@@ -10,25 +19,27 @@ import json
 import numpy as np
 import pytest
 
-from tests.golden.cases import CASES, compute, golden_path
+from tests.golden.cases import CASES, HOST_SPECIFIC, compute, golden_path, host_fingerprint
 
 FAST = {"super_vit"}  # the main job's model runs in the default suite; the rest with -m slow
+ROUNDING = dict(rtol=2e-5, atol=2e-6)
+CROSS_HOST = dict(rtol=1e-3, atol=1e-3)  # 5x the drift measured between two hosts (module docstring)
+TRAINED = {"losses", "logits_full", "logits_subnet", "final_train_loss"}
 
 
-def _close(actual, expected, path=""):
+def _close(actual, expected, path="", tol=ROUNDING):
     if isinstance(expected, dict):
         assert set(actual) == set(expected), f"{path}: keys differ: {sorted(set(actual) ^ set(expected))}"
         for k in expected:
-            _close(actual[k], expected[k], f"{path}/{k}")
+            _close(actual[k], expected[k], f"{path}/{k}", CROSS_HOST if k in TRAINED else tol)
     elif isinstance(expected, list) and expected and all(isinstance(v, (int, float)) for v in expected):
-        np.testing.assert_allclose(np.asarray(actual, float), np.asarray(expected, float), rtol=2e-5, atol=2e-6,
-                                   err_msg=path)
+        np.testing.assert_allclose(np.asarray(actual, float), np.asarray(expected, float), err_msg=path, **tol)
     elif isinstance(expected, float):
-        np.testing.assert_allclose(actual, expected, rtol=2e-5, atol=2e-6, err_msg=path)
+        np.testing.assert_allclose(actual, expected, err_msg=path, **tol)
     elif isinstance(expected, list):
         assert len(actual) == len(expected), path
         for i, (a, e) in enumerate(zip(actual, expected)):
-            _close(a, e, f"{path}[{i}]")
+            _close(a, e, f"{path}[{i}]", tol)
     else:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
@@ -37,5 +48,10 @@ def _close(actual, expected, path=""):
 def test_golden(name):
     with open(golden_path(name)) as f:
         expected = json.load(f)
+    if name in HOST_SPECIFIC and expected.get("host") != host_fingerprint():
+        pytest.skip(f"{name} holds bit-level outcomes of training, recorded on {expected.get('host', 'another host')}; "
+                    f"this is {host_fingerprint()}: `python -m tests.golden.record {name}` before a refactor here")
     actual = json.loads(json.dumps(compute(name)))
+    if "losses" in expected:  # the loss before any update: the model, data and loss, untouched by training drift
+        np.testing.assert_allclose(actual["losses"][0], expected["losses"][0], err_msg=f"{name}/losses[0]", **ROUNDING)
     _close(actual, expected, name)
