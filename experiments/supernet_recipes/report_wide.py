@@ -39,12 +39,13 @@ def describe(config: dict) -> str:
             f"top-{config['moe_top_k']}, {bits}")
 
 
-def load(seeds, factor) -> tuple[list[dict], list[dict]]:
+def load(seeds, factor, run: str = "") -> tuple[list[dict], list[dict]]:
+    """The standalone study's budget (a) grids and the wide runs (`run`: "" equal steps, "eqflops_") per seed."""
     grids, wides = [], []
     for s in seeds:
         with open(os.path.join(GRIDS, f"grid_digits_budgeta_seed{s}.json")) as f:
             grids.append(json.load(f))
-        with open(os.path.join(HERE, "results", f"digits_wide{factor}_seed{s}.json")) as f:
+        with open(os.path.join(HERE, "results", f"digits_wide{factor}_{run}seed{s}.json")) as f:
             wides.append(json.load(f))
     return grids, wides
 
@@ -90,6 +91,8 @@ def rule(rows, seeds) -> dict:
     d = [statistics.mean(r["val/score"]["wide_minus_baseline"][j] for r in rows) for j in range(len(seeds))]
     m, s = mean_std(d)
     verdict = "better" if m > 0 and m > s else "worse" if m < 0 and -m > s else "no difference claimed"
+    if len(seeds) < 3:
+        verdict = "not decided (the rule needs seeds 0, 1, 2)"
     t = [statistics.mean(r["test/score"]["wide_minus_baseline"][j] for r in rows) for j in range(len(seeds))]
     return {"val_D_per_seed": d, "val_D_mean": m, "val_D_std": s, "verdict": verdict, "test_D_per_seed": t,
             "test_D_mean": mean_std(t)[0], "test_D_std": mean_std(t)[1]}
@@ -140,6 +143,27 @@ def context(x2, flops) -> str:
             f"{fmt(x2['val'], True)}, test {fmt(x2['test'], True)} points.")
 
 
+def equal_flops(seeds, factor) -> tuple[str, dict]:
+    """The secondary: the wide supernet trained for the baseline's total FLOPs (files digits_wide<f>_eqflops_*)."""
+    present = [s for s in seeds if os.path.isfile(os.path.join(HERE, "results", f"digits_wide{factor}_eqflops_seed{s}.json"))]
+    if not present:
+        return "", {}
+    grids, wides = load(present, factor, "eqflops_")
+    rows = per_config(grids, wides, grids[0]["tasks"])
+    d, flops = rule(rows, present), flops_summary(grids, wides)
+    out = [f"### digits, equal FLOPs (secondary): wide={factor} for {flops['steps']} steps, test, seeds {', '.join(present)}",
+           "", "| id | gap baseline supernet (500 steps) | gap wide supernet | wide minus baseline |", "|---|---|---|---|"]
+    for r in rows:
+        c = r["test/score"]
+        out.append(f"| {r['point_id']} | {fmt(c['gap_baseline'], True)} | {fmt(c['gap_wide'], True)} "
+                   f"| {fmt(c['wide_minus_baseline'], True)} |")
+    out += ["", f"Training FLOPs: wide {flops['wide_total']:.3g} against the baseline's {flops['baseline_total']:.3g} "
+            f"({flops['ratio']:.2f}x). Mean over the K configurations, wide minus baseline: validation "
+            f"{d['val_D_mean']:+.2f} ± {d['val_D_std']:.2f} (per seed " + ", ".join(f"{x:+.2f}" for x in d["val_D_per_seed"])
+            + f"; by the rule's thresholds: {d['verdict']}), test {d['test_D_mean']:+.2f} ± {d['test_D_std']:.2f}."]
+    return "\n".join(out), {"rows": rows, "rule": d, "flops": flops}
+
+
 def flops_summary(grids, wides) -> dict:
     base, wide = grids[0]["supernet_flops"], wides[0]["supernet_flops"]
     return {"steps": wides[0]["steps"], "baseline_per_step": base["per_step"], "baseline_total": base["total"],
@@ -155,10 +179,12 @@ def main(_):
     rows = per_config(grids, wides, tasks)
     decision, flops = rule(rows, seeds), flops_summary(grids, wides)
     x2 = longer_baseline(seeds, wides)
+    eq_text, eq = equal_flops(seeds, factor)
     text = tables(rows, tasks, decision, flops, seeds, factor) + "\n\n" + context(x2, flops)
+    text += "\n\n" + eq_text if eq_text else ""
     with open(os.path.join(HERE, "results", f"digits_wide{factor}_summary.json"), "w") as f:
         json.dump({"seeds": seeds, "factor": factor, "rows": rows, "rule": decision, "flops": flops,
-                   "vs_baseline_2x_steps": x2}, f, indent=1)
+                   "vs_baseline_2x_steps": x2, "equal_flops": eq}, f, indent=1)
     print(text)
 
 

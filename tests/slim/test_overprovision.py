@@ -17,18 +17,23 @@ from effjax.models import build_model
 from effjax.subnet import SubnetConfig
 from effjax.subnet.overprovision import served_subnet, widen
 
-GRID = "experiments/supernet_vs_standalone/results/grid_digits_budgeta_seed0.json"
+GRID = "experiments/supernet_vs_standalone/results/grid_{}_budgeta_seed0.json"
 
 
-def grid_subnets() -> list[SubnetConfig]:
-    with open(GRID) as f:
+def grid_subnets(dataset: str = "digits") -> list[SubnetConfig]:
+    """The K configurations of the supernet-vs-standalone study (the ones the wide study serves)."""
+    with open(GRID.format(dataset)) as f:
         return [SubnetConfig.from_dict(r["config"]) for r in json.load(f)["records"]]
+
+
+def configs(dataset: str):
+    base, wide = load_config(f"configs/supernet.py:{dataset}"), load_config(f"configs/supernet.py:{dataset},wide=2")
+    return base, wide, load_dataset(base.data)
 
 
 @pytest.fixture(scope="module")
 def pair():
-    base, wide = load_config("configs/supernet.py:digits"), load_config("configs/supernet.py:digits,wide=2")
-    return base, wide, load_dataset(base.data)
+    return configs("digits")
 
 
 def test_wide_scales_the_dims_and_the_menu_and_keeps_the_served_expert_width(pair):
@@ -39,11 +44,12 @@ def test_wide_scales_the_dims_and_the_menu_and_keeps_the_served_expert_width(pai
     assert base.model.width_overprovision == 1 and wide.model.width_overprovision == 2
 
 
-def test_every_served_configuration_has_the_baseline_layers_and_export_shapes(pair):
-    base, wide, dataset = pair
+@pytest.mark.parametrize("name", ["digits", "shapes"])
+def test_every_served_configuration_has_the_baseline_layers_and_export_shapes(name):
+    base, wide, dataset = configs(name)
     tasks, shape = dataset.tasks, dataset.image_shape
     menu = tuple(base.model.width_menu)
-    subnets = grid_subnets() + [SubnetConfig(encoder_width=e, decoder_widths=tuple(zip([t.name for t in tasks], d)))
+    subnets = grid_subnets(name) + [SubnetConfig(encoder_width=e, decoder_widths=tuple(zip([t.name for t in tasks], d)))
                                 for e, *d in itertools.product(menu, repeat=1 + len(tasks))]
     slots = [export_lib.param_slots(jax.eval_shape(lambda m=build_model(c.model, tasks): m.init(
         jax.random.PRNGKey(0), np.zeros((1,) + shape, np.float32))["params"]), tasks) for c in (base, wide)]
