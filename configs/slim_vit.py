@@ -22,7 +22,9 @@ image-level decoders read the tokens: the class token, or every token averaged a
 layer, so that decoder width acts on all tokens), `decoder=<n>` (max decoder width),
 `decoder_blocks=<n>` (slimmable transformer blocks per task before its head; the decoder width
 multiplier slims their heads and MLP as the encoder width slims the encoder's), `layers=<n>`
-(encoder blocks), `private_norms` (the encoder's LayerNorms keep one scale / bias per menu width).
+(encoder blocks), `private_norms` (the encoder's LayerNorms keep one scale / bias per menu width),
+`wide=<f>` (a supernet f times wider than the configurations it serves, `model.width_overprovision`;
+the menu is rescaled so that every served configuration keeps its dims, experiments/supernet_recipes).
 """
 
 
@@ -30,6 +32,7 @@ from effjax.config.base import base_config
 from effjax.config.variants import parse_arg
 from effjax.models.vit import check_decoder_blocks, check_image_head
 from effjax.subnet import decoder_width, encoder_widths
+from effjax.subnet.overprovision import widen
 
 TASKS = {"digits": ("digit", "parity", "ge5"), "shapes": ("segmentation", "depth", "count")}
 # variant `bignas`: in-place KD only on the sub-configs, temperature-softened class / per-pixel targets, depth
@@ -46,7 +49,7 @@ def get_config(arg: str | None = None, config_file: str = "configs/slim_vit.py")
     v = parse_arg(arg, config_file, dataset=tuple(TASKS), tiny=False, labels=False, nocikd=False,
                   bignas=False, shrink=False, project=False, max_weight=float, kd_count=False, kd_depth=str, alone=float, single=str, seed=int,
                   steps=int, label_small=float, head=str, decoder=int, decoder_blocks=int, layers=int,
-                  private_norms=False)
+                  private_norms=False, wide=int)
     dataset = v.dataset
     c = base_config()
     c.data.name = dataset
@@ -113,6 +116,10 @@ def get_config(arg: str | None = None, config_file: str = "configs/slim_vit.py")
         c.model.num_layers = v.layers
     if v.private_norms:
         c.model.private_norms = True
+    if v.wide is not None:
+        if v.alone is not None or v.single is not None:
+            raise ValueError(f"{config_file}: wide=<f> widens a supernet; alone / single train one model")
+        widen(c.model, v.wide)
     if v.alone is not None:
         heads, hidden, mlp = encoder_widths(c.model.hidden_dim, c.model.num_heads, c.model.mlp_dim, v.alone)
         c.model.name = "mt_vit"

@@ -20,6 +20,7 @@ train with distillation instead: `--config.slim.inplace_kd_weight=1 --config.sli
 """
 
 from effjax.config.load import sibling
+from effjax.subnet.overprovision import served_model
 
 
 def get_config(arg: str | None = None, config_file: str = "configs/supernet.py"):
@@ -31,7 +32,8 @@ def get_config(arg: str | None = None, config_file: str = "configs/supernet.py")
     c.model.predictor_distill_weight = 1.0
     c.model.moe_every = 2  # block 1 (of 0..2) has the MoE MLP
     c.model.num_experts = 4
-    c.model.expert_dim = c.model.mlp_dim // 2  # top-2 of these costs what the dense MLP costs
+    # top-2 of these costs what the served dense MLP costs; not slimmed, so `wide=<f>` leaves it at the served size
+    c.model.expert_dim = served_model(c.model).mlp_dim // 2
     c.model.top_k = 2
     c.model.capacity_factor = 1.25
     c.slim.keep_ratios = (0.25, 0.5, 1.0)

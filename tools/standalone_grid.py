@@ -230,12 +230,14 @@ def sandwich_configs(setup, config):
     return SubnetConfig(moe_top_k=max(top_ks)), configs[0], configs[1:], options.num_random
 
 
-def supernet_step_flops(costs: StepCosts, setup, config) -> dict:
+def supernet_step_flops(costs: StepCosts, setup, config, with_xla: bool = True) -> dict:
+    """The sandwich step's FLOPs as the module docstring says; `with_xla=False` skips XLA's own count of the
+    sandwich step (its compile takes minutes; it is only the printed ratio)."""
     full, smallest, randoms, num_random = sandwich_configs(setup, config)
     update = costs.step(full) - costs.grad(full, True)
     random_mean = sum(costs.grad(c, False) for c in randoms) / len(randoms)
     per_step = costs.grad(full, True) + costs.grad(smallest, False) + num_random * random_mean + update
-    xla = costs.sandwich_xla()
+    xla = costs.sandwich_xla() if with_xla else None
     return {"per_step": per_step, "max_grad": costs.grad(full, True), "min_grad": costs.grad(smallest, False),
             "random_grad_mean": random_mean, "num_random": num_random, "random_sample": len(randoms),
             "optimizer_update": update, "sandwich_xla_step_flops": xla,

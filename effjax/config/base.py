@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.image_head = "class_token"  # how image-level heads read the tokens: class_token | mean_pool (hidden layer on every token, averaged)
     c.model.decoder_blocks = 0  # slimmable transformer blocks per task before its head, slimmed by the decoder width
     c.model.private_norms = False  # encoder LayerNorms keep one affine (scale, bias) per menu width
+    # f: the supernet has f x the heads, token, MLP and decoder widths of the largest configuration it serves, and
+    # its width menu is the served one / f plus 1.0 (effjax.subnet.overprovision; set by `widen`, variant `wide=<f>`)
+    c.model.width_overprovision = 1
     # Sparsifiner attention (Wei et al., CVPR 2023) and token pruning
     c.model.sparse_layers = ()  # blocks with a connectivity predictor; () none
     c.model.predictor_channels = 4  # c: reduced query / key channels of the predictor (paper: d_h / 2)

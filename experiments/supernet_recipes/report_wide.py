@@ -1,0 +1,192 @@
+"""Tables of the wide-supernet study (README, "A wider supernet than the configurations it serves").
+
+  python -m experiments.supernet_recipes.report_wide [--seeds=0,1,2] [--factor=2]
+
+Reads `results/digits_wide<f>_seed<S>.json` (`wide.py`) and the standalone study's
+`grid_digits_budgeta_seed<S>.json`, prints the markdown tables and the verdict of the decision rule, and
+writes every figure printed to `results/digits_wide<f>_summary.json`. For context (added after the rule, not
+part of it) it also sets the wide supernet beside the baseline supernet trained twice as long
+(`grid_digits_x2_budgeta_seed<S>.json`, 1000 steps), the nearest equal-compute point on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+from absl import app, flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GRIDS = os.path.join(HERE, "..", "supernet_vs_standalone", "results")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
+_FACTOR = flags.DEFINE_integer("factor", 2, "width_overprovision of the runs")
+
+
+def mean_std(values) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(values, sign: bool = False) -> str:
+    m, s = mean_std(values)
+    return f"{m:+.2f} ± {s:.2f}" if sign else f"{m:.2f} ± {s:.2f}"
+
+
+def describe(config: dict) -> str:
+    dec = ", ".join(f"{t} {w:g}" for t, w in sorted(config["decoder_widths"].items()))
+    bits = "fp32" if config["weight_bits"] is None else f"int{config['weight_bits']}"
+    return (f"enc {config['encoder_width']:g}, dec ({dec}), keep {config['attention_keep_ratio']:g}, "
+            f"top-{config['moe_top_k']}, {bits}")
+
+
+def load(seeds, factor, run: str = "") -> tuple[list[dict], list[dict]]:
+    """The standalone study's budget (a) grids and the wide runs (`run`: "" equal steps, "eqflops_") per seed."""
+    grids, wides = [], []
+    for s in seeds:
+        with open(os.path.join(GRIDS, f"grid_digits_budgeta_seed{s}.json")) as f:
+            grids.append(json.load(f))
+        with open(os.path.join(HERE, "results", f"digits_wide{factor}_{run}seed{s}.json")) as f:
+            wides.append(json.load(f))
+    return grids, wides
+
+
+def per_config(grids, wides, tasks) -> list[dict]:
+    """Per configuration and seed (x100 points): gaps to alone of both supernets, on test and val."""
+    rows = []
+    for i, record in enumerate(grids[0]["records"]):
+        row = {"point_id": record["point_id"], "roles": record["roles"], "config": record["config"]}
+        for split in ("val", "test"):
+            for key in tasks + ["score"]:
+                alone = [g["records"][i]["alone"][split][key] for g in grids]
+                base = [g["records"][i]["supernet"][split][key] for g in grids]
+                wide = [w["records"][i]["wide"][split][key] for w in wides]
+                assert all(w["records"][i]["point_id"] == record["point_id"] for w in wides)
+                row[f"{split}/{key}"] = {"alone": [100 * a for a in alone], "baseline": [100 * b for b in base],
+                                         "wide": [100 * w for w in wide],
+                                         "gap_baseline": [100 * (b - a) for a, b in zip(alone, base)],
+                                         "gap_wide": [100 * (w - a) for a, w in zip(alone, wide)],
+                                         "wide_minus_baseline": [100 * (w - b) for b, w in zip(base, wide)]}
+        rows.append(row)
+    return rows
+
+
+def longer_baseline(seeds, wides) -> dict:
+    """Post hoc: wide (500 steps) minus the baseline supernet at 1000 steps, mean over the K configurations."""
+    out = {}
+    for split in ("val", "test"):
+        per_seed = []
+        for s, w in zip(seeds, wides):
+            with open(os.path.join(GRIDS, f"grid_digits_x2_budgeta_seed{s}.json")) as f:
+                x2 = json.load(f)
+            assert [r["point_id"] for r in x2["records"]] == [r["point_id"] for r in w["records"]]
+            per_seed.append(100 * statistics.mean(b["wide"][split]["score"] - a["supernet"][split]["score"]
+                                                  for a, b in zip(x2["records"], w["records"])))
+            out["x2_total_flops"] = x2["supernet_flops"]["total"]
+        out[split] = per_seed
+    return out
+
+
+def rule(rows, seeds) -> dict:
+    """D_S: mean over the configurations of (wide - baseline) validation score; the README's decision rule."""
+    d = [statistics.mean(r["val/score"]["wide_minus_baseline"][j] for r in rows) for j in range(len(seeds))]
+    m, s = mean_std(d)
+    verdict = "better" if m > 0 and m > s else "worse" if m < 0 and -m > s else "no difference claimed"
+    if len(seeds) < 3:
+        verdict = "not decided (the rule needs seeds 0, 1, 2)"
+    t = [statistics.mean(r["test/score"]["wide_minus_baseline"][j] for r in rows) for j in range(len(seeds))]
+    return {"val_D_per_seed": d, "val_D_mean": m, "val_D_std": s, "verdict": verdict, "test_D_per_seed": t,
+            "test_D_mean": mean_std(t)[0], "test_D_std": mean_std(t)[1]}
+
+
+def tables(rows, tasks, decision, flops, seeds, factor) -> str:
+    out = [f"### digits, budget (a), wide={factor}: test, seeds {', '.join(seeds)}", "",
+           "Score gap to the configuration trained alone (supernet minus alone, points, mean ± sample std over seeds):",
+           "", "| id | roles | config | gap baseline supernet | gap wide supernet | wide minus baseline | "
+           "score alone | score baseline | score wide |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["test/score"]
+        out.append(f"| {r['point_id']} | {', '.join(r['roles'])} | {describe(r['config'])} | {fmt(c['gap_baseline'], True)} "
+                   f"| {fmt(c['gap_wide'], True)} | {fmt(c['wide_minus_baseline'], True)} | {fmt(c['alone'])} "
+                   f"| {fmt(c['baseline'])} | {fmt(c['wide'])} |")
+    out += ["", "Per task, wide supernet minus alone (test, points):", "",
+            "| id | " + " | ".join(f"{t} pts" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for r in rows:
+        out.append(f"| {r['point_id']} | " + " | ".join(fmt(r[f'test/{t}']['gap_wide'], True) for t in tasks) + " |")
+    mean_gap = {k: [statistics.mean(r["test/score"][k][j] for r in rows) for j in range(len(seeds))]
+                for k in ("gap_baseline", "gap_wide")}
+    worst = {k: min(statistics.mean(r["test/score"][k]) for r in rows) for k in ("gap_baseline", "gap_wide")}
+    best = {k: max(statistics.mean(r["test/score"][k]) for r in rows) for k in ("gap_baseline", "gap_wide")}
+    met = all(statistics.mean(r["test/score"]["gap_wide"]) >= -1.0 for r in rows)
+    d = decision
+    out += ["", f"Mean score gap over the K configurations (test): baseline {fmt(mean_gap['gap_baseline'], True)}, "
+            f"wide {fmt(mean_gap['gap_wide'], True)}; per-configuration range: baseline {worst['gap_baseline']:+.2f} to "
+            f"{best['gap_baseline']:+.2f}, wide {worst['gap_wide']:+.2f} to {best['gap_wide']:+.2f}.", "",
+            f"Issue target (every configuration within 1 point of itself trained alone, test, mean over seeds), wide "
+            f"supernet: **{'met' if met else 'missed'}**.", "",
+            f"Training FLOPs at equal steps ({flops['steps']}): baseline supernet {flops['baseline_per_step']:.3g} per step, "
+            f"{flops['baseline_total']:.3g} in all; wide supernet {flops['wide_per_step']:.3g} per step "
+            f"(max configuration's gradient {flops['wide_max_grad']:.3g}, baseline's {flops['baseline_max_grad']:.3g}), "
+            f"{flops['wide_total']:.3g} in all: **{flops['ratio']:.2f}x** the baseline. The 6 standalone models together: "
+            f"{flops['standalone_total']:.3g} (mean over seeds); wide supernet / all standalone "
+            f"{flops['wide_total'] / flops['standalone_total']:.2f}.", "",
+            "Decision rule (validation, mean over the K configurations of wide minus baseline supernet score, points): "
+            f"D = {d['val_D_mean']:+.2f} ± {d['val_D_std']:.2f} (per seed "
+            + ", ".join(f"{x:+.2f}" for x in d["val_D_per_seed"]) + f"): **{d['verdict']}**. Test, reported only: "
+            f"{d['test_D_mean']:+.2f} ± {d['test_D_std']:.2f} (per seed " + ", ".join(f"{x:+.2f}" for x in d["test_D_per_seed"]) + ")."]
+    return "\n".join(out)
+
+
+def context(x2, flops) -> str:
+    return ("Context, added after the rule and not part of it: against the baseline supernet trained twice as long "
+            f"(1000 steps, {x2['x2_total_flops']:.3g} FLOPs; the wide supernet used {flops['wide_total'] / x2['x2_total_flops']:.2f}x "
+            "that), wide minus 2x baseline, mean over the K configurations: validation "
+            f"{fmt(x2['val'], True)}, test {fmt(x2['test'], True)} points.")
+
+
+def equal_flops(seeds, factor) -> tuple[str, dict]:
+    """The secondary: the wide supernet trained for the baseline's total FLOPs (files digits_wide<f>_eqflops_*)."""
+    present = [s for s in seeds if os.path.isfile(os.path.join(HERE, "results", f"digits_wide{factor}_eqflops_seed{s}.json"))]
+    if not present:
+        return "", {}
+    grids, wides = load(present, factor, "eqflops_")
+    rows = per_config(grids, wides, grids[0]["tasks"])
+    d, flops = rule(rows, present), flops_summary(grids, wides)
+    out = [f"### digits, equal FLOPs (secondary): wide={factor} for {flops['steps']} steps, test, seeds {', '.join(present)}",
+           "", "| id | gap baseline supernet (500 steps) | gap wide supernet | wide minus baseline |", "|---|---|---|---|"]
+    for r in rows:
+        c = r["test/score"]
+        out.append(f"| {r['point_id']} | {fmt(c['gap_baseline'], True)} | {fmt(c['gap_wide'], True)} "
+                   f"| {fmt(c['wide_minus_baseline'], True)} |")
+    out += ["", f"Training FLOPs: wide {flops['wide_total']:.3g} against the baseline's {flops['baseline_total']:.3g} "
+            f"({flops['ratio']:.2f}x). Mean over the K configurations, wide minus baseline: validation "
+            f"{d['val_D_mean']:+.2f} ± {d['val_D_std']:.2f} (per seed " + ", ".join(f"{x:+.2f}" for x in d["val_D_per_seed"])
+            + f"; by the rule's thresholds: {d['verdict']}), test {d['test_D_mean']:+.2f} ± {d['test_D_std']:.2f}."]
+    return "\n".join(out), {"rows": rows, "rule": d, "flops": flops}
+
+
+def flops_summary(grids, wides) -> dict:
+    base, wide = grids[0]["supernet_flops"], wides[0]["supernet_flops"]
+    return {"steps": wides[0]["steps"], "baseline_per_step": base["per_step"], "baseline_total": base["total"],
+            "baseline_max_grad": base["max_grad"], "wide_per_step": wide["per_step"], "wide_total": wide["total"],
+            "wide_max_grad": wide["max_grad"], "ratio": wide["total"] / base["total"],
+            "standalone_total": statistics.mean(g["standalone_total_flops"] for g in grids)}
+
+
+def main(_):
+    seeds, factor = _SEEDS.value, _FACTOR.value
+    grids, wides = load(seeds, factor)
+    tasks = grids[0]["tasks"]
+    rows = per_config(grids, wides, tasks)
+    decision, flops = rule(rows, seeds), flops_summary(grids, wides)
+    x2 = longer_baseline(seeds, wides)
+    eq_text, eq = equal_flops(seeds, factor)
+    text = tables(rows, tasks, decision, flops, seeds, factor) + "\n\n" + context(x2, flops)
+    text += "\n\n" + eq_text if eq_text else ""
+    with open(os.path.join(HERE, "results", f"digits_wide{factor}_summary.json"), "w") as f:
+        json.dump({"seeds": seeds, "factor": factor, "rows": rows, "rule": decision, "flops": flops,
+                   "vs_baseline_2x_steps": x2, "equal_flops": eq}, f, indent=1)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
