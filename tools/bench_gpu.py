@@ -49,6 +49,7 @@ BF16_DATASHEET_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}  # dense b
 PARTS = ("ceilings", "trainer", "attention", "moe", "serving", "supernet")
 VIT_B = {"image_size": 224, "patch_size": 16, "hidden_dim": 768, "num_layers": 12, "num_heads": 12,
          "mlp_dim": 3072, "decoder_dim": 768}
+SUPERNET_MOE = {False: {"num_experts": 16, "expert_dim": 1536}, True: {"num_experts": 4, "expert_dim": 64}}  # by quick
 VIT_QUICK = {"image_size": 32, "patch_size": 8, "hidden_dim": 64, "num_layers": 2, "num_heads": 4,
              "mlp_dim": 128, "decoder_dim": 64}
 
@@ -168,11 +169,9 @@ def recount(raw_path: str) -> None:
         for name, row in results["parts"].get(part, {}).items():
             if not isinstance(row, dict) or "step_ms" not in row:
                 continue
-            quick = results["quick"]
-            extra = ({"num_experts": 4, "expert_dim": 64} if quick else {"num_experts": 16, "expert_dim": 1536}
-                     ) if part == "supernet" else {}
+            extra = SUPERNET_MOE[results["quick"]] if part == "supernet" else {}
             flops = lowered_train_flops(_trainer_config(row["config"], row["dtype"], row["batch"], row["steps"],
-                                                        quick, extra))
+                                                        results["quick"], extra))
             row["compiled_count_tflops_per_s"] = row["tflops_per_s"]
             row["step_tflop"] = flops / 1e12
             row["tflops_per_s"] = flops / (row["step_ms"] / 1e3) / 1e12
@@ -208,9 +207,8 @@ def trainer(quick: bool) -> dict:
 
 
 def supernet(quick: bool) -> dict:
-    moe = {"num_experts": 4, "expert_dim": 64} if quick else {"num_experts": 16, "expert_dim": 1536}
     return _train_runs({"ViT-B/16 supernet sandwich (super_vit), bf16": ("configs/supernet.py:shapes", "bfloat16",
-                                                                        8 if quick else 64, moe)}, quick)
+                                                                        8 if quick else 64, SUPERNET_MOE[quick])}, quick)
 
 
 # ---------------------------------------------------------------- attention
@@ -225,6 +223,7 @@ def attention(quick: bool) -> dict:
     rhos, blocks = ((0.25,), (64,)) if quick else ((0.25, 0.1), (64, 128))
     interpret = jax.default_backend() == "cpu"
     scale = d**-0.5
+    flash = _pallas_flash(scale)
     rows = []
     for n, batch in sizes:
         keys = jax.random.split(jax.random.PRNGKey(n), 4)
@@ -236,21 +235,19 @@ def attention(quick: bool) -> dict:
         bthd = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731
         cudnn = lambda q, k, v: jax.nn.dot_product_attention(bthd(q), bthd(k), bthd(v), scale=scale,  # noqa: E731
                                                              implementation="cudnn")
-        flash = _pallas_flash(scale)
         if not interpret:
             fns["dense cudnn fwd"] = (jax.jit(cudnn), (q, k, v))
             fns["dense cudnn fwd+bwd"] = (grad(cudnn), (q, k, v))
             if flash is not None:
                 fns["dense pallas flash fwd"] = (jax.jit(flash), (q, k, v))
-        for rho in rhos:
-            for b in blocks:
-                idx = bs.random_key_blocks(keys[3], (batch, heads), n, rho, b)
-                xla = lambda q, k, v, i, b=b: bs.block_sparse_attention(q, k, v, i, scale, b)[0]  # noqa: E731
-                pal = lambda q, k, v, i, b=b: block_sparse_attention_pallas(q, k, v, i, scale, b,  # noqa: E731
-                                                                            interpret=interpret)[0]
-                fns[f"rho{rho} b{b} xla fwd"] = (jax.jit(xla), (q, k, v, idx))
-                fns[f"rho{rho} b{b} xla fwd+bwd"] = (grad(xla), (q, k, v, idx))
-                fns[f"rho{rho} b{b} pallas fwd"] = (jax.jit(pal), (q, k, v, idx))
+        selections = {(rho, b): bs.random_key_blocks(keys[3], (batch, heads), n, rho, b) for rho in rhos for b in blocks}
+        for (rho, b), idx in selections.items():
+            xla = lambda q, k, v, i, b=b: bs.block_sparse_attention(q, k, v, i, scale, b)[0]  # noqa: E731
+            pal = lambda q, k, v, i, b=b: block_sparse_attention_pallas(q, k, v, i, scale, b,  # noqa: E731
+                                                                        interpret=interpret)[0]
+            fns[f"rho{rho} b{b} xla fwd"] = (jax.jit(xla), (q, k, v, idx))
+            fns[f"rho{rho} b{b} xla fwd+bwd"] = (grad(xla), (q, k, v, idx))
+            fns[f"rho{rho} b{b} pallas fwd"] = (jax.jit(pal), (q, k, v, idx))
         usable, errors = {}, {}
         for name, (fn, args) in fns.items():
             try:
@@ -261,19 +258,17 @@ def attention(quick: bool) -> dict:
         t = timed(usable, rounds=3 if quick else 7)
         row = {"n": n, "batch": batch, "heads": heads, "head_dim": d, "dtype": str(jnp.dtype(dtype)),
                "ms": {k: 1e3 * v for k, v in t.items()}, "errors": errors, "blocks": {}}
-        for rho in rhos:
-            for b in blocks:
-                f = bs.block_sparse_flops(n, d, heads, rho, b)
-                idx = bs.random_key_blocks(keys[3], (batch, heads), n, rho, b)
-                entry = {"kept_blocks": f["kept_blocks"], "dense_over_block_flops": f["dense_flops"] / f["block_flops"]}
-                try:
-                    ref = bs.block_sparse_attention(q, k, v, idx, scale, b)[0].astype(jnp.float32)
-                    got = block_sparse_attention_pallas(q, k, v, idx, scale, b, interpret=interpret)[0]
-                    entry["pallas_vs_xla_rel_l2"] = float(jnp.linalg.norm(got.astype(jnp.float32) - ref)
-                                                          / jnp.linalg.norm(ref))
-                except Exception as e:  # noqa: BLE001
-                    entry["pallas_vs_xla_error"] = f"{type(e).__name__}: {str(e)[:300]}"
-                row["blocks"][f"rho{rho} b{b}"] = entry
+        for (rho, b), idx in selections.items():
+            f = bs.block_sparse_flops(n, d, heads, rho, b)
+            entry = {"kept_blocks": f["kept_blocks"], "dense_over_block_flops": f["dense_flops"] / f["block_flops"]}
+            try:
+                ref = bs.block_sparse_attention(q, k, v, idx, scale, b)[0].astype(jnp.float32)
+                got = block_sparse_attention_pallas(q, k, v, idx, scale, b, interpret=interpret)[0]
+                entry["pallas_vs_xla_rel_l2"] = float(jnp.linalg.norm(got.astype(jnp.float32) - ref)
+                                                      / jnp.linalg.norm(ref))
+            except Exception as e:  # noqa: BLE001
+                entry["pallas_vs_xla_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            row["blocks"][f"rho{rho} b{b}"] = entry
         print("attention", n, {k: round(v, 3) for k, v in row["ms"].items()}, errors or "", flush=True)
         rows.append(row)
     return {"rows": rows}
