@@ -240,12 +240,6 @@ def save_float_params(params, directory: str) -> int:
     return _files_bytes(directory, ("float.bin", "float.json"))
 
 
-def load_float_params(directory: str) -> dict:
-    with open(os.path.join(directory, "float.json")) as f:
-        index = json.load(f)["arrays"]
-    return flax.traverse_util.unflatten_dict(_read_arrays(index, directory, "float"), sep="/")["params"]
-
-
 def _files_bytes(directory: str, names: Sequence[str]) -> int:
     return sum(os.path.getsize(os.path.join(directory, n)) for n in names)
 
@@ -253,8 +247,3 @@ def _files_bytes(directory: str, names: Sequence[str]) -> int:
 def param_bytes(params) -> int:
     """Bytes of a float parameter tree in memory."""
     return int(sum(_array_bytes(x) for x in jax.tree.leaves(nn.unbox(params))))
-
-
-def integer_weight_bits(serving: ServingModel) -> dict[str, int]:
-    """Flat path -> bits per value of each stored integer weight (4 or 8)."""
-    return {k: int(jnp.iinfo(v.dtype).bits) for k, v in serving.integer_leaves().items()}

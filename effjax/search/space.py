@@ -303,9 +303,6 @@ class Space:
         """A hashable identity of a configuration (duplicates share a key)."""
         return tuple(np.round(self.encode(params), 12).tolist())
 
-    def grid_size(self) -> float:
-        return self.cardinality
-
     def iter_all(self) -> Iterator[Params]:
         """Every configuration of a discrete space, in lexicographic order."""
         if not self.is_discrete:

@@ -26,7 +26,6 @@ _BUILDERS: dict[str, Callable] = {
     "sparsifiner_predictor": sparsifiner_steps.make_predictor_distillation_step,
     "sparsifiner_finetune": sparsifiner_steps.make_sparse_finetune_step,
 }
-OBJECTIVE_NAMES = tuple(_BUILDERS)
 
 
 def build_train_step(setup, config) -> Callable:

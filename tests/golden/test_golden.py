@@ -9,17 +9,23 @@ the recording host: losses bit-equal for 4 steps, then 1e-6 at step 5 growing to
 step 20, logits within 1.9e-4, metrics and costs identical). A change to the math moves the
 first loss or the later ones by far more. The cases in HOST_SPECIFIC hold what no tolerance
 bridges between hosts (int4 codes whose rounding flips under that drift, exported bytes); they
-are compared on the host that recorded them, and skipped, naming both hosts, elsewhere. After a
+are compared on the host that recorded them, and skipped, naming both hosts, elsewhere. Every case is
+recomputed in a child process under the production compiler flags, as recorded (the test session's
+fast-compile flags move float results at rounding level: tests/xla_env.py). After a
 deliberate change, rerun
 `python -m tests.golden.record <case>` and explain the difference in the commit.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.golden.cases import CASES, HOST_SPECIFIC, compute, golden_path, host_fingerprint
+from tests.golden.cases import CASES, HOST_SPECIFIC, REPO, golden_path, host_fingerprint
+from tests.xla_env import production_flags
 
 FAST = {"super_vit"}  # the main job's model runs in the default suite; the rest with -m slow
 ROUNDING = dict(rtol=2e-5, atol=2e-6)
@@ -44,14 +50,25 @@ def _close(actual, expected, path="", tol=ROUNDING):
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
+def compute_as_recorded(name: str, path: str) -> dict:
+    """The case's outputs computed as `tests.golden.record` records them: in a process with the production compiler
+    flags, not the test session's fast-compile ones (tests/xla_env.py)."""
+    env = dict(os.environ, XLA_FLAGS=production_flags(os.environ.get("XLA_FLAGS", "")))
+    done = subprocess.run([sys.executable, "-m", "tests.golden.record", f"--to={path}", name], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(path) as f:
+        return json.load(f)
+
+
 @pytest.mark.parametrize("name", [pytest.param(c, marks=() if c in FAST else pytest.mark.slow) for c in CASES])
-def test_golden(name):
+def test_golden(name, tmp_path):
     with open(golden_path(name)) as f:
         expected = json.load(f)
     if name in HOST_SPECIFIC and expected.get("host") != host_fingerprint():
         pytest.skip(f"{name} holds bit-level outcomes of training, recorded on {expected.get('host', 'another host')}; "
                     f"this is {host_fingerprint()}: `python -m tests.golden.record {name}` before a refactor here")
-    actual = json.loads(json.dumps(compute(name)))
+    actual = compute_as_recorded(name, str(tmp_path / "actual.json"))
     if "losses" in expected:  # the loss before any update: the model, data and loss, untouched by training drift
         np.testing.assert_allclose(actual["losses"][0], expected["losses"][0], err_msg=f"{name}/losses[0]", **ROUNDING)
     _close(actual, expected, name)
