@@ -15,9 +15,15 @@ The block indices (one flat int32 array, in SMEM on TPU) are read inside the ker
 and index the key / value blocks of the current head dynamically; the kernel lowers
 with Mosaic on TPU (checked by compiling for a v5e topology ahead of time with libtpu)
 and with Triton on GPU (power-of-two block counts, head width a power of two), and
-runs in Pallas interpret mode on CPU (tests). It is forward only (inference).
-`backend_path()` picks this kernel on accelerators and the XLA gather path on CPU,
-where interpretation is only for checking.
+runs in Pallas interpret mode on CPU (tests). `kernel_supports` says which shapes
+each lowering takes.
+
+The kernel is forward only; `block_sparse_attention_trainable` makes it
+differentiable with a custom VJP whose backward is the VJP of the XLA path,
+recomputed from the saved q, k, v. `sparse_attention(..., path="block_sparse")`
+runs that on GPU / TPU (`backend_path()`) when the attention einsums are plain
+float ones and the kernel supports the shapes, and the XLA path otherwise: always on
+CPU, where the kernel only runs interpreted, for checking.
 """
 
 from __future__ import annotations
@@ -117,14 +123,65 @@ def block_sparse_attention_pallas(q, k, v, block_indices, scale: float, block: i
     return jnp.concatenate([cls_out, rows], axis=2), cls_weights.astype(q.dtype)
 
 
+_KERNEL_PLATFORMS = {"gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
+_KERNEL_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+TRITON_MIN_DOT_WIDTH = 16  # tl.dot wants every matmul dimension at least 16
+TPU_INDEX_BYTES = 512 * 1024  # the flat block indices in SMEM: half of a v4+ core's 1 MiB
+TPU_KEY_VALUE_BYTES = 12 * 1024 * 1024  # one head's key and value blocks, double-buffered, in 16 MiB of scoped VMEM
+
+
+def kernel_platform(platform: str | None = None) -> str | None:
+    """The kernel's lowering for a JAX platform (default: the running one): "gpu" (Triton), "tpu" (Mosaic),
+    None where there is none (CPU)."""
+    return _KERNEL_PLATFORMS.get(platform or jax.default_backend())
+
+
 def backend_path(platform: str | None = None) -> str:
     """"pallas" on GPU / TPU, "xla" (the gather + block-matmul path) on CPU."""
-    platform = platform or jax.default_backend()
-    return "pallas" if platform in ("gpu", "cuda", "rocm", "tpu") else "xla"
+    return "pallas" if kernel_platform(platform) else "xla"
 
 
-def block_sparse_attention_auto(q, k, v, block_indices, scale: float, block: int):
-    """The block-sparse attention of the current backend (`backend_path`)."""
-    if backend_path() == "pallas":
-        return block_sparse_attention_pallas(q, k, v, block_indices, scale, block)
-    return bs.block_sparse_attention(q, k, v, block_indices, scale, block)
+def interpreted_here(platform: str | None) -> bool:
+    """Whether the kernel lowered for `platform` must run in interpret mode on the running backend."""
+    return kernel_platform(platform) != kernel_platform()
+
+
+def kernel_supports(q_shape: tuple[int, ...], kept_blocks: int, block: int, dtype, platform: str | None = None
+                    ) -> bool:
+    """Whether the kernel lowered for `platform` takes q [B, H, N, d] of `dtype` with `kept_blocks` of `block`."""
+    b, h, n, d = q_shape
+    if block not in bs.BLOCK_SIZES or n < 2 or jnp.dtype(dtype) not in _KERNEL_DTYPES:
+        return False
+    nq, nk = bs.block_counts(n, block)
+    if not 0 < kept_blocks <= nk:
+        return False
+    if kernel_platform(platform) == "tpu":
+        whole_head = nk * block * d * jnp.dtype(dtype).itemsize
+        return b * h * nq * kept_blocks * 4 <= TPU_INDEX_BYTES and 4 * whole_head <= TPU_KEY_VALUE_BYTES
+    return d >= TRITON_MIN_DOT_WIDTH and d & (d - 1) == 0  # Triton: power-of-two tile sizes
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _pallas_forward_xla_backward(q, k, v, block_indices, scale, block, platform, interpret):
+    return block_sparse_attention_pallas(q, k, v, block_indices, scale, block, interpret, platform)
+
+
+def _forward(q, k, v, block_indices, scale, block, platform, interpret):
+    outputs = block_sparse_attention_pallas(q, k, v, block_indices, scale, block, interpret, platform)
+    return outputs, (q, k, v, block_indices)
+
+
+def _backward(scale, block, platform, interpret, residuals, cotangents):
+    q, k, v, block_indices = residuals
+    _, xla_vjp = jax.vjp(lambda q, k, v: bs.block_sparse_attention(q, k, v, block_indices, scale, block), q, k, v)
+    return (*xla_vjp(cotangents), None)  # integer block indices: no cotangent
+
+
+_pallas_forward_xla_backward.defvjp(_forward, _backward)
+
+
+def block_sparse_attention_trainable(q, k, v, block_indices, scale: float, block: int, platform: str | None = None,
+                                     interpret: bool = False) -> tuple[jax.Array, jax.Array]:
+    """`block_sparse_attention_pallas` with gradients: (outputs, class-row weights) from the kernel, their VJP
+    w.r.t. q, k, v that of the XLA path `block_sparse.block_sparse_attention`."""
+    return _pallas_forward_xla_backward(q, k, v, block_indices, float(scale), int(block), platform, bool(interpret))

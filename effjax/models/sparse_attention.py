@@ -21,7 +21,9 @@ negative value before the softmax (training, any N); `"gathered"` gathers the
 kept keys and values per query and computes only those k logits, O(N k d) work
 (inference). Both return the same outputs. `"block_sparse"` takes a selection of
 whole key blocks per query block instead (the predictor's scores coarsened by
-`block_sparse.top_key_blocks`) and computes it as dense block matmuls; under
+`block_sparse.top_key_blocks`) and computes it as dense block matmuls, or on
+GPU / TPU with plain float einsums and shapes it supports, in the Pallas kernel
+`effjax.kernels.block_sparse_attention` (its backward is the XLA path's); under
 `block_sparse.block_connectivity_mask` of that selection the masked path gives
 the same outputs. Arrays are head-major: [B, H, N, d].
 
@@ -43,6 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from effjax.kernels import block_sparse_attention as block_sparse_kernel
 from effjax.models import block_sparse
 from effjax.models.layers import Dense, DotGeneralProvider, einsum
 from effjax.subnet import kept_key_count
@@ -157,14 +160,35 @@ def gathered_attention(q, k, v, key_indices: jax.Array, scale: float, query_bloc
     return jnp.concatenate([cls_out, rows_out], axis=2), cls_weights[:, :, 0]
 
 
+def uses_block_sparse_kernel(q: jax.Array, block_indices: jax.Array, block: int, dot_generals=NO_DOT_GENERALS,
+                             platform: Optional[str] = None) -> bool:
+    """Whether the "block_sparse" path runs the Pallas kernel on `platform` (default: the running backend):
+    an accelerator, plain float einsums (a quantizing dot_general keeps the XLA path) and supported shapes."""
+    return (block_sparse_kernel.backend_path(platform) == "pallas" and tuple(dot_generals) == NO_DOT_GENERALS
+            and block_sparse_kernel.kernel_supports(q.shape, block_indices.shape[-1], block, q.dtype, platform))
+
+
+def block_sparse_attention_by_backend(q, k, v, block_indices: jax.Array, scale: float, block: int, *,
+                                      dot_generals=NO_DOT_GENERALS, platform: Optional[str] = None
+                                      ) -> tuple[jax.Array, jax.Array]:
+    """(outputs, class-row weights) of the block selection, in the kernel where `uses_block_sparse_kernel`,
+    else on the XLA path; a `platform` other than the running one runs the kernel interpreted (tests)."""
+    if uses_block_sparse_kernel(q, block_indices, block, dot_generals, platform):
+        return block_sparse_kernel.block_sparse_attention_trainable(
+            q, k, v, block_indices, scale, block, platform, block_sparse_kernel.interpreted_here(platform))
+    return block_sparse.block_sparse_attention(q, k, v, block_indices, scale, block, dot_generals=dot_generals)
+
+
 def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, path: str, *,
-                     dot_generals=NO_DOT_GENERALS, block: int = 0) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
+                     dot_generals=NO_DOT_GENERALS, block: int = 0, platform: Optional[str] = None
+                     ) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
     """One interface for every path: (outputs [B, H, N, d], class-row weights [B, H, N], full weights or None).
 
     `key_indices` None means dense attention; otherwise it holds the kept keys of
     query rows 1..N-1, [B, H, N-1, k] for "masked" and "gathered", or for
     "block_sparse" the kept key blocks of each query block, [B, H, nq, kb], with
-    `block` the block size.
+    `block` the block size; `platform` overrides the backend that chooses its
+    implementation (`block_sparse_attention_by_backend`).
     """
     if path not in ATTENTION_PATHS + BLOCK_PATHS:
         raise ValueError(f"path={path!r}: allowed: {list(ATTENTION_PATHS + BLOCK_PATHS)}")
@@ -175,8 +199,8 @@ def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, pa
         out, weights = masked_attention(q, k, v, key_indices, scale, dot_generals=dot_generals)
         return out, weights[:, :, 0], weights
     if path == "block_sparse":
-        out, cls_weights = block_sparse.block_sparse_attention(q, k, v, key_indices, scale, block,
-                                                               dot_generals=dot_generals)
+        out, cls_weights = block_sparse_attention_by_backend(q, k, v, key_indices, scale, block,
+                                                             dot_generals=dot_generals, platform=platform)
         return out, cls_weights, None
     out, cls_weights = gathered_attention(q, k, v, key_indices, scale, dot_generals=dot_generals)
     return out, cls_weights, None

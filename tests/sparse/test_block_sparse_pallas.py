@@ -1,11 +1,14 @@
-"""The Pallas block-sparse attention kernel, run in interpret mode on CPU, against the XLA path and the masked path."""
+"""The Pallas block-sparse attention kernel, run in interpret mode on CPU: against the XLA and masked paths, its
+custom VJP (gradients of the XLA path) and the block-sparse path's choice between the kernel and the XLA path."""
 
+import functools
 import importlib.util
 import os
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -35,6 +38,100 @@ def test_backend_choice():
     assert kernel.backend_path("tpu") == "pallas"
     assert kernel.backend_path("gpu") == "pallas"
     assert kernel.backend_path("cpu") == "xla"
+    assert kernel.interpreted_here("gpu") and not kernel.interpreted_here(None)  # these tests run on CPU
+
+
+def _inputs(n, block, rho, d=16, seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed + n), 4)
+    q, k, v = (jax.random.normal(key, (1, 2, n, d)) for key in keys[:3])
+    return q, k, v, bs.top_key_blocks(jax.random.normal(keys[3], (1, 2, n - 1, n)), rho, block)
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+@pytest.mark.parametrize("n,block,rho", [(50, 16, 0.5), (64, 32, 0.5)])
+def test_trainable_kernel_outputs_and_gradients_equal_the_xla_path(n, block, rho, platform):
+    q, k, v, idx = _inputs(n, block, rho)
+    scale = 0.3
+    cotangent = jax.random.normal(jax.random.PRNGKey(7), q.shape)
+    cls_cotangent = jax.random.normal(jax.random.PRNGKey(8), (1, 2, n))
+
+    def loss(attention, q, k, v):
+        out, cls_weights = attention(q, k, v, idx, scale, block)
+        return jnp.sum(out * cotangent) + jnp.sum(cls_weights * cls_cotangent)
+
+    trainable = functools.partial(kernel.block_sparse_attention_trainable, platform=platform, interpret=True)
+    out, cls_weights = jax.jit(trainable, static_argnums=(4, 5))(q, k, v, idx, scale, block)
+    xla_out, xla_cls_weights = bs.block_sparse_attention(q, k, v, idx, scale, block)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(xla_out), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(cls_weights), np.asarray(xla_cls_weights), atol=1e-6)
+    grads = jax.jit(jax.grad(functools.partial(loss, trainable), argnums=(0, 1, 2)))(q, k, v)
+    xla_grads = jax.jit(jax.grad(functools.partial(loss, bs.block_sparse_attention), argnums=(0, 1, 2)))(q, k, v)
+    for grad, xla_grad in zip(grads, xla_grads):
+        assert float(jnp.abs(xla_grad).max()) > 0
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(xla_grad), atol=2e-5)
+
+
+def test_kernel_supports():
+    assert kernel.kernel_supports((2, 3, 197, 64), 4, 16, jnp.bfloat16, "gpu")
+    assert not kernel.kernel_supports((2, 3, 197, 48), 4, 16, jnp.float32, "gpu")  # Triton: head width 2^k
+    assert not kernel.kernel_supports((2, 3, 197, 8), 4, 16, jnp.float32, "gpu")  # Triton: dots at least 16 wide
+    assert kernel.kernel_supports((2, 3, 197, 48), 4, 16, jnp.float32, "tpu")
+    assert not kernel.kernel_supports((1024, 12, 197, 64), 4, 16, jnp.float32, "tpu")  # indices beyond SMEM
+    assert not kernel.kernel_supports((1, 1, 16384, 128), 4, 64, jnp.float32, "tpu")  # keys beyond VMEM
+    assert not kernel.kernel_supports((2, 3, 197, 64), 4, 24, jnp.float32, "gpu")  # not a block size
+    assert not kernel.kernel_supports((2, 3, 197, 64), 14, 16, jnp.float32, "gpu")  # more blocks than there are
+    assert not kernel.kernel_supports((2, 3, 197, 64), 4, 16, jnp.int8, "gpu")
+
+
+def _int8_dot_general(lhs, rhs, dimension_numbers, precision=None):
+    """Symmetric per-tensor int8 fake quantization of both operands, as a quantizing dot_general hook."""
+    def quantize(x):
+        step = jnp.abs(x).max() / 127
+        return jnp.round(x / step) * step
+    return jax.lax.dot_general(quantize(lhs), quantize(rhs), dimension_numbers, precision=precision)
+
+
+def _runs_the_kernel(fn, *args) -> bool:
+    return "pallas_call" in str(jax.make_jaxpr(fn)(*args))
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_block_sparse_path_runs_the_kernel_on_accelerators_with_float_einsums(platform):
+    n, block = 50, 16
+    q, k, v, idx = _inputs(n, block, 0.5)
+    scale = 0.25
+
+    def attention(q, k, v):
+        return sa.sparse_attention(q, k, v, idx, scale, "block_sparse", block=block, platform=platform)
+
+    assert sa.uses_block_sparse_kernel(q, idx, block, platform=platform)
+    assert _runs_the_kernel(attention, q, k, v)
+    out, cls_weights, weights = jax.jit(attention)(q, k, v)
+    xla_out, xla_cls_weights = bs.block_sparse_attention(q, k, v, idx, scale, block)
+    assert weights is None
+    np.testing.assert_allclose(np.asarray(out), np.asarray(xla_out), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(cls_weights), np.asarray(xla_cls_weights), atol=1e-6)
+    grad = jax.grad(lambda q: jnp.sum(jnp.sin(attention(q, k, v)[0])))(q)
+    xla_grad = jax.grad(lambda q: jnp.sum(jnp.sin(bs.block_sparse_attention(q, k, v, idx, scale, block)[0])))(q)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(xla_grad), atol=2e-5)
+
+
+@pytest.mark.parametrize("case", ["quantized", "head_width", "cpu", "running_backend"])
+def test_block_sparse_path_keeps_xla_for_quantized_einsums_unsupported_shapes_and_cpu(case):
+    n, block = 50, 16
+    q, k, v, idx = _inputs(n, block, 0.5, d=24 if case == "head_width" else 16)
+    dots = (_int8_dot_general, _int8_dot_general) if case == "quantized" else sa.NO_DOT_GENERALS
+    platform = {"cpu": "cpu", "running_backend": None}.get(case, "gpu")
+
+    def attention(q, k, v):
+        return sa.sparse_attention(q, k, v, idx, 0.25, "block_sparse", block=block, dot_generals=dots,
+                                   platform=platform)[:2]
+
+    assert not sa.uses_block_sparse_kernel(q, idx, block, dots, platform)
+    assert not _runs_the_kernel(attention, q, k, v)
+    xla = bs.block_sparse_attention(q, k, v, idx, 0.25, block, dot_generals=dots)
+    for got, want in zip(attention(q, k, v), xla):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 _TPU_COMPILE = """
