@@ -214,7 +214,7 @@ def supernet(quick: bool) -> dict:
 # ---------------------------------------------------------------- attention
 
 def attention(quick: bool) -> dict:
-    from effjax.kernels.block_sparse_attention import block_sparse_attention_pallas
+    from effjax.models.block_sparse_kernel import block_sparse_attention_pallas
     from effjax.models import block_sparse as bs
     from effjax.models import sparse_attention as sa
 

@@ -23,7 +23,7 @@ kept keys and values per query and computes only those k logits, O(N k d) work
 whole key blocks per query block instead (the predictor's scores coarsened by
 `block_sparse.top_key_blocks`) and computes it as dense block matmuls, or on
 GPU / TPU with plain float einsums and shapes it supports, in the Pallas kernel
-`effjax.kernels.block_sparse_attention` (its backward is the XLA path's); under
+`effjax.models.block_sparse_kernel` (its backward is the XLA path's); under
 `block_sparse.block_connectivity_mask` of that selection the masked path gives
 the same outputs. Arrays are head-major: [B, H, N, d].
 
@@ -45,7 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effjax.kernels import block_sparse_attention as block_sparse_kernel
+from effjax.models import block_sparse_kernel
 from effjax.models import block_sparse
 from effjax.models.layers import Dense, DotGeneralProvider, einsum
 from effjax.subnet import kept_key_count

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effjax.kernels import block_sparse_attention as kernel
+from effjax.models import block_sparse_kernel as kernel
 from effjax.models import block_sparse as bs
 from effjax.models import sparse_attention as sa
 from tests.foundation.helpers import REPO
@@ -138,7 +138,7 @@ _TPU_COMPILE = """
 import jax, jax.numpy as jnp
 from jax.experimental import topologies
 from jax.sharding import SingleDeviceSharding
-from effjax.kernels import block_sparse_attention as kernel
+from effjax.models import block_sparse_kernel as kernel
 from effjax.models import block_sparse as bs
 topo = topologies.get_topology_desc(platform="tpu", topology_name="v5e:2x2", chip_config_name="default",
                                     chips_per_host_bounds=(2, 2, 1), num_slices=1)

@@ -1,1 +1,0 @@
-"""Pallas kernels (accelerator paths of the XLA implementations in effjax.models)."""
