@@ -19,6 +19,7 @@ mixed CompressionMixed, one JSON row per run appended to experiments/search/peer
     python -m tools.bench_search --peers --methods qLogNEHVI "qLogNEHVI (no ref)" Sobol optuna-TPE optuna-GP \
         --problems compression_mixed --seed-list 0 1 2 3 4
     python -m tools.bench_search --peers-report experiments/search/peers.jsonl
+    python -m tools.bench_search --peers-table <rows.jsonl> ...   # print the table only
 
 XLA runs single-threaded here (set below, before JAX starts): the search's arrays are
 small, and on a shared 2-core machine thread hand-offs cost more than they save.
@@ -349,6 +350,7 @@ def main() -> None:
     parser.add_argument("--seed-list", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--jsonl", default=PEERS_JSONL)
     parser.add_argument("--peers-report", nargs="*", help="write the search_peers section from these jsonl files")
+    parser.add_argument("--peers-table", nargs="*", help="only print the peers table of these jsonl files")
     args = parser.parse_args()
     if args.peers:
         run_peers(args.problems if args.problems != PROBLEMS else PEER_PROBLEMS, args.methods, args.seed_list,
@@ -356,6 +358,9 @@ def main() -> None:
         return
     if args.peers_report:
         report_peers(args.peers_report)
+        return
+    if args.peers_table:
+        print(peers_table([json.loads(line) for path in args.peers_table for line in open(path) if line.strip()]))
         return
     if args.report:
         report(merge([json.load(open(p)) for p in args.report]))
