@@ -27,7 +27,6 @@ def repo_root() -> str:
 # (19 min 22 s with the install) in a fresh clone, so four stayed: sharded / tensor- / expert-parallel equality and
 # the exported point.
 HEAVY = (
-    "tests/golden/test_golden.py::test_golden[super_vit]",  # 110; every golden case runs with -m slow
     "tests/supernet/test_super_sandwich.py::test_one_update_from_all_knobs_equals_the_static_objective",  # 97 + 38
     "tests/scale/test_faults.py::test_sigterm_saves_exits_zero_and_next_launch_continues",  # 71
     "tests/slim/test_overprovision.py::test_a_served_configuration_computes_the_same_function_in_the_wide_supernet",  # 105

@@ -339,7 +339,7 @@ def report(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", nargs="*", default=PROBLEMS)
+    parser.add_argument("--problems", nargs="*", help=f"default: {PROBLEMS}; with --peers {PEER_PROBLEMS}")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=50)
     parser.add_argument("--no-large", action="store_true", help="skip the 100-observation proposal timing")
@@ -353,7 +353,7 @@ def main() -> None:
     parser.add_argument("--peers-table", nargs="*", help="only print the peers table of these jsonl files")
     args = parser.parse_args()
     if args.peers:
-        run_peers(args.problems if args.problems != PROBLEMS else PEER_PROBLEMS, args.methods, args.seed_list,
+        run_peers(args.problems or PEER_PROBLEMS, args.methods, args.seed_list,
                   args.budget, args.jsonl)
         return
     if args.peers_report:
@@ -365,7 +365,7 @@ def main() -> None:
     if args.report:
         report(merge([json.load(open(p)) for p in args.report]))
         return
-    results = run(args.problems, args.seeds, args.budget, large=not args.no_large)
+    results = run(args.problems or PROBLEMS, args.seeds, args.budget, large=not args.no_large)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f)

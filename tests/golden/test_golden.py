@@ -27,7 +27,6 @@ import pytest
 from tests.golden.cases import CASES, HOST_SPECIFIC, REPO, golden_path, host_fingerprint
 from tests.xla_env import production_flags
 
-FAST = {"super_vit"}  # the main job's model runs in the default suite; the rest with -m slow
 ROUNDING = dict(rtol=2e-5, atol=2e-6)
 CROSS_HOST = dict(rtol=1e-3, atol=1e-3)  # 5x the drift measured between two hosts (module docstring)
 TRAINED = {"losses", "logits_full", "logits_subnet", "final_train_loss"}
@@ -61,7 +60,8 @@ def compute_as_recorded(name: str, path: str) -> dict:
         return json.load(f)
 
 
-@pytest.mark.parametrize("name", [pytest.param(c, marks=() if c in FAST else pytest.mark.slow) for c in CASES])
+@pytest.mark.slow  # each case recompiles at the production optimization level: ~40-150 s apiece here
+@pytest.mark.parametrize("name", CASES)
 def test_golden(name, tmp_path):
     with open(golden_path(name)) as f:
         expected = json.load(f)
