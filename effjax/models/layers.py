@@ -97,6 +97,15 @@ def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
     return nn.with_logical_constraint(x, tuple(names))
 
 
+def mesh_axes(logical: str) -> tuple[str, ...]:
+    """The mesh axes the rules in context map a logical axis name to (empty outside a rules context)."""
+    spec = nn.logical_to_mesh_axes((logical,), nn.get_logical_axis_rules())
+    axes = spec[0] if spec is not None and len(spec) else None
+    if axes is None:
+        return ()
+    return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
 LAYERNORM_EPSILON = 1e-6  # as flax.linen.LayerNorm
 
 

@@ -58,7 +58,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, constrain, einsum, injected_dot_general,
-                                  resolve_dot_general)
+                                  mesh_axes, resolve_dot_general)
 
 # Routing statistics (expert counts, experts per token, router logits) are sown here
 # when the caller makes the collection mutable (calibration for expert merging).
@@ -375,14 +375,6 @@ def router_entropy(probs: jax.Array) -> jax.Array:
     return jnp.mean(-jnp.sum(probs * jnp.log(jnp.maximum(probs, 1e-9)), axis=-1))
 
 
-def _mesh_axes(logical: str) -> tuple[str, ...]:
-    spec = nn.logical_to_mesh_axes((logical,), nn.get_logical_axis_rules())
-    axes = spec[0] if spec is not None and len(spec) else None
-    if axes is None:
-        return ()
-    return (axes,) if isinstance(axes, str) else tuple(axes)
-
-
 def expert_parallel_plan(batch_size: int, num_experts: int) -> Optional[tuple[tuple[str, ...], tuple[str, ...], int]]:
     """(batch mesh axes, expert mesh axes, expert-parallel size) when the all-to-all path applies, else None.
 
@@ -394,8 +386,8 @@ def expert_parallel_plan(batch_size: int, num_experts: int) -> Optional[tuple[tu
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return None
-    expert_axes = _mesh_axes("activation_expert")
-    batch_axes = _mesh_axes("activation_batch")
+    expert_axes = mesh_axes("activation_expert")
+    batch_axes = mesh_axes("activation_batch")
     expert_size = math.prod(mesh.shape[a] for a in expert_axes)
     batch_size_devices = math.prod(mesh.shape[a] for a in batch_axes)
     if expert_size <= 1 or set(expert_axes) & set(batch_axes):

@@ -23,7 +23,8 @@ kept keys and values per query and computes only those k logits, O(N k d) work
 whole key blocks per query block instead (the predictor's scores coarsened by
 `block_sparse.top_key_blocks`) and computes it as dense block matmuls, or on
 GPU / TPU with plain float einsums and shapes it supports, in the Pallas kernel
-`effjax.models.block_sparse_kernel` (its backward is the XLA path's); under
+`effjax.models.block_sparse_kernel` (its backward is the XLA path's; inside a
+mesh it runs under `shard_map`, each device on its share of examples and heads); under
 `block_sparse.block_connectivity_mask` of that selection the masked path gives
 the same outputs. Arrays are head-major: [B, H, N, d].
 
@@ -39,15 +40,18 @@ gathered one), so their outputs then differ by quantization noise, not exactly.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from effjax.models import block_sparse_kernel
 from effjax.models import block_sparse
-from effjax.models.layers import Dense, DotGeneralProvider, einsum
+from effjax.models.layers import Dense, DotGeneralProvider, einsum, mesh_axes
 from effjax.subnet import kept_key_count
 
 NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
@@ -168,14 +172,39 @@ def uses_block_sparse_kernel(q: jax.Array, block_indices: jax.Array, block: int,
             and block_sparse_kernel.kernel_supports(q.shape, block_indices.shape[-1], block, q.dtype, platform))
 
 
+def kernel_shard_spec(shape: tuple[int, ...]) -> Optional[PartitionSpec]:
+    """The split of [B, H, ...] arrays over the mesh in context (batch over the `activation_batch` axes, heads
+    over the `activation_heads` axes, each only where it divides evenly), or None outside a mesh or when nothing
+    is split. The kernel is an opaque custom call to GSPMD, which would gather its operands onto every device;
+    attention is independent per example and head, so under `shard_map` each device runs it on its own share."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return None
+
+    def split(logical: str, size: int, taken: tuple[str, ...] = ()) -> tuple[str, ...]:
+        axes = tuple(a for a in mesh_axes(logical) if a not in taken)
+        return axes if axes and size % math.prod(mesh.shape[a] for a in axes) == 0 else ()
+
+    batch_axes = split("activation_batch", shape[0])
+    head_axes = split("activation_heads", shape[1], batch_axes)
+    if math.prod(mesh.shape[a] for a in batch_axes + head_axes) == 1:
+        return None
+    return PartitionSpec(batch_axes or None, head_axes or None)
+
+
 def block_sparse_attention_by_backend(q, k, v, block_indices: jax.Array, scale: float, block: int, *,
                                       dot_generals=NO_DOT_GENERALS, platform: Optional[str] = None
                                       ) -> tuple[jax.Array, jax.Array]:
     """(outputs, class-row weights) of the block selection, in the kernel where `uses_block_sparse_kernel`,
     else on the XLA path; a `platform` other than the running one runs the kernel interpreted (tests)."""
     if uses_block_sparse_kernel(q, block_indices, block, dot_generals, platform):
-        return block_sparse_kernel.block_sparse_attention_trainable(
-            q, k, v, block_indices, scale, block, platform, block_sparse_kernel.interpreted_here(platform))
+        run = functools.partial(block_sparse_kernel.block_sparse_attention_trainable, scale=scale, block=block,
+                                platform=platform, interpret=block_sparse_kernel.interpreted_here(platform))
+        spec = kernel_shard_spec(q.shape)
+        if spec is None:
+            return run(q, k, v, block_indices)
+        return jax.shard_map(run, in_specs=(spec,) * 4, out_specs=(spec, spec), check_vma=False)(
+            q, k, v, block_indices)
     return block_sparse.block_sparse_attention(q, k, v, block_indices, scale, block, dot_generals=dot_generals)
 
 

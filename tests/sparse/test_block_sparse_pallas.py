@@ -162,3 +162,46 @@ def test_kernel_compiles_for_a_tpu_topology_with_mosaic():
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "COMPILED TPU v5 lite True" in proc.stdout
+
+
+def _jaxpr_text(fn, *args) -> str:
+    return str(jax.make_jaxpr(fn)(*args))
+
+
+@pytest.mark.parametrize("heads,expect_spec", [(4, (("data", "fsdp"), "tensor")), (3, (("data", "fsdp"), None))])
+def test_kernel_runs_per_device_share_under_a_mesh(heads, expect_spec):
+    """Inside a mesh (data 2 x tensor 2 x expert 2 of the 8 simulated devices, the default rules) the kernel runs
+    under shard_map on each device's examples and heads (heads only where they divide), with the XLA path's
+    outputs and gradients."""
+    import flax.linen as nn
+    from effjax.config.base import DEFAULT_LOGICAL_AXIS_RULES
+    from effjax.train.mesh import rules_tuple
+
+    n, block, scale = 50, 16, 0.25
+    keys = jax.random.split(jax.random.PRNGKey(heads), 4)
+    q, k, v = (jax.random.normal(key, (4, heads, n, 16)) for key in keys[:3])
+    idx = bs.top_key_blocks(jax.random.normal(keys[3], (4, heads, n - 1, n)), 0.5, block)
+    mesh = jax.make_mesh((2, 1, 2, 2), ("data", "fsdp", "tensor", "expert"),
+                         axis_types=(jax.sharding.AxisType.Auto,) * 4)  # as effjax.train.mesh builds it
+
+    def loss(q, k, v):
+        out, cls_weights, _ = sa.sparse_attention(q, k, v, idx, scale, "block_sparse", block=block, platform="gpu")
+        return jnp.sum(jnp.sin(out)) + jnp.sum(cls_weights ** 2), (out, cls_weights)
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules_tuple(DEFAULT_LOGICAL_AXIS_RULES)):
+        spec = sa.kernel_shard_spec(q.shape)
+        text = _jaxpr_text(loss, q, k, v)
+        grads, (out, cls_weights) = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+    assert sa.kernel_shard_spec(q.shape) is None  # outside the mesh: one call on the whole arrays
+    assert tuple(spec) == expect_spec
+    assert "shard_map" in text and "pallas_call" in text
+
+    def xla_loss(q, k, v):
+        out, cls_weights = bs.block_sparse_attention(q, k, v, idx, scale, block)
+        return jnp.sum(jnp.sin(out)) + jnp.sum(cls_weights ** 2), (out, cls_weights)
+
+    xla_grads, (xla_out, xla_cls) = jax.grad(xla_loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(xla_out), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(cls_weights), np.asarray(xla_cls), atol=1e-6)
+    for grad, xla_grad in zip(grads, xla_grads):
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(xla_grad), atol=2e-5)
