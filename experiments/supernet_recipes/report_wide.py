@@ -1,12 +1,14 @@
 """Tables of the wide-supernet study (README, "A wider supernet than the configurations it serves").
 
-  python -m experiments.supernet_recipes.report_wide [--seeds=0,1,2] [--factor=2]
+  python -m experiments.supernet_recipes.report_wide [--seeds=0,1,2] [--factor=2] [--fresh_seeds=3,4,5]
 
 Reads `results/digits_wide<f>_seed<S>.json` (`wide.py`) and the standalone study's
 `grid_digits_budgeta_seed<S>.json`, prints the markdown tables and the verdict of the decision rule, and
 writes every figure printed to `results/digits_wide<f>_summary.json`. For context (added after the rule, not
 part of it) it also sets the wide supernet beside the baseline supernet trained twice as long
-(`grid_digits_x2_budgeta_seed<S>.json`, 1000 steps), the nearest equal-compute point on disk.
+(`grid_digits_x2_budgeta_seed<S>.json`, 1000 steps), the nearest equal-compute point on disk. With the fresh
+seeds' files (`results/digits_fresh_{base,wide<f>}_seed<S>.json`, both supernets retrained and scored by `wide.py`) it
+adds the confirmation's table and verdict.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GRIDS = os.path.join(HERE, "..", "supernet_vs_standalone", "results")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
 _FACTOR = flags.DEFINE_integer("factor", 2, "width_overprovision of the runs")
+_FRESH = flags.DEFINE_list("fresh_seeds", ["3", "4", "5"], "seeds of the confirmation (both supernets retrained)")
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -164,6 +167,45 @@ def equal_flops(seeds, factor) -> tuple[str, dict]:
     return "\n".join(out), {"rows": rows, "rule": d, "flops": flops}
 
 
+def fresh_seeds(seeds, factor) -> tuple[str, dict]:
+    """The confirmation on fresh seeds: both supernets retrained (`digits_fresh_base_seed<S>.json`,
+    `digits_fresh_wide<f>_seed<S>.json`, both from `wide.py`), D_S as in the rule, on val and test."""
+    path = lambda run, s: os.path.join(HERE, "results", f"digits_fresh_{run}_seed{s}.json")  # noqa: E731
+    present = [s for s in seeds if os.path.isfile(path("base", s)) and os.path.isfile(path(f"wide{factor}", s))]
+    if not present:
+        return "", {}
+    runs = {}
+    for run in ("base", f"wide{factor}"):
+        runs[run] = []
+        for s in present:
+            with open(path(run, s)) as f:
+                runs[run].append(json.load(f))
+    base, wide = runs["base"], runs[f"wide{factor}"]
+    d = {}
+    for split in ("val", "test"):
+        d[split] = [100 * statistics.mean(w["wide"][split]["score"] - b["wide"][split]["score"]
+                                          for b, w in zip(bs["records"], ws["records"], strict=True))
+                    for bs, ws in zip(base, wide)]
+    for bs, ws in zip(base, wide):
+        assert [r["point_id"] for r in bs["records"]] == [r["point_id"] for r in ws["records"]]
+    m, sd = mean_std(d["val"])
+    verdict = "confirmed" if len(present) >= 3 and m > 0 and m > sd else "not confirmed"
+    rows = ["| id | config | val baseline | val wide | val wide minus baseline | test baseline | test wide | test wide minus baseline |",
+            "|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(base[0]["records"]):
+        cell = lambda run, split: [100 * x["records"][i]["wide"][split]["score"] for x in run]  # noqa: E731
+        diff = lambda split: [w - b for b, w in zip(cell(base, split), cell(wide, split))]  # noqa: E731
+        rows.append(f"| {r['point_id']} | {describe(r['config'])} | {fmt(cell(base, 'val'))} | {fmt(cell(wide, 'val'))} "
+                    f"| {fmt(diff('val'), True)} | {fmt(cell(base, 'test'))} | {fmt(cell(wide, 'test'))} "
+                    f"| {fmt(diff('test'), True)} |")
+    text = "\n".join([f"#### digits, fresh seeds {', '.join(present)}: wide={factor} against the baseline, both retrained", "",
+                      "Score (mean task score x 100, mean ± sample std over seeds) at the K configurations:", ""] + rows + [
+        "", f"Rule (validation): D = {m:+.2f} ± {sd:.2f} (per seed " + ", ".join(f"{x:+.2f}" for x in d["val"])
+        + f"): **{verdict}**. Test, reported only: {fmt(d['test'], True)} (per seed "
+        + ", ".join(f"{x:+.2f}" for x in d["test"]) + ")."])
+    return text, {"seeds": present, "D_val": d["val"], "D_test": d["test"], "verdict": verdict}
+
+
 def flops_summary(grids, wides) -> dict:
     base, wide = grids[0]["supernet_flops"], wides[0]["supernet_flops"]
     return {"steps": wides[0]["steps"], "baseline_per_step": base["per_step"], "baseline_total": base["total"],
@@ -182,9 +224,11 @@ def main(_):
     eq_text, eq = equal_flops(seeds, factor)
     text = tables(rows, tasks, decision, flops, seeds, factor) + "\n\n" + context(x2, flops)
     text += "\n\n" + eq_text if eq_text else ""
+    fresh_text, fresh = fresh_seeds(_FRESH.value, factor)
+    text += "\n\n" + fresh_text if fresh_text else ""
     with open(os.path.join(HERE, "results", f"digits_wide{factor}_summary.json"), "w") as f:
         json.dump({"seeds": seeds, "factor": factor, "rows": rows, "rule": decision, "flops": flops,
-                   "vs_baseline_2x_steps": x2, "equal_flops": eq}, f, indent=1)
+                   "vs_baseline_2x_steps": x2, "equal_flops": eq, "fresh_seeds": fresh}, f, indent=1)
     print(text)
 
 
