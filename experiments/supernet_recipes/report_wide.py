@@ -1,14 +1,14 @@
 """Tables of the wide-supernet study (README, "A wider supernet than the configurations it serves").
 
-  python -m experiments.supernet_recipes.report_wide [--seeds=0,1,2] [--factor=2] [--fresh_seeds=3,4,5]
+  python -m experiments.supernet_recipes.report_wide [--seeds=0,1,2] [--factor=2] [--digits_retrained=3,4,5] [--shapes_retrained=0,1,2]
 
 Reads `results/digits_wide<f>_seed<S>.json` (`wide.py`) and the standalone study's
 `grid_digits_budgeta_seed<S>.json`, prints the markdown tables and the verdict of the decision rule, and
 writes every figure printed to `results/digits_wide<f>_summary.json`. For context (added after the rule, not
 part of it) it also sets the wide supernet beside the baseline supernet trained twice as long
-(`grid_digits_x2_budgeta_seed<S>.json`, 1000 steps), the nearest equal-compute point on disk. With the fresh
-seeds' files (`results/digits_fresh_{base,wide<f>}_seed<S>.json`, both supernets retrained and scored by `wide.py`) it
-adds the confirmation's table and verdict.
+(`grid_digits_x2_budgeta_seed<S>.json`, 1000 steps), the nearest equal-compute point on disk. With the files of
+runs where both supernets were retrained on one host (`results/<dataset>_retrained_{base,wide<f>}_seed<S>.json`,
+scored by `wide.py`: digits' fresh seeds 3-5, shapes' seeds 0-2) it adds their tables and verdicts.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GRIDS = os.path.join(HERE, "..", "supernet_vs_standalone", "results")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
 _FACTOR = flags.DEFINE_integer("factor", 2, "width_overprovision of the runs")
-_FRESH = flags.DEFINE_list("fresh_seeds", ["3", "4", "5"], "seeds of the confirmation (both supernets retrained)")
+_DIGITS_AGAIN = flags.DEFINE_list("digits_retrained", ["3", "4", "5"], "digits seeds with both supernets retrained")
+_SHAPES_AGAIN = flags.DEFINE_list("shapes_retrained", ["0", "1", "2"], "shapes seeds with both supernets retrained")
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -167,10 +168,12 @@ def equal_flops(seeds, factor) -> tuple[str, dict]:
     return "\n".join(out), {"rows": rows, "rule": d, "flops": flops}
 
 
-def fresh_seeds(seeds, factor) -> tuple[str, dict]:
-    """The confirmation on fresh seeds: both supernets retrained (`digits_fresh_base_seed<S>.json`,
-    `digits_fresh_wide<f>_seed<S>.json`, both from `wide.py`), D_S as in the rule, on val and test."""
-    path = lambda run, s: os.path.join(HERE, "results", f"digits_fresh_{run}_seed{s}.json")  # noqa: E731
+def retrained(dataset: str, seeds, factor, confirmation: bool) -> tuple[str, dict]:
+    """Both supernets retrained on one host (`<dataset>_retrained_{base,wide<f>}_seed<S>.json`, both from
+    `wide.py`): D_S as in the rule, on val (decides) and test (reported); with the standalone study's grid of a
+    seed, each side's test gap to the configurations trained alone as context. `confirmation`: the seeds confirm a
+    pass on earlier seeds (verdict "confirmed" / "not confirmed") rather than decide one."""
+    path = lambda run, s: os.path.join(HERE, "results", f"{dataset}_retrained_{run}_seed{s}.json")  # noqa: E731
     present = [s for s in seeds if os.path.isfile(path("base", s)) and os.path.isfile(path(f"wide{factor}", s))]
     if not present:
         return "", {}
@@ -181,29 +184,63 @@ def fresh_seeds(seeds, factor) -> tuple[str, dict]:
             with open(path(run, s)) as f:
                 runs[run].append(json.load(f))
     base, wide = runs["base"], runs[f"wide{factor}"]
-    d = {}
-    for split in ("val", "test"):
-        d[split] = [100 * statistics.mean(w["wide"][split]["score"] - b["wide"][split]["score"]
-                                          for b, w in zip(bs["records"], ws["records"], strict=True))
-                    for bs, ws in zip(base, wide)]
     for bs, ws in zip(base, wide):
         assert [r["point_id"] for r in bs["records"]] == [r["point_id"] for r in ws["records"]]
+    grid_path = lambda s: os.path.join(GRIDS, f"grid_{dataset}_budgeta_seed{s}.json")  # noqa: E731
+    grids = None
+    if all(os.path.isfile(grid_path(s)) for s in present):
+        grids = []
+        for s in present:
+            with open(grid_path(s)) as f:
+                grids.append({r["point_id"]: r for r in json.load(f)["records"]})
+    d = {split: [100 * statistics.mean(w["wide"][split]["score"] - b["wide"][split]["score"]
+                                       for b, w in zip(bs["records"], ws["records"], strict=True))
+                 for bs, ws in zip(base, wide)] for split in ("val", "test")}
     m, sd = mean_std(d["val"])
-    verdict = "confirmed" if len(present) >= 3 and m > 0 and m > sd else "not confirmed"
-    rows = ["| id | config | val baseline | val wide | val wide minus baseline | test baseline | test wide | test wide minus baseline |",
-            "|---|---|---|---|---|---|---|---|"]
+    if len(present) < 3:
+        verdict = "not decided (fewer than 3 seeds)"
+    elif confirmation:
+        verdict = "confirmed" if m > 0 and m > sd else "not confirmed"
+    else:
+        verdict = "better" if m > 0 and m > sd else "worse" if m < 0 and -m > sd else "no difference claimed"
+    header = "| id | config | val baseline | val wide | val wide minus baseline | test baseline | test wide | test wide minus baseline |"
+    if grids:
+        header += " test gap baseline to alone | test gap wide to alone |"
+    rows = [header, "|---" * header.count(" |") + "|"]
+    gaps = {"base": [], "wide": []}
     for i, r in enumerate(base[0]["records"]):
         cell = lambda run, split: [100 * x["records"][i]["wide"][split]["score"] for x in run]  # noqa: E731
         diff = lambda split: [w - b for b, w in zip(cell(base, split), cell(wide, split))]  # noqa: E731
-        rows.append(f"| {r['point_id']} | {describe(r['config'])} | {fmt(cell(base, 'val'))} | {fmt(cell(wide, 'val'))} "
-                    f"| {fmt(diff('val'), True)} | {fmt(cell(base, 'test'))} | {fmt(cell(wide, 'test'))} "
-                    f"| {fmt(diff('test'), True)} |")
-    text = "\n".join([f"#### digits, fresh seeds {', '.join(present)}: wide={factor} against the baseline, both retrained", "",
-                      "Score (mean task score x 100, mean ± sample std over seeds) at the K configurations:", ""] + rows + [
+        line = (f"| {r['point_id']} | {describe(r['config'])} | {fmt(cell(base, 'val'))} | {fmt(cell(wide, 'val'))} "
+                f"| {fmt(diff('val'), True)} | {fmt(cell(base, 'test'))} | {fmt(cell(wide, 'test'))} "
+                f"| {fmt(diff('test'), True)} |")
+        if grids:
+            alone = [100 * g[r["point_id"]]["alone"]["test"]["score"] for g in grids]
+            gap_b = [b - a for a, b in zip(alone, cell(base, "test"))]
+            gap_w = [w - a for a, w in zip(alone, cell(wide, "test"))]
+            gaps["base"].append(statistics.mean(gap_b))
+            gaps["wide"].append(statistics.mean(gap_w))
+            line += f" {fmt(gap_b, True)} | {fmt(gap_w, True)} |"
+        rows.append(line)
+    lines = [f"#### {dataset}, seeds {', '.join(present)}: wide={factor} against the baseline, both retrained on one host", "",
+             "Score (mean task score x 100, mean ± sample std over seeds) at the K configurations:", ""] + rows + [
         "", f"Rule (validation): D = {m:+.2f} ± {sd:.2f} (per seed " + ", ".join(f"{x:+.2f}" for x in d["val"])
         + f"): **{verdict}**. Test, reported only: {fmt(d['test'], True)} (per seed "
-        + ", ".join(f"{x:+.2f}" for x in d["test"]) + ")."])
-    return text, {"seeds": present, "D_val": d["val"], "D_test": d["test"], "verdict": verdict}
+        + ", ".join(f"{x:+.2f}" for x in d["test"]) + ")."]
+    summary = {"dataset": dataset, "seeds": present, "D_val": d["val"], "D_test": d["test"], "verdict": verdict,
+               "train_flops_per_step": {"baseline": base[0]["supernet_flops"]["per_step"],
+                                        "wide": wide[0]["supernet_flops"]["per_step"]}}
+    ratio = summary["train_flops_per_step"]["wide"] / summary["train_flops_per_step"]["baseline"]
+    lines += ["", f"Training FLOPs per step: baseline {summary['train_flops_per_step']['baseline']:.3g}, wide "
+              f"{summary['train_flops_per_step']['wide']:.3g} ({ratio:.2f}x)."]
+    if grids:
+        within = sum(g >= -1.0 for g in gaps["wide"])
+        summary.update(mean_gap_to_alone=gaps, within_1_point_wide=within)
+        lines += ["", f"Test gap to the configurations trained alone (their grids, trained on an earlier host), mean over "
+                  f"the K configurations: baseline {statistics.mean(gaps['base']):+.2f}, wide {statistics.mean(gaps['wide']):+.2f}; "
+                  f"per configuration: baseline {min(gaps['base']):+.2f} to {max(gaps['base']):+.2f}, wide "
+                  f"{min(gaps['wide']):+.2f} to {max(gaps['wide']):+.2f}; wide within 1 point on {within} of {len(gaps['wide'])}."]
+    return "\n".join(lines), summary
 
 
 def flops_summary(grids, wides) -> dict:
@@ -224,11 +261,13 @@ def main(_):
     eq_text, eq = equal_flops(seeds, factor)
     text = tables(rows, tasks, decision, flops, seeds, factor) + "\n\n" + context(x2, flops)
     text += "\n\n" + eq_text if eq_text else ""
-    fresh_text, fresh = fresh_seeds(_FRESH.value, factor)
-    text += "\n\n" + fresh_text if fresh_text else ""
+    again = {}
+    for dataset, seeds_again, confirmation in (("digits", _DIGITS_AGAIN.value, True), ("shapes", _SHAPES_AGAIN.value, False)):
+        again_text, again[dataset] = retrained(dataset, seeds_again, factor, confirmation)
+        text += "\n\n" + again_text if again_text else ""
     with open(os.path.join(HERE, "results", f"digits_wide{factor}_summary.json"), "w") as f:
         json.dump({"seeds": seeds, "factor": factor, "rows": rows, "rule": decision, "flops": flops,
-                   "vs_baseline_2x_steps": x2, "equal_flops": eq, "fresh_seeds": fresh}, f, indent=1)
+                   "vs_baseline_2x_steps": x2, "equal_flops": eq, "retrained": again}, f, indent=1)
     print(text)
 
 
