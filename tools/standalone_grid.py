@@ -56,7 +56,7 @@ SAMPLE_SEED = 1234  # their draw's seed (fixed: every run prices the same sample
 
 
 def _define_flags():
-    flags.DEFINE_string("workdir", None, "a finished main job's workdir (config.json, checkpoints, pareto.json)")
+    flags.DEFINE_string("workdir", None, "a finished main job's workdir (config.json, checkpoints; pareto.json unless --configs_from)")
     flags.DEFINE_string("out", None, "directory for the results json and the standalone runs")
     flags.DEFINE_enum("budget", "a", ["a", "b"], "a: the supernet's steps; b: its total training FLOPs / K")
     flags.DEFINE_integer("seed", 0, "seed of every standalone run (parameter init, data order)")
@@ -271,14 +271,15 @@ def run_grid(workdir: str, out: str, budget: str, seed: int, configs_from: str |
     from effjax.train.trainer import train_and_evaluate
 
     pareto_path = configs_from or os.path.join(workdir, "pareto.json")
-    if not os.path.isfile(os.path.join(workdir, "pareto.json")):
+    if not os.path.isfile(pareto_path):
         raise ValueError(f"--workdir={workdir!r}: no pareto.json (not a finished main job: "
-                         "python -m effjax.main --config=configs/pipeline.py:<dataset> --workdir=...)")
+                         "python -m effjax.main --config=configs/pipeline.py:<dataset> --workdir=...; "
+                         "or name the configurations' pareto.json with --configs_from)")
     with open(pareto_path) as f:
         points = select_points(json.load(f)["points"])
     run = load_run(workdir)
     config = run.config
-    weights = dict(config.search.get("score_weights", {}) or {})
+    weights = dict(config.get("search", {}).get("score_weights", {}) or {})  # a supernet-only run: equal weights
     supernet_eval = SubnetEvaluator(run.setup, run.params, weights)
     # the standalone models share the supernet's module and shapes, so one evaluator scores them all with
     # the same compiled programs; its weights are swapped per configuration

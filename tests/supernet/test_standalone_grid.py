@@ -38,3 +38,15 @@ def test_a_bad_workdir_is_one_clear_error(tmp_path):
                            f"--out={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --workdir=")
+
+
+def test_configs_from_serves_a_supernet_only_workdir(tmp_path):
+    """With --configs_from the workdir needs no pareto.json of its own (a supernet trained without the search):
+    the run goes past that check to loading the workdir, which here holds no run."""
+    import json
+    configs = tmp_path / "pareto.json"
+    configs.write_text(json.dumps({"points": POINTS}))
+    (tmp_path / "supernet").mkdir()
+    with pytest.raises(Exception) as error:
+        run_grid(str(tmp_path / "supernet"), str(tmp_path / "out"), "a", 0, configs_from=str(configs), progress=False)
+    assert "no pareto.json" not in str(error.value)
