@@ -186,7 +186,10 @@ def retrained(dataset: str, seeds, factor, confirmation: bool) -> tuple[str, dic
     base, wide = runs["base"], runs[f"wide{factor}"]
     for bs, ws in zip(base, wide):
         assert [r["point_id"] for r in bs["records"]] == [r["point_id"] for r in ws["records"]]
-    grid_path = lambda s: os.path.join(GRIDS, f"grid_{dataset}_budgeta_seed{s}.json")  # noqa: E731
+    def grid_path(s):  # this study's own standalone grids (seeds the standalone study did not run) first
+        name = f"grid_{dataset}_budgeta_seed{s}.json"
+        own = os.path.join(HERE, "results", name)
+        return own if os.path.isfile(own) else os.path.join(GRIDS, name)
     grids = None
     if all(os.path.isfile(grid_path(s)) for s in present):
         grids = []
@@ -236,7 +239,8 @@ def retrained(dataset: str, seeds, factor, confirmation: bool) -> tuple[str, dic
     if grids:
         within = sum(g >= -1.0 for g in gaps["wide"])
         summary.update(mean_gap_to_alone=gaps, within_1_point_wide=within)
-        lines += ["", f"Test gap to the configurations trained alone (their grids, trained on an earlier host), mean over "
+        lines += ["", f"Test gap to the configurations trained alone (`{os.path.relpath(grid_path(present[0]), HERE)}` and "
+                  "its other seeds), mean over "
                   f"the K configurations: baseline {statistics.mean(gaps['base']):+.2f}, wide {statistics.mean(gaps['wide']):+.2f}; "
                   f"per configuration: baseline {min(gaps['base']):+.2f} to {max(gaps['base']):+.2f}, wide "
                   f"{min(gaps['wide']):+.2f} to {max(gaps['wide']):+.2f}; wide within 1 point on {within} of {len(gaps['wide'])}."]
