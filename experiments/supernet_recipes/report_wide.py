@@ -168,22 +168,22 @@ def equal_flops(seeds, factor) -> tuple[str, dict]:
     return "\n".join(out), {"rows": rows, "rule": d, "flops": flops}
 
 
-def retrained(dataset: str, seeds, factor, confirmation: bool) -> tuple[str, dict]:
-    """Both supernets retrained on one host (`<dataset>_retrained_{base,wide<f>}_seed<S>.json`, both from
-    `wide.py`): D_S as in the rule, on val (decides) and test (reported); with the standalone study's grid of a
+def retrained(dataset: str, seeds, variant: str, label: str, confirmation: bool) -> tuple[str, dict]:
+    """A variant supernet against the baseline, both trained on one host (`<dataset>_retrained_{base,<variant>}_seed<S>
+    .json`, both from `wide.py`; `label` names the variant in the tables): D_S as in the rule, on val (decides) and test (reported); with the standalone study's grid of a
     seed, each side's test gap to the configurations trained alone as context. `confirmation`: the seeds confirm a
     pass on earlier seeds (verdict "confirmed" / "not confirmed") rather than decide one."""
     path = lambda run, s: os.path.join(HERE, "results", f"{dataset}_retrained_{run}_seed{s}.json")  # noqa: E731
-    present = [s for s in seeds if os.path.isfile(path("base", s)) and os.path.isfile(path(f"wide{factor}", s))]
+    present = [s for s in seeds if os.path.isfile(path("base", s)) and os.path.isfile(path(variant, s))]
     if not present:
         return "", {}
     runs = {}
-    for run in ("base", f"wide{factor}"):
+    for run in ("base", variant):
         runs[run] = []
         for s in present:
             with open(path(run, s)) as f:
                 runs[run].append(json.load(f))
-    base, wide = runs["base"], runs[f"wide{factor}"]
+    base, wide = runs["base"], runs[variant]
     for bs, ws in zip(base, wide):
         assert [r["point_id"] for r in bs["records"]] == [r["point_id"] for r in ws["records"]]
     def grid_path(s):  # this study's own standalone grids (seeds the standalone study did not run) first
@@ -206,9 +206,10 @@ def retrained(dataset: str, seeds, factor, confirmation: bool) -> tuple[str, dic
         verdict = "confirmed" if m > 0 and m > sd else "not confirmed"
     else:
         verdict = "better" if m > 0 and m > sd else "worse" if m < 0 and -m > sd else "no difference claimed"
-    header = "| id | config | val baseline | val wide | val wide minus baseline | test baseline | test wide | test wide minus baseline |"
+    header = (f"| id | config | val baseline | val {label} | val {label} minus baseline | test baseline | test {label} "
+              f"| test {label} minus baseline |")
     if grids:
-        header += " test gap baseline to alone | test gap wide to alone |"
+        header += f" test gap baseline to alone | test gap {label} to alone |"
     rows = [header, "|---" * header.count(" |") + "|"]
     gaps = {"base": [], "wide": []}
     for i, r in enumerate(base[0]["records"]):
@@ -225,25 +226,26 @@ def retrained(dataset: str, seeds, factor, confirmation: bool) -> tuple[str, dic
             gaps["wide"].append(statistics.mean(gap_w))
             line += f" {fmt(gap_b, True)} | {fmt(gap_w, True)} |"
         rows.append(line)
-    lines = [f"#### {dataset}, seeds {', '.join(present)}: wide={factor} against the baseline, both retrained on one host", "",
+    lines = [f"#### {dataset}, seeds {', '.join(present)}: {label} against the baseline, both retrained on one host", "",
              "Score (mean task score x 100, mean ± sample std over seeds) at the K configurations:", ""] + rows + [
         "", f"Rule (validation): D = {m:+.2f} ± {sd:.2f} (per seed " + ", ".join(f"{x:+.2f}" for x in d["val"])
         + f"): **{verdict}**. Test, reported only: {fmt(d['test'], True)} (per seed "
         + ", ".join(f"{x:+.2f}" for x in d["test"]) + ")."]
     summary = {"dataset": dataset, "seeds": present, "D_val": d["val"], "D_test": d["test"], "verdict": verdict,
                "train_flops_per_step": {"baseline": base[0]["supernet_flops"]["per_step"],
-                                        "wide": wide[0]["supernet_flops"]["per_step"]}}
-    ratio = summary["train_flops_per_step"]["wide"] / summary["train_flops_per_step"]["baseline"]
-    lines += ["", f"Training FLOPs per step: baseline {summary['train_flops_per_step']['baseline']:.3g}, wide "
-              f"{summary['train_flops_per_step']['wide']:.3g} ({ratio:.2f}x)."]
+                                        "variant": wide[0]["supernet_flops"]["per_step"]}}
+    ratio = summary["train_flops_per_step"]["variant"] / summary["train_flops_per_step"]["baseline"]
+    lines += ["", f"Training FLOPs per step: baseline {summary['train_flops_per_step']['baseline']:.3g}, {label} "
+              f"{summary['train_flops_per_step']['variant']:.3g} ({ratio:.2f}x)."]
     if grids:
-        within = sum(g >= -1.0 for g in gaps["wide"])
-        summary.update(mean_gap_to_alone=gaps, within_1_point_wide=within)
+        within = {k: sum(g >= -1.0 for g in v) for k, v in gaps.items()}
+        summary.update(mean_gap_to_alone=gaps, within_1_point=within)
         lines += ["", f"Test gap to the configurations trained alone (`{os.path.relpath(grid_path(present[0]), HERE)}` and "
                   "its other seeds), mean over "
-                  f"the K configurations: baseline {statistics.mean(gaps['base']):+.2f}, wide {statistics.mean(gaps['wide']):+.2f}; "
-                  f"per configuration: baseline {min(gaps['base']):+.2f} to {max(gaps['base']):+.2f}, wide "
-                  f"{min(gaps['wide']):+.2f} to {max(gaps['wide']):+.2f}; wide within 1 point on {within} of {len(gaps['wide'])}."]
+                  f"the K configurations: baseline {statistics.mean(gaps['base']):+.2f}, {label} {statistics.mean(gaps['wide']):+.2f}; "
+                  f"per configuration: baseline {min(gaps['base']):+.2f} to {max(gaps['base']):+.2f}, {label} "
+                  f"{min(gaps['wide']):+.2f} to {max(gaps['wide']):+.2f}; within 1 point: baseline {within['base']}, {label} "
+                  f"{within['wide']} of {len(gaps['wide'])}."]
     return "\n".join(lines), summary
 
 
@@ -266,8 +268,11 @@ def main(_):
     text = tables(rows, tasks, decision, flops, seeds, factor) + "\n\n" + context(x2, flops)
     text += "\n\n" + eq_text if eq_text else ""
     again = {}
-    for dataset, seeds_again, confirmation in (("digits", _DIGITS_AGAIN.value, True), ("shapes", _SHAPES_AGAIN.value, False)):
-        again_text, again[dataset] = retrained(dataset, seeds_again, factor, confirmation)
+    for dataset, seeds_again, variant, label, confirmation in (
+            ("digits", _DIGITS_AGAIN.value, f"wide{factor}", "wide", True),
+            ("shapes", _SHAPES_AGAIN.value, f"wide{factor}", "wide", False),
+            ("shapes", _SHAPES_AGAIN.value, "lr2x", "lr 0.006", False)):
+        again_text, again[f"{dataset}_{variant}"] = retrained(dataset, seeds_again, variant, label, confirmation)
         text += "\n\n" + again_text if again_text else ""
     with open(os.path.join(HERE, "results", f"digits_wide{factor}_summary.json"), "w") as f:
         json.dump({"seeds": seeds, "factor": factor, "rows": rows, "rule": decision, "flops": flops,
