@@ -1,6 +1,7 @@
 """Tables of the wide-supernet study (README, "A wider supernet than the configurations it serves").
 
-  python -m experiments.supernet_recipes.report_wide [--seeds=0,1,2] [--factor=2] [--digits_retrained=3,4,5] [--shapes_retrained=0,1,2]
+  python -m experiments.supernet_recipes.report_wide [--seeds=0,1,2] [--factor=2] [--digits_retrained=3,4,5] [--shapes_retrained=0,1,2] \
+      [--shapes_confirm=3,4,5]
 
 Reads `results/digits_wide<f>_seed<S>.json` (`wide.py`) and the standalone study's
 `grid_digits_budgeta_seed<S>.json`, prints the markdown tables and the verdict of the decision rule, and
@@ -25,6 +26,7 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
 _FACTOR = flags.DEFINE_integer("factor", 2, "width_overprovision of the runs")
 _DIGITS_AGAIN = flags.DEFINE_list("digits_retrained", ["3", "4", "5"], "digits seeds with both supernets retrained")
 _SHAPES_AGAIN = flags.DEFINE_list("shapes_retrained", ["0", "1", "2"], "shapes seeds with both supernets retrained")
+_SHAPES_CONFIRM = flags.DEFINE_list("shapes_confirm", ["3", "4", "5"], "shapes fresh seeds confirming lr 0.006")
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -271,8 +273,10 @@ def main(_):
     for dataset, seeds_again, variant, label, confirmation in (
             ("digits", _DIGITS_AGAIN.value, f"wide{factor}", "wide", True),
             ("shapes", _SHAPES_AGAIN.value, f"wide{factor}", "wide", False),
-            ("shapes", _SHAPES_AGAIN.value, "lr2x", "lr 0.006", False)):
-        again_text, again[f"{dataset}_{variant}"] = retrained(dataset, seeds_again, variant, label, confirmation)
+            ("shapes", _SHAPES_AGAIN.value, "lr2x", "lr 0.006", False),
+            ("shapes", _SHAPES_CONFIRM.value, "lr2x", "lr 0.006", True)):
+        again_text, again[f"{dataset}_{variant}_seeds{''.join(seeds_again)}"] = retrained(
+            dataset, seeds_again, variant, label, confirmation)
         text += "\n\n" + again_text if again_text else ""
     with open(os.path.join(HERE, "results", f"digits_wide{factor}_summary.json"), "w") as f:
         json.dump({"seeds": seeds, "factor": factor, "rows": rows, "rule": decision, "flops": flops,
