@@ -251,6 +251,39 @@ def retrained(dataset: str, seeds, variant: str, label: str, confirmation: bool)
     return "\n".join(lines), summary
 
 
+def same_lr_gaps(dataset: str, tag: str, label: str, seeds) -> tuple[str, dict]:
+    """Supernet minus alone (test) from this study's grids `grid_<dataset>_<tag>_budgeta_seed<S>.json`, where the
+    standalone models were trained with the supernet's own recipe (`tools.standalone_grid --workdir=<it>`)."""
+    paths = [os.path.join(HERE, "results", f"grid_{dataset}_{tag}_budgeta_seed{s}.json") for s in seeds]
+    if not all(os.path.isfile(p) for p in paths):
+        return "", {}
+    grids = []
+    for p in paths:
+        with open(p) as f:
+            grids.append(json.load(f))
+    tasks = grids[0]["tasks"]
+    lines = [f"#### {dataset}, seeds {', '.join(seeds)}: the {label} supernet against standalone models at the same learning rate", "",
+             "| id | config | " + " | ".join("depth RMSE %" if t == "depth" else f"{t} pts" for t in tasks)
+             + " | score pts | score supernet | score alone |",
+             "|---" * (len(tasks) + 5) + "|"]
+    gaps = {}
+    for i, r in enumerate(grids[0]["records"]):
+        assert all(g["records"][i]["point_id"] == r["point_id"] for g in grids)
+        per = lambda key, side: [100 * g["records"][i][side]["test"][key] for g in grids]  # noqa: E731
+        gap = lambda key: [(b - a) / a * 100 if key == "depth" else b - a  # noqa: E731
+                           for a, b in zip(per(key, "alone"), per(key, "supernet"))]
+        gaps[r["point_id"]] = gap("score")
+        lines.append(f"| {r['point_id']} | {describe(r['config'])} | " + " | ".join(fmt(gap(t), True) for t in tasks)
+                     + f" | {fmt(gap('score'), True)} | {fmt(per('score', 'supernet'))} | {fmt(per('score', 'alone'))} |")
+    means = [statistics.mean(v) for v in gaps.values()]
+    within = sum(m >= -1.0 for m in means)
+    lines += ["", f"Score gap, mean over the K configurations: {statistics.mean(means):+.2f} (per configuration "
+              f"{min(means):+.2f} to {max(means):+.2f}); within 1 point on {within} of {len(means)}. Depth: the supernet's RMSE minus the "
+              "standalone model's, in % of the latter (positive: the supernet is worse)."]
+    return "\n".join(lines), {"gaps": {str(k): v for k, v in gaps.items()}, "mean": statistics.mean(means),
+                              "within_1_point": within}
+
+
 def flops_summary(grids, wides) -> dict:
     base, wide = grids[0]["supernet_flops"], wides[0]["supernet_flops"]
     return {"steps": wides[0]["steps"], "baseline_per_step": base["per_step"], "baseline_total": base["total"],
@@ -278,6 +311,8 @@ def main(_):
         again_text, again[f"{dataset}_{variant}_seeds{''.join(seeds_again)}"] = retrained(
             dataset, seeds_again, variant, label, confirmation)
         text += "\n\n" + again_text if again_text else ""
+    lr_text, again["shapes_lr2x_same_lr_standalone"] = same_lr_gaps("shapes", "lr2x", "lr 0.006", _SHAPES_AGAIN.value)
+    text += "\n\n" + lr_text if lr_text else ""
     with open(os.path.join(HERE, "results", f"digits_wide{factor}_summary.json"), "w") as f:
         json.dump({"seeds": seeds, "factor": factor, "rows": rows, "rule": decision, "flops": flops,
                    "vs_baseline_2x_steps": x2, "equal_flops": eq, "retrained": again}, f, indent=1)
