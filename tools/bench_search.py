@@ -11,13 +11,17 @@ experiments/search/hv_vs_evals.png.
     python -m tools.bench_search --problems branincurrin --out /tmp/bc.json   # one part
     python -m tools.bench_search --report /tmp/bc.json /tmp/dtlz2.json ...    # merge parts
 
-Peers (`--peers`, optional extra "bench": optuna, and torch for its GPSampler): qLogNEHVI with
-and without reference points, Sobol, Optuna TPE and GPSampler on the three problems and on the
-mixed CompressionMixed, one JSON row per run appended to experiments/search/peers.jsonl; then
-`--peers-report` writes the "search_peers" section of BENCHMARKS.md:
+Peers (`--peers`, optional extra "bench": optuna, botorch, and torch for both): qLogNEHVI with
+and without reference points, Sobol, Optuna TPE and GPSampler, and BoTorch's qLogNEHVI with and
+without the problem's reference point ("botorch-qLogNEHVI", "botorch-qLogNEHVI (no ref)", see
+`_botorch`) on the three problems and on the mixed CompressionMixed, one JSON row per run appended
+to experiments/search/peers.jsonl; then `--peers-report` writes the "search_peers" section of
+BENCHMARKS.md:
 
     python -m tools.bench_search --peers --methods qLogNEHVI "qLogNEHVI (no ref)" Sobol optuna-TPE optuna-GP \
         --problems compression_mixed --seed-list 0 1 2 3 4
+    python -m tools.bench_search --peers --methods "botorch-qLogNEHVI (no ref)" --problems dtlz2 \
+        --seed-list 10 11 12 13 14 --jsonl experiments/search/peers_botorch.jsonl
     python -m tools.bench_search --peers-report experiments/search/peers.jsonl
     python -m tools.bench_search --peers-table <rows.jsonl> ...   # print the table only
 
@@ -34,6 +38,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -41,7 +46,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from effjax.search import Float, Int, Objective, Optimizer, Ordinal, hypervolume, optimize  # noqa: E402
+from effjax.search import Categorical, Float, Int, Objective, Optimizer, Ordinal, hypervolume, optimize  # noqa: E402
 from effjax.search.reference import DEFAULT_POLICY  # noqa: E402
 from effjax.search.nsga2 import nsga2_search, sobol_search  # noqa: E402
 from effjax.search.problems import DTLZ2, get_problem  # noqa: E402
@@ -52,7 +57,10 @@ PROBLEMS = ["branincurrin", "dtlz2", "vehiclesafety"]
 COMMAND = "python -m tools.bench_search"
 NO_REF = "qLogNEHVI (no ref)"  # every objective without `ref`: the search infers the reference point
 PEER_PROBLEMS = ["branincurrin", "dtlz2", "vehiclesafety", "compression_mixed"]
-PEER_METHODS = ["qLogNEHVI", NO_REF, "Sobol", "optuna-TPE", "optuna-GP"]
+BOTORCH = "botorch-qLogNEHVI"
+BOTORCH_NO_REF = "botorch-qLogNEHVI (no ref)"  # BoTorch's infer_reference_point on the observed front every round
+PEER_METHODS = ["qLogNEHVI", NO_REF, "Sobol", "optuna-TPE", "optuna-GP", BOTORCH, BOTORCH_NO_REF]
+PEER_LABELS = {BOTORCH: "BoTorch qLogNEHVI", BOTORCH_NO_REF: "BoTorch qLogNEHVI (no ref)"}
 PEERS_JSONL = os.path.join("experiments", "search", "peers.jsonl")
 
 
@@ -82,14 +90,18 @@ def run_method(method: str, problem, budget: int, seed: int, given_ref: bool = T
         result = nsga2_search(problem, problem.space, problem.objectives, budget=budget, seed=seed)
     elif method in ("optuna-TPE", "optuna-GP"):
         result = _optuna(problem, budget, seed, method.split("-")[1])
+    elif method in (BOTORCH, BOTORCH_NO_REF):
+        given_ref = given_ref and method == BOTORCH
+        reference = "botorch infer_reference_point"
+        result = _botorch(problem, budget, seed, given_ref)
     else:
         raise ValueError(f"unknown method {method!r}")
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     trace = hv_trace(problem, result.history)
     # Proposals after the initial design (the design's asks take no model time).
     model_asks = [s for s in proposal_seconds if s > 0.02] or proposal_seconds
-    return {"method": method, "problem": problem.name, "given_ref": given_ref,
-            "reference": reference if method in ("qLogNEHVI", NO_REF) and not given_ref else None,
+    inferred_by = None if given_ref or method not in ("qLogNEHVI", NO_REF, BOTORCH, BOTORCH_NO_REF) else reference
+    return {"method": method, "problem": problem.name, "given_ref": given_ref, "reference": inferred_by,
             "seed": seed, "hv": trace[-1], "max_hv": problem.max_hv, "trace": trace, "wall_s": wall, "cpu_s": cpu,
             "optimizer_s": float(sum(proposal_seconds)), "first_proposal_s": float(model_asks[0]) if model_asks else 0.0,
             "proposal_s": float(np.median(model_asks)) if model_asks else 0.0}
@@ -127,13 +139,132 @@ def _optuna(problem, budget, seed, sampler_name: str):
     return SearchResult(history, pareto_subset(history, problem.objectives), problem.objectives)
 
 
+def _botorch(problem, budget, seed, given_ref: bool):
+    """BoTorch's multi-objective recipe (its qNEHVI tutorial, with qLogNEHVI), q = 1, float64 on the CPU.
+
+    Initial design: 2 (d + 1) scrambled Sobol points (seeded by `seed`) in the unit cube, one column per
+    parameter: a Float maps linearly onto [low, high] (onto [log low, log high] with log=True); an Int,
+    Ordinal or Categorical parameter with n values takes the value of the cell floor(u n). Then one
+    proposal per round until `budget` evaluations. Model: a ModelListGP of one GP per objective, inputs
+    normalized to the unit cube by a Normalize input transform with the space's bounds, outcomes
+    Standardize-d, fitted with fit_gpytorch_mll; SingleTaskGP when no parameter is categorical, else
+    MixedSingleTaskGP with the categorical columns (value indices) declared. Acquisition:
+    qLogNoisyExpectedHypervolumeImprovement with prune_baseline=True and its default sampler (128 QMC
+    samples). BoTorch maximizes: the objectives are multiplied by their signs (effjax's problems minimize
+    all, so negated). Reference point: the problem's standard one (signed the same way) with `given_ref`,
+    else `infer_reference_point` of the observed non-dominated points, recomputed every round.
+    Optimization: all-Float spaces, optimize_acqf with the tutorial's num_restarts 10, raw_samples 512,
+    options batch_limit 5 and maxiter 200; mixed spaces, optimize_acqf_mixed_alternating with Int
+    (values low..high) and Ordinal (indices) columns as discrete dims and Categorical ones as cat dims,
+    num_restarts 10, raw_samples 512 (below its defaults 20 and 1024, to match the continuous setting),
+    its other options at their defaults. That optimizer returns members of the declared value lists, so
+    decoding rounds only float noise; a Float is clipped to its bounds after exp (log parameters).
+    """
+    import torch  # optional comparison (extra "bench")
+    from botorch import fit_gpytorch_mll
+    from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+    from botorch.models import MixedSingleTaskGP, ModelListGP, SingleTaskGP
+    from botorch.models.transforms.input import Normalize
+    from botorch.models.transforms.outcome import Standardize
+    from botorch.optim import optimize_acqf, optimize_acqf_mixed_alternating
+    from botorch.utils.multi_objective.hypervolume import infer_reference_point
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+    from botorch.utils.sampling import draw_sobol_samples
+    from gpytorch.mlls import SumMarginalLogLikelihood
+
+    from effjax.search.optimizer import Evaluation, SearchResult, pareto_subset
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    space = problem.space
+    if space.constraints:
+        raise NotImplementedError("the BoTorch peer does not handle constrained spaces")
+    params = space.params
+    dim = len(params)
+    signs = np.array([o.sign for o in problem.objectives])
+    names = [o.name for o in problem.objectives]
+    value_lists = {i: list(p.values) for i, p in enumerate(params) if not isinstance(p, Float)}
+    lows = [(math.log(p.low) if p.log else p.low) if isinstance(p, Float) else
+            (p.low if isinstance(p, Int) else 0) for p in params]
+    highs = [(math.log(p.high) if p.log else p.high) if isinstance(p, Float) else
+             (p.high if isinstance(p, Int) else len(p.values) - 1) for p in params]
+    bounds = torch.tensor([lows, highs], dtype=torch.float64)
+    cat_dims = [i for i, p in enumerate(params) if isinstance(p, Categorical)]
+    ordered_dims = [i for i in range(dim) if i not in cat_dims]
+    discrete_dims = {i: [float(v) for v in (p.values if isinstance(p, Int) else range(len(p.values)))]
+                     for i, p in enumerate(params) if isinstance(p, (Int, Ordinal))}
+
+    def decode(column: torch.Tensor) -> dict:
+        out = {}
+        for i, p in enumerate(params):
+            x = float(column[i])
+            if isinstance(p, Float):
+                x = min(max(x, lows[i]), highs[i])
+                out[p.name] = min(max(math.exp(x), p.low), p.high) if p.log else x
+            elif isinstance(p, Int):
+                out[p.name] = round(x)
+            else:
+                out[p.name] = value_lists[i][round(x)]
+        return out
+
+    def encode_cells(u: torch.Tensor) -> torch.Tensor:
+        x = bounds[0] + u * (bounds[1] - bounds[0])
+        for i, p in enumerate(params):
+            if not isinstance(p, Float):
+                n = len(value_lists[i])
+                x[:, i] = torch.clamp(torch.floor(u[:, i] * n), max=n - 1) + lows[i]
+        return x
+
+    history = []
+    train_x, train_y = [], []
+
+    def evaluate(x_row: torch.Tensor) -> None:
+        point = decode(x_row)
+        values = problem(point)
+        history.append(Evaluation(len(history), point, values))
+        train_x.append(x_row)
+        train_y.append(torch.tensor([values[n] for n in names], dtype=torch.float64) * torch.from_numpy(signs))
+
+    unit = torch.tensor([[0.0] * dim, [1.0] * dim], dtype=torch.float64)
+    n_initial = min(2 * (dim + 1), budget)
+    for x_row in encode_cells(draw_sobol_samples(unit, n=n_initial, q=1, seed=seed).squeeze(1)):
+        evaluate(x_row)
+    standard_ref = torch.from_numpy(np.asarray(problem.ref_point, dtype=np.float64) * signs)
+    while len(history) < budget:
+        x, y = torch.stack(train_x), torch.stack(train_y)
+        models = []
+        for j in range(y.shape[1]):
+            normalize = Normalize(dim, indices=ordered_dims, bounds=bounds[:, ordered_dims])
+            if cat_dims:
+                models.append(MixedSingleTaskGP(x, y[:, j:j + 1], cat_dims=cat_dims, input_transform=normalize,
+                                                outcome_transform=Standardize(m=1)))
+            else:
+                models.append(SingleTaskGP(x, y[:, j:j + 1], input_transform=normalize,
+                                           outcome_transform=Standardize(m=1)))
+        model = ModelListGP(*models)
+        fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
+        ref = standard_ref if given_ref else infer_reference_point(y[is_non_dominated(y)])
+        acquisition = qLogNoisyExpectedHypervolumeImprovement(model, ref_point=ref.tolist(), X_baseline=x,
+                                                              prune_baseline=True)
+        if value_lists:
+            candidate, _ = optimize_acqf_mixed_alternating(
+                acquisition, bounds, discrete_dims=discrete_dims,
+                cat_dims={i: [float(v) for v in range(len(value_lists[i]))] for i in cat_dims},
+                q=1, num_restarts=10, raw_samples=512)
+        else:
+            candidate, _ = optimize_acqf(acquisition, bounds, q=1, num_restarts=10, raw_samples=512,
+                                         options={"batch_limit": 5, "maxiter": 200}, sequential=True)
+        evaluate(candidate[0].detach())
+    return SearchResult(history, pareto_subset(history, problem.objectives), problem.objectives)
+
+
 def run_peers(problems, methods, seeds, budget, jsonl: str) -> None:
     """Appends one JSON row per (problem, method, seed) run to `jsonl` (HV w.r.t. the standard reference point)."""
     for name in problems:
         problem = get_problem(name)
         for method in methods:
             for seed in seeds:
-                r = run_method(method, problem, budget, seed, given_ref=method != NO_REF)
+                r = run_method(method, problem, budget, seed, given_ref=method not in (NO_REF, BOTORCH_NO_REF))
                 r.pop("trace")
                 with open(jsonl, "a") as f:
                     f.write(json.dumps(r) + "\n")
@@ -149,29 +280,40 @@ def peers_table(rows: list[dict]) -> str:
     for problem in dict.fromkeys(r["problem"] for r in rows):
         sel = [r for r in rows if r["problem"] == problem]
         sobol = {r["seed"]: r["hv"] for r in sel if r["method"] == "Sobol"}
-        for method in dict.fromkeys(r["method"] for r in sel):
-            rs = [r for r in sel if r["method"] == method]
+        for method, given_ref in dict.fromkeys((r["method"], r["given_ref"]) for r in sel):
+            rs = [r for r in sel if r["method"] == method and r["given_ref"] == given_ref]
             hv = np.array([r["hv"] for r in rs])
             std = hv.std(ddof=1) if len(hv) > 1 else float("nan")
             above = "-" if method == "Sobol" or not all(r["seed"] in sobol for r in rs) else \
                 ("yes" if all(r["hv"] > sobol[r["seed"]] for r in rs) else "no")
             cpu = [r["cpu_s"] for r in rs]
             seeds = ",".join(str(r["seed"]) for r in rs)
-            lines.append(f"| {problem} | {method} | {seeds} | {hv.mean():.4f} ± {std:.4f} | {hv.mean() / rs[0]['max_hv']:.4f} "
+            lines.append(f"| {problem} | {peer_label(method, given_ref)} | {seeds} | {hv.mean():.4f} ± {std:.4f} | {hv.mean() / rs[0]['max_hv']:.4f} "
                          f"| {above} | {np.mean(cpu):.1f}, {np.max(cpu):.1f} | {np.mean([r['wall_s'] for r in rs]):.1f} |")
     return "\n".join(lines)
+
+
+def peer_label(method: str, given_ref: bool) -> str:
+    """The table's name of a method; a reference-using method run without reference points says so."""
+    label = PEER_LABELS.get(method, method)
+    if not given_ref and method in ("qLogNEHVI", BOTORCH) and "(no ref)" not in label:
+        label += " (no ref)"
+    return label
 
 
 def report_peers(paths: list[str]) -> None:
     from tools.bench_report import machine_line, write_section
     rows = [json.loads(line) for path in paths for line in open(path) if line.strip()]
     text = peers_table(rows)
-    section = (f"## search_peers: effjax.search with and without reference points vs Sobol and Optuna\n\n"
+    section = (f"## search_peers: effjax.search with and without reference points vs Sobol, Optuna and BoTorch\n\n"
                f"`{COMMAND} --peers --jsonl {PEERS_JSONL}` then `{COMMAND} --peers-report {PEERS_JSONL}`\n\n"
                f"{machine_line()}\n\nBudget 50 evaluations; HV of all evaluations w.r.t. each problem's standard "
                f"reference point; '{NO_REF}': no objective has a `ref`, the search infers it every round (default "
                f"policy). Optuna {_optuna_version()} GPSampler (logEHVI, infers its own reference point) and "
-               f"multivariate TPESampler, default settings. CPU s = process CPU time of the whole run (the machine "
+               f"multivariate TPESampler, default settings. BoTorch {_botorch_version()} "
+               f"qLogNEHVI, q = 1, following its multi-objective tutorial (2 (d + 1) Sobol points, one GP per "
+               f"objective, num_restarts 10, raw_samples 512; mixed spaces with optimize_acqf_mixed_alternating), "
+               f"with the problem's reference point or (no ref) infer_reference_point every round. CPU s = process CPU time of the whole run (the machine "
                f"is shared: wall times include waiting for the CPU). Raw rows: `{PEERS_JSONL}`.\n\n{text}\n")
     write_section("search_peers", section)
     print(text)
@@ -181,6 +323,14 @@ def _optuna_version() -> str:
     try:
         import optuna
         return optuna.__version__
+    except ImportError:
+        return "(not installed)"
+
+
+def _botorch_version() -> str:
+    try:
+        import botorch
+        return botorch.__version__
     except ImportError:
         return "(not installed)"
 
