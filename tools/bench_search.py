@@ -12,7 +12,7 @@ experiments/search/hv_vs_evals.png.
     python -m tools.bench_search --report /tmp/bc.json /tmp/dtlz2.json ...    # merge parts
 
 Peers (`--peers`, optional extra "bench": optuna, botorch, and torch for both): qLogNEHVI with
-and without reference points, Sobol, Optuna TPE and GPSampler, and BoTorch's qLogNEHVI with and
+and without reference points, Sobol, Optuna TPE and GPSampler, and (named in --methods) BoTorch's qLogNEHVI with and
 without the problem's reference point ("botorch-qLogNEHVI", "botorch-qLogNEHVI (no ref)", see
 `_botorch`) on the three problems and on the mixed CompressionMixed, one JSON row per run appended
 to experiments/search/peers.jsonl; then `--peers-report` writes the "search_peers" section of
@@ -59,7 +59,7 @@ NO_REF = "qLogNEHVI (no ref)"  # every objective without `ref`: the search infer
 PEER_PROBLEMS = ["branincurrin", "dtlz2", "vehiclesafety", "compression_mixed"]
 BOTORCH = "botorch-qLogNEHVI"
 BOTORCH_NO_REF = "botorch-qLogNEHVI (no ref)"  # BoTorch's infer_reference_point on the observed front every round
-PEER_METHODS = ["qLogNEHVI", NO_REF, "Sobol", "optuna-TPE", "optuna-GP", BOTORCH, BOTORCH_NO_REF]
+PEER_METHODS = ["qLogNEHVI", NO_REF, "Sobol", "optuna-TPE", "optuna-GP"]  # BoTorch (2-10 min a run): name it in --methods
 PEER_LABELS = {BOTORCH: "BoTorch qLogNEHVI", BOTORCH_NO_REF: "BoTorch qLogNEHVI (no ref)"}
 PEERS_JSONL = os.path.join("experiments", "search", "peers.jsonl")
 
@@ -306,7 +306,8 @@ def report_peers(paths: list[str]) -> None:
     rows = [json.loads(line) for path in paths for line in open(path) if line.strip()]
     text = peers_table(rows)
     section = (f"## search_peers: effjax.search with and without reference points vs Sobol, Optuna and BoTorch\n\n"
-               f"`{COMMAND} --peers --jsonl {PEERS_JSONL}` then `{COMMAND} --peers-report {PEERS_JSONL}`\n\n"
+               f"`{COMMAND} --peers --jsonl <rows.jsonl>` (methods, problems and seeds per file: "
+               f"experiments/search/README.md) then `{COMMAND} --peers-report {' '.join(paths)}`\n\n"
                f"{machine_line()}\n\nBudget 50 evaluations; HV of all evaluations w.r.t. each problem's standard "
                f"reference point; '{NO_REF}': no objective has a `ref`, the search infers it every round (default "
                f"policy). Optuna {_optuna_version()} GPSampler (logEHVI, infers its own reference point) and "
@@ -314,7 +315,7 @@ def report_peers(paths: list[str]) -> None:
                f"qLogNEHVI, q = 1, following its multi-objective tutorial (2 (d + 1) Sobol points, one GP per "
                f"objective, num_restarts 10, raw_samples 512; mixed spaces with optimize_acqf_mixed_alternating), "
                f"with the problem's reference point or (no ref) infer_reference_point every round. CPU s = process CPU time of the whole run (the machine "
-               f"is shared: wall times include waiting for the CPU). Raw rows: `{PEERS_JSONL}`.\n\n{text}\n")
+               f"is shared: wall times include waiting for the CPU). Raw rows: {', '.join(f'`{p}`' for p in paths)}.\n\n{text}\n")
     write_section("search_peers", section)
     print(text)
 
