@@ -34,3 +34,11 @@ def test_kd_count_adds_count_distillation_to_the_labels_recipe_and_is_refused_wi
     with pytest.raises(ValueError, match=r"config.slim.kd_tasks: unknown tasks \['count'\]"):
         make_sandwich_step(build_model(config.model, dataset.tasks), None, dataset.tasks, {}, None,
                            SandwichOptions.from_config(config))
+
+
+def test_the_shapes_supernet_trains_at_the_selected_learning_rate_and_digits_keeps_the_base_one():
+    from effjax.config.base import base_config
+    assert load_config("configs/supernet.py:shapes").train.learning_rate == 0.006
+    assert load_config("configs/pipeline.py:shapes").train.learning_rate == 0.006
+    assert load_config("configs/pipeline.py:digits").train.learning_rate == base_config().train.learning_rate
+    assert load_config("configs/slim_vit.py:shapes").train.learning_rate == base_config().train.learning_rate
