@@ -267,7 +267,7 @@ def run_grid(workdir: str, out: str, budget: str, seed: int, configs_from: str |
     import numpy as np
     from tqdm import tqdm
 
-    from effjax.job.subnet_search import SubnetEvaluator
+    from effjax.job.subnet_search import SubnetEvaluator, config_score_weights
     from effjax.subnet import SubnetConfig
     from effjax.train.setup import load_run
     from effjax.train.trainer import train_and_evaluate
@@ -281,7 +281,7 @@ def run_grid(workdir: str, out: str, budget: str, seed: int, configs_from: str |
         points = select_points(json.load(f)["points"])
     run = load_run(workdir)
     config = run.config
-    weights = dict(config.get("search", {}).get("score_weights", {}) or {})  # a supernet-only run: equal weights
+    weights = config_score_weights(config)
     supernet_eval = SubnetEvaluator(run.setup, run.params, weights)
     # the standalone models share the supernet's module and shapes, so one evaluator scores them all with
     # the same compiled programs; its weights are swapped per configuration

@@ -114,7 +114,7 @@ def export_from_workdir(workdir: str, point_id=None, max_flops=None, output=None
     check_output(directory, overwrite)
     loaded = load_run(workdir, config)
     setup, params = loaded.setup, loaded.params
-    weights = dict(config.search.score_weights) if searched else {}
+    weights = subnet_search.config_score_weights(config) if searched else {}
     evaluator = subnet_search.SubnetEvaluator(setup, params, weights)
     if not searched:
         point = trained_point(evaluator, config)

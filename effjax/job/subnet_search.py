@@ -61,6 +61,11 @@ def task_score(task: TaskSpec, value: float) -> float:
     return value
 
 
+def config_score_weights(config) -> dict[str, float]:
+    """`config.search.score_weights`, or {} (every task weighted 1) for a run trained without a search."""
+    return dict(config.search.score_weights) if "search" in config else {}
+
+
 def score(tasks, metrics: Mapping[str, float], weights: Mapping[str, float]) -> float:
     total = sum(float(weights.get(t.name, 1.0)) for t in tasks)
     return sum(float(weights.get(t.name, 1.0)) * task_score(t, metrics[t.name]) for t in tasks) / total

@@ -30,12 +30,11 @@ _FLOPS_CACHE = flags.DEFINE_string("flops_cache", "/tmp/wide/step_flops_cache.js
 
 def score_records(run, records) -> list[dict]:
     """The wide supernet's val / test metrics at every grid record's configuration."""
-    from effjax.job.subnet_search import SubnetEvaluator
+    from effjax.job.subnet_search import SubnetEvaluator, config_score_weights
     from effjax.subnet import SubnetConfig
     from effjax.subnet.overprovision import served_subnet
 
-    weights = dict(run.config.search.score_weights) if "search" in run.config else {}
-    evaluator = SubnetEvaluator(run.setup, run.params, weights)
+    evaluator = SubnetEvaluator(run.setup, run.params, config_score_weights(run.config))
     rows = []
     for r in records:
         served = served_subnet(run.config.model, SubnetConfig.from_dict(r["config"]), run.setup.dataset.tasks)

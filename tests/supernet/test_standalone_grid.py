@@ -50,3 +50,12 @@ def test_configs_from_serves_a_supernet_only_workdir(tmp_path):
     with pytest.raises(Exception) as error:
         run_grid(str(tmp_path / "supernet"), str(tmp_path / "out"), "a", 0, configs_from=str(configs), progress=False)
     assert "no pareto.json" not in str(error.value)
+
+
+def test_score_weights_come_from_the_search_section_or_are_equal_without_one():
+    from effjax.config.load import load_config
+    from effjax.job.subnet_search import config_score_weights
+    searched = load_config("configs/pipeline.py:digits")
+    searched.search.score_weights = {"digit": 2.0}
+    assert config_score_weights(searched) == {"digit": 2.0}
+    assert config_score_weights(load_config("configs/supernet.py:digits")) == {}
