@@ -4,14 +4,20 @@ Times a jitted forward + backward of one MoE layer per method at the shapes of
 configs/moe_shapes.py (65 tokens per example) and a larger expert count, and
 reports XLA's FLOP count of each compiled program, then writes the `moe_dispatch`
 section of BENCHMARKS.md (raw figures in benchmarks/moe_dispatch.json). The target
-for the dropless `sorted` path is at most 1.2x the time of the capacity-based `gather` path:
+for the dropless `sorted` path is at most 1.2x the time of the capacity-based `gather` path.
+Each CPU setting (all cores, and XLA held to one core) runs in its own process:
 
-  python -m tools.bench_moe_dispatch [--repeats=20]
+  python -m tools.bench_moe_dispatch [--repeats=20] [--cores all 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -63,8 +69,11 @@ def measure(case, repeats):
         flops[method] = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", 0.0))
         jax.block_until_ready(fn(x, router, w))
     times = {method: [] for method in METHODS}
+    order = np.random.default_rng(0)
     for _ in range(repeats):  # interleaved, so load changes hit every method alike
-        for method, fn in fns.items():
+        for method in order.permutation(METHODS):
+            fn = fns[method]
+            jax.block_until_ready(fn(x, router, w))  # untimed: no method inherits the cache state of another
             start = time.perf_counter()
             jax.block_until_ready(fn(x, router, w))
             times[method].append(time.perf_counter() - start)
@@ -74,37 +83,61 @@ def measure(case, repeats):
                      "all_ms": [1e3 * t for t in times[method]]} for method in METHODS}, capacity
 
 
+def _measure_all(repeats):
+    return [dict(zip(("result", "capacity"), measure(case, repeats))) for case in CASES]
+
+
+def _run_setting(cores: str, repeats: int):
+    """Measures every case in a fresh process whose CPU affinity is `cores` ("all" or a count)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, "-m", "tools.bench_moe_dispatch", "--repeats", str(repeats), "--worker", out.name]
+        if cores != "all":
+            command = ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:int(cores)])] + command
+        subprocess.run(command, check=True)
+        return json.load(open(out.name))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--cores", nargs="+", default=["all", "1"], help='"all" and/or core counts, one run each')
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        json.dump(_measure_all(args.repeats), open(args.worker, "w"))
+        return
     lines = ["## MoE dispatch (tools/bench_moe_dispatch.py)", "", machine_line(), "",
              "Forward + backward (gradients of the input, router and experts) of one MoE layer (top-2 routing); median of "
-             f"{args.repeats} interleaved runs; GFLOP from XLA's cost analysis of the compiled program. "
+             f"{args.repeats} rounds; GFLOP from XLA's cost analysis of the compiled program. "
              "`einsum` and `gather` use capacity factor 1.25 (tokens may drop); `ragged`, `sorted` and `dense` are "
              f"dropless. `sorted` pads each expert's tokens to tiles of {moe.SORTED_TILE_ROWS} rows. "
-             "`paired` is the median over rounds of (method ms / gather ms) within one round, which cancels "
-             "load drift on this shared machine. "
-             f"Target: sorted / gather <= {SORTED_TARGET} (paired). Raw: `benchmarks/moe_dispatch.json`.", "",
-             "| examples x tokens | d | m | E | C | method | ms | GFLOP | ms / gather ms | paired |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "Each round runs the methods in a shuffled order, each as one untimed call followed by the timed one, so "
+             "no method pays for the caches another left behind. `paired` is the median over rounds of "
+             "(method ms / gather ms) within one round, which cancels load drift on this shared machine. "
+             "Each CPU setting runs in its own process (`cores`: XLA with every core of the machine, or held to "
+             f"one with taskset). Target: sorted / gather <= {SORTED_TARGET} (paired). "
+             "Raw: `benchmarks/moe_dispatch.json`.", "",
+             "| cores | examples x tokens | d | m | E | C | method | ms | GFLOP | ms / gather ms | paired |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     raw, verdicts = [], []
-    for case in CASES:
-        result, capacity = measure(case, args.repeats)
-        g, s, d, m, e, _, _ = case
-        base = result["gather"]["ms"]
-        for method, r in result.items():
-            lines.append(f"| {g} x {s} | {d} | {m} | {e} | {capacity} | {method} | {r['ms']:.2f} | "
-                         f"{r['flops'] / 1e9:.3f} | {r['ms'] / base:.2f} | {r['paired_ratio']:.2f} |")
-            print(lines[-1], flush=True)
-        ratio = result["sorted"]["paired_ratio"]
-        verdicts.append(f"{g} x {s}, E={e}: sorted / gather = {ratio:.2f} "
-                        f"({'met' if ratio <= SORTED_TARGET else 'MISSED'})")
-        raw.append({"examples": g, "tokens": s, "d": d, "m": m, "experts": e, "capacity": capacity,
-                    "repeats": args.repeats, "methods": result})
-    lines += ["", "Dropless `sorted` against the target: " + "; ".join(verdicts) + "."]
+    for cores in args.cores:
+        for case, measured in zip(CASES, _run_setting(cores, args.repeats)):
+            result, capacity = measured["result"], measured["capacity"]
+            g, s, d, m, e, _, _ = case
+            base = result["gather"]["ms"]
+            for method, r in result.items():
+                lines.append(f"| {cores} | {g} x {s} | {d} | {m} | {e} | {capacity} | {method} | {r['ms']:.2f} | "
+                             f"{r['flops'] / 1e9:.3f} | {r['ms'] / base:.2f} | {r['paired_ratio']:.2f} |")
+                print(lines[-1], flush=True)
+            ratio = result["sorted"]["paired_ratio"]
+            verdicts.append(f"{cores} cores, {g} x {s}, E={e}: {ratio:.2f} "
+                            f"({'met' if ratio <= SORTED_TARGET else 'MISSED'})")
+            raw.append({"cores": cores, "examples": g, "tokens": s, "d": d, "m": m, "experts": e,
+                        "capacity": capacity, "repeats": args.repeats, "methods": result})
+    lines += ["", "Dropless `sorted` / `gather` (paired) against the target: " + "; ".join(verdicts) + "."]
     write_raw("moe_dispatch", {"machine": machine_line(), "tile_rows": moe.SORTED_TILE_ROWS, "cases": raw})
     write_section("moe_dispatch", "\n".join(lines))
+
 
 if __name__ == "__main__":
     main()
