@@ -45,6 +45,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from tools.bench_report import interleaved_seconds  # noqa: E402
+
 BF16_DATASHEET_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}  # dense bf16, vendor datasheets
 PARTS = ("ceilings", "trainer", "attention", "moe", "serving", "supernet")
 VIT_B = {"image_size": 224, "patch_size": 16, "hidden_dim": 768, "num_layers": 12, "num_heads": 12,
@@ -58,15 +60,7 @@ def timed(fns: dict, rounds: int, iters: int = 1) -> dict[str, float]:
     """Median seconds per call of each zero-argument fn, over interleaved rounds of `iters` calls."""
     for fn in fns.values():
         jax.block_until_ready(fn())
-    samples = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(iters - 1):
-                fn()
-            jax.block_until_ready(fn())
-            samples[name].append((time.perf_counter() - start) / iters)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return {name: statistics.median(s) for name, s in interleaved_seconds(fns, rounds, iters).items()}
 
 
 def device_info() -> dict:

@@ -13,9 +13,9 @@ machine noise hits all of them alike; the figure is the median per batch.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
-import time
 
 import flax.linen as nn
 import jax
@@ -25,7 +25,7 @@ from effjax.data.digits import TASKS
 from effjax.models import build_model
 from effjax.quant import serving
 from effjax.subnet import SubnetConfig
-from tools.bench_report import machine_line, write_section
+from tools.bench_report import interleaved_seconds, machine_line, write_section
 
 VARIANTS = {
     "float32": None,
@@ -68,17 +68,10 @@ def build_variants(mc, batch: int):
 
 
 def time_interleaved(runs: dict, x, rounds: int, iters: int) -> dict[str, float]:
-    for fn, variables, *_ in runs.values():
-        jax.block_until_ready(fn(variables, x))  # compile + warm up
-    samples = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, (fn, variables, *_) in runs.items():
-            start = time.perf_counter()
-            for _ in range(iters):
-                out = fn(variables, x)
-            jax.block_until_ready(out)
-            samples[name].append((time.perf_counter() - start) / iters)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    calls = {name: functools.partial(fn, variables, x) for name, (fn, variables, *_) in runs.items()}
+    for call in calls.values():
+        jax.block_until_ready(call())  # compile + warm up
+    return {name: statistics.median(s) for name, s in interleaved_seconds(calls, rounds, iters).items()}
 
 
 def bare_matmul(n: int, rounds: int) -> dict[str, float]:
@@ -87,12 +80,7 @@ def bare_matmul(n: int, rounds: int) -> dict[str, float]:
     f32 = jax.jit(lambda a, b: a @ b)
     i8 = jax.jit(lambda a, b: jax.lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32))
     jax.block_until_ready((f32(a, a), i8(ai, ai)))
-    samples = {"f32": [], "int8": []}
-    for _ in range(rounds):
-        for name, fn, arg in (("f32", f32, a), ("int8", i8, ai)):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(arg, arg))
-            samples[name].append(time.perf_counter() - start)
+    samples = interleaved_seconds({"f32": functools.partial(f32, a, a), "int8": functools.partial(i8, ai, ai)}, rounds)
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
@@ -107,7 +95,7 @@ def main():
         "",
         "Written by `python -m tools.bench_int8_serving`. " + machine_line() + ".",
         "Multi-task ViT on 8x8 digits inputs (patch 2, 17 tokens), untrained weights, jitted forward of one batch;",
-        "median of interleaved rounds. `weights` = bytes of the parameter tree that serving holds (int4 at half a byte);",
+        "median of interleaved rounds (shuffled order, an untimed call before each timed one). `weights` = bytes of the parameter tree that serving holds (int4 at half a byte);",
         "`XLA args+temp` = the compiled forward's argument plus temporary buffers (`memory_analysis`).",
         "In W8A8 and W4A4 every Dense and both attention einsums (q.k, weights.v) are integer x integer matmuls;",
         "W8 weight-only dequantizes into float matmuls and keeps the attention einsums float.",

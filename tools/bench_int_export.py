@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,7 @@ from effjax.subnet import SubnetConfig
 from effjax.data import shapes
 from effjax.models import build_model
 from effjax.quant import integer_serving as ints
-from tools.bench_report import machine_line, write_raw, write_section
+from tools.bench_report import interleaved_seconds, machine_line, write_raw, write_section
 
 TARGET = 1.3
 SUBNETS = {
@@ -42,16 +42,10 @@ SUBNETS = {
 
 
 def _time(fns: dict, x, rounds: int, iters: int) -> dict:
-    for fn in fns.values():
-        fn(x)  # compile + warm up
-    samples = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(iters):
-                fn(x)
-            samples[name].append((time.perf_counter() - start) / iters)
-    return samples
+    calls = {name: functools.partial(fn, x) for name, fn in fns.items()}
+    for call in calls.values():
+        jax.block_until_ready(call())  # compile + warm up
+    return interleaved_seconds(calls, rounds, iters)
 
 
 def bare_matmuls(rows: int, inner: int, outer: int, rounds: int) -> dict:
@@ -68,8 +62,7 @@ def bare_matmuls(rows: int, inner: int, outer: int, rounds: int) -> dict:
            "int4 weight-only": (jax.jit(lambda x, w, s: x @ (w.astype(jnp.float32) * s)), (x, w4, scale)),
            "int8 x int8": (jax.jit(lambda x, w: jax.lax.dot_general(x, w, (((1,), (0,)), ((), ())),
                                                                      preferred_element_type=jnp.int32)), (x8, w8))}
-    samples = _time({k: (lambda a, f=f, args=args: jax.block_until_ready(f(*args))) for k, (f, args) in fns.items()},
-                    None, rounds, 5)
+    samples = _time({k: (lambda _, f=f, args=args: f(*args)) for k, (f, args) in fns.items()}, None, rounds, 5)
     base = samples["f32"]
     return {k: {"ms": 1e3 * statistics.median(v), "speedup_paired": statistics.median([b / t for b, t in zip(base, v)])}
             for k, v in samples.items()}
@@ -123,7 +116,7 @@ def main():
              "Written by `python -m tools.bench_int_export`. " + machine_line() + ". CPU only: no accelerator was lent.",
              f"Main job supernet of `configs/pipeline.py:shapes` ({mc.name}, hidden {mc.hidden_dim}, mlp "
              f"{mc.mlp_dim}, {mc.num_layers} blocks, 32x32 inputs, patch {mc.patch_size}), untrained weights, "
-             f"batch {args.batch}; median of {args.rounds} interleaved rounds; speed-up is the median of the "
+             f"batch {args.batch}; median of {args.rounds} interleaved rounds (shuffled order, an untimed call before each timed pair); speed-up is the median of the "
              "per-round float / integer ratios. `rel. L2` is the largest per-task relative L2 distance of the "
              f"integer outputs from predict's. Target: speed-up >= {TARGET}. Raw: `benchmarks/int_export_serving.json`.",
              "`+ attention` also runs attention's two activation x activation einsums as int8 x int8.",

@@ -13,19 +13,19 @@ Each CPU setting (all cores, and XLA held to one core) runs in its own process:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from effjax.models import moe
-from tools.bench_report import machine_line, write_raw, write_section
+from tools.bench_report import interleaved_seconds, machine_line, write_raw, write_section
 
 CASES = (
     # (examples, tokens per example, d, expert hidden, experts, top_k, capacity factor)
@@ -68,15 +68,7 @@ def measure(case, repeats):
         cost = fn.lower(x, router, w).compile().cost_analysis()
         flops[method] = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", 0.0))
         jax.block_until_ready(fn(x, router, w))
-    times = {method: [] for method in METHODS}
-    order = np.random.default_rng(0)
-    for _ in range(repeats):  # interleaved, so load changes hit every method alike
-        for method in order.permutation(METHODS):
-            fn = fns[method]
-            jax.block_until_ready(fn(x, router, w))  # untimed: no method inherits the cache state of another
-            start = time.perf_counter()
-            jax.block_until_ready(fn(x, router, w))
-            times[method].append(time.perf_counter() - start)
+    times = interleaved_seconds({method: functools.partial(fn, x, router, w) for method, fn in fns.items()}, repeats)
     gather = np.asarray(times["gather"])
     return {method: {"ms": float(np.median(times[method])) * 1e3, "flops": flops[method],
                      "paired_ratio": float(np.median(np.asarray(times[method]) / gather)),

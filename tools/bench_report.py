@@ -12,8 +12,10 @@ import json
 import os
 import platform
 import re
+import time
 
 import jax
+import numpy as np
 
 BENCHMARKS_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 _HEADER = (
@@ -53,3 +55,26 @@ def write_section(name: str, markdown: str, path: str = BENCHMARKS_PATH) -> None
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     with open(path, "w") as f:
         f.write(text)
+
+
+def interleaved_seconds(fns: dict, rounds: int, iters: int = 1, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of each zero-argument function, one sample per round.
+
+    Every round runs the functions in a fresh shuffled order (load changes hit all of
+    them alike), and each is called once untimed before its `iters` timed calls, so no
+    function is timed on the caches another one left behind. Call each once beforehand
+    to compile it.
+    """
+    order = np.random.default_rng(seed)
+    names = list(fns)
+    samples = {name: [] for name in names}
+    for _ in range(rounds):
+        for i in order.permutation(len(names)):
+            fn = fns[names[i]]
+            jax.block_until_ready(fn())
+            start = time.perf_counter()
+            for _ in range(iters):
+                out = fn()
+            jax.block_until_ready(out)
+            samples[names[i]].append((time.perf_counter() - start) / iters)
+    return samples

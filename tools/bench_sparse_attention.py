@@ -14,7 +14,8 @@ measured by the model benchmarks, not here):
     per query block, gathered as whole blocks and multiplied as dense block matmuls,
     timed forward and forward + backward (gradients of q, k, v).
 
-Each jitted function is timed in interleaved rounds and the fastest round taken
+Each jitted function is timed in interleaved rounds (`bench_report.interleaved_seconds`:
+shuffled order, an untimed call before each timed one) and the fastest round taken
 (the least disturbed by other work on a shared machine), so the speed-ups are
 measured side by side. The FLOPs ratio dense / block counts what the block path
 computes (its padded query rows times its whole key blocks, plus the dense class
@@ -24,7 +25,7 @@ row). Target: speed-up over dense >= 0.7 x that FLOPs ratio at N = 1024 and 4096
 from __future__ import annotations
 
 import argparse
-import time
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ from effjax.compress.cost_sparse import attention_core_layers
 from effjax.models import block_sparse as bs
 from effjax.models import sparse_attention as sa
 from effjax.subnet import kept_key_count
-from tools.bench_report import machine_line, write_raw, write_section
+from tools.bench_report import interleaved_seconds, machine_line, write_raw, write_section
 
 HEADS, HEAD_DIM, BATCH, QUERY_BLOCK = 4, 32, 1, 128
 TARGET = 0.7  # speed-up / FLOPs ratio
@@ -66,12 +67,7 @@ def measure(n: int, rho: float, blocks: tuple[int, ...], rounds: int, with_gathe
         fns[f"b{b} fwd+bwd"] = (_grad(blocked), (q, k, v, bidx))
     for fn, args in fns.values():
         jax.block_until_ready(fn(*args))  # compile + warm up
-    times = {name: [] for name in fns}
-    for _ in range(rounds):  # interleaved, so every path sees the same machine load
-        for name, (fn, args) in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - t0)
+    times = interleaved_seconds({name: functools.partial(fn, *args) for name, (fn, args) in fns.items()}, rounds)
     best = {name: 1e3 * min(t) for name, t in times.items()}
     row = {"n": n, "rho": rho, "k": kept_key_count(rho, n), "ms": best, "all_ms": {k: [1e3 * x for x in t]
                                                                                     for k, t in times.items()},
@@ -103,7 +99,7 @@ def main():
     lines = ["## Sparse attention (dense vs Sparsifiner gathered vs block-sparse)", "",
              "`python -m tools.bench_sparse_attention` - " + machine_line() + ". CPU only: no accelerator was lent.",
              f"Batch {BATCH}, {HEADS} heads of width {HEAD_DIM}; random selections; fastest of {args.rounds} "
-             "interleaved rounds. Raw: `benchmarks/sparse_attention.json`.", "",
+             "interleaved rounds (each round in a shuffled order, every timed call after an untimed one of the same function). Raw: `benchmarks/sparse_attention.json`.", "",
              "**Token-level gathered path** (query rows in blocks of "
              f"{QUERY_BLOCK}; FLOPs: logits + softmax + mixing from the cost model), forward:", "",
              "| N tokens | rho | keys kept k | dense ms | gathered ms | wall-clock ratio | FLOPs ratio |",
