@@ -301,9 +301,21 @@ def peer_label(method: str, given_ref: bool) -> str:
     return label
 
 
+def read_peer_rows(paths: list[str]) -> list[dict]:
+    """The rows of the jsonl files in order; a later row replaces an earlier one of the same problem, method,
+    reference setting and seed (a re-measurement)."""
+    rows = {}
+    for path in paths:
+        for line in open(path):
+            if line.strip():
+                r = json.loads(line)
+                rows[(r["problem"], r["method"], r["given_ref"], r["seed"])] = r
+    return list(rows.values())
+
+
 def report_peers(paths: list[str]) -> None:
     from tools.bench_report import machine_line, write_section
-    rows = [json.loads(line) for path in paths for line in open(path) if line.strip()]
+    rows = read_peer_rows(paths)
     text = peers_table(rows)
     section = (f"## search_peers: effjax.search with and without reference points vs Sobol, Optuna and BoTorch\n\n"
                f"`{COMMAND} --peers --jsonl <rows.jsonl>` (methods, problems and seeds per file: "
@@ -315,7 +327,8 @@ def report_peers(paths: list[str]) -> None:
                f"qLogNEHVI, q = 1, following its multi-objective tutorial (2 (d + 1) Sobol points, one GP per "
                f"objective, num_restarts 10, raw_samples 512; mixed spaces with optimize_acqf_mixed_alternating), "
                f"with the problem's reference point or (no ref) infer_reference_point every round. CPU s = process CPU time of the whole run (the machine "
-               f"is shared: wall times include waiting for the CPU). Raw rows: {', '.join(f'`{p}`' for p in paths)}.\n\n{text}\n")
+               f"is shared: wall times include waiting for the CPU). Raw rows: {', '.join(f'`{p}`' for p in paths)} (a later file's row "
+               f"replaces an earlier one of the same problem, method and seed).\n\n{text}\n")
     write_section("search_peers", section)
     print(text)
 
@@ -511,7 +524,7 @@ def main() -> None:
         report_peers(args.peers_report)
         return
     if args.peers_table:
-        print(peers_table([json.loads(line) for path in args.peers_table for line in open(path) if line.strip()]))
+        print(peers_table(read_peer_rows(args.peers_table)))
         return
     if args.report:
         report(merge([json.load(open(p)) for p in args.report]))

@@ -1,5 +1,6 @@
 """tools.bench_search peers: the BoTorch peer on a tiny budget, and the table's rows per method and reference policy."""
 
+import json
 import math
 
 import pytest
@@ -64,3 +65,15 @@ def test_peers_table_keeps_reference_policies_apart():
     labels = [line.split(" | ")[1] for line in lines]
     assert labels == ["Sobol", "BoTorch qLogNEHVI", "BoTorch qLogNEHVI (no ref)", "qLogNEHVI", "qLogNEHVI (no ref)"]
     assert [line.split(" | ")[3].split(" ")[0] for line in lines] == ["1.0000", "4.0000", "3.0000", "5.0000", "2.0000"]
+
+
+def test_a_later_file_replaces_the_same_run_and_keeps_the_others(tmp_path):
+    def row(seed, cpu, method="qLogNEHVI (no ref)"):
+        return json.dumps({"problem": "VehicleSafety", "method": method, "given_ref": False, "seed": seed,
+                           "hv": 240.0 + seed, "cpu_s": cpu})
+    first, second = tmp_path / "round.jsonl", tmp_path / "timing.jsonl"
+    first.write_text("\n".join([row(10, 32.0), row(11, 20.0), row(10, 5.0, "Sobol")]) + "\n")
+    second.write_text(row(10, 22.9) + "\n")
+    rows = bench_search.read_peer_rows([str(first), str(second)])
+    assert sorted((r["method"], r["seed"], r["cpu_s"]) for r in rows) == [
+        ("Sobol", 10, 5.0), ("qLogNEHVI (no ref)", 10, 22.9), ("qLogNEHVI (no ref)", 11, 20.0)]
