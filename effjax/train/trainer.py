@@ -12,6 +12,7 @@ optional jax.profiler trace.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -81,6 +82,13 @@ def evaluate(setup: Setup, params, split: str, eval_step=None, subnet=None) -> d
     return {t.name: losses.finalize_metric(t, totals[t.name]) for t in setup.dataset.tasks}
 
 
+def _fresh_state(setup: Setup, rng):
+    state = init_state(setup, rng)
+    if setup.config.train.init_from:
+        state = state.replace(params=init_params_from(setup, state.params, setup.config.train.init_from))
+    return state
+
+
 def step_flops(lowered) -> float:
     """FLOPs of one global step from the lowered program, before partitioning and backend rewrites.
 
@@ -119,10 +127,12 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     except validate.ConfigError:
         ckpt.close()
         raise
-    if state is None:
-        start, state = 0, init_state(setup, init_rng)
-        if config.train.init_from:
-            state = state.replace(params=init_params_from(setup, state.params, config.train.init_from))
+    initializing = None
+    if state is None:  # XLA compiles the initializer in a worker thread while this one traces the train step
+        start = 0
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        initializing = pool.submit(_fresh_state, setup, init_rng)
+        pool.shutdown(wait=False)
     else:
         if is_main:
             log.info("resumed from step %d in %s", start, ckpt.directory)
@@ -141,7 +151,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     step_rng = jax.device_put(step_rng, mesh_lib.replicated(setup.mesh))
 
     metrics: dict[str, dict[str, float]] = {}
-    flops_per_step = None
+    flops_per_step = compiled_step = None
     interrupted = False
     profiling_until = None
     window_start, window_steps = time.perf_counter(), 0
@@ -152,12 +162,16 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         step = start
         while step < tc.num_steps:
             batch = pipeline.to_global(next(data_iter), setup.batch_sharding, tc.batch_size)
-            if flops_per_step is None:
-                flops_per_step = step_flops(train_step.lower(state, batch, step_rng))
+            if compiled_step is None:
+                lowered = train_step.lower(setup.abstract_state, batch, step_rng)
+                flops_per_step = step_flops(lowered)
+                compiled_step = lowered.compile()
+            if state is None:
+                state = initializing.result()
             if config.profile_steps and profiling_until is None and step >= start + 2:
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
                 profiling_until = step + config.profile_steps
-            state, step_metrics = train_step(state, batch, step_rng)
+            state, step_metrics = compiled_step(state, batch, step_rng)
             step += 1
             window_steps += 1
             bar.update(1)
@@ -203,6 +217,8 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         if preemption.requested and not interrupted and jax.process_count() == 1:  # arrived after the last check
             interrupted = _save_for_signal(ckpt, step, state, data_iter, preemption, is_main)
     bar.close()
+    if state is None:
+        state = initializing.result()
     if not interrupted:
         split = config.eval.final_split
         metrics[split] = evaluate(setup, state.params, split, eval_step)
