@@ -33,37 +33,43 @@ def _summary(result, workdir: str) -> dict:
 
 
 def run_main_job(config, workdir: str, devices=None) -> dict:
+    setup = programs = None
+    start = time.perf_counter()
     if "search" in config:
-        from effjax.job.subnet_search import cost_limits, pvq_menu
+        from effjax.job.subnet_search import cost_limits, precompile_knob_steps, pvq_menu
 
         pvq_menu(config)  # a bad config.search.pvq (or cost limit) fails before training
         cost_limits(config.search)
+        setup = build(config, devices)
+        # the search's programs need only shapes: a spare core compiles them while the train step compiles
+        programs = precompile_knob_steps(setup, sorted(config.model.width_menu, reverse=True))
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
-    start = time.perf_counter()
-    result = train_and_evaluate(config, workdir, devices)
+    result = train_and_evaluate(config, workdir, devices, setup=setup)
     summary = _summary(result, workdir)
     summary["wall_seconds"] = {"train": time.perf_counter() - start}
     if "search" in config and not result.interrupted:
-        summary.update(search_and_export(config, workdir, result, devices, summary["wall_seconds"]))
+        summary.update(search_and_export(config, workdir, result, devices, summary["wall_seconds"], setup, programs))
     summary["wall_seconds"]["job"] = time.perf_counter() - start
     if jax.process_index() == 0:
         json_safe.dump(summary, os.path.join(workdir, "summary.json"))
     return summary
 
 
-def search_and_export(config, workdir: str, result, devices=None, wall_seconds: dict | None = None) -> dict:
+def search_and_export(config, workdir: str, result, devices=None, wall_seconds: dict | None = None, setup=None,
+                      programs=None) -> dict:
     """Search the trained supernet, write the front's files and export the budget picks. `wall_seconds`, when
-    given, receives the search's wall time (zero-shot evaluations of the searched points and the optimizer)."""
+    given, receives the search's wall time (zero-shot evaluations of the searched points and the optimizer);
+    `setup` and `programs` (`precompile_knob_steps` on that setup), when given, are reused."""
     from effjax.job import report as report_lib
     from effjax.job import subnet_search as ss
     from effjax.train.metrics import MetricWriter, eval_tags, train_hparams
 
     workdir = os.path.abspath(workdir)  # every path in summary.json and report.md derives from it
-    setup = build(config, devices)
-    evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights))
+    setup = build(config, devices) if setup is None else setup
+    evaluator = ss.SubnetEvaluator(setup, result.state.params, dict(config.search.score_weights), programs=programs)
     start = time.perf_counter()
     search_result = ss.run_search(evaluator, config.search, workdir, seed=config.seed)
     if wall_seconds is not None:

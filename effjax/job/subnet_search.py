@@ -176,6 +176,7 @@ class SubnetEvaluator:
     params: Any  # supernet parameters (global arrays)
     score_weights: Mapping[str, float]
     traced_knobs: bool = True  # one program per encoder width; False: one per configuration (the slower reference)
+    programs: Mapping[float, Callable] | None = None  # from `precompile_knob_steps` on the same setup
 
     def __post_init__(self):
         self.tasks = self.setup.dataset.tasks
@@ -185,7 +186,8 @@ class SubnetEvaluator:
         self.param_slots = export_lib.param_slots(self.boxed, self.tasks)
         self._layers: dict[SubnetConfig, list] = {}  # cost layers per subnet shape
         self._bits: dict[tuple, int] = {}  # export bits per (widths and bits, PVQ spec)
-        self._eval_steps: dict[Any, Callable] = {}  # encoder width (traced knobs) or SubnetConfig -> jitted step
+        self._eval_steps: dict[Any, Callable] = dict(self.programs or {})  # encoder width (traced knobs) or
+        # SubnetConfig -> jitted step
         self.pvq_settings = pvq_menu(self.setup.config)
         self.pvq_cache: dict = {}  # PVQ codes of active kernel slices, shared by evaluation and export
 
@@ -241,10 +243,7 @@ class SubnetEvaluator:
         return lambda params, batch: step(params, batch, *knobs)
 
     def _knob_step(self, encoder_width: float) -> Callable:
-        menu = tuple(sorted(float(w) for w in self.setup.model.width_menu))
-        return jax.jit(make_knob_eval_step(self.setup.model, self.tasks, encoder_width, menu, self._max_top_k()),
-                       in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding)
-                       + (mesh_lib.replicated(self.setup.mesh),) * 3)
+        return knob_step(self.setup, encoder_width)
 
     def precompile(self, encoder_widths: Sequence[float]) -> None:
         """Start compiling the evaluation program of each encoder width in worker threads, in the given order.
@@ -255,26 +254,10 @@ class SubnetEvaluator:
         if not self.traced_knobs or not isinstance(self.setup.model, ElasticViT):
             return
         widths = [float(w) for w in encoder_widths if float(w) not in self._eval_steps]
-        if not widths:
-            return
-        bs = self.setup.config.eval.batch_size
-        local = next(iter(pipeline.eval_batches(self.setup.dataset, "val", bs)))
-        params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.float32), self.host_params)
-        knobs = (np.zeros(len(self.tasks), np.int32), np.float32(1.0), np.int32(self.setup.model.default_top_k))
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(widths), os.cpu_count() or 1))
-        with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
-            batch = pipeline.to_global(local, self.setup.batch_sharding, bs)
-            for width in widths:
-                lowered = self._knob_step(width).lower(params, batch, *knobs)
-                self._eval_steps[width] = _Compiling(pool.submit(lowered.compile))
-        pool.shutdown(wait=False)
+        self._eval_steps.update(precompile_knob_steps(self.setup, widths, workers=os.cpu_count() or 1))
 
     def _max_top_k(self) -> int:
-        """The supernet's most experts per token over the searched menu (0: a model without the knob)."""
-        if not self.setup.model.moe_every:
-            return 0
-        default = self.setup.model.default_top_k
-        return max(knob_menus(self.setup.config).get("moe_top_k", [default]) + [default])
+        return max_top_k(self.setup)
 
     def _static_eval_step(self, subnet: SubnetConfig) -> Callable:
         if subnet not in self._eval_steps:
@@ -282,6 +265,46 @@ class SubnetEvaluator:
                 step_lib.make_eval_step(self.setup.model, self.tasks, subnet),
                 in_shardings=(self.setup.state_shardings.params, self.setup.batch_sharding))
         return self._eval_steps[subnet]
+
+
+def max_top_k(setup: Setup) -> int:
+    """The supernet's most experts per token over the searched menu (0: a model without the knob)."""
+    if not setup.model.moe_every:
+        return 0
+    default = setup.model.default_top_k
+    return max(knob_menus(setup.config).get("moe_top_k", [default]) + [default])
+
+
+def knob_step(setup: Setup, encoder_width: float) -> Callable:
+    """The jitted evaluation step of one encoder width with the other knobs traced (`make_knob_eval_step`)."""
+    menu = tuple(sorted(float(w) for w in setup.model.width_menu))
+    return jax.jit(make_knob_eval_step(setup.model, setup.dataset.tasks, encoder_width, menu, max_top_k(setup)),
+                   in_shardings=(setup.state_shardings.params, setup.batch_sharding)
+                   + (mesh_lib.replicated(setup.mesh),) * 3)
+
+
+def precompile_knob_steps(setup: Setup, encoder_widths: Sequence[float], workers: int = 1) -> dict[float, Callable]:
+    """Lower and compile the evaluation program of each encoder width in `workers` threads, in the given order.
+
+    Needs only the setup's shapes, so the main job starts it before training: on a machine with a spare
+    core the search's programs compile while the train step compiles. Each returned step waits for its
+    program when first called. Empty for a model without traced knobs (not an ElasticViT)."""
+    if not isinstance(setup.model, ElasticViT) or not encoder_widths:
+        return {}
+    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32), setup.abstract_state.params)
+    knobs = (np.zeros(len(setup.dataset.tasks), np.int32), np.float32(1.0), np.int32(setup.model.default_top_k))
+    bs = setup.config.eval.batch_size
+    local = next(iter(pipeline.eval_batches(setup.dataset, "val", bs)))
+
+    def compiled(width: float):
+        with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+            batch = pipeline.to_global(local, setup.batch_sharding, bs)
+            return knob_step(setup, width).lower(params, batch, *knobs).compile()
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(encoder_widths), workers)))
+    steps = {float(w): _Compiling(pool.submit(compiled, float(w))) for w in encoder_widths}
+    pool.shutdown(wait=False)
+    return steps
 
 
 class _Compiling:

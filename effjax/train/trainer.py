@@ -104,8 +104,11 @@ def step_flops(lowered) -> float:
 
 
 def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | None = None,
-                       dot_general_provider=None) -> TrainResult:
-    setup = build(config, devices, dot_general_provider=dot_general_provider)
+                       dot_general_provider=None, setup: Setup | None = None) -> TrainResult:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates it; `setup`, when
+    given, is `build(config, devices, ...)` made by the caller."""
+    if setup is None:
+        setup = build(config, devices, dot_general_provider=dot_general_provider)
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     writer = MetricWriter(os.path.join(workdir, "tensorboard"))

@@ -183,3 +183,29 @@ def test_standalone_study_marks_the_2x_schedule_target_by_its_fixed_rule():
     assert "**met**" in line({"score_gap_mean": -1.5}) and "-2.00 at 1x, -1.50 at 2x" in line({"score_gap_mean": -1.5})
     assert "**missed**" in line({"score_gap_mean": -2.5})
     assert "not measured" in line(None)
+
+
+def test_programs_compiled_from_shapes_alone_serve_the_evaluator(pipeline_run):
+    import ml_collections
+
+    from effjax.job import subnet_search as ss
+    from effjax.subnet import SubnetConfig
+    from effjax.train.checkpoint import Checkpointer
+    from effjax.train.trainer import build
+
+    workdir, _ = pipeline_run
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    setup = build(config, jax.devices()[:1])
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=3, async_save=False)
+    _, params = ckpt.latest_params()
+    ckpt.close()
+    programs = ss.precompile_knob_steps(setup, [0.5])  # before any parameter exists, as the main job does
+    assert set(programs) == {0.5}
+    early = ss.SubnetEvaluator(setup, params, {}, programs=programs)
+    on_demand = ss.SubnetEvaluator(setup, params, {})
+    subnet = SubnetConfig(encoder_width=0.5, decoder_widths=(("digit", 0.25), ("ge5", 1.0), ("parity", 0.5)),
+                          weight_bits=4, first_last_bits=8)
+    assert early.metrics(subnet, "val") == on_demand.metrics(subnet, "val")
+    early.precompile([0.5, 1.0])
+    assert early._eval_steps[0.5] is programs[0.5] and early.compiled_programs == 2
