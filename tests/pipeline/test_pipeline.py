@@ -104,20 +104,13 @@ def test_export_matches_its_pareto_entry_in_accuracy_and_size(pipeline_run):
 
 
 def test_exported_model_predicts_like_the_supernet_at_that_subnet(pipeline_run):
-    import ml_collections
-
     from effjax.job.subnet_search import SubnetEvaluator
-    from effjax.train.checkpoint import Checkpointer
-    from effjax.train.trainer import build
+    from effjax.train.setup import load_run
 
     workdir, _ = pipeline_run
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    setup = build(config, jax.devices()[:1])
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=3, async_save=False)
-    _, params = ckpt.latest_params()
-    ckpt.close()
-    evaluator = SubnetEvaluator(setup, params, {})
+    run = load_run(workdir)
+    config, setup = run.config, run.setup
+    evaluator = SubnetEvaluator(setup, run.params, {})
     from effjax.subnet import SubnetConfig
 
     subnet = SubnetConfig(encoder_width=0.5, decoder_widths=(("digit", 0.25), ("ge5", 1.0), ("parity", 0.5)),
@@ -186,20 +179,12 @@ def test_standalone_study_marks_the_2x_schedule_target_by_its_fixed_rule():
 
 
 def test_programs_compiled_from_shapes_alone_serve_the_evaluator(pipeline_run):
-    import ml_collections
-
     from effjax.job import subnet_search as ss
     from effjax.subnet import SubnetConfig
-    from effjax.train.checkpoint import Checkpointer
-    from effjax.train.trainer import build
+    from effjax.train.setup import load_run
 
-    workdir, _ = pipeline_run
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    setup = build(config, jax.devices()[:1])
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=3, async_save=False)
-    _, params = ckpt.latest_params()
-    ckpt.close()
+    run = load_run(pipeline_run[0])
+    setup, params = run.setup, run.params
     programs = ss.precompile_knob_steps(setup, [0.5])  # before any parameter exists, as the main job does
     assert set(programs) == {0.5}
     early = ss.SubnetEvaluator(setup, params, {}, programs=programs)
