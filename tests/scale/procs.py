@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 
+from tests.xla_env import FAST_COMPILE
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def env_with_devices(n: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+    env["XLA_FLAGS"] = " ".join((f"--xla_force_host_platform_device_count={n}", *FAST_COMPILE))  # as in this process
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = REPO
     return env
