@@ -32,8 +32,8 @@ import numpy as np
 from effjax.compress import export as export_lib
 from effjax.config.load import load_config
 from effjax.data import pipeline
-from effjax.job.subnet_search import (SubnetEvaluator, config_score_weights, knob_menus, make_knob_eval_step,
-                                      run_search, search_space)
+from effjax.job.subnet_search import (SubnetEvaluator, config_score_weights, knob_args, knob_menus,
+                                      make_knob_eval_step, max_top_k, run_search, search_space)
 from effjax.train.setup import load_run
 from effjax.train.trainer import train_and_evaluate
 from tools.bench_report import interleaved_seconds, machine_line, write_section
@@ -90,9 +90,8 @@ def batched_vs_sequential(run, batch: int, rounds: int, seed: int = 0) -> list[d
                     subnets.append(subnet)
             params = [export_lib.quantized_params(evaluator.host_params, evaluator.plan(s), evaluator.pvq_cache)
                       for s in subnets]
-            knobs = [(np.asarray([menu.index(s.decoder_width(t.name)) for t in tasks], np.int32),
-                      np.float32(s.attention_keep_ratio), np.int32(s.moe_top_k or model.default_top_k)) for s in subnets]
-            step_fn = make_knob_eval_step(model, tasks, width, menu, evaluator._max_top_k())
+            knobs = [knob_args(run.setup, s) for s in subnets]
+            step_fn = make_knob_eval_step(model, tasks, width, menu, max_top_k(run.setup))
             one, many = jax.jit(step_fn), jax.jit(jax.vmap(step_fn, in_axes=(0, None, 0, 0, 0)))
             stacked = jax.tree.map(lambda *a: np.stack(a), *params)
             stacked_knobs = tuple(np.stack(k) for k in zip(*knobs))

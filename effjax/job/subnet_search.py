@@ -230,20 +230,13 @@ class SubnetEvaluator:
         encoder width, decoder widths (menu indices), keep ratio and top-k passed as traced values."""
         if not self.traced_knobs or not isinstance(self.setup.model, ElasticViT):
             return self._static_eval_step(subnet.without_bits())
-        menu = tuple(sorted(float(w) for w in self.setup.model.width_menu))
-        decoder_widths = [subnet.decoder_width(t.name) for t in self.tasks]
-        if any(w not in menu for w in decoder_widths):
+        knobs = knob_args(self.setup, subnet)
+        if knobs is None:
             return self._static_eval_step(subnet.without_bits())
         if subnet.encoder_width not in self._eval_steps:
-            self._eval_steps[subnet.encoder_width] = self._knob_step(subnet.encoder_width)
+            self._eval_steps[subnet.encoder_width] = knob_step(self.setup, subnet.encoder_width)
         step = self._eval_steps[subnet.encoder_width]
-        knobs = (np.asarray([menu.index(w) for w in decoder_widths], np.int32),
-                 np.float32(subnet.attention_keep_ratio),
-                 np.int32(subnet.moe_top_k or self.setup.model.default_top_k))
         return lambda params, batch: step(params, batch, *knobs)
-
-    def _knob_step(self, encoder_width: float) -> Callable:
-        return knob_step(self.setup, encoder_width)
 
     def precompile(self, encoder_widths: Sequence[float]) -> None:
         """Start compiling the evaluation program of each encoder width in worker threads, in the given order.
@@ -255,9 +248,6 @@ class SubnetEvaluator:
             return
         widths = [float(w) for w in encoder_widths if float(w) not in self._eval_steps]
         self._eval_steps.update(precompile_knob_steps(self.setup, widths, workers=os.cpu_count() or 1))
-
-    def _max_top_k(self) -> int:
-        return max_top_k(self.setup)
 
     def _static_eval_step(self, subnet: SubnetConfig) -> Callable:
         if subnet not in self._eval_steps:
@@ -273,6 +263,17 @@ def max_top_k(setup: Setup) -> int:
         return 0
     default = setup.model.default_top_k
     return max(knob_menus(setup.config).get("moe_top_k", [default]) + [default])
+
+
+def knob_args(setup: Setup, subnet: SubnetConfig) -> tuple | None:
+    """The traced arguments of `subnet` for its encoder width's knob step (decoder menu indices, keep ratio,
+    top-k), or None when a decoder width is off the menu."""
+    menu = tuple(sorted(float(w) for w in setup.model.width_menu))
+    decoder_widths = [subnet.decoder_width(t.name) for t in setup.dataset.tasks]
+    if any(w not in menu for w in decoder_widths):
+        return None
+    return (np.asarray([menu.index(w) for w in decoder_widths], np.int32), np.float32(subnet.attention_keep_ratio),
+            np.int32(subnet.moe_top_k or setup.model.default_top_k))
 
 
 def knob_step(setup: Setup, encoder_width: float) -> Callable:
