@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 import warnings
 from typing import Any, Optional
@@ -54,6 +55,33 @@ class CheckpointSaveError(OSError):
         super().__init__(code or 0, f"checkpoint step {step} could not be written: {reason}", directory)
 
 
+class _FailedWriteNoise(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for Orbax's array writes (their siblings' failure is
+    the one the save raises)."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
+
+
+def quiet_failed_write_noise() -> None:
+    """When one write of a save fails (a full disk), the save raises it (`CheckpointSaveError`), but TensorStore's
+    other writes still in flight complete later into the asyncio loop Orbax has closed: each raises "Event loop is
+    closed" through `sys.unraisablehook`, and asyncio logs each unretrieved task error, dozens of tracebacks around
+    the one-line error. This drops exactly those two messages and passes every other one on; once per process."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop", False):
+        return
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_FailedWriteNoise())
+
+
 class Checkpointer:
     def __init__(self, directory: str, keep: int, async_save: bool = True):
         # Saves always go through Orbax's async checkpointer, whose post-finalization
@@ -66,6 +94,7 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             create=True,
         )
+        quiet_failed_write_noise()
         self.directory = os.path.abspath(directory)
         self.async_save = async_save
         self._saving_step = None

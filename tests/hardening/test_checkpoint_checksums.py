@@ -143,3 +143,39 @@ def test_array_file_cut_to_10_bytes_then_resume_is_bit_identical(saved, tmp_path
     straight = train_and_evaluate(c, str(tmp_path / "straight"), devices=jax.devices()[:1])
     assert resumed.start_step == 5
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state.params), jax.device_get(resumed.state.params))
+
+
+def test_failed_write_noise_is_dropped_and_every_other_message_passes(monkeypatch, caplog):
+    """After a failed save, TensorStore's late completions into Orbax's closed loop and asyncio's unretrieved Orbax
+    write errors are dropped; any other unraisable error or asyncio message still reaches the user."""
+    import asyncio
+    import logging
+    import sys
+    import types
+
+    from effjax.train import checkpoint
+
+    seen = []
+    asyncio_log = logging.getLogger("asyncio")
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    monkeypatch.setattr(asyncio_log, "filters", [])
+    checkpoint.quiet_failed_write_noise()
+    checkpoint.quiet_failed_write_noise()  # once per process: the second call wraps nothing
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(print)
+    except RuntimeError as e:
+        closed = e
+    other = RuntimeError("something else")
+    for error in (closed, other):
+        sys.unraisablehook(types.SimpleNamespace(exc_type=RuntimeError, exc_value=error, exc_traceback=None,
+                                                 err_msg=None, object=None))
+    assert [u.exc_value for u in seen] == [other]
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio_log.error("Task exception was never retrieved\nfuture: <Task coro=<orbax...write_fragment()>>")
+        asyncio_log.error("Task exception was never retrieved\nfuture: <Task coro=<user_code()>>")
+    assert [r.getMessage() for r in caplog.records] == ["Task exception was never retrieved\nfuture: <Task "
+                                                        "coro=<user_code()>>"]
