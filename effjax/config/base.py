@@ -16,7 +16,7 @@ MESH_AXES = ("data", "fsdp", "tensor", "expert")
 # logical axis name -> mesh axes. Parameters and activations use different names so
 # a batch dimension and a parameter dimension may both use `fsdp`.
 DEFAULT_LOGICAL_AXIS_RULES = (
-    ("activation_batch", ("data", "fsdp")),
+    ("activation_batch", ("data", "fsdp", "expert")),  # the dense layers split the batch over the expert axis too
     ("activation_length", None),
     ("activation_embed", None),
     ("activation_heads", "tensor"),

@@ -40,10 +40,12 @@ Auxiliary losses, sown already weighted into AUX_LOSS_COLLECTION:
 
 Expert parallelism: expert weights are [E, d, m] with logical axes ("expert", "embed",
 "mlp"). Inside a mesh whose `activation_expert` axis is larger than 1, the layer runs
-under `jax.shard_map`: each device of an expert group takes its share of the examples,
-dispatches locally, sends every expert's buffer to the device holding that expert with
-an all-to-all, runs its local experts, sends the results back with a second all-to-all,
-combines, and all-gathers the examples of the group (GShard, Sec. 2.2).
+under `jax.shard_map`: each device dispatches its own examples locally, sends every
+expert's buffer to the device holding that expert with an all-to-all, runs its local
+experts, sends the results back with a second all-to-all and combines (GShard, Sec. 2.2).
+By default `activation_batch` includes the expert axis, so the rest of the model splits
+the batch over it too; with rules that leave it out, the examples are replicated over an
+expert group and each device of the group takes its share, then all-gathers the group's.
 """
 
 from __future__ import annotations
@@ -375,13 +377,20 @@ def router_entropy(probs: jax.Array) -> jax.Array:
     return jnp.mean(-jnp.sum(probs * jnp.log(jnp.maximum(probs, 1e-9)), axis=-1))
 
 
-def expert_parallel_plan(batch_size: int, num_experts: int) -> Optional[tuple[tuple[str, ...], tuple[str, ...], int]]:
-    """(batch mesh axes, expert mesh axes, expert-parallel size) when the all-to-all path applies, else None.
+class ExpertParallelPlan(NamedTuple):
+    batch_axes: tuple[str, ...]  # the mesh axes the examples are split over
+    expert_axes: tuple[str, ...]  # the mesh axes the experts are split over
+    expert_size: int  # devices along expert_axes
+    batch_split: bool  # the examples are already split over expert_axes (they are among batch_axes)
 
-    It applies inside a mesh whose `activation_expert` axes have more than one device,
-    when the experts divide evenly over them and each device of an expert group gets
-    the same number of examples; otherwise the layer runs as one global computation
-    and GSPMD partitions it from the sharding constraints.
+
+def expert_parallel_plan(batch_size: int, num_experts: int) -> Optional[ExpertParallelPlan]:
+    """How the all-to-all path splits the layer, or None where it does not apply.
+
+    It applies inside a mesh whose `activation_expert` axes have more than one device, when
+    the experts divide evenly over them and every device gets the same number of examples;
+    otherwise the layer runs as one global computation and GSPMD partitions it from the
+    sharding constraints. The expert axes are either all among the batch axes or none of them.
     """
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
@@ -390,34 +399,37 @@ def expert_parallel_plan(batch_size: int, num_experts: int) -> Optional[tuple[tu
     batch_axes = mesh_axes("activation_batch")
     expert_size = math.prod(mesh.shape[a] for a in expert_axes)
     batch_size_devices = math.prod(mesh.shape[a] for a in batch_axes)
-    if expert_size <= 1 or set(expert_axes) & set(batch_axes):
+    shared = set(expert_axes) & set(batch_axes)
+    if expert_size <= 1 or shared not in (set(), set(expert_axes)):
         return None
-    if num_experts % expert_size or batch_size % (batch_size_devices * expert_size):
+    batch_split = bool(shared)
+    if num_experts % expert_size or batch_size % (batch_size_devices * (1 if batch_split else expert_size)):
         return None
-    return batch_axes, expert_axes, expert_size
+    return ExpertParallelPlan(batch_axes, expert_axes, expert_size, batch_split)
 
 
-def moe_expert_parallel(x, routing: Routing, w: ExpertWeights, capacity: int, method: str,
-                        batch_axes: tuple[str, ...], expert_axes: tuple[str, ...], expert_size: int):
+def moe_expert_parallel(x, routing: Routing, w: ExpertWeights, capacity: int, method: str, plan: ExpertParallelPlan):
     """The capacity path under shard_map with all-to-all exchanges over the expert mesh axes."""
     num_experts = w.wi.shape[0]
     dispatch, combine = _DISPATCH[method]
     slot, kept = assign_slots(routing, num_experts, capacity)
     gate = jnp.where(kept, routing.gate, 0.0)
-    batch_spec = PartitionSpec(batch_axes or None)
-    expert_spec = PartitionSpec(expert_axes)
+    batch_spec = PartitionSpec(plan.batch_axes or None)
+    expert_spec = PartitionSpec(plan.expert_axes)
+    expert_axes = plan.expert_axes
 
     def local(x, slot, gate, wi, bi, wo, bo):
-        share = x.shape[0] // expert_size
-        start = lax.axis_index(expert_axes) * share
-        take = lambda a: lax.dynamic_slice_in_dim(a, start, share, axis=0)  # noqa: E731
-        x, slot, gate = take(x), take(slot), take(gate)
+        if not plan.batch_split:  # the group's examples are replicated: this device takes its share
+            share = x.shape[0] // plan.expert_size
+            start = lax.axis_index(expert_axes) * share
+            take = lambda a: lax.dynamic_slice_in_dim(a, start, share, axis=0)  # noqa: E731
+            x, slot, gate = take(x), take(slot), take(gate)
         buffers = dispatch(x, slot, num_experts, capacity)  # [share, E, C, d]
         buffers = lax.all_to_all(buffers, expert_axes, split_axis=1, concat_axis=0, tiled=True)  # [group, E/X, C, d]
         out = expert_mlp(buffers, ExpertWeights(wi, bi, wo, bo))
         out = lax.all_to_all(out, expert_axes, split_axis=0, concat_axis=1, tiled=True)  # [share, E, C, d]
         y = combine(out, slot, gate)
-        return lax.all_gather(y, expert_axes, axis=0, tiled=True)
+        return y if plan.batch_split else lax.all_gather(y, expert_axes, axis=0, tiled=True)
 
     return jax.shard_map(
         local,
@@ -503,7 +515,7 @@ class MoeMlp(nn.Module):
             return moe_sorted_path(x, routing, w, self._dot_generals())
         plan = expert_parallel_plan(b, e) if self.expert_parallel == "auto" else None
         if plan is not None:
-            return moe_expert_parallel(x, routing, w, capacity, self.dispatch, *plan)
+            return moe_expert_parallel(x, routing, w, capacity, self.dispatch, plan)
         return moe_capacity_path(x, routing, w, capacity, self.dispatch, self._dot_generals())
 
     def _dot_generals(self):

@@ -7,21 +7,27 @@ import numpy as np
 import pytest
 
 from effjax.config.base import base_config
+from effjax.models import moe
 from effjax.models.moe import MoeMlp
 from effjax.train import mesh as mesh_lib
 from effjax.train import trainer
 from tests.foundation.helpers import tiny
 
 
-def _expert_mesh():
+def _expert_mesh(batch_over_experts: bool = True):
     c = base_config()
     c.mesh.data, c.mesh.expert = 2, 4
-    return mesh_lib.make_mesh(c.mesh), mesh_lib.rules_tuple(c.logical_axis_rules)
+    rules = mesh_lib.rules_tuple(c.logical_axis_rules)
+    if not batch_over_experts:  # the examples replicated over each expert group
+        rules = tuple(("activation_batch", ("data", "fsdp")) if name == "activation_batch" else (name, axes)
+                      for name, axes in rules)
+    return mesh_lib.make_mesh(c.mesh), rules
 
 
-def test_layer_outputs_and_gradients_match_one_device_and_use_all_to_all():
+@pytest.mark.parametrize("batch_over_experts", [True, False], ids=["batch_split_over_experts", "batch_replicated"])
+def test_layer_outputs_and_gradients_match_one_device_and_use_all_to_all(batch_over_experts):
     assert jax.device_count() == 8
-    mesh, rules = _expert_mesh()
+    mesh, rules = _expert_mesh(batch_over_experts)
     layer = MoeMlp(num_experts=8, expert_dim=16, num_routers=2, top_k=2, capacity_factor=1.0, dispatch="gather")
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 12, 16))
     boxed = layer.init({"params": jax.random.PRNGKey(0)}, x)["params"]
@@ -43,6 +49,10 @@ def test_layer_outputs_and_gradients_match_one_device_and_use_all_to_all():
         out = apply(p, xs)
         value, grads = jax.jit(jax.value_and_grad(loss))(p, xs)
     assert "all-to-all" in hlo
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        assert moe.expert_parallel_plan(8, 8).batch_split == batch_over_experts
+        jaxpr = str(jax.make_jaxpr(lambda p, x: layer.apply({"params": p}, x, 1))(p, xs))
+    assert ("all_gather" in jaxpr) != batch_over_experts  # only a replicated group gathers its examples back
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=1e-5)
     np.testing.assert_allclose(float(value), float(ref_value), rtol=1e-5)
     for name in ref_grads:

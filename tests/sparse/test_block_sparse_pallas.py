@@ -168,7 +168,8 @@ def _jaxpr_text(fn, *args) -> str:
     return str(jax.make_jaxpr(fn)(*args))
 
 
-@pytest.mark.parametrize("heads,expect_spec", [(4, (("data", "fsdp"), "tensor")), (3, (("data", "fsdp"), None))])
+@pytest.mark.parametrize("heads,expect_spec", [(4, (("data", "fsdp", "expert"), "tensor")),
+                                              (3, (("data", "fsdp", "expert"), None))])
 def test_kernel_runs_per_device_share_under_a_mesh(heads, expect_spec):
     """Inside a mesh (data 2 x tensor 2 x expert 2 of the 8 simulated devices, the default rules) the kernel runs
     under shard_map on each device's examples and heads (heads only where they divide), with the XLA path's
