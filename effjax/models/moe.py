@@ -214,12 +214,16 @@ def expert_mlp(buffers: jax.Array, w: ExpertWeights, dot_generals=(lax.dot_gener
 
 
 def moe_capacity_path(x, routing: Routing, w: ExpertWeights, capacity: int, method: str,
-                      dot_generals=(lax.dot_general, lax.dot_general), active_capacity=None):
-    """Dispatch -> experts -> combine for one device's groups (capacity-based methods).
+                      dot_generals=(lax.dot_general, lax.dot_general), active_capacity=None,
+                      expert_parallel: bool = True):
+    """Dispatch -> experts -> combine (capacity-based methods).
 
     `active_capacity` (may be traced, <= capacity) drops the choices whose position in
     their expert's buffer is beyond it: buffers sized for the largest top-k of a menu
-    then route exactly as buffers sized for a smaller, traced top-k would.
+    then route exactly as buffers sized for a smaller, traced top-k would. Inside a mesh
+    where `expert_parallel_plan` applies (and `expert_parallel`), the experts run under
+    shard_map with all-to-all exchanges (`moe_expert_parallel`); otherwise as one global
+    computation that GSPMD partitions from the sharding constraints.
     """
     dispatch, combine = _DISPATCH[method]
     num_experts = w.wi.shape[0]
@@ -227,11 +231,15 @@ def moe_capacity_path(x, routing: Routing, w: ExpertWeights, capacity: int, meth
     if active_capacity is not None:
         kept = kept & (slot % capacity < active_capacity)
         slot = jnp.where(kept, slot, num_experts * capacity)
+    gate = jnp.where(kept, routing.gate, 0.0)
+    plan = expert_parallel_plan(x.shape[0], num_experts) if expert_parallel else None
+    if plan is not None:
+        return moe_expert_parallel(x, slot, gate, w, capacity, method, plan, dot_generals)
     buffers = dispatch(x, slot, num_experts, capacity)
     buffers = constrain(buffers, ("activation_batch", "activation_expert", None, "activation_embed"))
     out = expert_mlp(buffers, w, dot_generals)
     out = constrain(out, ("activation_batch", "activation_expert", None, "activation_embed"))
-    return combine(out, slot, jnp.where(kept, routing.gate, 0.0))
+    return combine(out, slot, gate)
 
 
 def moe_dense_path(x, routing: Routing, w: ExpertWeights, dot_generals=(lax.dot_general, lax.dot_general)):
@@ -408,12 +416,12 @@ def expert_parallel_plan(batch_size: int, num_experts: int) -> Optional[ExpertPa
     return ExpertParallelPlan(batch_axes, expert_axes, expert_size, batch_split)
 
 
-def moe_expert_parallel(x, routing: Routing, w: ExpertWeights, capacity: int, method: str, plan: ExpertParallelPlan):
-    """The capacity path under shard_map with all-to-all exchanges over the expert mesh axes."""
+def moe_expert_parallel(x, slot, gate, w: ExpertWeights, capacity: int, method: str, plan: ExpertParallelPlan,
+                        dot_generals=(lax.dot_general, lax.dot_general)):
+    """The capacity path's dispatch, experts and combine under shard_map with all-to-all exchanges over the expert
+    mesh axes; `slot` and `gate` (zero for dropped choices) as the capacity path assigns them."""
     num_experts = w.wi.shape[0]
     dispatch, combine = _DISPATCH[method]
-    slot, kept = assign_slots(routing, num_experts, capacity)
-    gate = jnp.where(kept, routing.gate, 0.0)
     batch_spec = PartitionSpec(plan.batch_axes or None)
     expert_spec = PartitionSpec(plan.expert_axes)
     expert_axes = plan.expert_axes
@@ -426,7 +434,7 @@ def moe_expert_parallel(x, routing: Routing, w: ExpertWeights, capacity: int, me
             x, slot, gate = take(x), take(slot), take(gate)
         buffers = dispatch(x, slot, num_experts, capacity)  # [share, E, C, d]
         buffers = lax.all_to_all(buffers, expert_axes, split_axis=1, concat_axis=0, tiled=True)  # [group, E/X, C, d]
-        out = expert_mlp(buffers, ExpertWeights(wi, bi, wo, bo))
+        out = expert_mlp(buffers, ExpertWeights(wi, bi, wo, bo), dot_generals)
         out = lax.all_to_all(out, expert_axes, split_axis=0, concat_axis=1, tiled=True)  # [share, E, C, d]
         y = combine(out, slot, gate)
         return y if plan.batch_split else lax.all_gather(y, expert_axes, axis=0, tiled=True)
@@ -513,10 +521,8 @@ class MoeMlp(nn.Module):
             return moe_ragged_path(x, routing, w)
         if self.dispatch == "sorted":
             return moe_sorted_path(x, routing, w, self._dot_generals())
-        plan = expert_parallel_plan(b, e) if self.expert_parallel == "auto" else None
-        if plan is not None:
-            return moe_expert_parallel(x, routing, w, capacity, self.dispatch, plan)
-        return moe_capacity_path(x, routing, w, capacity, self.dispatch, self._dot_generals())
+        return moe_capacity_path(x, routing, w, capacity, self.dispatch, self._dot_generals(),
+                                 expert_parallel=self.expert_parallel == "auto")
 
     def _dot_generals(self):
         """The `expert` group's dot_general for each of the two expert kernels (one module each)."""

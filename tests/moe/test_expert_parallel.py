@@ -84,3 +84,30 @@ def test_model_on_expert_mesh_matches_single_device():
     one, ep = predict(single, state_one.params), predict(sharded, state_ep.params)
     for task in one:
         np.testing.assert_allclose(ep[task], one[task], atol=1e-5, err_msg=task)
+
+
+def test_supernet_experts_on_the_mesh_match_one_device_with_a_traced_top_k():
+    """The elastic model's MoE layer (the supernet's) takes the same all-to-all path under the mesh, at an active
+    width below the max and with a traced top-k, and matches one device."""
+    from effjax.models.elastic_vit import Experts
+
+    mesh, rules = _expert_mesh()
+    layer = Experts(max_in_features=24, num_experts=8, expert_dim=16, capacity_factor=1.0)
+    x = jax.random.normal(jax.random.PRNGKey(2), (8, 12, 16))  # active width 16 of 24
+    boxed = layer.init({"params": jax.random.PRNGKey(0)}, x, 2, 2)["params"]
+    params = nn.unbox(boxed)
+
+    def loss(p, x, k):
+        return jnp.sum(layer.apply({"params": p}, x, k, 2) ** 2)
+
+    k = jnp.int32(1)
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(loss))(params, x, k)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        p = jax.device_put(params, mesh_lib.tree_shardings(boxed, mesh, rules))
+        xs = jax.device_put(x, mesh_lib.batch_sharding(mesh, rules))
+        jaxpr = str(jax.make_jaxpr(loss)(p, xs, k))
+        value, grads = jax.jit(jax.value_and_grad(loss))(p, xs, k)
+    assert "shard_map" in jaxpr and "all_to_all" in jaxpr
+    np.testing.assert_allclose(float(value), float(ref_value), rtol=1e-5)
+    for name in ref_grads:
+        np.testing.assert_allclose(np.asarray(grads[name]), np.asarray(ref_grads[name]), atol=1e-5, err_msg=name)
