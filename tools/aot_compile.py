@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -186,7 +187,7 @@ def main(argv):
               f"{needed[1]:.2f} GiB of HBM available per chip)")
         return 1
     report["label"] = _LABEL.value
-    report["command"] = "python tools/aot_compile.py " + " ".join(sys.argv[1:])
+    report["command"] = "python tools/aot_compile.py " + shlex.join(sys.argv[1:])  # quoted: it reruns as printed
     m = report["per_chip_bytes"]
     print(f"topology {report['topology']}: {report['chips']} x {report['device_kind']}, mesh {report['mesh']}, "
           f"global batch {report['global_batch']}")
@@ -243,6 +244,10 @@ def write_section_from(paths) -> int:
     for r in reports:
         rf = r.get("roofline") or {}
         mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1)
+        if r.get("failure"):  # an attempt that did not compile (a compiler crash leaves no report to write)
+            lines.append(f"| {r['label']} | {r.get('program', 'train_step')} | {r['topology']} | {mesh} | "
+                         f"{r['global_batch']} | - | - | did not compile: {r['failure']} | - | - | - | - | - |")
+            continue
         lines.append(f"| {r.get('label') or r['model']} | {r.get('program', 'train_step')} | {r['topology']} | {mesh} | "
                      f"{r['global_batch']} | {r['per_chip_bytes']['peak_estimate'] / 2**30:.2f} | "
                      f"{r['hbm_bytes'] / 2**30:.0f} | {'yes' if r['fits'] else 'NO'} | {r['flops_per_chip'] / 1e12:.3f} | "

@@ -493,7 +493,7 @@ class MoeMlp(nn.Module):
     def __call__(self, x: jax.Array, router_index: int = 0, top_k: Optional[int] = None, top_p: float = 0.0) -> jax.Array:
         top_k = self.top_k if not top_k else top_k
         self._check(router_index, top_k)
-        b, s, d = x.shape
+        _, s, d = x.shape
         e, m, outputs = self.num_experts, self.expert_dim, self.num_router_outputs
         router = self.param("router", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed", None)),
                             (self.num_routers, d, outputs), jnp.float32)

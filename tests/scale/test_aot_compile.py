@@ -87,3 +87,31 @@ def test_out_of_hbm_compile_error_is_read_as_a_verdict():
                "(43.35G) exceeds available HBM (15.75G).")
     assert _out_of_hbm(message) == (43.35, 15.75)
     assert _out_of_hbm("INTERNAL: something else") is None
+
+
+def test_section_renders_compiled_reports_and_attempts_that_did_not_compile(tmp_path, monkeypatch):
+    """A compiled report becomes a row of figures; a recorded failure (a compiler crash leaves no report) a row that
+    says so; both commands are listed, and the raw file gets every entry."""
+    import tools.aot_compile as aot
+    from tools import bench_report
+
+    written = {}
+    monkeypatch.setattr(bench_report, "write_raw", lambda name, rows: written.setdefault("raw", rows))
+    monkeypatch.setattr(bench_report, "write_section", lambda name, text: written.setdefault("section", text))
+    compiled = {"label": "ok run", "program": "forward", "topology": "v5e:2x2", "mesh": {"data": 4, "expert": 1},
+                "global_batch": 8, "per_chip_bytes": {"peak_estimate": 2**30}, "hbm_bytes": 16 * 2**30, "fits": True,
+                "flops_per_chip": 2e12, "collective_bytes_per_chip": {"all-gather": 2**29},
+                "roofline": {"step_s": 0.01, "bound": "hbm", "mfu": 0.25}, "command": "python tools/aot_compile.py --a"}
+    failed = {"label": "crashed run", "program": "train_step", "topology": "v5e:16x16", "mesh": {"fsdp": 16, "expert": 16},
+              "global_batch": 1024, "failure": "libtpu segfault", "command": "python tools/aot_compile.py --b"}
+    paths = []
+    for i, report in enumerate((compiled, failed)):
+        paths.append(str(tmp_path / f"{i}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump(report, f)
+    assert aot.write_section_from(paths) == 0
+    rows = [line for line in written["section"].splitlines() if line.startswith("| ok run") or line.startswith("| crashed")]
+    assert rows[0] == "| ok run | forward | v5e:2x2 | data=4 | 8 | 1.00 | 16 | yes | 2.000 | 0.500 | 10.0 | hbm | 25% |"
+    assert rows[1] == ("| crashed run | train_step | v5e:16x16 | fsdp=16 expert=16 | 1024 | - | - | did not compile: "
+                       "libtpu segfault | - | - | - | - | - |")
+    assert "`python tools/aot_compile.py --b`" in written["section"] and written["raw"] == [compiled, failed]
