@@ -42,6 +42,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in 
 _INIT_TIMEOUT = flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for the other processes.")
 _PEER_TIMEOUT = flags.DEFINE_integer("peer_timeout", 60, "Seconds without a heartbeat after which a multi-process run "
                                      "takes a peer for dead and exits with one line.")
+_REUSE_HOST_MEMORY = flags.DEFINE_boolean(
+    "reuse_host_memory", True, "On the CPU backend, keep freed host memory in the process (glibc malloc) so each XLA "
+    "execution reuses the last one's temporaries instead of faulting in fresh pages (effjax/train/host_memory.py).")
 
 
 def _initialize_distributed() -> None:
@@ -122,6 +125,10 @@ def _main() -> int:
     _initialize_distributed()
     import jax
 
+    if _REUSE_HOST_MEMORY.value and jax.default_backend() == "cpu":
+        from effjax.train import host_memory
+
+        host_memory.keep_freed_memory()
     lock = WorkdirLock(_WORKDIR.value)
     watchdog = None
     try:
