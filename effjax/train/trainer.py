@@ -131,11 +131,12 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         ckpt.close()
         raise
     initializing = None
-    if state is None:  # XLA compiles the initializer in a worker thread while this one traces the train step
+    # a worker thread: XLA compiles the initializer there while this thread traces the train step; later
+    # it counts the step's FLOPs (for TensorBoard's TFLOP/s) while the first steps run
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    if state is None:
         start = 0
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        initializing = pool.submit(_fresh_state, setup, init_rng)
-        pool.shutdown(wait=False)
+        initializing = worker.submit(_fresh_state, setup, init_rng)
     else:
         if is_main:
             log.info("resumed from step %d in %s", start, ckpt.directory)
@@ -154,7 +155,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     step_rng = jax.device_put(step_rng, mesh_lib.replicated(setup.mesh))
 
     metrics: dict[str, dict[str, float]] = {}
-    flops_per_step = compiled_step = None
+    counting_flops = compiled_step = None
     interrupted = False
     profiling_until = None
     window_start, window_steps = time.perf_counter(), 0
@@ -167,8 +168,9 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
             batch = pipeline.to_global(next(data_iter), setup.batch_sharding, tc.batch_size)
             if compiled_step is None:
                 lowered = train_step.lower(setup.abstract_state, batch, step_rng)
-                flops_per_step = step_flops(lowered)
                 compiled_step = lowered.compile()
+                counting_flops = worker.submit(step_flops, lowered)
+                worker.shutdown(wait=False)
             if state is None:
                 state = initializing.result()
             if config.profile_steps and profiling_until is None and step >= start + 2:
@@ -188,7 +190,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                 step_time = elapsed / window_steps
                 scalars = {k: float(v) for k, v in m.items()}
                 scalars.update({"step_time_s": step_time, "examples_per_s": tc.batch_size / step_time,
-                                "tflops_per_s": (flops_per_step or 0.0) / step_time / 1e12, "skipped_steps": skipped_total})
+                                "tflops_per_s": counting_flops.result() / step_time / 1e12, "skipped_steps": skipped_total})
                 writer.scalars(step, metrics_lib.train_tags(scalars, [t.name for t in setup.dataset.tasks]))
                 train_losses[step] = scalars["loss"]
                 ckpt.progress["train_loss"] = [step, scalars["loss"]]
@@ -220,6 +222,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
         if preemption.requested and not interrupted and jax.process_count() == 1:  # arrived after the last check
             interrupted = _save_for_signal(ckpt, step, state, data_iter, preemption, is_main)
     bar.close()
+    worker.shutdown(wait=False)
     if state is None:
         state = initializing.result()
     if not interrupted:
