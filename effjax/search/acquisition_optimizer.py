@@ -196,13 +196,13 @@ def maximize_discrete(acq, space: Space, rng: np.random.Generator, computed: Com
     by_key: dict[tuple, Params] = {}
 
     def score_new(candidates: list[Params]) -> None:
-        fresh, fresh_keys = [], []
+        fresh, fresh_keys = [], {}  # a dict keeps the candidates' order
         for p in candidates:
             k = space.key(p)
             if k in seen or k in exclude or k in fresh_keys or not space.is_feasible(p):
                 continue
             fresh.append(p)
-            fresh_keys.append(k)
+            fresh_keys[k] = None
         if fresh:
             values = _score(acq, space, fresh, space.encode_many(fresh), computed)
             for k, p, v in zip(fresh_keys, fresh, values):

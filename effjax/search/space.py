@@ -246,6 +246,7 @@ class Space:
         self.dim = int(offsets[-1])
         self.is_discrete = all(p.is_discrete for p in params)
         self.cardinality = math.prod(p.cardinality for p in params) if self.is_discrete else math.inf
+        self._codes: dict[tuple, tuple[np.ndarray, tuple]] = {}  # discrete values -> (encoding, key)
 
     def __repr__(self) -> str:
         return f"Space({self.params!r}, constraints={len(self.constraints)})"
@@ -278,7 +279,27 @@ class Space:
         return {p.name: p.canonical(params[p.name]) for p in self.params}
 
     def encode(self, params: Params) -> np.ndarray:
-        return np.concatenate([p.encode(params[p.name]) for p in self.params])
+        """The point of the unit cube for `params` (read-only: a discrete space returns a cached array)."""
+        return self._code(params)[0]
+
+    def _code(self, params: Params) -> tuple[np.ndarray, tuple]:
+        """(encoding, key) of `params`, cached for a discrete space (the acquisition optimizer asks for the same
+        configurations thousands of times per proposal)."""
+        signature = None
+        if self.is_discrete:
+            try:
+                signature = tuple(params[n] for n in self.names)
+                return self._codes[signature]
+            except KeyError:
+                pass
+            except TypeError:  # an unhashable value (a list given for a tuple choice)
+                signature = None
+        x = np.concatenate([p.encode(params[p.name]) for p in self.params])
+        x.flags.writeable = False
+        code = (x, tuple(np.round(x, 12).tolist()))
+        if signature is not None:
+            self._codes[signature] = code
+        return code
 
     def encode_many(self, params_list: Sequence[Params]) -> np.ndarray:
         if not params_list:
@@ -301,7 +322,7 @@ class Space:
 
     def key(self, params: Params) -> tuple:
         """A hashable identity of a configuration (duplicates share a key)."""
-        return tuple(np.round(self.encode(params), 12).tolist())
+        return self._code(params)[1]
 
     def iter_all(self) -> Iterator[Params]:
         """Every configuration of a discrete space, in lexicographic order."""
