@@ -90,6 +90,15 @@ def test_flops_are_the_cost_models_and_match_xla_on_the_artifact(evaluator, subn
     assert meta["flops_per_example"] == pytest.approx(meta["xla_flops_per_example"], rel=0.10)
 
 
+def test_the_analysis_only_compile_counts_what_the_default_compile_counts(exported_dir):
+    exported = jax.export.deserialize(bytearray(_artifact(exported_dir)))
+    lowered = jax.jit(exported.call).lower(jax.ShapeDtypeStruct((1, 8, 8, 1), np.float32))
+    production = {"xla_backend_optimization_level": 3, "xla_llvm_disable_expensive_passes": False}  # XLA's defaults
+    analysis = lowered.compile(compiler_options=production).cost_analysis()  # (the test session compiles at level 0)
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    assert standalone.xla_flops_per_example(_artifact(exported_dir), (8, 8, 1)) == analysis["flops"]
+
+
 def test_signature_says_what_the_model_takes_and_returns(exported_dir):
     meta = _meta(exported_dir)
     sig = meta["signature"]
