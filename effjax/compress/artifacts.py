@@ -57,10 +57,9 @@ def write_standalone(directory: str, platforms: Sequence[str] = PLATFORMS) -> di
     with open(os.path.join(directory, ARTIFACT), "wb") as f:
         f.write(blob)
     _write_safetensors(directory, meta)
-    shapes = jax.eval_shape(sm.predict, jax.ShapeDtypeStruct((1,) + model.image_shape, np.float32))
+    shapes = jax.tree.unflatten(exported.out_tree, [a.shape for a in exported.out_avals])  # batch axis symbolic
     meta["signature"] = {"input": meta["signature"]["input"],
-                         "outputs": signature_lib.output_signature(model.tasks, {k: v.shape for k, v in shapes.items()},
-                                                                   meta.get("label_names", {}))}
+                         "outputs": signature_lib.output_signature(model.tasks, shapes, meta.get("label_names", {}))}
     cost = meta.get("point", {}).get("cost", {})
     xla = standalone.xla_flops_per_example(blob, model.image_shape) if "cpu" in platforms else None
     meta["standalone"] = {

@@ -166,8 +166,8 @@ class StandaloneModel:
         full = flax.traverse_util.unflatten_dict(
             {w.path: jax.ShapeDtypeStruct(w.full_shape, jnp.float32) for w in self.weights}, sep="/")
         aval = jax.ShapeDtypeStruct(images.shape, images.dtype)
-        closed = jax.make_jaxpr(self._apply)(full, aval)
-        out_tree = jax.tree.structure(jax.eval_shape(self._apply, full, aval))
+        closed, out_shapes = jax.make_jaxpr(self._apply, return_shape=True)(full, aval)
+        out_tree = jax.tree.structure(out_shapes)
         order = jax.tree.leaves(flax.traverse_util.unflatten_dict({w.path: w.path for w in self.weights}, sep="/"))
         by_path = {w.path: w for w in self.weights}
         values = [by_path[p].value() for p in order]

@@ -10,6 +10,7 @@ exports any other).
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import jax
@@ -34,6 +35,7 @@ def _summary(result, workdir: str) -> dict:
 
 def run_main_job(config, workdir: str, devices=None) -> dict:
     setup = programs = None
+    lowered = threading.Event()
     start = time.perf_counter()
     if "search" in config:
         from effjax.job.subnet_search import cost_limits, precompile_knob_steps, pvq_menu
@@ -41,13 +43,17 @@ def run_main_job(config, workdir: str, devices=None) -> dict:
         pvq_menu(config)  # a bad config.search.pvq (or cost limit) fails before training
         cost_limits(config.search)
         setup = build(config, devices)
-        # the search's programs need only shapes: a spare core compiles them while the train step compiles
-        programs = precompile_knob_steps(setup, sorted(config.model.width_menu, reverse=True))
+        # the search's programs need only shapes: they compile while the train step compiles (after its trace,
+        # which runs Python on one core and is on the critical path)
+        programs = precompile_knob_steps(setup, sorted(config.model.width_menu, reverse=True), start=lowered)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
-    result = train_and_evaluate(config, workdir, devices, setup=setup)
+    try:
+        result = train_and_evaluate(config, workdir, devices, setup=setup, on_lowered=lowered.set)
+    finally:
+        lowered.set()
     summary = _summary(result, workdir)
     summary["wall_seconds"] = {"train": time.perf_counter() - start}
     if "search" in config and not result.interrupted:

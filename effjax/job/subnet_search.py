@@ -24,6 +24,7 @@ float kernels the export computes with) and the first/last layers at 8.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import dataclasses
 import os
 from typing import Any, Callable, Mapping, Sequence
@@ -190,6 +191,7 @@ class SubnetEvaluator:
         # SubnetConfig -> jitted step
         self.pvq_settings = pvq_menu(self.setup.config)
         self.pvq_cache: dict = {}  # PVQ codes of active kernel slices, shared by evaluation and export
+        self._metrics: dict[tuple, dict[str, float]] = {}  # (subnet, split, PVQ spec) -> metrics
 
     @property
     def compiled_programs(self) -> int:
@@ -219,11 +221,16 @@ class SubnetEvaluator:
         return {"flops": c.flops, "params": c.params, "bits": self._bits[storage], "bops": bops}
 
     def metrics(self, subnet: SubnetConfig, split: str, pvq: PVQSpec | None = None) -> dict[str, float]:
-        params = export_lib.quantized_params(self.host_params, self.plan(subnet, pvq), self.pvq_cache)
-        params = jax.device_put(params, self.setup.state_shardings.params)
-        values = evaluate(self.setup, params, split, self.eval_step(subnet))
-        values["score"] = score(self.tasks, values, self.score_weights)
-        return values
+        """Every task's metric and the score of `subnet` on `split` (computed once per subnet, split and PVQ spec:
+        the front's records reuse the search's validation runs)."""
+        key = (subnet, split, pvq)
+        if key not in self._metrics:
+            params = export_lib.quantized_params(self.host_params, self.plan(subnet, pvq), self.pvq_cache)
+            params = jax.device_put(params, self.setup.state_shardings.params)
+            values = evaluate(self.setup, params, split, self.eval_step(subnet))
+            values["score"] = score(self.tasks, values, self.score_weights)
+            self._metrics[key] = values
+        return dict(self._metrics[key])
 
     def eval_step(self, subnet: SubnetConfig) -> Callable:
         """The batch metric sums of `subnet` (its bits are in the parameters): one compiled program per
@@ -284,12 +291,14 @@ def knob_step(setup: Setup, encoder_width: float) -> Callable:
                    + (mesh_lib.replicated(setup.mesh),) * 3)
 
 
-def precompile_knob_steps(setup: Setup, encoder_widths: Sequence[float], workers: int = 1) -> dict[float, Callable]:
+def precompile_knob_steps(setup: Setup, encoder_widths: Sequence[float], workers: int = 1,
+                          start: threading.Event | None = None) -> dict[float, Callable]:
     """Lower and compile the evaluation program of each encoder width in `workers` threads, in the given order.
 
-    Needs only the setup's shapes, so the main job starts it before training: on a machine with a spare
-    core the search's programs compile while the train step compiles. Each returned step waits for its
-    program when first called. Empty for a model without traced knobs (not an ElasticViT)."""
+    Needs only the setup's shapes, so the main job starts it before training: the search's programs compile
+    while the train step compiles. `start`, when given, holds the work back until it is set (the main job sets
+    it once the train step is traced). Each returned step waits for its program when first called. Empty for a
+    model without traced knobs (not an ElasticViT)."""
     if not isinstance(setup.model, ElasticViT) or not encoder_widths:
         return {}
     params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32), setup.abstract_state.params)
@@ -298,6 +307,8 @@ def precompile_knob_steps(setup: Setup, encoder_widths: Sequence[float], workers
     local = next(iter(pipeline.eval_batches(setup.dataset, "val", bs)))
 
     def compiled(width: float):
+        if start is not None:
+            start.wait()
         with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
             batch = pipeline.to_global(local, setup.batch_sharding, bs)
             return knob_step(setup, width).lower(params, batch, *knobs).compile()

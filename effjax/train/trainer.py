@@ -104,9 +104,10 @@ def step_flops(lowered) -> float:
 
 
 def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | None = None,
-                       dot_general_provider=None, setup: Setup | None = None) -> TrainResult:
+                       dot_general_provider=None, setup: Setup | None = None, on_lowered=None) -> TrainResult:
     """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates it; `setup`, when
-    given, is `build(config, devices, ...)` made by the caller."""
+    given, is `build(config, devices, ...)` made by the caller; `on_lowered()`, when given, is called once the
+    train step is traced, before it compiles."""
     if setup is None:
         setup = build(config, devices, dot_general_provider=dot_general_provider)
     is_main = jax.process_index() == 0
@@ -168,6 +169,8 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
             batch = pipeline.to_global(next(data_iter), setup.batch_sharding, tc.batch_size)
             if compiled_step is None:
                 lowered = train_step.lower(setup.abstract_state, batch, step_rng)
+                if on_lowered is not None:
+                    on_lowered()
                 compiled_step = lowered.compile()
                 counting_flops = worker.submit(step_flops, lowered)
                 worker.shutdown(wait=False)

@@ -52,8 +52,10 @@ def test_stop_and_resume_is_bit_identical(tmp_path):
     straight = train_and_evaluate(tiny(), str(tmp_path / "straight"), devices=jax.devices()[:1])
     c = tiny()
     c.train.halt_after_steps = 7  # not a checkpoint multiple: the halt writes its own step
-    first = train_and_evaluate(c, str(tmp_path / "resumed"), devices=jax.devices()[:1])
-    assert first.interrupted and int(first.state.step) == 7
+    lowered = []  # the main job starts compiling the search's programs once the train step is traced
+    first = train_and_evaluate(c, str(tmp_path / "resumed"), devices=jax.devices()[:1],
+                               on_lowered=lambda: lowered.append(True))
+    assert first.interrupted and int(first.state.step) == 7 and lowered == [True]
     second = train_and_evaluate(c, str(tmp_path / "resumed"), devices=jax.devices()[:1])
     assert second.start_step == 7 and int(second.state.step) == 14
     third = train_and_evaluate(c, str(tmp_path / "resumed"), devices=jax.devices()[:1])

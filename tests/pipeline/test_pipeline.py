@@ -1,5 +1,6 @@
 """The main job end to end at toy scale: train a supernet, search, write outputs, export, reload."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -194,3 +195,39 @@ def test_programs_compiled_from_shapes_alone_serve_the_evaluator(pipeline_run):
     assert early.metrics(subnet, "val") == on_demand.metrics(subnet, "val")
     early.precompile([0.5, 1.0])
     assert early._eval_steps[0.5] is programs[0.5] and early.compiled_programs == 2
+
+
+def test_precompiling_waits_for_its_start_signal(pipeline_run):
+    import concurrent.futures
+    import threading
+
+    from effjax.job import subnet_search as ss
+    from effjax.train.setup import load_run
+
+    run = load_run(pipeline_run[0])
+    start = threading.Event()
+    programs = ss.precompile_knob_steps(run.setup, [0.25], start=start)
+    done, _ = concurrent.futures.wait([programs[0.25].future], timeout=1.0)
+    assert not done  # held back while the train step traces
+    start.set()
+    assert programs[0.25].future.result(timeout=300) is not None
+
+
+def test_the_evaluator_scores_each_subnet_and_split_once(pipeline_run, monkeypatch):
+    from effjax.job import subnet_search as ss
+    from effjax.subnet import SubnetConfig
+    from effjax.train.setup import load_run
+
+    run = load_run(pipeline_run[0])
+    evaluator = ss.SubnetEvaluator(run.setup, run.params, {})
+    runs = []
+    evaluate = ss.evaluate
+    monkeypatch.setattr(ss, "evaluate", lambda *a, **k: runs.append(a[2]) or evaluate(*a, **k))
+    subnet = SubnetConfig(encoder_width=0.5, decoder_widths=(("digit", 0.25), ("ge5", 1.0), ("parity", 0.5)))
+    first = evaluator.metrics(subnet, "val")
+    first["score"] = -1.0  # the caller's copy
+    again = evaluator.metrics(subnet, "val")
+    assert runs == ["val"] and again["score"] != -1.0
+    evaluator.metrics(subnet, "test")
+    evaluator.metrics(dataclasses.replace(subnet, weight_bits=4, first_last_bits=8), "val")
+    assert runs == ["val", "test", "val"]
