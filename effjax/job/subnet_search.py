@@ -24,9 +24,9 @@ float kernels the export computes with) and the first/last layers at 8.
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import dataclasses
 import os
+import threading
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
