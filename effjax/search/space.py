@@ -285,15 +285,12 @@ class Space:
     def _code(self, params: Params) -> tuple[np.ndarray, tuple]:
         """(encoding, key) of `params`, cached for a discrete space (the acquisition optimizer asks for the same
         configurations thousands of times per proposal)."""
-        signature = None
-        if self.is_discrete:
-            try:
-                signature = tuple(params[n] for n in self.names)
+        signature = tuple(params.get(n) for n in self.names) if self.is_discrete else None
+        try:
+            if signature in self._codes:
                 return self._codes[signature]
-            except KeyError:
-                pass
-            except TypeError:  # an unhashable value (a list given for a tuple choice)
-                signature = None
+        except TypeError:  # an unhashable value (a list given for a tuple choice): not cached
+            signature = None
         x = np.concatenate([p.encode(params[p.name]) for p in self.params])
         x.flags.writeable = False
         code = (x, tuple(np.round(x, 12).tolist()))

@@ -197,7 +197,7 @@ def test_programs_compiled_from_shapes_alone_serve_the_evaluator(pipeline_run):
     assert early._eval_steps[0.5] is programs[0.5] and early.compiled_programs == 2
 
 
-def test_precompiling_waits_for_its_start_signal(pipeline_run):
+def test_precompiling_waits_for_its_start_signal(pipeline_run, monkeypatch):
     import concurrent.futures
     import threading
 
@@ -205,12 +205,14 @@ def test_precompiling_waits_for_its_start_signal(pipeline_run):
     from effjax.train.setup import load_run
 
     run = load_run(pipeline_run[0])
-    start = threading.Event()
+    start, building = threading.Event(), []
+    knob_step = ss.knob_step
+    monkeypatch.setattr(ss, "knob_step", lambda *a: building.append(a[1]) or knob_step(*a))
     programs = ss.precompile_knob_steps(run.setup, [0.25], start=start)
     done, _ = concurrent.futures.wait([programs[0.25].future], timeout=1.0)
-    assert not done  # held back while the train step traces
+    assert not done and building == []  # held back while the train step traces: not even traced
     start.set()
-    assert programs[0.25].future.result(timeout=300) is not None
+    assert programs[0.25].future.result(timeout=300) is not None and building == [0.25]
 
 
 def test_the_evaluator_scores_each_subnet_and_split_once(pipeline_run, monkeypatch):
