@@ -268,6 +268,9 @@ class ConnectivityPredictor(nn.Module):
         down_rows = token_down.astype(self.dtype)[positions]  # [B, n, M]
         basis_cols = jnp.swapaxes(basis.astype(self.dtype)[:, positions], 0, 1)  # [B, M, n]
         k_low = jnp.einsum("bhnc,bnm->bhmc", k_red, down_rows)
+        # libtpu 0.0.42.1 segfaults emitting these small dots fused into one nested convolution fusion (at 4
+        # examples per chip under a width switch with sharded parameters); the barrier keeps them apart
+        q_red, k_low = jax.lax.optimization_barrier((q_red, k_low))
         coefficients = _softmax_f32(jnp.einsum("bhqc,bhmc->bhqm", q_red, k_low) * self.num_heads**-0.5, self.dtype)
         if reconstruct:
             return jnp.einsum("bhqm,bmn->bhqn", coefficients, basis_cols)

@@ -115,3 +115,15 @@ def test_section_renders_compiled_reports_and_attempts_that_did_not_compile(tmp_
     assert rows[1] == ("| crashed run | train_step | v5e:16x16 | fsdp=16 expert=16 | 1024 | - | - | did not compile: "
                        "libtpu segfault | - | - | - | - | - |")
     assert "`python tools/aot_compile.py --b`" in written["section"] and written["raw"] == [compiled, failed]
+
+
+@needs_libtpu
+@pytest.mark.slow  # one compilation for 4 TPU chips: ~1.5 min on the shared 2-core machine
+def test_supernet_sandwich_step_with_the_predictor_compiles_under_fsdp():
+    """The width-switched connectivity predictor at 4 examples per chip with fsdp-sharded parameters: without the
+    optimization barrier in `ConnectivityPredictor` libtpu 0.0.42.1 fuses its small dots into one nested convolution
+    fusion and crashes (SIGSEGV) emitting it."""
+    proc = _aot("--config=configs/supernet.py:shapes", "--topology=v5e:2x2", "--config.train.batch_size=16",
+                "--config.mesh.data=1", "--config.mesh.fsdp=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "verdict: fits" in proc.stdout
