@@ -33,7 +33,7 @@ from tools.bench_report import machine_line, write_raw, write_section  # noqa: E
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = ["-m", "effjax.main", "--config=configs/pipeline.py"]
-COMMAND = ".venv/bin/python -m tools.bench_quickstart --repeats=3"
+COMMAND = ".venv/bin/python -m tools.bench_quickstart"
 TARGET_S = 120.0  # issue 20: the quickstart end to end in at most 2 minutes plus installation
 
 
@@ -124,7 +124,7 @@ def main() -> None:
             if args.against:
                 subprocess.run(["git", "worktree", "remove", "--force", other], cwd=REPO, capture_output=True)
     name = "quickstart_versions" if args.against else "quickstart"
-    command = COMMAND + (f" --against={args.against}" if args.against else "")
+    command = f"{COMMAND} --repeats={args.repeats}" + (f" --against={args.against}" if args.against else "")
     results = {"machine": machine_line(), "command": command, "runs": runs, **({"against": args.against}
                                                                               if args.against else {})}
     results["raw"] = write_raw(name, results)
