@@ -235,6 +235,13 @@ def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, pa
     return out, cls_weights, None
 
 
+def _kept_apart(q_red: jax.Array, k_low: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The predictor's reductions behind an optimization barrier, lowered for TPU only: libtpu 0.0.42.1 fuses them
+    with the coefficient dot into one nested convolution fusion and segfaults emitting it (4 examples per chip,
+    under a width switch with sharded parameters). On CPU the barrier costs ~6 CPU-s per quickstart job."""
+    return jax.lax.optimization_barrier((q_red, k_low))
+
+
 class ConnectivityPredictor(nn.Module):
     """Approximate attention of query rows 1..N-1 over the N current tokens (see the module docstring).
 
@@ -268,9 +275,7 @@ class ConnectivityPredictor(nn.Module):
         down_rows = token_down.astype(self.dtype)[positions]  # [B, n, M]
         basis_cols = jnp.swapaxes(basis.astype(self.dtype)[:, positions], 0, 1)  # [B, M, n]
         k_low = jnp.einsum("bhnc,bnm->bhmc", k_red, down_rows)
-        # libtpu 0.0.42.1 segfaults emitting these small dots fused into one nested convolution fusion (at 4
-        # examples per chip under a width switch with sharded parameters); the barrier keeps them apart
-        q_red, k_low = jax.lax.optimization_barrier((q_red, k_low))
+        q_red, k_low = jax.lax.platform_dependent(q_red, k_low, tpu=_kept_apart, default=lambda q, k: (q, k))
         coefficients = _softmax_f32(jnp.einsum("bhqc,bhmc->bhqm", q_red, k_low) * self.num_heads**-0.5, self.dtype)
         if reconstruct:
             return jnp.einsum("bhqm,bmn->bhqn", coefficients, basis_cols)
