@@ -73,13 +73,18 @@ def test_kept_key_count_is_ceil_rho_n(rho, n, expected):
     assert kept_key_count(rho, n) == expected
 
 
-def test_predictor_shapes_sparse_map_and_mask():
-    b, h, n, d = 2, 4, 17, 8
+def _predictor(b=2, h=4, n=17, d=8):
+    """A small connectivity predictor with its parameters, q, k and positions 0..n-1."""
     predictor = sa.ConnectivityPredictor(num_heads=h, num_tokens=n, reduced_channels=4, token_rank=4,
                                          basis_coefficients=2, basis_threshold=0.02)
     q, k, _ = _qkv(5, b, h, n, d)
     positions = jnp.broadcast_to(jnp.arange(n), (b, n))
-    params = predictor.init(jax.random.PRNGKey(0), q, k, positions, reconstruct=True)
+    return predictor, predictor.init(jax.random.PRNGKey(0), q, k, positions, reconstruct=True), q, k, positions
+
+
+def test_predictor_shapes_sparse_map_and_mask():
+    b, h, n = 2, 4, 17
+    predictor, params, q, k, positions = _predictor(b, h, n)
     full = predictor.apply(params, q, k, positions, reconstruct=True)
     sparse = predictor.apply(params, q, k, positions)
     assert full.shape == sparse.shape == (b, h, n - 1, n)
@@ -98,12 +103,8 @@ def test_predictor_keeps_its_channel_reductions_apart_from_the_coefficient_dot_o
     """The optimization barrier that keeps libtpu 0.0.42.1 from fusing the predictor's small dots into one nested
     convolution fusion (which it crashes emitting; tests/scale/test_aot_compile.py compiles the real step where
     libtpu is installed) is lowered for TPU, and only there: both reductions go through it."""
-    b, h, n, d = 2, 4, 17, 8
-    predictor = sa.ConnectivityPredictor(num_heads=h, num_tokens=n, reduced_channels=4, token_rank=4,
-                                         basis_coefficients=2, basis_threshold=0.02)
-    q, k, _ = _qkv(5, b, h, n, d)
-    positions = jnp.broadcast_to(jnp.arange(n), (b, n))
-    params = predictor.init(jax.random.PRNGKey(0), q, k, positions, reconstruct=True)
+    b, h, n = 2, 4, 17
+    predictor, params, q, k, positions = _predictor(b, h, n)
     traced = jax.jit(lambda p: predictor.apply(p, q, k, positions)).trace(params)
     barriers = {platform: re.findall(r"stablehlo.optimization_barrier .*? : (.*)",
                                      traced.lower(lowering_platforms=(platform,)).as_text())
