@@ -18,6 +18,7 @@ the same way; writes `benchmarks/quickstart_versions.json` and the "quickstart_v
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -64,7 +65,7 @@ def run_job(reuse: bool, workdir: str, tree: str = REPO) -> dict:
 def render(results: dict) -> str:
     runs = results["runs"]
     key = "code" if results.get("against") else "reuse_host_memory"  # what the two settings differ in
-    first = runs[0][key]
+    judged = results["this_code"] if key == "code" else True  # the setting the target is judged on
     title = ("wall time of this code and of " + results["against"] if key == "code"
              else "wall time with and without host-memory reuse")
     lines = [f"## Quickstart job: {title} (`tools/bench_quickstart.py`)", "",
@@ -84,7 +85,7 @@ def render(results: dict) -> str:
         lines.append(f"- {key}={setting}: wall {statistics.mean(walls):.1f}{spread} s (mean ± sample std, "
                      f"{len(walls)} runs), kernel CPU "
                      f"{statistics.mean(r['sys_s'] for r in runs if r[key] == setting):.1f} s")
-    best = statistics.mean(r["wall_s"] for r in runs if r[key] == first)
+    best = statistics.mean(r["wall_s"] for r in runs if r[key] == judged)
     verdict = "met" if best <= TARGET_S else f"missed by {best - TARGET_S:.0f} s"
     lines += [f"- Target (issue 20): the quickstart end to end in at most {TARGET_S:.0f} s plus installation: {verdict} "
               f"with {'this code' if key == 'code' else 'the default (reuse)'}.", "",
@@ -104,7 +105,9 @@ def main() -> None:
     args = parser.parse_args()
     order = abba_order(args.repeats)
     runs = []
-    with tempfile.TemporaryDirectory(prefix="bench_quickstart_tree_") as other:
+    label = {}
+    tree = tempfile.TemporaryDirectory(prefix="bench_quickstart_tree_") if args.against else contextlib.nullcontext()
+    with tree as other:
         if args.against:
             dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                    capture_output=True, text=True).stdout.strip()
@@ -125,8 +128,8 @@ def main() -> None:
                 subprocess.run(["git", "worktree", "remove", "--force", other], cwd=REPO, capture_output=True)
     name = "quickstart_versions" if args.against else "quickstart"
     command = f"{COMMAND} --repeats={args.repeats}" + (f" --against={args.against}" if args.against else "")
-    results = {"machine": machine_line(), "command": command, "runs": runs, **({"against": args.against}
-                                                                              if args.against else {})}
+    results = {"machine": machine_line(), "command": command, "runs": runs,
+               **({"against": args.against, "this_code": label[True]} if args.against else {})}
     results["raw"] = write_raw(name, results)
     write_section(name, render(results))
     print(render(results))

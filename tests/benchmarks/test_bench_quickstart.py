@@ -30,6 +30,7 @@ def test_a_code_comparison_labels_the_runs_by_revision():
                 "job_wall_seconds": {"train": wall - 30, "search": 12.0, "job": wall - 4}, "front_size": 7,
                 "full_supernet_val_score": 0.9656}
     results = {"machine": "measured here", "raw": "benchmarks/quickstart_versions.json", "against": "abc1234",
+               "this_code": "def5678",
                "command": "python -m tools.bench_quickstart --repeats=3 --against=abc1234",
                "runs": [run("def5678", 117.0), run("abc1234", 130.0), run("abc1234", 134.0), run("def5678", 119.0)]}
     text = bench_quickstart.render(results)
@@ -37,3 +38,7 @@ def test_a_code_comparison_labels_the_runs_by_revision():
     assert "| 2 | abc1234 | 130.0 |" in text
     assert "code=def5678: wall 118.0 ± 1.4 s" in text and "code=abc1234: wall 132.0 ± 2.8 s" in text
     assert ": met with this code" in text
+    results["runs"] = results["runs"][1:] + results["runs"][:1]  # the verdict follows this code, not the first run
+    assert ": met with this code" in bench_quickstart.render(results)
+    results["runs"][-1]["wall_s"] = 125.0
+    assert "missed by 2 s" in bench_quickstart.render(results)
