@@ -1,7 +1,7 @@
 """Post-training PVQ of a trained effjax run: per-task metrics float vs PVQ, bits/weight, packed size.
 
-Issue 10, step 5 (van der Ouderaa et al. 2024 applied to effjax models; see
-`effjax/quant/pvq_model.py`). Run from the repository root on a workdir of `python -m effjax.main`:
+Van der Ouderaa et al.'s (2024) PVQ applied to effjax models (see `effjax/quant/pvq_model.py`). Run from
+the repository root on a workdir of `python -m effjax.main`:
 
     python tools/pvq_ptq.py --workdir=/tmp/effjax/quickstart --pulses=12 --group_size=8 --scale_bits=4
     python tools/pvq_ptq.py --workdir=/tmp/effjax/shapes --pulses=13 --hessian --rotate --keep_first_last_float

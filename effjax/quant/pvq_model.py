@@ -1,6 +1,6 @@
 """Post-training PVQ of a trained effjax model: load a run, quantize its kernels, evaluate, pack.
 
-Step 5 of issue 10: the PVQ weight quantizer of van der Ouderaa et al. (2024), "Pyramid
+The PVQ weight quantizer of van der Ouderaa et al. (2024), "Pyramid
 Vector Quantization for LLMs" (gain-shape groups of L weights, a K-pulse pyramid shape,
 a b_s-bit gain; optional random Hadamard rotation; optional Hessian-aware quantization
 with H = X^T X + lambda I, their Sec. 4 / GPTQ Alg. 1), applied to every dense kernel of a

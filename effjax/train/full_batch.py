@@ -1,6 +1,6 @@
 """Full-batch Adam fit of a small Flax classifier: the reference models of the PVQ evidence and tests.
 
-The PVQ codec (issue 10) is measured on real trained weights without the trainer's
+The PVQ codec is measured on real trained weights without the trainer's
 machinery: a model that fits in one batch, trained with plain Adam on softmax
 cross-entropy for a fixed number of steps inside one jitted `fori_loop` (seeded, so the
 weights are the same on every run).

@@ -25,7 +25,7 @@ progressive shrinking (Cai et al., ICLR 2020): the menus open at fractions of th
 order widths, keep ratios, top-k, bits, as a function of the traced step (before the first opens,
 `lax.cond` skips the sub-configs and only the full config trains; a closed menu draws its max value).
 
-The supernet's other knobs (`super_vit`, issue 9) join the same rule: each config
+The supernet's other knobs (`super_vit`) join the same rule: each config
 also draws an attention keep ratio, an MoE top-k and a weight-bits value from the
 menus `config.slim.keep_ratios`, `top_ks` and `weight_bits` (the max config takes
 keep 1, the largest top-k and float weights; the min config the smallest of each).

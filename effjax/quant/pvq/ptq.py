@@ -1,6 +1,6 @@
 """Post-training PVQ of every dense kernel in a Flax parameter tree, driven by a config.
 
-Step 5 of issue 10 (van der Ouderaa et al. 2024 applied layer by layer): every leaf named
+Van der Ouderaa et al.'s (2024) PVQ applied layer by layer: every leaf named
 `kernel` with ndim >= 2 is quantized. A kernel of shape [..., out_features] is viewed as
 the 2-D matrix [prod(shape[:-1]), out_features]: all but the last axis are input features
 (right for Dense and Conv kernels, whose last axis is the output; a DenseGeneral with
