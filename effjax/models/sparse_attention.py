@@ -238,7 +238,8 @@ def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, pa
 def _kept_apart(q_red: jax.Array, k_low: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The predictor's reductions behind an optimization barrier, lowered for TPU only: libtpu 0.0.42.1 fuses them
     with the coefficient dot into one nested convolution fusion and segfaults emitting it (4 examples per chip,
-    under a width switch with sharded parameters). On CPU the barrier costs ~6 CPU-s per quickstart job."""
+    under a width switch with sharded parameters; reproducer: experiments/libtpu_crash). On CPU the barrier costs
+    ~6 CPU-s per quickstart job."""
     return jax.lax.optimization_barrier((q_red, k_low))
 
 

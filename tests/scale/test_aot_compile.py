@@ -127,3 +127,29 @@ def test_supernet_sandwich_step_with_the_predictor_compiles_under_fsdp():
                 "--config.mesh.data=1", "--config.mesh.fsdp=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "verdict: fits" in proc.stdout
+
+
+CRASH_ARTIFACT = os.path.join(REPO, "experiments", "libtpu_crash", "sandwich_step_no_barrier.jax_export.gz")
+
+
+def test_libtpu_crash_artifact_is_the_sandwich_step_without_the_predictor_barrier():
+    """The upstream reproducer loads with this JAX and is the TPU program that lacks the barrier."""
+    from experiments.libtpu_crash.compile_export import load
+
+    exported = load(CRASH_ARTIFACT)
+    assert exported.platforms == ("tpu",) and exported.nr_devices == 4
+    module = exported.mlir_module()
+    assert "optimization_barrier" not in module
+    assert module.count("stablehlo.case") >= 2  # the encoder's and the decoders' width switches
+
+
+@needs_libtpu
+@pytest.mark.slow  # one compilation for 4 TPU chips: ~1 min on the shared 2-core machine
+def test_libtpu_still_crashes_on_the_step_without_the_predictor_barrier():
+    """When this fails, the installed libtpu compiles the reproducer: `sparse_attention._kept_apart` can go."""
+    env = dict(os.environ, TPU_WORKER_HOSTNAMES="localhost")
+    env.pop("JAX_PLATFORMS", None)
+    proc = subprocess.run([sys.executable, "-m", "experiments.libtpu_crash.compile_export",
+                           f"--artifact={CRASH_ARTIFACT}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == -11, (proc.returncode, proc.stdout[-2000:])  # SIGSEGV
