@@ -95,11 +95,26 @@ def roofline(flops: float, bytes_accessed: float, comm_bytes: float, generation:
             "mfu": times["compute_s"] / step if step else 0.0, "peaks": peak}
 
 
+def abstract_step_inputs(setup, batch_size: int):
+    """The train step's batch and rng as sharded ShapeDtypeStructs (no data)."""
+    import jax
+    import jax.numpy as jnp
+
+    from effjax.train import mesh as mesh_lib
+
+    h, w, c = setup.dataset.image_shape
+    sharded = setup.batch_sharding
+    batch = {"image": jax.ShapeDtypeStruct((batch_size, h, w, c), jnp.float32, sharding=sharded)}
+    for t in setup.dataset.tasks:
+        batch[t.name] = jax.ShapeDtypeStruct((batch_size, h, w) if t.is_dense else (batch_size,),
+                                             jnp.float32 if t.kind == "depth" else jnp.int32, sharding=sharded)
+    return batch, jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=mesh_lib.replicated(setup.mesh))
+
+
 def compile_for_topology(config, topology: str, chips_per_host=(2, 2, 1), hbm_gib: float = 0.0,
                          forward: bool = False, subnet=None) -> dict:
     import flax.linen as nn
     import jax
-    import jax.numpy as jnp
     from jax.experimental import topologies
 
     from effjax.train import mesh as mesh_lib, objectives
@@ -110,13 +125,9 @@ def compile_for_topology(config, topology: str, chips_per_host=(2, 2, 1), hbm_gi
     devices = topo.devices
     setup = build(config, devices)
     replicated = mesh_lib.replicated(setup.mesh)
-    h, w, c = setup.dataset.image_shape
+    h = setup.dataset.image_shape[0]
     bs = config.train.batch_size
-    batch = {"image": jax.ShapeDtypeStruct((bs, h, w, c), jnp.float32, sharding=setup.batch_sharding)}
-    for t in setup.dataset.tasks:
-        shape = (bs, h, w) if t.is_dense else (bs,)
-        batch[t.name] = jax.ShapeDtypeStruct(shape, jnp.float32 if t.kind == "depth" else jnp.int32, sharding=setup.batch_sharding)
-    rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
+    batch, rng = abstract_step_inputs(setup, bs)
     step = None if forward else objectives.build_train_step(setup, config)  # builds constants on the host
     with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
         if forward:

@@ -15,7 +15,6 @@ import gzip
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax.experimental import topologies
 
 from effjax.config.load import load_config
@@ -23,6 +22,7 @@ from effjax.models import sparse_attention
 from effjax.train import mesh as mesh_lib
 from effjax.train import objectives
 from effjax.train.setup import build
+from tools.aot_compile import abstract_step_inputs
 
 TOPOLOGY = "v5e:2x2"
 # 4 examples per chip, parameters sharded over 4 chips: the smallest setting found to crash
@@ -38,14 +38,7 @@ def export_step(barrier: bool) -> jax.export.Exported:
                                         chips_per_host_bounds=(2, 2, 1), num_slices=1)
     setup = build(config, topo.devices)
     replicated = mesh_lib.replicated(setup.mesh)
-    h, w, c = setup.dataset.image_shape
-    bs = config.train.batch_size
-    batch = {"image": jax.ShapeDtypeStruct((bs, h, w, c), jnp.float32, sharding=setup.batch_sharding)}
-    for t in setup.dataset.tasks:
-        batch[t.name] = jax.ShapeDtypeStruct((bs, h, w) if t.is_dense else (bs,),
-                                             jnp.float32 if t.kind == "depth" else jnp.int32,
-                                             sharding=setup.batch_sharding)
-    rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
+    batch, rng = abstract_step_inputs(setup, config.train.batch_size)
     leaves, treedef = jax.tree.flatten((setup.abstract_state, batch, rng))
     step = objectives.build_train_step(setup, config)
 
