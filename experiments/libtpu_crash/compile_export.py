@@ -4,7 +4,7 @@
         --artifact=experiments/libtpu_crash/sandwich_step_no_barrier.jax_export.gz
 
 Prints `compiled` and the temporaries' size on success; libtpu 0.0.42.1 kills the process with SIGSEGV (exit
-status 139) on the no-barrier artifact.
+status 139) on most compiles of the no-barrier artifact.
 """
 
 from __future__ import annotations

@@ -144,12 +144,21 @@ def test_libtpu_crash_artifact_is_the_sandwich_step_without_the_predictor_barrie
 
 
 @needs_libtpu
-@pytest.mark.slow  # one compilation for 4 TPU chips: ~1 min on the shared 2-core machine
+@pytest.mark.slow  # one to three compilations for 4 TPU chips: ~1 min each on the shared 2-core machine
 def test_libtpu_still_crashes_on_the_step_without_the_predictor_barrier():
-    """When this fails, the installed libtpu compiles the reproducer: `sparse_attention._kept_apart` can go."""
+    """When this fails, the installed libtpu compiles the reproducer: `sparse_attention._kept_apart` can go.
+
+    libtpu 0.0.42.1 crashes on most compiles of the artifact, not all (experiments/libtpu_crash/results.jsonl), so
+    the test passes on the first of up to three attempts that crashes."""
     env = dict(os.environ, TPU_WORKER_HOSTNAMES="localhost")
     env.pop("JAX_PLATFORMS", None)
-    proc = subprocess.run([sys.executable, "-m", "experiments.libtpu_crash.compile_export",
-                           f"--artifact={CRASH_ARTIFACT}"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == -11, (proc.returncode, proc.stdout[-2000:])  # SIGSEGV
+    env.pop("LIBTPU_INIT_ARGS", None)
+    returncodes = []
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-m", "experiments.libtpu_crash.compile_export",
+                               f"--artifact={CRASH_ARTIFACT}"], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+        returncodes.append(proc.returncode)
+        if proc.returncode == -11:  # SIGSEGV
+            break
+    assert returncodes[-1] == -11, (returncodes, proc.stdout[-2000:])
