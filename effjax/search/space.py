@@ -176,27 +176,26 @@ class Int(_Indexed):
 
 
 @dataclasses.dataclass(frozen=True)
-class Ordinal(_Indexed):
-    """One of an ordered list of values (e.g. widths 0.25, 0.5, 1.0); neighbours are adjacent values."""
+class _Choice(_Indexed):
+    """Fields and checks shared by `Ordinal` and `Categorical`: a name and distinct values."""
 
     name: str
     values: tuple
 
     def __post_init__(self):
-        _check_name("Ordinal", self.name)
-        object.__setattr__(self, "values", _check_values("Ordinal", self.name, self.values))
+        kind = type(self).__name__
+        _check_name(kind, self.name)
+        object.__setattr__(self, "values", _check_values(kind, self.name, self.values))
 
 
 @dataclasses.dataclass(frozen=True)
-class Categorical(_Indexed):
+class Ordinal(_Choice):
+    """One of an ordered list of values (e.g. widths 0.25, 0.5, 1.0); neighbours are adjacent values."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical(_Choice):
     """One of an unordered set of values, encoded one-hot; every other value is a neighbour."""
-
-    name: str
-    values: tuple
-
-    def __post_init__(self):
-        _check_name("Categorical", self.name)
-        object.__setattr__(self, "values", _check_values("Categorical", self.name, self.values))
 
     @property
     def n_dims(self) -> int:  # type: ignore[override]
