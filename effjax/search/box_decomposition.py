@@ -19,6 +19,8 @@ non-dominated region are unbounded above: their upper bounds are +inf.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from effjax.search.pareto import non_dominated_mask
@@ -36,8 +38,8 @@ def _weakly_dominated_by(p: np.ndarray, front: np.ndarray) -> bool:
     return len(front) > 0 and bool(np.any(np.all(front >= p, axis=1)))
 
 
-def _staircase(front: list[tuple[float, float]], dominated: bool) -> list[tuple[float, float, float, float]]:
-    """2-objective cells (lower_x, lower_y, upper_x, upper_y) of a front sorted by x descending."""
+def _staircase(front: Sequence[Sequence[float]], dominated: bool) -> list[tuple[float, float, float, float]]:
+    """2-objective cells (lower_x, lower_y, upper_x, upper_y) of a front sorted by x descending (so y ascending)."""
     xs = [np.inf] + [x for x, _ in front] + [0.0]
     if dominated:
         return [(xs[i + 1], 0.0, xs[i], front[i - 1][1]) for i in range(1, len(front) + 1)]
@@ -83,16 +85,8 @@ def _cells(u: np.ndarray, dominated: bool) -> tuple[np.ndarray, np.ndarray]:
         top = u[:, 0].max()
         return (np.zeros((1, 1)), np.array([[top]])) if dominated else (np.array([[top]]), np.array([[np.inf]]))
     if m == 2:
-        p = u[np.argsort(-u[:, 0], kind="stable")]  # x descending, so y ascending on a front
-        xs = np.concatenate([[np.inf], p[:, 0], [0.0]])
-        if dominated:
-            lower = np.stack([xs[2:], np.zeros(n)], axis=1)
-            upper = np.stack([xs[1:-1], p[:, 1]], axis=1)
-        else:
-            ys = np.concatenate([[0.0], p[:, 1]])
-            lower = np.stack([xs[1:], ys], axis=1)
-            upper = np.stack([xs[:-1], np.full(n + 1, np.inf)], axis=1)
-        return lower, upper
+        boxes = np.array(_staircase(u[np.argsort(-u[:, 0], kind="stable")].tolist(), dominated))
+        return boxes[:, :2], boxes[:, 2:]
     if m == 3:
         return _cells_3d(u, dominated)
     p = u[np.argsort(-u[:, -1], kind="stable")]
