@@ -40,9 +40,8 @@ class CandidatePool:
         self.x = space.encode_many(self.params)
 
 
-def _score(acq, space: Space, params: list[Params], x: np.ndarray, computed: ComputedFn | None) -> np.ndarray:
-    if not params:
-        return np.zeros(0)
+def _score(acq, params: list[Params], x: np.ndarray, computed: ComputedFn | None) -> np.ndarray:
+    """Acquisition values (N,) of the single-point batches x (N, D), the encodings of `params` (N >= 1)."""
     return acq(x[:, None, :], None if computed is None else computed(params)[:, None, :])
 
 
@@ -66,47 +65,35 @@ def maximize_continuous(acq, space: Space, rng: np.random.Generator, computed: C
     params = [space.decode(x) for x in raw]
     keep = [i for i, p in enumerate(params) if space.is_feasible(p)]
     params = [params[i] for i in keep]
-    x_raw = space.encode_many(params)
     if not params:
         return None, -np.inf
-    values = _score(acq, space, params, x_raw, computed)
+    values = _score(acq, params, space.encode_many(params), computed)
     keys = [space.key(p) for p in params]
     order = [i for i in np.argsort(-values, kind="stable") if keys[i] not in exclude]
-    starts = raw[np.array(keep)[order[:n_restarts]]] if order else raw[:0]
-    best_params, best_value = _pick(values, params, keys, exclude)
-    if len(starts) == 0:
-        return best_params, best_value
-    shape = starts.shape
-
-    def objective(flat):
-        x = flat.reshape(shape)
-        cu = None if computed is None else computed([space.decode(row) for row in x])[:, None, :]
-        v, g = acq.value_and_grad(x[:, None, :], cu)
-        return -float(np.sum(v)), -g[:, 0, :].ravel()
-
-    res = scipy.optimize.minimize(objective, starts.ravel(), jac=True, method="L-BFGS-B",
-                                  bounds=[(0.0, 1.0)] * starts.size, options={"maxiter": maxiter})
-    polished = [space.decode(x) for x in res.x.reshape(shape)]
-    polished = [p for p in polished if space.is_feasible(p)]
+    if not order:  # every feasible raw point was seen before
+        return None, -np.inf
+    best_params, best_value = params[order[0]], float(values[order[0]])
+    starts = raw[np.array(keep)[order[:n_restarts]]]
+    relaxed = np.ones(space.dim, dtype=bool)  # every dimension moves, discrete ones are rounded on decoding
+    moved = lbfgs_masked(_summed_acquisition(acq, space, computed), starts, relaxed, maxiter)
+    polished = [p for p in map(space.decode, moved) if space.is_feasible(p)]
     if polished:
-        x_pol = space.encode_many(polished)
-        pol_values = _score(acq, space, polished, x_pol, computed)
+        pol_values = _score(acq, polished, space.encode_many(polished), computed)
         p, v = _pick(pol_values, polished, [space.key(p) for p in polished], exclude)
         if v > best_value:
             best_params, best_value = p, v
     return best_params, best_value
 
 
-def _lbfgs_continuous(acq, space: Space, computed: ComputedFn | None, starts: np.ndarray, continuous: np.ndarray,
-                      maxiter: int) -> np.ndarray:
-    """L-BFGS-B from every row of `starts` over the dimensions where `continuous` is True; the others stay put."""
+def lbfgs_masked(value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]], starts: np.ndarray,
+                 continuous: np.ndarray, maxiter: int) -> np.ndarray:
+    """L-BFGS-B from every row of `starts` (n, D) jointly, maximizing `value_and_grad(x) -> (summed value,
+    gradient (n, D))` over the dimensions where `continuous` is True; the others stay put (equal bounds)."""
     shape = starts.shape
 
     def objective(flat):
-        x = flat.reshape(shape)
-        cu = None if computed is None else computed([space.decode(row) for row in x])[:, None, :]
-        v, g = acq.value_and_grad(x[:, None, :], cu)
-        return -float(np.sum(v)), -(g[:, 0, :] * continuous).ravel()
+        value, grad = value_and_grad(flat.reshape(shape))
+        return -value, -(grad * continuous).ravel()
 
     bounds = [(0.0, 1.0) if c else (float(v), float(v)) for row in starts for v, c in zip(row, continuous)]
     res = scipy.optimize.minimize(objective, starts.ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
@@ -114,11 +101,19 @@ def _lbfgs_continuous(acq, space: Space, computed: ComputedFn | None, starts: np
     return res.x.reshape(shape)
 
 
+def _summed_acquisition(acq, space: Space, computed: ComputedFn | None):
+    """x (n, D) -> (sum of the acquisition values of the n single-point batches, gradient (n, D))."""
+    def value_and_grad(x):
+        cu = None if computed is None else computed([space.decode(row) for row in x])[:, None, :]
+        v, g = acq.value_and_grad(x[:, None, :], cu)
+        return float(np.sum(v)), g[:, 0, :]
+    return value_and_grad
+
+
 def maximize_mixed(acq, space: Space, rng: np.random.Generator, computed: ComputedFn | None, exclude: set,
                    incumbents: list[Params], n_raw: int = 512, n_restarts: int = 10, rounds: int = 3,
                    maxiter: int = 100) -> tuple[Params | None, float]:
     """Best feasible, unseen configuration of a mixed space by alternating continuous and lattice moves."""
-    continuous = np.concatenate([np.full(p.n_dims, not p.is_discrete) for p in space.params])
     scores: dict[tuple, float] = {}
     by_key: dict[tuple, Params] = {}
 
@@ -134,7 +129,7 @@ def maximize_mixed(acq, space: Space, rng: np.random.Generator, computed: Comput
                 fresh.append(p)
                 fresh_rows.append(i)
         if fresh:
-            values = _score(acq, space, fresh, space.encode_many(fresh), computed)
+            values = _score(acq, fresh, space.encode_many(fresh), computed)
             for i, p, v in zip(fresh_rows, fresh, values):
                 scores[space.key(p)], by_key[space.key(p)] = float(v), p
                 out[i] = v
@@ -144,7 +139,7 @@ def maximize_mixed(acq, space: Space, rng: np.random.Generator, computed: Comput
     raw = [space.decode(x) for x in sobol.random(n_raw)]
     for p in [incumbents[i] for i in rng.integers(len(incumbents), size=n_raw // 4)] if incumbents else []:
         x = space.encode(p)
-        x = np.where(continuous, np.clip(x + 0.05 * rng.standard_normal(x.shape), 0.0, 1.0), x)
+        x = np.where(space.continuous, np.clip(x + 0.05 * rng.standard_normal(x.shape), 0.0, 1.0), x)
         q = space.decode(x)
         moves = space.neighbours(q)
         raw.append(moves[rng.integers(len(moves))] if moves and rng.random() < 0.5 else q)
@@ -158,8 +153,8 @@ def maximize_mixed(acq, space: Space, rng: np.random.Generator, computed: Comput
         if len(starts) == n_restarts:
             break
     for _ in range(rounds if starts else 0):
-        polished = [space.decode(x) for x in _lbfgs_continuous(acq, space, computed, space.encode_many(starts),
-                                                                continuous, maxiter)]
+        polished = [space.decode(x) for x in lbfgs_masked(_summed_acquisition(acq, space, computed),
+                                                          space.encode_many(starts), space.continuous, maxiter)]
         new_values = score(polished)
         for j, (p, v) in enumerate(zip(polished, new_values)):
             if v > start_values[j]:
@@ -189,7 +184,7 @@ def maximize_discrete(acq, space: Space, rng: np.random.Generator, computed: Com
         if not idx:
             return None, -np.inf
         params = [pool.params[i] for i in idx]
-        values = _score(acq, space, params, pool.x[idx], computed)
+        values = _score(acq, params, pool.x[idx], computed)
         return _pick(values, params, [pool.keys[i] for i in idx], exclude)
 
     seen: dict[tuple, float] = {}
@@ -204,7 +199,7 @@ def maximize_discrete(acq, space: Space, rng: np.random.Generator, computed: Com
             fresh.append(p)
             fresh_keys[k] = None
         if fresh:
-            values = _score(acq, space, fresh, space.encode_many(fresh), computed)
+            values = _score(acq, fresh, space.encode_many(fresh), computed)
             for k, p, v in zip(fresh_keys, fresh, values):
                 seen[k], by_key[k] = float(v), p
 

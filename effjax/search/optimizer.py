@@ -25,14 +25,14 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import scipy.optimize
 import scipy.stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from effjax.search import storage
 from effjax.search.acquisition import QLogNEHVI
-from effjax.search.acquisition_optimizer import CandidatePool, maximize_continuous, maximize_discrete, maximize_mixed
+from effjax.search.acquisition_optimizer import (CandidatePool, lbfgs_masked, maximize_continuous, maximize_discrete,
+                                                  maximize_mixed)
 from effjax.search.gp import fit_gp, padded_size
 from effjax.search.hypervolume import hypervolume
 from effjax.search.objectives import Objective, check_objectives
@@ -348,27 +348,22 @@ class Optimizer:
             return mean + kappa * signs[:mm] * np.sqrt(var) if kappa else mean
 
         rows = [np.concatenate([optimistic(mean, var), computed], axis=1)]
-        continuous = np.concatenate([np.full(p.n_dims, not p.is_discrete) for p in self.space.params])
-        if continuous.any():
+        if self.space.continuous.any():
             for j in range(mm):
                 # weights on the modeled means: y_std[j] * (z_j + augment * sum_{k != j} z_k), z_k = sign_k mean_k / y_std[k]
                 w = augment * signs[:mm] * gp.y_std[j] / gp.y_std
                 w[j] = signs[j]
                 starts = x[np.argsort(-(mean @ w), kind="stable")[:PAYOFF_STARTS]]
-                shape = starts.shape
 
-                def objective(flat, w=w):
+                def weighted_mean(points, w=w):
                     value, grad = 0.0, 0.0
                     for k in np.flatnonzero(w):
-                        v, g = gp.mean_and_grad(int(k), flat.reshape(shape))
+                        v, g = gp.mean_and_grad(int(k), points)
                         value, grad = value + w[k] * float(np.sum(v)), grad + w[k] * g
-                    return -value, (-grad * continuous).ravel()
+                    return value, grad
 
-                bounds = [(0.0, 1.0) if c else (float(v), float(v)) for row in starts for v, c in zip(row, continuous)]
-                res = scipy.optimize.minimize(objective, starts.ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
-                                              options={"maxiter": PAYOFF_MAXITER})
-                params = [self.space.decode(r) for r in res.x.reshape(shape)]
-                params = [p for p in params if self.space.is_feasible(p)]
+                ends = lbfgs_masked(weighted_mean, starts, self.space.continuous, PAYOFF_MAXITER)
+                params = [p for p in map(self.space.decode, ends) if self.space.is_feasible(p)]
                 if params:
                     rows.append(np.concatenate([optimistic(*gp.posterior(self.space.encode_many(params))),
                                                 self._computed_many(params)], axis=1))

@@ -244,6 +244,7 @@ class Space:
         self.slices = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
         self.dim = int(offsets[-1])
         self.is_discrete = all(p.is_discrete for p in params)
+        self.continuous = np.concatenate([np.full(p.n_dims, not p.is_discrete) for p in params])  # per dimension
         self.cardinality = math.prod(p.cardinality for p in params) if self.is_discrete else math.inf
         self._codes: dict[tuple, tuple[np.ndarray, tuple]] = {}  # discrete values -> (encoding, key)
 
