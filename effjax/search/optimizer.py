@@ -285,8 +285,6 @@ class Optimizer:
                     keys.add(k)
                 if len(design) >= self.n_initial + 32:  # spare points for asks made before any tell
                     return design
-        if len(design) >= self.n_initial:
-            return design
         if not design:
             raise ValueError("constraints: no feasible configuration found among 2048+ quasi-random draws of the space")
         return design
@@ -373,13 +371,10 @@ class Optimizer:
         return np.array([self._computed_values(p) for p in params_list]).reshape(len(params_list), len(self.computed))
 
     def _computed_u(self, fitted: dict, params_list: Sequence[Params]) -> np.ndarray:
-        mc = len(self.computed)
-        if mc == 0:
-            return np.zeros((len(params_list), 0))
+        """Normalized values u (n, Mc) of the computed objectives."""
         mm = len(self.modeled)
         signs = np.array([o.sign for o in self.computed])
-        raw = np.array([self._computed_values(p) for p in params_list]).reshape(-1, mc)
-        return (signs * raw - fitted["ref"][mm:]) / fitted["scale"][mm:]
+        return (signs * self._computed_many(params_list) - fitted["ref"][mm:]) / fitted["scale"][mm:]
 
     def _propose(self, fitted: dict, rng: np.random.Generator) -> Params | None:
         gp = fitted["gp"]
