@@ -90,9 +90,7 @@ class _Recorder:
 
     def evaluate(self, params: Params) -> np.ndarray:
         out = dict(self.fn(dict(params)))
-        values = {}
-        for o in self.objectives:
-            values[o.name] = float(o.fn(params)) if o.is_computed else float(out[o.name])
+        values = {o.name: float(o.fn(params)) if o.is_computed else float(out[o.name]) for o in self.objectives}
         self.history.append(Evaluation(len(self.history), params, values))
         return np.array([o.sign * values[o.name] for o in self.objectives])
 

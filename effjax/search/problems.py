@@ -142,8 +142,7 @@ class DTLZ2(Problem):
         angles = x[:, : m - 1] * (math.pi / 2)
         out = []
         for i in range(m):
-            f = 1.0 + g
-            f = f * np.prod(np.cos(angles[:, : m - 1 - i]), axis=1)
+            f = (1.0 + g) * np.prod(np.cos(angles[:, : m - 1 - i]), axis=1)
             if i > 0:
                 f = f * np.sin(angles[:, m - 1 - i])
             out.append(f)

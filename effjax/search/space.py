@@ -171,9 +171,6 @@ class Int(_Indexed):
     def canonical(self, value: Any) -> int:
         return int(value)
 
-    def decode(self, x: np.ndarray) -> int:
-        return self.low + self.decode_index(x)
-
 
 @dataclasses.dataclass(frozen=True)
 class _Choice(_Indexed):
