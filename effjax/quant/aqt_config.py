@@ -121,34 +121,23 @@ def make_provider(subnet: SubnetConfig, options: QuantOptions = QuantOptions(),
         raise ValueError(f"make_provider: subnet must be a SubnetConfig, got {type(subnet).__name__}")
     if subnet.weight_bits is None and subnet.activation_bits is None:
         return None
-    cache: dict[str, object] = {}
 
+    def aqt_dot(cfg, rhs_quant_mode, rhs_freeze_mode):
+        return functools.partial(aqt_flax.AqtDotGeneral, cfg, lhs_quant_mode=QuantMode.TRAIN,
+                                 rhs_quant_mode=rhs_quant_mode, rhs_freeze_mode=rhs_freeze_mode,
+                                 use_legacy_freezer=False, quant_collection=QUANT_COLLECTION)
+
+    @functools.cache
     def provider(group: str):
-        if group not in cache:
-            wb, ab = (_optional_bits(b) for b in subnet.bits_for(group))
-            if group in ACTIVATION_ONLY_GROUPS:
-                cache[group] = None if ab is None else functools.partial(
-                    aqt_flax.AqtDotGeneral,
-                    aqt_dot_general_config(ab, ab, options, rhs_is_activation=True),
-                    lhs_quant_mode=QuantMode.TRAIN,
-                    rhs_quant_mode=QuantMode.TRAIN,  # an activation: quantized on the fly in every mode
-                    rhs_freeze_mode=aqt_flax.FreezerMode.NONE,
-                    use_legacy_freezer=False,
-                    quant_collection=QUANT_COLLECTION,
-                )
-            elif wb is None and ab is None:
-                cache[group] = None
-            else:
-                cache[group] = functools.partial(
-                    aqt_flax.AqtDotGeneral,
-                    aqt_dot_general_config(wb, ab, options),
-                    lhs_quant_mode=QuantMode.TRAIN,
-                    rhs_quant_mode=mode if wb is not None else QuantMode.TRAIN,
-                    rhs_freeze_mode=aqt_flax.FreezerMode.CALIBRATION_AND_VALUE,
-                    use_legacy_freezer=False,
-                    quant_collection=QUANT_COLLECTION,
-                )
-        return cache[group]
+        wb, ab = (_optional_bits(b) for b in subnet.bits_for(group))
+        if group in ACTIVATION_ONLY_GROUPS:
+            # the rhs is an activation: quantized on the fly in every mode, nothing to freeze
+            return None if ab is None else aqt_dot(aqt_dot_general_config(ab, ab, options, rhs_is_activation=True),
+                                                   QuantMode.TRAIN, aqt_flax.FreezerMode.NONE)
+        if wb is None and ab is None:
+            return None
+        return aqt_dot(aqt_dot_general_config(wb, ab, options), mode if wb is not None else QuantMode.TRAIN,
+                       aqt_flax.FreezerMode.CALIBRATION_AND_VALUE)
 
     return provider
 

@@ -33,7 +33,6 @@ from jax import lax
 
 from effjax.compress import export as export_lib
 from effjax.quant import rtn
-from effjax.quant.rtn import unpack_int4
 
 INT_SCALES = "int_scales"  # collection of the per-column weight scales, one `scale` per integer Dense layer
 INTEGER_DOT = "integer_dot"  # name of the injected module inside each Dense layer
@@ -66,18 +65,18 @@ class IntegerDot(nn.Module):
             raise ValueError(f"IntegerDot: only x[..., in] . kernel[in, out]; got dimension_numbers={dimension_numbers}")
         w_scale = self.get_variable(INT_SCALES, "scale")[:rhs.shape[1]]  # slimmable layers pass a prefix slice
         x_q, x_scale = quantize_rows(lhs, self.activation_bits)
-        if self.simulate:
-            acc = lax.dot_general(x_q.astype(jnp.float32), rhs.astype(jnp.float32), dimension_numbers,
-                                  precision=lax.Precision.HIGHEST)
-        else:
-            acc = lax.dot_general(x_q, rhs.astype(jnp.int8), dimension_numbers,
-                                  preferred_element_type=jnp.int32).astype(jnp.float32)
+        acc = _code_dot(x_q, rhs, dimension_numbers, self.simulate)
         return (acc * (x_scale * w_scale)).astype(lhs.dtype)
 
 
-def _quantize_over(x: jax.Array, axes, bits: int) -> tuple[jax.Array, jax.Array]:
-    """Symmetric round-to-nearest (`effjax.quant.rtn`) with one scale per slice over `axes` (kept as size-1 dims)."""
-    return rtn.quantize(x, bits, axis=tuple(axes), xp=jnp)
+def _code_dot(lhs_codes, rhs_codes, dimension_numbers, simulate: bool) -> jax.Array:
+    """dot_general of two integer code arrays as float32: int8 x int8 -> int32 accumulation, or with
+    `simulate` the same product in float32 at full precision."""
+    if simulate:
+        return lax.dot_general(lhs_codes.astype(jnp.float32), rhs_codes.astype(jnp.float32), dimension_numbers,
+                               precision=lax.Precision.HIGHEST)
+    return lax.dot_general(lhs_codes.astype(jnp.int8), rhs_codes.astype(jnp.int8), dimension_numbers,
+                           preferred_element_type=jnp.int32).astype(jnp.float32)
 
 
 def integer_activation_dot(bits: int = 8, simulate: bool = False):
@@ -85,13 +84,9 @@ def integer_activation_dot(bits: int = 8, simulate: bool = False):
     their contracted axes; the product of the two scales is laid out by the same dot_general."""
     def dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
         (contract_l, contract_r), _ = dimension_numbers
-        lq, ls = _quantize_over(lhs, contract_l, bits)
-        rq, rs = _quantize_over(rhs, contract_r, bits)
-        if simulate:
-            acc = lax.dot_general(lq.astype(jnp.float32), rq.astype(jnp.float32), dimension_numbers,
-                                  precision=lax.Precision.HIGHEST)
-        else:
-            acc = lax.dot_general(lq, rq, dimension_numbers, preferred_element_type=jnp.int32).astype(jnp.float32)
+        lq, ls = rtn.quantize(lhs, bits, axis=tuple(contract_l), xp=jnp)
+        rq, rs = rtn.quantize(rhs, bits, axis=tuple(contract_r), xp=jnp)
+        acc = _code_dot(lq, rq, dimension_numbers, simulate)
         return (acc * lax.dot_general(ls, rs, dimension_numbers)).astype(lhs.dtype)
 
     return dot
@@ -121,7 +116,7 @@ def integer_variables(exported: export_lib.ExportedModel, directory: str) -> dic
         if bits not in (4, 8) or len(full) != 2:
             flat[path] = export_lib.pad_to(np.asarray(flat[path]), full)
             continue
-        codes = arrays[path + ":q"] if bits == 8 else unpack_int4(arrays[path + ":q4"], shape)
+        codes = arrays[path + ":q"] if bits == 8 else rtn.unpack_int4(arrays[path + ":q4"], shape)
         flat[path] = export_lib.pad_to(np.asarray(codes, np.int8), full).astype(np.int8)
         scale = np.ones(full[-1], np.float32)
         scale[:shape[-1]] = arrays[path + ":scale"]

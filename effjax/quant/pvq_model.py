@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import flax
@@ -38,7 +39,7 @@ import numpy as np
 
 from effjax.quant.pvq import dequantize_matrix, load_checkpoint, quantize_params, save_checkpoint
 from effjax.quant.pvq.packing import INDEX_CODINGS
-from effjax.quant.pvq.ptq import PTQ_DEFAULTS, kernel_paths
+from effjax.quant.pvq.ptq import PTQ_DEFAULTS, bits_report, kernel_paths, layer_settings
 
 KERNELS_FILE = "kernels.pvq"
 FLOAT_PARAMS_FILE = "float_params.npz"
@@ -75,7 +76,7 @@ def default_pvq_config() -> ml_collections.ConfigDict:
 def merged_pvq_config(pvq: Mapping | None) -> ml_collections.ConfigDict:
     """Defaults updated with `pvq` (a mapping or ConfigDict); unknown keys raise ValueError."""
     merged = default_pvq_config()
-    given = dict(pvq.to_dict() if isinstance(pvq, ml_collections.ConfigDict) else (pvq or {}))
+    given = _as_dict(pvq)
     unknown = sorted(set(given) - set(merged))
     if unknown:
         raise ValueError(f"config.pvq: unknown fields {unknown}; allowed: {sorted(merged)}")
@@ -83,6 +84,10 @@ def merged_pvq_config(pvq: Mapping | None) -> ml_collections.ConfigDict:
         merged[key] = value
     _check(merged)
     return merged
+
+
+def _as_dict(pvq: Mapping | None) -> dict:
+    return dict(pvq.to_dict() if isinstance(pvq, ml_collections.ConfigDict) else (pvq or {}))
 
 
 def _check(pvq) -> None:
@@ -102,8 +107,6 @@ def _check(pvq) -> None:
 
 
 def _first_last_paths(pvq, paths: Sequence[str]) -> list[str]:
-    import re
-
     chosen = []
     for field in ("first_layers", "last_layers"):
         matched = [p for p in paths if re.search(pvq[field], p)]
@@ -115,8 +118,6 @@ def _first_last_paths(pvq, paths: Sequence[str]) -> list[str]:
 
 def pvq_ptq_config(pvq, params, calibration: Mapping | None = None) -> dict:
     """The `quantize_params` config for `params` from `config.pvq` (see `default_pvq_config`)."""
-    import re
-
     pvq = merged_pvq_config(pvq)
     overrides = {}
     if pvq.keep_first_last_float or pvq.first_last_pulses:
@@ -227,10 +228,6 @@ def _quantize_layer_by_layer(model: nn.Module, params, images: np.ndarray, pvq) 
     """Hessian-aware PVQ in forward order, each layer's H from the inputs it receives once every
     earlier layer is quantized (GPTQ's sequential calibration); kernels the forward pass never
     calls are quantized last, without calibration."""
-    import re
-
-    from effjax.quant.pvq.ptq import layer_settings
-
     collector = LayerInputCollector(model, params)
     inputs = collector(params, images)
     base = pvq_ptq_config(pvq, params)
@@ -248,10 +245,7 @@ def _quantize_layer_by_layer(model: nn.Module, params, images: np.ndarray, pvq) 
             calibration[path] = inputs[path]
         current, report = quantize_params(current, config)
         quantized[path], layers[path] = report["quantized"][path], report["layers"][path]
-    weights = sum(int(np.prod(q.shape)) for q in quantized.values())
-    bits = sum(q.bits_per_weight * np.prod(q.shape) for q in quantized.values())
-    report = {"layers": layers, "bits_per_weight": float(bits / weights) if weights else 0.0, "weights": weights}
-    return QuantizedModel(current, report, quantized, calibration)
+    return QuantizedModel(current, bits_report(quantized, layers), quantized, calibration)
 
 
 def save_pvq_model(directory: str, params, quantized: Mapping, index_coding: str = "fixed") -> dict:
@@ -282,8 +276,7 @@ def load_pvq_params(directory: str) -> dict:
         flat = {path: rest[path] for path in rest.files}
     for path, coded in load_checkpoint(os.path.join(directory, KERNELS_FILE)).items():
         flat[path] = dequantize_matrix(coded)
-    tree = flax.traverse_util.unflatten_dict(flat, sep="/")
-    return tree
+    return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
 def reshape_like(params, reference):
@@ -311,7 +304,7 @@ def run_pvq_ptq(workdir: str, pvq=None, output_dir: str | None = None, devices=N
     run = load_run(workdir, devices=devices)
     run.params = jax.tree.map(np.asarray, run.params)
     base = run.config.pvq.to_dict() if "pvq" in run.config else {}
-    pvq = merged_pvq_config({**base, **(dict(pvq.to_dict() if isinstance(pvq, ml_collections.ConfigDict) else pvq or {}))})
+    pvq = merged_pvq_config({**base, **_as_dict(pvq)})
     setup = run.setup
     eval_step = jax.jit(step_lib.make_eval_step(setup.model, setup.dataset.tasks),
                         in_shardings=(setup.state_shardings.params, setup.batch_sharding))
@@ -334,7 +327,7 @@ def run_pvq_ptq(workdir: str, pvq=None, output_dir: str | None = None, devices=N
         "step": run.step,
         "pvq": pvq.to_dict(),
         "metrics": metrics,
-        "kernel_bits_per_weight": report_bits(quantized.report),
+        "kernel_bits_per_weight": float(quantized.report["bits_per_weight"]),
         "quantized_weights": quantized.report["weights"],
         "sizes": sizes,
         "layers": quantized.report["layers"],
@@ -343,10 +336,6 @@ def run_pvq_ptq(workdir: str, pvq=None, output_dir: str | None = None, devices=N
     with open(os.path.join(output_dir, REPORT_FILE), "w") as f:
         json.dump(_jsonable(result), f, indent=2)
     return result
-
-
-def report_bits(report: Mapping) -> float:
-    return float(report["bits_per_weight"])
 
 
 def _jsonable(value):

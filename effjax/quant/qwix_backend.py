@@ -118,20 +118,16 @@ def make_provider(subnet: SubnetConfig, options=None, mode: str = "train") -> Do
         grad_qtype = _qtype(options.bwd_bits)
     if subnet.weight_bits is None and subnet.activation_bits is None:
         return None
-    cache: dict[str, object] = {}
 
+    @functools.cache
     def provider(group: str):
-        if group not in cache:
-            wq, aq = (_qtype(b) for b in subnet.bits_for(group))
-            if group == ATTENTION_SCORES_GROUP:
-                cache[group] = None if aq is None else functools.partial(
-                    QwixDotGeneral, activation_qtype=aq, weight_qtype=aq, mode="train", rhs_is_activation=True,
-                    grad_qtype=grad_qtype)
-            elif wq is None and aq is None:
-                cache[group] = None
-            else:
-                cache[group] = functools.partial(QwixDotGeneral, activation_qtype=aq, weight_qtype=wq,
-                                                 mode=mode, grad_qtype=grad_qtype)
-        return cache[group]
+        wq, aq = (_qtype(b) for b in subnet.bits_for(group))
+        if group == ATTENTION_SCORES_GROUP:
+            return None if aq is None else functools.partial(
+                QwixDotGeneral, activation_qtype=aq, weight_qtype=aq, mode="train", rhs_is_activation=True,
+                grad_qtype=grad_qtype)
+        if wq is None and aq is None:
+            return None
+        return functools.partial(QwixDotGeneral, activation_qtype=aq, weight_qtype=wq, mode=mode, grad_qtype=grad_qtype)
 
     return provider

@@ -15,14 +15,12 @@ from typing import ClassVar
 
 import flax
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
 from effjax.data.specs import TaskSpec
 from effjax.models import build_model
 from effjax.quant.aqt_config import QuantOptions
 from effjax.quant.qwix_backend import QWIX_COLLECTION, make_provider
-from effjax.quant.serving import ServingModel, call_kwargs, drop_frozen_kernels
+from effjax.quant.serving import ServingModel, drop_frozen_kernels, written_collection
 from effjax.subnet import SubnetConfig
 
 
@@ -48,12 +46,8 @@ def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int],
     options = options or QuantOptions()
     if subnet.weight_bits is None and subnet.activation_bits is None:
         raise ValueError(f"qwix convert: subnet {subnet} quantizes nothing; set weight_bits and/or activation_bits")
-    params = nn.unbox(params)
-    sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
     converter = quantized_model(model_config, tasks, subnet, options, "convert")
-    _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, mutable=[QWIX_COLLECTION],
-                                                   **call_kwargs(subnet)))(params)
-    frozen = flax.core.unfreeze(written).get(QWIX_COLLECTION, {})  # empty when only activations are quantized
+    params, frozen = written_collection(converter, QWIX_COLLECTION, image_shape, params, subnet)
     kept, dropped = _drop_replaced_kernels(params, frozen)
     server = quantized_model(model_config, tasks, subnet, options, "serve")
     return QwixServingModel(server, {"params": kept, QWIX_COLLECTION: frozen}, dropped, subnet, options)
@@ -61,8 +55,6 @@ def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int],
 
 def _drop_replaced_kernels(params, frozen) -> tuple[dict, dict]:
     """Remove each parameter whose module froze an integer copy of the same shape."""
-    frozen_shapes: dict[tuple, set] = {}
-    for path, value in flax.traverse_util.flatten_dict(frozen).items():
-        if path[-1] == "qvalue":  # path = (..module path.., "QwixDotGeneral_0", "qvalue")
-            frozen_shapes.setdefault(path[:-2], set()).add(tuple(value.shape))
-    return drop_frozen_kernels(params, frozen_shapes)
+    # path = (..module path.., "QwixDotGeneral_0", "qvalue")
+    return drop_frozen_kernels(params, [(path[:-2], value.shape) for path, value in
+                                        flax.traverse_util.flatten_dict(frozen).items() if path[-1] == "qvalue"])

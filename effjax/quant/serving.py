@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Iterable, Mapping, Sequence
 
 import flax
 import flax.linen as nn
@@ -105,44 +105,43 @@ def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int],
     """TRAIN-mode parameters -> a ServingModel holding integer weights (AQT CONVERT)."""
     if subnet.weight_bits is None and subnet.activation_bits is None:
         raise ValueError(f"convert: subnet {subnet} quantizes nothing; set weight_bits and/or activation_bits")
-    params = nn.unbox(params)
-    sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
     converter = quantized_model(model_config, tasks, subnet, options, QuantMode.CONVERT)
-    _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, rngs=_RNG,
-                                                   mutable=[QUANT_COLLECTION], **call_kwargs(subnet)))(params)
-    frozen = written.get(QUANT_COLLECTION, {})  # empty when only activations are quantized
+    params, frozen = written_collection(converter, QUANT_COLLECTION, image_shape, params, subnet)
     kept, dropped = _drop_replaced_kernels(params, frozen)
     server = quantized_model(model_config, tasks, subnet, options, QuantMode.SERVE)
     return ServingModel(server, {"params": kept, QUANT_COLLECTION: frozen}, dropped, subnet, options)
 
 
+def written_collection(converter: nn.Module, collection: str, image_shape: Sequence[int], params,
+                       subnet: SubnetConfig) -> tuple[dict, dict]:
+    """(unboxed `params`, what one forward pass of the CONVERT-mode `converter` writes into `collection`);
+    the latter is empty when only activations are quantized."""
+    params = nn.unbox(params)
+    sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+    _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, rngs=_RNG,
+                                                   mutable=[collection], **call_kwargs(subnet)))(params)
+    return params, flax.core.unfreeze(written).get(collection, {})
+
+
 def _drop_replaced_kernels(params, frozen) -> tuple[dict, dict]:
     """Remove each parameter whose module froze an integer copy of the same shape."""
-    frozen_shapes: dict[tuple, set] = {}
-    for path, qt in _qtensors(frozen):
-        # path = (..module path.., "AqtDotGeneral_0", "qrhs", "frozen")
-        frozen_shapes.setdefault(path[:-3], set()).add(tuple(qt.qvalue.shape))
-    return drop_frozen_kernels(params, frozen_shapes)
+    # frozen QTensors sit at (..module path.., "AqtDotGeneral_0", "qrhs", "frozen")
+    return drop_frozen_kernels(params, [(path[:-3], qt.qvalue.shape) for path, qt in
+                                        flax.traverse_util.flatten_dict(frozen).items()
+                                        if isinstance(qt, aqt_tensor.QTensor)])
 
 
-def drop_frozen_kernels(params, frozen_shapes: Mapping[tuple, set]) -> tuple[dict, dict]:
+def drop_frozen_kernels(params, frozen_kernels: Iterable[tuple[tuple, tuple]]) -> tuple[dict, dict]:
     """`params` without each kernel whose module path holds a frozen integer copy of its shape, and the dropped
-    kernels' shapes (path -> ShapeDtypeStruct). `frozen_shapes`: module path -> integer weight shapes there."""
+    kernels' shapes (path -> ShapeDtypeStruct). `frozen_kernels`: (module path, shape) of each integer weight."""
+    frozen = {(module, tuple(shape)) for module, shape in frozen_kernels}
     flat = flax.traverse_util.flatten_dict(params)
     dropped = {}
     for path in list(flat):
-        if tuple(flat[path].shape) in frozen_shapes.get(path[:-1], ()):
+        if (path[:-1], tuple(flat[path].shape)) in frozen:
             dropped[path] = jax.ShapeDtypeStruct(flat[path].shape, flat[path].dtype)
             del flat[path]
     return flax.traverse_util.unflatten_dict(flat), dropped
-
-
-def _qtensors(tree, prefix=()):
-    if isinstance(tree, aqt_tensor.QTensor):
-        yield prefix, tree
-    elif isinstance(tree, Mapping):
-        for k, v in tree.items():
-            yield from _qtensors(v, prefix + (k,))
 
 
 def _plain_aqt(tree):

@@ -32,7 +32,7 @@ def check_dims(L, K) -> tuple[int, int]:
 def count_table(L: int, K: int) -> tuple[tuple[int, ...], ...]:
     """table[l][k] = N(l, k) for 0 <= l <= L, 0 <= k <= K, as Python ints."""
     rows = [[1] + [0] * K]
-    for l in range(1, L + 1):
+    for _ in range(L):
         prev, row = rows[-1], [1]
         for k in range(1, K + 1):
             row.append(prev[k] + prev[k - 1] + row[k - 1])
@@ -65,32 +65,20 @@ def fits_uint64(L: int, K: int) -> bool:
     return num_codewords(L, K) < UINT64_LIMIT
 
 
-def offset_tables(L: int, K: int) -> tuple[list[list[list[int]]], list[list[list[int]]]]:
-    """Fischer offsets in the value order 0, +1, -1, +2, -2, ..., +K, -K.
+@functools.lru_cache(maxsize=64)
+def offset_tables_uint64(L: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fischer offsets in the value order 0, +1, -1, +2, -2, ..., +K, -K, as uint64 arrays [L+1, K+1, 2K+1].
 
     For l coordinates left (this one included) and k pulses left, value slot t
     (t = 0 for 0, t = 2m-1 for +m, t = 2m for -m) starts at start[l][k][t] and holds
-    size[l][k][t] = N(l-1, k-|v|) codewords (0 when |v| > k). Python ints.
+    size[l][k][t] = N(l-1, k-|v|) codewords (0 when |v| > k). Requires fits_uint64: every
+    entry, and every running sum over t (at most N(l, k)), is then exact in uint64.
     """
-    table = count_table(L, K)
-    start = [[[0] * (2 * K + 1) for _ in range(K + 1)] for _ in range(L + 1)]
-    size = [[[0] * (2 * K + 1) for _ in range(K + 1)] for _ in range(L + 1)]
-    for l in range(1, L + 1):
-        for k in range(K + 1):
-            offset = 0
-            for t in range(2 * K + 1):
-                magnitude = (t + 1) // 2
-                count = table[l - 1][k - magnitude] if magnitude <= k else 0
-                start[l][k][t] = offset
-                size[l][k][t] = count
-                offset += count
-    return start, size
-
-
-@functools.lru_cache(maxsize=64)
-def offset_tables_uint64(L: int, K: int) -> tuple[np.ndarray, np.ndarray]:
-    """`offset_tables` as uint64 arrays of shape [L+1, K+1, 2K+1] (requires fits_uint64)."""
     if not fits_uint64(L, K):
         raise ValueError(f"N({L}, {K}) = {num_codewords(L, K)} does not fit in uint64")
-    start, size = offset_tables(L, K)
-    return np.array(start, dtype=np.uint64), np.array(size, dtype=np.uint64)
+    table = np.array(count_table(L, K), dtype=np.uint64)  # [L+1, K+1]
+    left = np.arange(K + 1)[:, None] - (np.arange(2 * K + 1) + 1) // 2  # [k, t]: pulses left after slot t
+    size = np.zeros((L + 1, K + 1, 2 * K + 1), np.uint64)
+    size[1:] = np.where(left >= 0, table[:-1][:, np.maximum(left, 0)], np.uint64(0))
+    start = np.cumsum(size, axis=-1, dtype=np.uint64) - size
+    return start, size

@@ -9,8 +9,9 @@ with l coordinates and k pulses left. Ordering the values of the current coordin
     the same + N(l-1, k-m)                          if v = -m,
 
 then k <- k - m. Decoding inverts the walk. This module holds the exact Python-integer
-path (any L, K) and a NumPy batch path (uint64 when N(L, K) < 2**64, Python ints in an
-object array otherwise). The jit-compiled JAX batch path is in `jax_codec.py`.
+path (any L, K) and a batch path (uint64 when N(L, K) < 2**64, Python ints in an object
+array otherwise) whose uint64 walk (`encode_offsets` / `decode_offsets`) is written for
+numpy or jax.numpy; `jax_codec.py` jit-compiles it.
 """
 
 from __future__ import annotations
@@ -88,9 +89,35 @@ def _check_batch(codewords, K: int) -> np.ndarray:
     return codewords.astype(np.int64)
 
 
-def value_slot(codewords: np.ndarray) -> np.ndarray:
-    """Slot of each value in the order 0, +1, -1, +2, -2, ...: 2v-1 for v > 0, 2|v| for v < 0."""
-    return np.where(codewords > 0, 2 * codewords - 1, -2 * codewords)
+def encode_offsets(codewords, start, K: int, xp=np):
+    """uint64 indices of codewords [groups, L] from the offset table `start` of
+    `counting.offset_tables_uint64`, one coordinate per step (`xp`: numpy, or jax.numpy under jit)."""
+    L = codewords.shape[1]
+    # slot of each value in the order 0, +1, -1, +2, -2, ...: 2v-1 for v > 0, 2|v| for v < 0
+    slots = xp.where(codewords > 0, 2 * codewords - 1, -2 * codewords)
+    index = xp.zeros(codewords.shape[0], xp.uint64)
+    pulses_left = xp.full(codewords.shape[0], K)
+    for position in range(L):
+        index = index + start[L - position, pulses_left, slots[:, position]]
+        pulses_left = pulses_left - xp.abs(codewords[:, position])
+    return index
+
+
+def decode_offsets(indices, start, size, L: int, K: int, xp=np):
+    """Codewords [groups, L] of uint64 indices from the offset tables (inverse of `encode_offsets`)."""
+    remaining = indices
+    pulses_left = xp.full(indices.shape[0], K)
+    slot_ids = xp.arange(2 * K + 1)
+    columns = []
+    for position in range(L):
+        starts = start[L - position, pulses_left]  # [groups, 2K+1]
+        inside = (starts <= remaining[:, None]) & (size[L - position, pulses_left] > 0)
+        slot = xp.max(xp.where(inside, slot_ids, 0), axis=-1)
+        magnitude = (slot + 1) // 2
+        columns.append(xp.where(slot % 2 == 1, magnitude, -magnitude))
+        remaining = remaining - xp.take_along_axis(starts, slot[:, None], axis=1)[:, 0]
+        pulses_left = pulses_left - magnitude
+    return xp.stack(columns, axis=1)
 
 
 def encode_batch(codewords, K: int) -> np.ndarray:
@@ -100,14 +127,7 @@ def encode_batch(codewords, K: int) -> np.ndarray:
     codewords = _check_batch(codewords, K)
     if not fits_uint64(L, K):
         return np.array([encode(y) for y in codewords] or [], dtype=object)
-    start, _ = offset_tables_uint64(L, K)
-    slots = value_slot(codewords)
-    index = np.zeros(codewords.shape[0], dtype=np.uint64)
-    pulses_left = np.full(codewords.shape[0], K, dtype=np.int64)
-    for position in range(L):
-        index += start[L - position, pulses_left, slots[:, position]]
-        pulses_left -= np.abs(codewords[:, position])
-    return index
+    return encode_offsets(codewords, offset_tables_uint64(L, K)[0], K)
 
 
 def check_indices(indices, L: int, K: int) -> np.ndarray:
@@ -128,17 +148,4 @@ def decode_batch(indices, L: int, K: int) -> np.ndarray:
     indices = check_indices(indices, L, K)
     if not fits_uint64(L, K):
         return np.stack([decode(i, L, K) for i in indices]) if len(indices) else np.zeros((0, L), np.int64)
-    start, size = offset_tables_uint64(L, K)
-    remaining = indices.copy()
-    pulses_left = np.full(remaining.shape[0], K, dtype=np.int64)
-    codewords = np.zeros((remaining.shape[0], L), dtype=np.int64)
-    for position in range(L):
-        starts = start[L - position, pulses_left]  # [groups, 2K+1]
-        sizes = size[L - position, pulses_left]
-        inside = (starts <= remaining[:, None]) & (sizes > 0)
-        slot = (inside * np.arange(2 * K + 1)).max(axis=1)
-        magnitude = (slot + 1) // 2
-        codewords[:, position] = np.where(slot % 2 == 1, magnitude, -magnitude)
-        remaining -= np.take_along_axis(starts, slot[:, None], axis=1)[:, 0]
-        pulses_left -= magnitude
-    return codewords
+    return decode_offsets(indices, *offset_tables_uint64(L, K), L, K).astype(np.int64)

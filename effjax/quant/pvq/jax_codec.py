@@ -7,7 +7,8 @@ written over a batch of groups [groups, L] and jit-compiled:
   path of `reference_search.py` run for all groups at once in a `lax.while_loop` that stops when
   every group is past its last curvature;
 - encode/decode: Fischer (1986) offsets gathered from the uint64 table
-  `counting.offset_tables_uint64`, one coordinate per step. Used only when
+  `counting.offset_tables_uint64`, one coordinate per step (the walk of
+  `enumeration.encode_offsets` / `decode_offsets`, jit-compiled). Used only when
   N(L, K) < 2**64; larger pyramids go to the Python-integer path in `enumeration.py`.
 
 All work runs under `jax.enable_x64(True)` (float64 search, uint64 indices) without
@@ -27,22 +28,30 @@ from effjax.quant.pvq.counting import check_dims, fits_uint64, num_codewords, of
 from effjax.quant.pvq.reference_search import RELATIVE_IMPROVEMENT, check_search_input, curvature_interval, max_path_steps
 
 
+def _place_remaining(y, K, score):
+    """Add the (at most L) pulses y lacks for K one at a time, each to the coordinate of largest score(y)."""
+    L = y.shape[-1]
+
+    def place_one(_, y):
+        pick = jax.nn.one_hot(jnp.argmax(score(y), axis=-1), L, dtype=jnp.int32)
+        return y + pick * (y.sum(-1, keepdims=True) < K)
+
+    return jax.lax.fori_loop(0, L, place_one, y)
+
+
 def _greedy(magnitudes, K):
     """Projection then greedy placement of the (at most L) remaining pulses. [B, L] float64."""
-    L = magnitudes.shape[-1]
     total = magnitudes.sum(-1, keepdims=True)
     y = jnp.floor((K - 0.5) * magnitudes / jnp.where(total > 0, total, 1.0)).astype(jnp.int32)
     y = jnp.where(total > 0, y, 0)
 
-    def place_one(_, y):
+    def gains(y):
         yf = y.astype(magnitudes.dtype)
         xy = (magnitudes * yf).sum(-1, keepdims=True)
         yy = (yf * yf).sum(-1, keepdims=True)
-        gains = (xy + magnitudes) ** 2 / (yy + 2 * yf + 1)
-        pick = jax.nn.one_hot(jnp.argmax(gains, axis=-1), L, dtype=jnp.int32)
-        return y + pick * (y.sum(-1, keepdims=True) < K)
+        return (xy + magnitudes) ** 2 / (yy + 2 * yf + 1)
 
-    return jax.lax.fori_loop(0, L, place_one, y)
+    return _place_remaining(y, K, gains)
 
 
 def _allocation_at(magnitudes, K, curvature):
@@ -61,13 +70,7 @@ def _allocation_at(magnitudes, K, curvature):
     theta = jnp.take_along_axis(thresholds, jnp.maximum(last_active, 0), axis=-1)
     relaxed = jnp.maximum((shifted - theta) / (2 * c), 0.0)
     y = jnp.maximum(jnp.ceil(relaxed * (1 - 1e-12) - 1e-12) - 1, 0).astype(jnp.int32)
-
-    def place_one(_, y):
-        next_marginal = magnitudes - c * (2 * y + 1)
-        pick = jax.nn.one_hot(jnp.argmax(next_marginal, axis=-1), L, dtype=jnp.int32)
-        return y + pick * (y.sum(-1, keepdims=True) < K)
-
-    return jax.lax.fori_loop(0, L, place_one, y)
+    return _place_remaining(y, K, lambda y: magnitudes - c * (2 * y + 1))  # the next marginal of each coordinate
 
 
 def _objective(magnitudes, y):
@@ -150,34 +153,8 @@ def search_batch(x, K: int, refine: bool = True) -> np.ndarray:
     return np.concatenate(pieces).reshape(x.shape)
 
 
-@functools.partial(jax.jit, static_argnames=("K",))
-def _encode_kernel(codewords, start, K: int):
-    B, L = codewords.shape
-    slots = jnp.where(codewords > 0, 2 * codewords - 1, -2 * codewords)
-    index = jnp.zeros(B, jnp.uint64)
-    pulses_left = jnp.full(B, K, jnp.int32)
-    for position in range(L):
-        index = index + start[L - position, pulses_left, slots[:, position]]
-        pulses_left = pulses_left - jnp.abs(codewords[:, position])
-    return index
-
-
-@functools.partial(jax.jit, static_argnames=("L", "K"))
-def _decode_kernel(indices, start, size, L: int, K: int):
-    B = indices.shape[0]
-    remaining = indices
-    pulses_left = jnp.full(B, K, jnp.int32)
-    slot_ids = jnp.arange(2 * K + 1, dtype=jnp.int32)
-    columns = []
-    for position in range(L):
-        starts = start[L - position, pulses_left]
-        inside = (starts <= remaining[:, None]) & (size[L - position, pulses_left] > 0)
-        slot = jnp.max(jnp.where(inside, slot_ids, 0), axis=-1)
-        magnitude = (slot + 1) // 2
-        columns.append(jnp.where(slot % 2 == 1, magnitude, -magnitude))
-        remaining = remaining - jnp.take_along_axis(starts, slot[:, None], axis=1)[:, 0]
-        pulses_left = pulses_left - magnitude
-    return jnp.stack(columns, axis=1)
+_encode_kernel = jax.jit(functools.partial(enumeration.encode_offsets, xp=jnp), static_argnames=("K",))
+_decode_kernel = jax.jit(functools.partial(enumeration.decode_offsets, xp=jnp), static_argnames=("L", "K"))
 
 
 def encode_batch(codewords, K: int) -> np.ndarray:

@@ -95,10 +95,14 @@ def quantize_tree(params, config: Mapping) -> tuple[dict[str, QuantizedMatrix], 
             x = np.asarray(activations, np.float64).reshape(-1, matrix.shape[0])
             entry["output_sqnr_db"] = sqnr_db(x @ matrix, x @ dequantized)
         quantized[path], layers[path] = coded, entry
-    weights = sum(np.prod(q.shape) for q in quantized.values())
+    return quantized, bits_report(quantized, layers)
+
+
+def bits_report(quantized: Mapping[str, QuantizedMatrix], layers: dict) -> dict:
+    """{"layers", "bits_per_weight": the weight-count average over the quantized kernels, "weights": their count}."""
+    weights = sum(int(np.prod(q.shape)) for q in quantized.values())
     bits = sum(q.bits_per_weight * np.prod(q.shape) for q in quantized.values())
-    report = {"layers": layers, "bits_per_weight": float(bits / weights) if weights else 0.0, "weights": int(weights)}
-    return quantized, report
+    return {"layers": layers, "bits_per_weight": float(bits / weights) if weights else 0.0, "weights": weights}
 
 
 def dequantize_into(params, quantized: Mapping[str, QuantizedMatrix]):

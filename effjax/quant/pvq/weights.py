@@ -108,17 +108,19 @@ def hadamard_block_size(n: int) -> int:
     return min(n & -n, MAX_HADAMARD_BLOCK)
 
 
-def _walsh_hadamard(values: np.ndarray) -> np.ndarray:
-    """Normalized Walsh-Hadamard transform along axis 1 of [blocks, n, cols] (n a power of 2)."""
-    blocks, n, cols = values.shape
-    out = values.copy()
+def _walsh_hadamard(matrix: np.ndarray) -> np.ndarray:
+    """blockdiag(H) @ matrix for [n, cols]: the normalized Walsh-Hadamard transform of each block of
+    `hadamard_block_size(n)` rows."""
+    n = matrix.shape[0]
+    block = hadamard_block_size(n)
+    out = matrix.reshape(n // block, block, -1).copy()
     h = 1
-    while h < n:
-        view = out.reshape(blocks, n // (2 * h), 2, h, cols)
+    while h < block:
+        view = out.reshape(n // block, block // (2 * h), 2, h, out.shape[-1])
         a, b = view[:, :, 0].copy(), view[:, :, 1].copy()
         view[:, :, 0], view[:, :, 1] = a + b, a - b
         h *= 2
-    return out / math.sqrt(n)
+    return (out / math.sqrt(block)).reshape(matrix.shape)
 
 
 def rotation_signs(n: int, seed: int) -> np.ndarray:
@@ -128,19 +130,13 @@ def rotation_signs(n: int, seed: int) -> np.ndarray:
 def rotate_rows(matrix: np.ndarray, seed: int) -> np.ndarray:
     """R @ matrix with R = blockdiag(H) D (orthogonal), acting on axis 0 of [n, cols]."""
     matrix = np.asarray(matrix, np.float64)
-    n = matrix.shape[0]
-    block = hadamard_block_size(n)
-    signed = matrix * rotation_signs(n, seed)[:, None]
-    return _walsh_hadamard(signed.reshape(n // block, block, -1)).reshape(matrix.shape)
+    return _walsh_hadamard(matrix * rotation_signs(matrix.shape[0], seed)[:, None])
 
 
 def unrotate_rows(matrix: np.ndarray, seed: int) -> np.ndarray:
     """R^T @ matrix (the normalized Hadamard matrix is its own inverse)."""
     matrix = np.asarray(matrix, np.float64)
-    n = matrix.shape[0]
-    block = hadamard_block_size(n)
-    unmixed = _walsh_hadamard(matrix.reshape(n // block, block, -1)).reshape(matrix.shape)
-    return unmixed * rotation_signs(n, seed)[:, None]
+    return _walsh_hadamard(matrix) * rotation_signs(matrix.shape[0], seed)[:, None]
 
 
 def fit_scale_codebook(gains: np.ndarray, scale_bits: int) -> np.ndarray:
@@ -182,10 +178,8 @@ def padded_rows(in_features: int, group_size: int) -> int:
 
 def to_groups(matrix: np.ndarray, group_size: int) -> np.ndarray:
     """[in, out] -> [(in/L) * out, L]: group (g, j) = matrix[g L:(g+1) L, j], zero-padded."""
-    rows, cols = matrix.shape
-    padded = np.zeros((padded_rows(rows, group_size), cols), np.float64)
-    padded[:rows] = matrix
-    return padded.reshape(-1, group_size, cols).transpose(0, 2, 1).reshape(-1, group_size)
+    padded = pad_rows(np.asarray(matrix, np.float64), group_size)
+    return padded.reshape(-1, group_size, padded.shape[1]).transpose(0, 2, 1).reshape(-1, group_size)
 
 
 def from_groups(groups: np.ndarray, shape: tuple[int, int], group_size: int) -> np.ndarray:
