@@ -421,16 +421,13 @@ class ExportedModel:
             key, shape, full = p["path"], tuple(p["active_shape"]), tuple(p["full_shape"])
             if p["bits"] == "pvq":
                 stored = {"float": _load_pvq(arrays, key, PVQSpec(**p["pvq"]), shape).astype(np.float32)}
+            else:  # the arrays `_stored_shapes` names, by role: "float", or "q" / "q4" and "scale"
+                stored = {suffix[1:] or "float": arrays[key + suffix] for suffix in _stored_shapes(p)}
+            if "float" in stored:
                 value = stored["float"]
-            elif p["bits"] == 8:
-                stored = {"q": arrays[key + ":q"], "scale": arrays[key + ":scale"]}
-                value = dequantize_kernel(stored["q"], stored["scale"])
-            elif p["bits"] == 4:
-                stored = {"q4": arrays[key + ":q4"], "scale": arrays[key + ":scale"]}
-                value = dequantize_kernel(unpack_int4(stored["q4"], shape), stored["scale"])
             else:
-                stored = {"float": arrays[key]}
-                value = arrays[key]
+                codes = stored["q"] if "q" in stored else unpack_int4(stored["q4"], shape)
+                value = dequantize_kernel(codes, stored["scale"])
             weights.append(standalone.Weight(key, full, shape, stored))
             flat[key] = value
         self.params = flax.traverse_util.unflatten_dict(flat, sep="/")
