@@ -18,7 +18,6 @@ quantization issue applies.
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Mapping, Sequence
 
@@ -49,15 +48,6 @@ def expert_importance(frequency: np.ndarray, mean_gate: np.ndarray, alpha: float
     return np.power(np.asarray(frequency, np.float64), alpha) * np.power(np.asarray(mean_gate, np.float64), beta)
 
 
-def _check(bit_options: Sequence[int], average_bits: float, num_experts: int):
-    if not bit_options or any(int(b) != b or b < 1 for b in bit_options):
-        raise ValueError(f"bit_options={bit_options}: must be positive integers")
-    if not min(bit_options) <= average_bits:
-        raise ValueError(f"average_bits={average_bits}: must be >= the smallest option {min(bit_options)}")
-    if num_experts < 1:
-        raise ValueError(f"errors: need at least one expert, got {num_experts}")
-
-
 def allocate_bits(importance: np.ndarray, errors: np.ndarray, bit_options: Sequence[int], average_bits: float) -> tuple[int, ...]:
     """Exact minimizer of sum_e importance_e * errors[e, option] with mean bits <= average_bits.
 
@@ -66,7 +56,12 @@ def allocate_bits(importance: np.ndarray, errors: np.ndarray, bit_options: Seque
     """
     importance, errors = np.asarray(importance, np.float64), np.asarray(errors, np.float64)
     num_experts = len(importance)
-    _check(bit_options, average_bits, num_experts)
+    if not bit_options or any(int(b) != b or b < 1 for b in bit_options):
+        raise ValueError(f"bit_options={bit_options}: must be positive integers")
+    if not min(bit_options) <= average_bits:
+        raise ValueError(f"average_bits={average_bits}: must be >= the smallest option {min(bit_options)}")
+    if num_experts < 1:
+        raise ValueError(f"errors: need at least one expert, got {num_experts}")
     budget = int(np.floor(average_bits * num_experts + 1e-9))
     options = sorted(range(len(bit_options)), key=lambda i: bit_options[i])
     inf = float("inf")
@@ -92,26 +87,6 @@ def allocate_bits(importance: np.ndarray, errors: np.ndarray, bit_options: Seque
         bits.append(int(bit_options[i]))
         used -= bit_options[i]
     return tuple(reversed(bits))
-
-
-def brute_force_bits(importance: np.ndarray, errors: np.ndarray, bit_options: Sequence[int], average_bits: float) -> tuple[int, ...]:
-    """Exhaustive search (for checking `allocate_bits`; len(bit_options)^E candidates)."""
-    importance, errors = np.asarray(importance, np.float64), np.asarray(errors, np.float64)
-    num_experts = len(importance)
-    _check(bit_options, average_bits, num_experts)
-    best, best_value = None, float("inf")
-    for combo in itertools.product(range(len(bit_options)), repeat=num_experts):
-        if sum(bit_options[i] for i in combo) > average_bits * num_experts + 1e-9:
-            continue
-        value = sum(importance[e] * errors[e, i] for e, i in enumerate(combo))
-        if value < best_value - 1e-15:
-            best, best_value = tuple(int(bit_options[i]) for i in combo), value
-    return best
-
-
-def allocation_cost(importance: np.ndarray, errors: np.ndarray, bit_options: Sequence[int], bits: Sequence[int]) -> float:
-    index = {b: i for i, b in enumerate(bit_options)}
-    return float(sum(importance[e] * errors[e, index[b]] for e, b in enumerate(bits)))
 
 
 def allocate_model_bits(moe_layers: Mapping[str, Mapping], stats: Mapping, average_bits: float,

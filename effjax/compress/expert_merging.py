@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterable, Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -54,15 +54,6 @@ class LayerRoutingStats:
         return np.where(counts > 0, self.gate_sum.sum(0) / np.maximum(counts, 1e-12), 0.0)
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for key, value in tree.items():
-        path = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            yield from _flatten(value, path)
-        else:
-            yield path, value
-
-
 def accumulate_routing_stats(stats_trees: Iterable[Mapping], max_logit_rows: int = 8192) -> dict[str, LayerRoutingStats]:
     """Sums the `moe_stats` collections of several calibration batches, per MoE layer.
 
@@ -71,14 +62,13 @@ def accumulate_routing_stats(stats_trees: Iterable[Mapping], max_logit_rows: int
     """
     layers: dict[str, dict[int, list]] = {}
     for tree in stats_trees:
-        for path, sown in _iter_router_entries(tree):
-            layer, router = path
+        for (layer, router), sown in _iter_router_entries(tree):
             layers.setdefault(layer, {}).setdefault(router, []).extend(sown)
     result = {}
     for layer, routers in layers.items():
         num_routers = max(routers) + 1
-        num_outputs = np.asarray(next(iter(routers.values()))[0]["logits"]).shape[-1]
-        num_experts = np.asarray(next(iter(routers.values()))[0]["expert_tokens"]).shape[-1]
+        first = next(iter(routers.values()))[0]
+        num_outputs, num_experts = np.shape(first["logits"])[-1], np.shape(first["expert_tokens"])[-1]
         expert_tokens = np.zeros((num_routers, num_experts))
         gate_sum = np.zeros((num_routers, num_experts))
         tokens = np.zeros(num_routers)

@@ -230,10 +230,6 @@ def _pvq_streams(matrices: Sequence[QuantizedMatrix]) -> dict[str, np.ndarray]:
             for name, arrays in (("pvq_index", index), ("pvq_scale", scale), ("pvq_codebook", codebook))}
 
 
-def _pvq_spec_dict(spec: PVQSpec) -> dict:
-    return dataclasses.asdict(spec)
-
-
 def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[str, Any],
           pvq_cache: dict | None = None) -> dict:
     """Writes model.bin + model.json; returns the metadata written (with sizes).
@@ -241,15 +237,13 @@ def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[
     `pvq_cache`: the cache zero-shot evaluation filled (`quantized_params`), to write the codes it evaluated."""
     os.makedirs(directory, exist_ok=True)
     flat = flax.traverse_util.flatten_dict(params, sep="/")
-    chunks, index, offset = [], [], 0
+    chunks, index = [], []
 
     def add(name: str, array: np.ndarray):
-        nonlocal offset
         data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         index.append({"name": name, "dtype": array.dtype.str.lstrip("<>|="), "shape": list(array.shape),
-                      "offset": offset, "nbytes": len(data)})
+                      "offset": sum(map(len, chunks)), "nbytes": len(data)})
         chunks.append(data)
-        offset += len(data)
 
     for p in plans:
         if p.pvq is not None:
@@ -264,20 +258,19 @@ def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[
             add(p.path + ":scale", scale)
         else:
             add(p.path, _slice(full, p.active_shape))
-    binary = os.path.join(directory, "model.bin")
-    with open(binary, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
+    blob = b"".join(chunks)
+    with open(os.path.join(directory, "model.bin"), "wb") as f:
+        f.write(blob)
     meta = dict(metadata)
     meta.update({
         "format_version": FORMAT_VERSION,
         "params": [{"path": p.path, "full_shape": list(p.full_shape), "active_shape": list(p.active_shape),
                     "bits": "pvq" if p.pvq is not None else p.bits,
-                    **({"pvq": _pvq_spec_dict(p.pvq)} if p.pvq is not None else {})} for p in plans],
+                    **({"pvq": dataclasses.asdict(p.pvq)} if p.pvq is not None else {})} for p in plans],
         "arrays": index,
         "payload_bits": total_bits(plans),
-        "bin_bytes": os.path.getsize(binary),
-        "bin_sha256": _sha256(binary),
+        "bin_bytes": len(blob),
+        "bin_sha256": hashlib.sha256(blob).hexdigest(),
     })
     with open(os.path.join(directory, "model.json"), "w") as f:
         json.dump(meta, f, indent=2)
@@ -286,11 +279,6 @@ def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[
 
 class ExportError(ValueError):
     """A damaged or inconsistent export directory (one line naming the file and field)."""
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _read_meta(directory: str) -> dict:
@@ -433,16 +421,13 @@ class ExportedModel:
             key, shape, full = p["path"], tuple(p["active_shape"]), tuple(p["full_shape"])
             if p["bits"] == "pvq":
                 stored = {"float": _load_pvq(arrays, key, PVQSpec(**p["pvq"]), shape).astype(np.float32)}
+            else:  # the arrays `_stored_shapes` names, by role: "float", or "q" / "q4" and "scale"
+                stored = {suffix[1:] or "float": arrays[key + suffix] for suffix in _stored_shapes(p)}
+            if "float" in stored:
                 value = stored["float"]
-            elif p["bits"] == 8:
-                stored = {"q": arrays[key + ":q"], "scale": arrays[key + ":scale"]}
-                value = dequantize_kernel(stored["q"], stored["scale"])
-            elif p["bits"] == 4:
-                stored = {"q4": arrays[key + ":q4"], "scale": arrays[key + ":scale"]}
-                value = dequantize_kernel(unpack_int4(stored["q4"], shape), stored["scale"])
             else:
-                stored = {"float": arrays[key]}
-                value = arrays[key]
+                codes = stored["q"] if "q" in stored else unpack_int4(stored["q4"], shape)
+                value = dequantize_kernel(codes, stored["scale"])
             weights.append(standalone.Weight(key, full, shape, stored))
             flat[key] = value
         self.params = flax.traverse_util.unflatten_dict(flat, sep="/")

@@ -21,7 +21,6 @@ parameters are zero-padded (exactly what `load` did before) and listed in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
@@ -112,14 +111,9 @@ class _Evaluator:
 
 
 def _bind(eqn, invals) -> list:
-    """Runs one equation as `jax.core.eval_jaxpr` does (its bind-parameter API differs across jax versions)."""
-    bind_params = eqn.primitive.get_bind_params(eqn.params)
-    subfuns = ()
-    if isinstance(bind_params, tuple):  # jax < 0.5: (subfuns, params)
-        subfuns, bind_params = bind_params
-    context = getattr(getattr(eqn, "ctx", None), "manager", None) or contextlib.nullcontext()
-    with context:
-        out = eqn.primitive.bind(*subfuns, *invals, **bind_params)
+    """Runs one equation as `jax.core.eval_jaxpr` does (jax >= 0.10, the versions effjax supports)."""
+    with eqn.ctx.manager:
+        out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
     return list(out) if eqn.primitive.multiple_results else [out]
 
 

@@ -36,6 +36,7 @@ def define_flags() -> None:
 
 def evaluate_exported(model, dataset, split: str, batch_size: int = 256) -> dict[str, float]:
     """Every task's metric of a loaded export over a split."""
+    import jax
     import numpy as np
 
     from effjax.data import pipeline
@@ -44,11 +45,10 @@ def evaluate_exported(model, dataset, split: str, batch_size: int = 256) -> dict
     totals = None
     for batch in pipeline.eval_batches(dataset, split, batch_size):
         preds = model.predict(batch["image"])
-        sums = {t.name: {k: np.asarray(v) for k, v in losses.metric_sums(t, preds[t.name], batch[t.name], batch["mask"]).items()}
-                for t in dataset.tasks}
-        totals = sums if totals is None else {t: {k: totals[t][k] + v for k, v in s.items()} for t, s in sums.items()}
-    metrics = {t.name: losses.finalize_metric(t, totals[t.name]) for t in dataset.tasks}
-    return metrics
+        sums = jax.tree.map(np.asarray, {t.name: losses.metric_sums(t, preds[t.name], batch[t.name], batch["mask"])
+                                         for t in dataset.tasks})
+        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    return {t.name: losses.finalize_metric(t, totals[t.name]) for t in dataset.tasks}
 
 
 def choose_point(points, point_id=None, max_flops=None) -> dict:

@@ -94,6 +94,12 @@ def _describe(p) -> str:
     return f"encoder {c['encoder_width']:g}, decoders [{dec}]{knobs}, weights {bits}"
 
 
+def _cells(p) -> str:
+    """A table row's config, val score, test score, MFLOPs and size cells of a point (or the full supernet's record)."""
+    return (f"{_describe(p)} | {p['metrics']['score']:.4f} | {p['metrics'].get('test_score', float('nan')):.4f} | "
+            f"{p['cost']['flops'] / 1e6:.3f} | {p['cost']['bits'] / 8 / 1024:.1f}")
+
+
 def render(points, full_metrics, config, exports, workdir: str | None = None) -> str:
     """The report's markdown; with `workdir` (where report.md is written), export paths are relative to it.
     `full_metrics`: the full supernet's metrics (or its pareto.json record, with "metrics")."""
@@ -129,20 +135,13 @@ def render(points, full_metrics, config, exports, workdir: str | None = None) ->
     ]
     top = max(p["cost"]["flops"] for p in points)
     for p in budget_picks(points):
-        lines.append(
-            f"| {p['cost']['flops'] / top:.0%} | {p['id']} | {_describe(p)} | {p['metrics']['score']:.4f} | "
-            f"{p['metrics'].get('test_score', float('nan')):.4f} | {p['cost']['flops'] / 1e6:.3f} | "
-            f"{p['cost']['bits'] / 8 / 1024:.1f} | `{exports.get(p['id'], '-')}` |")
+        lines.append(f"| {p['cost']['flops'] / top:.0%} | {p['id']} | {_cells(p)} | `{exports.get(p['id'], '-')}` |")
     lines += ["", "## The front", "", "| id | config | val score | test score | MFLOPs | size (KiB) |",
               "|---|---|---|---|---|---|"]
     for p in front:
-        lines.append(f"| {p['id']} | {_describe(p)} | {p['metrics']['score']:.4f} | "
-                     f"{p['metrics'].get('test_score', float('nan')):.4f} | {p['cost']['flops'] / 1e6:.3f} | "
-                     f"{p['cost']['bits'] / 8 / 1024:.1f} |")
+        lines.append(f"| {p['id']} | {_cells(p)} |")
     if full_record is not None and full_test is not None:
-        lines.append(f"| full supernet (not selectable) | {_describe(full_record)} | {full_metrics['score']:.4f} | "
-                     f"{full_test:.4f} | {full_record['cost']['flops'] / 1e6:.3f} | "
-                     f"{full_record['cost']['bits'] / 8 / 1024:.1f} |")
+        lines.append(f"| full supernet (not selectable) | {_cells(full_record)} |")
     scores = np.array([p["metrics"]["score"] for p in front])
     lines += ["", "What the front says: going from the largest to the smallest front point divides FLOPs by "
               f"{max(flops) / max(min(flops), 1):.1f}x and changes the score by {100 * (scores[0] - scores[-1]):+.2f} points "

@@ -181,6 +181,7 @@ class SubnetEvaluator:
 
     def __post_init__(self):
         self.tasks = self.setup.dataset.tasks
+        self._traced = self.traced_knobs and isinstance(self.setup.model, ElasticViT)  # knob steps (`eval_step`)
         self.boxed = jax.eval_shape(lambda: self.setup.model.init(
             jax.random.PRNGKey(0), np.zeros((1,) + self.setup.dataset.image_shape, np.float32))["params"])
         self.host_params = jax.tree.map(np.asarray, jax.device_get(self.params))
@@ -235,9 +236,7 @@ class SubnetEvaluator:
     def eval_step(self, subnet: SubnetConfig) -> Callable:
         """The batch metric sums of `subnet` (its bits are in the parameters): one compiled program per
         encoder width, decoder widths (menu indices), keep ratio and top-k passed as traced values."""
-        if not self.traced_knobs or not isinstance(self.setup.model, ElasticViT):
-            return self._static_eval_step(subnet.without_bits())
-        knobs = knob_args(self.setup, subnet)
+        knobs = knob_args(self.setup, subnet) if self._traced else None
         if knobs is None:
             return self._static_eval_step(subnet.without_bits())
         if subnet.encoder_width not in self._eval_steps:
@@ -251,7 +250,7 @@ class SubnetEvaluator:
         XLA compiles without holding the GIL, so the search evaluates and fits its model while the programs
         of widths it has not reached yet compile beside it; `eval_step` waits for a program only when it
         needs it. A no-op where programs are compiled per configuration."""
-        if not self.traced_knobs or not isinstance(self.setup.model, ElasticViT):
+        if not self._traced:
             return
         widths = [float(w) for w in encoder_widths if float(w) not in self._eval_steps]
         self._eval_steps.update(precompile_knob_steps(self.setup, widths, workers=os.cpu_count() or 1))
@@ -421,10 +420,7 @@ def pareto_points(evaluator: SubnetEvaluator, result: search.SearchResult) -> li
     points = []
     for e, on_front in zip(history, front):
         subnet, pvq = evaluator.candidate(e.params)
-        metrics = {f"val_{k}": v for k, v in evaluator.metrics(subnet, "val", pvq).items()}
-        if on_front:
-            metrics.update({f"test_{k}": v for k, v in evaluator.metrics(subnet, "test", pvq).items()})
-        metrics["score"] = metrics["val_score"]
+        metrics = _split_metrics(evaluator, subnet, ("val", "test") if on_front else ("val",), pvq)
         points.append({"id": int(e.id), "config": subnet.to_dict(), "params": dict(e.params), "metrics": metrics,
                        "cost": evaluator.cost(subnet, pvq), "pareto": bool(on_front), "pvq": pvq_dict(pvq)})
     return points
@@ -446,9 +442,16 @@ def full_point(evaluator: SubnetEvaluator, config) -> dict:
     """The full supernet (every width 1, dense, most experts, float) as a pareto.json record: its config,
     val and test metrics (never used for selection) and cost."""
     subnet = subnet_from_params(full_params(config, evaluator.tasks), evaluator.tasks)
-    metrics = {f"{split}_{k}": v for split in ("val", "test") for k, v in evaluator.metrics(subnet, split).items()}
+    return {"config": subnet.to_dict(), "metrics": _split_metrics(evaluator, subnet, ("val", "test")),
+            "cost": evaluator.cost(subnet)}
+
+
+def _split_metrics(evaluator: SubnetEvaluator, subnet: SubnetConfig, splits: Sequence[str],
+                   pvq: PVQSpec | None = None) -> dict:
+    """`{split}_{metric}` of each split, and "score": the validation score (what points are selected on)."""
+    metrics = {f"{split}_{k}": v for split in splits for k, v in evaluator.metrics(subnet, split, pvq).items()}
     metrics["score"] = metrics["val_score"]
-    return {"config": subnet.to_dict(), "metrics": metrics, "cost": evaluator.cost(subnet)}
+    return metrics
 
 
 def write_pareto_json(points, path: str, full: dict | None = None) -> None:
@@ -503,12 +506,11 @@ def pareto_figure(points, title: str, score_label: str = "validation score"):
             chosen = [p for p in points if bool(p.get("pvq")) == pvq]
             if pvq and not chosen:
                 continue
-            rest = [p for p in chosen if not p["pareto"]]
-            front = [p for p in chosen if p["pareto"]]
-            ax.scatter([p["cost"][key] for p in rest], [p["metrics"]["score"] for p in rest], s=18, c="0.6",
-                       marker=marker, label="evaluated" + suffix)
-            ax.scatter([p["cost"][key] for p in front], [p["metrics"]["score"] for p in front], s=36, c="C3",
-                       marker=marker, label="Pareto front (3 objectives)" + suffix)
+            for on_front, size, color, name in ((False, 18, "0.6", "evaluated"),
+                                                (True, 36, "C3", "Pareto front (3 objectives)")):
+                shown = [p for p in chosen if bool(p["pareto"]) == on_front]
+                ax.scatter([p["cost"][key] for p in shown], [p["metrics"]["score"] for p in shown], s=size, c=color,
+                           marker=marker, label=name + suffix)
         ax.set_xscale("log")
         _log_ticks(ax, [p["cost"][key] for p in points])
         ax.set_xlabel(label)

@@ -1,5 +1,7 @@
 """Expert merging (MC-SMoE) and per-expert bit allocation (MC#)."""
 
+import itertools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -86,6 +88,25 @@ def test_merged_layer_with_rebound_router_reproduces_paired_experts():
     assert merged_tree["block1"]["moe"]["wi"].shape == (2, d, m) and len(groups) == 1 and len(groups[0]) == e
 
 
+def brute_force_bits(importance, errors, bit_options, average_bits):
+    """Exhaustive search (the oracle of `expert_bits.allocate_bits`; len(bit_options)^E candidates)."""
+    importance, errors = np.asarray(importance, np.float64), np.asarray(errors, np.float64)
+    num_experts = len(importance)
+    best, best_value = None, float("inf")
+    for combo in itertools.product(range(len(bit_options)), repeat=num_experts):
+        if sum(bit_options[i] for i in combo) > average_bits * num_experts + 1e-9:
+            continue
+        value = sum(importance[e] * errors[e, i] for e, i in enumerate(combo))
+        if value < best_value - 1e-15:
+            best, best_value = tuple(int(bit_options[i]) for i in combo), value
+    return best
+
+
+def allocation_cost(importance, errors, bit_options, bits) -> float:
+    index = {b: i for i, b in enumerate(bit_options)}
+    return float(sum(importance[e] * errors[e, index[b]] for e, b in enumerate(bits)))
+
+
 def test_bit_allocation_is_exact_against_brute_force():
     rng = np.random.default_rng(0)
     options = (2, 4, 8)
@@ -94,10 +115,10 @@ def test_bit_allocation_is_exact_against_brute_force():
         errors = np.sort(rng.random((6, 3)), axis=1)[:, ::-1] * np.array([1.0, 0.2, 0.01])
         for average in (2.0, 3.0, 4.5, 8.0):
             dp = expert_bits.allocate_bits(importance, errors, options, average)
-            brute = expert_bits.brute_force_bits(importance, errors, options, average)
+            brute = brute_force_bits(importance, errors, options, average)
             assert sum(dp) <= average * 6
-            assert np.isclose(expert_bits.allocation_cost(importance, errors, options, dp),
-                              expert_bits.allocation_cost(importance, errors, options, brute))
+            assert np.isclose(allocation_cost(importance, errors, options, dp),
+                              allocation_cost(importance, errors, options, brute))
     with pytest.raises(ValueError, match="average_bits"):
         expert_bits.allocate_bits(np.ones(3), np.ones((3, 3)), options, 1.5)
 
