@@ -79,11 +79,6 @@ def _describe(key: str, comments: dict[str, str], section: str) -> str:
     return f'"{key}" ({comment})' if comment else f'"{key}"'
 
 
-def _split(arg: str) -> tuple[str, str | None]:
-    name, eq, value = arg[len(PREFIX):].partition("=")
-    return name, (value if eq else None)
-
-
 def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], dict[str, float]]:
     """(argv without the open-map entries, {dotted path: weight}); raises OverrideError for an unknown path."""
     rest, open_entries = [], {}
@@ -95,8 +90,8 @@ def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], 
         if not arg.startswith(PREFIX):
             rest.append(arg)
             continue
-        path, value = _split(arg)
-        if value is None and i < len(argv) and not argv[i].startswith("-"):
+        path, eq, value = arg[len(PREFIX):].partition("=")
+        if not eq and i < len(argv) and not argv[i].startswith("-"):
             value = argv[i]  # `--config.a.b value`
             arg = f"{arg}={value}"
             i += 1
@@ -122,10 +117,10 @@ def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], 
     return rest, open_entries
 
 
-def _weight(arg: str, value: str | None) -> float:
+def _weight(arg: str, value: str) -> float:
     try:
         weight = float(value)
-    except (TypeError, ValueError):
+    except ValueError:
         raise OverrideError(f"{arg}: a task weight must be a number") from None
     if not math.isfinite(weight) or weight < 0:
         raise OverrideError(f"{arg}: a task weight must be a finite number >= 0")

@@ -31,9 +31,7 @@ def _is_real(value) -> bool:
 
 
 def _positive_int(config, field: str):
-    value = config
-    for part in field.split("."):
-        value = value[part]
+    value = config[field]  # a ConfigDict reads a dotted path
     _require(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0, field, value,
              "must be a positive integer")
 
@@ -47,8 +45,7 @@ def validate_static(config) -> None:
         raise ConfigError(str(e)) from None
     _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype, f"allowed: {list(DTYPES)}")
     lr = config.train.learning_rate
-    _require(isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0,
-             "train.learning_rate", lr, "must be a finite number > 0")
+    _require(_is_real(lr) and math.isfinite(lr) and lr > 0, "train.learning_rate", lr, "must be a finite number > 0")
     for field in ("train.batch_size", "train.num_steps", "eval.batch_size", "eval.every_steps", "checkpoint.every_steps",
                   "checkpoint.keep", "log.every_steps", "model.patch_size", "model.hidden_dim", "model.num_layers",
                   "model.num_heads", "model.mlp_dim", "model.decoder_dim"):
@@ -78,8 +75,7 @@ def validate_static(config) -> None:
 
 def validate_batch(config, data_parallel: int) -> None:
     for field in ("train.batch_size", "eval.batch_size"):
-        value = config[field.split(".")[0]][field.split(".")[1]]
-        _require(value % data_parallel == 0, field, value,
+        _require(config[field] % data_parallel == 0, field, config[field],
                  f"must be divisible by the data-parallel size {data_parallel} (mesh data x fsdp)")
 
 

@@ -55,11 +55,8 @@ def train_iterator(dataset: Dataset, global_batch_size: int, seed: int) -> grain
 
 def to_global(local_batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding, global_batch_size: int):
     """Assembles every process's rows into global arrays sharded along the batch axis."""
-
-    def one(x):
-        return jax.make_array_from_process_local_data(sharding, x, (global_batch_size,) + x.shape[1:])
-
-    return {k: one(v) for k, v in local_batch.items()}
+    return {k: jax.make_array_from_process_local_data(sharding, v, (global_batch_size,) + v.shape[1:])
+            for k, v in local_batch.items()}
 
 
 def eval_batches(dataset: Dataset, split: str, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from typing import Callable
 
-from effjax.data import digits, grain_source, npz_source, shapes, tfds_source
+from effjax.data import digits, grain_source, npz_source, shapes, tfds_source, validate
 from effjax.data.specs import SPLITS, Dataset, split_sizes, with_value_statistics
 
 
@@ -20,16 +20,13 @@ DATASET_NAMES = tuple(SOURCES)
 
 
 def load_dataset(data_config) -> Dataset:
-    builders = SOURCES
-    if data_config.name not in builders:
-        raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset; allowed: {sorted(builders)}")
-    ds = builders[data_config.name](data_config)
+    if data_config.name not in SOURCES:
+        raise ValueError(f"config.data.name={data_config.name!r}: unknown dataset; allowed: {sorted(SOURCES)}")
+    ds = SOURCES[data_config.name](data_config)
+    validate.check_split_sizes(split_sizes(ds), f"dataset {ds.name}")
     for split in SPLITS:
         arrays = ds.splits[split]
         n = arrays["image"].shape[0]
-        if n == 0:
-            raise ValueError(f"dataset {ds.name}: split {split!r} is empty (sizes {split_sizes(ds)}); "
-                             "every split needs at least one example")
         for t in ds.tasks:
             if arrays[t.name].shape[0] != n:
                 raise ValueError(f"dataset {ds.name}: task {t.name!r} has {arrays[t.name].shape[0]} labels for {n} images")

@@ -22,9 +22,7 @@ def load(data_config) -> Dataset:
     num_classes = builder.info.features["label"].num_classes
     splits = {}
     for split, tfds_split in (("train", "train[:90%]"), ("val", "train[90%:]"), ("test", "test")):
-        data = tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1, as_supervised=True))
-        image, label = data
-        image = image.astype(np.float32) / 255.0
-        splits[split] = {"image": image, "label": label.astype(np.int32)}
+        image, label = tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1, as_supervised=True))
+        splits[split] = {"image": image.astype(np.float32) / 255.0, "label": label.astype(np.int32)}
     return Dataset(f"tfds:{name}", (TaskSpec("label", "classification", num_classes),), splits,
                    preprocessing="uint8 pixels divided by 255, as float32 [N, H, W, C]")

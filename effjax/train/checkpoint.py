@@ -124,22 +124,22 @@ class Checkpointer:
     def save(self, step: int, state: Any, data_iterator: Optional[grain.DatasetIterator] = None, wait: bool = False):
         if step == self._last_saved_step:
             if wait:
-                self._finish()
+                self.wait()
             return
         self._last_saved_step = step
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = ocp.args.JsonSave({ITERATOR_KEY: data_iterator.get_state(), **self.progress})
-        self._finish()  # the previous save's manifest callback reads _saving_step
+        self.wait()  # the previous save's manifest callback reads _saving_step
         self._saving_step = step
         try:
             self.manager.save(step, args=ocp.args.Composite(**items), force=True)
         except Exception as e:  # Orbax and TensorStore raise ValueError, OSError, ... for a failed write
             raise CheckpointSaveError(step, self.directory, e) from e
         if wait or not self.async_save:
-            self._finish()
+            self.wait()
 
-    def _finish(self) -> None:
+    def wait(self) -> None:
         """Waits for the save in flight; its failure raises CheckpointSaveError."""
         try:
             self.manager.wait_until_finished()
@@ -239,9 +239,6 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
         return step, param_names.upgrade_params(restored["state"]["params"])
 
-    def wait(self):
-        self._finish()
-
     def close(self):
-        self._finish()
+        self.wait()
         self.manager.close()

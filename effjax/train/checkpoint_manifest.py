@@ -18,15 +18,11 @@ import os
 MANIFEST = "effjax_manifest.json"
 # Orbax rewrites the step metadata (commit timestamp) during the rename, after the manifest is written
 REWRITTEN_AT_COMMIT = ("_CHECKPOINT_METADATA",)
-_CHUNK = 1 << 20
 
 
 def _sha256(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _files(step_dir: str) -> list[str]:

@@ -34,9 +34,8 @@ from effjax.models.elastic_vit import ElasticViT
 from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig
 from effjax.train import losses
-from effjax.train.sandwich import aux_total
 from effjax.train.state import TrainState
-from effjax.train.step import apply_gradients
+from effjax.train.step import apply_gradients, aux_total
 
 PREDICTOR_LOSS = "predictor_distillation"  # the name super_vit sows the Sparsifiner stage-1 loss under
 

@@ -46,27 +46,23 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
     devices = list(devices) if devices is not None else jax.devices()
     shape = mesh_shape(mesh_config, len(devices))
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
     if len(devices) == jax.device_count():
-        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+        return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
     if devices[0].platform == "cpu":
-        return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+        return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=axis_types)
     from jax.experimental import mesh_utils  # topology-aware order for accelerators (and AOT topologies)
 
-    return Mesh(mesh_utils.create_device_mesh(shape, devices), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    return Mesh(mesh_utils.create_device_mesh(shape, devices), MESH_AXES, axis_types=axis_types)
 
 
 def rules_tuple(rules) -> tuple:
     return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
 
 
-def logical_sharding(names: Sequence[str | None], mesh: Mesh, rules) -> NamedSharding:
-    spec = nn.logical_to_mesh_axes(tuple(names), rules_tuple(rules))
-    return NamedSharding(mesh, spec)
-
-
 def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
     """Sharding of every input array: batch axis over the data axes, the rest replicated."""
-    return logical_sharding(("activation_batch",), mesh, rules)
+    return NamedSharding(mesh, nn.logical_to_mesh_axes(("activation_batch",), rules_tuple(rules)))
 
 
 def data_parallel_size(mesh: Mesh, rules) -> int:

@@ -7,7 +7,7 @@
   between a task's preference and its performance (sign-flipped for lower-is-better
   metrics) over a preference sweep at a fixed budget; averaged over the swept tasks.
 - Hypervolume of (FLOPs, performance) points over a budget sweep: the search module's
-  exact `hypervolume` when it is importable, else the 2-D staircase sum here.
+  exact `hypervolume`; `hypervolume_2d` is the same area as a 2-D staircase sum.
 """
 
 from __future__ import annotations
@@ -67,9 +67,7 @@ def hypervolume_2d(points, ref_point, directions: Sequence[str] = ("min", "max")
 
 
 def hypervolume(points, ref_point, directions: Sequence[str] = ("min", "max")) -> float:
-    """`effjax.search.hypervolume` when available (any number of objectives), else `hypervolume_2d`."""
-    try:
-        from effjax.search.hypervolume import hypervolume as search_hypervolume
-    except ImportError:
-        return hypervolume_2d(points, ref_point, directions)
+    """`effjax.search.hypervolume` (any number of objectives; for two, the area `hypervolume_2d` sums)."""
+    from effjax.search.hypervolume import hypervolume as search_hypervolume
+
     return float(search_hypervolume(np.asarray(points, np.float64), ref_point, list(directions)))

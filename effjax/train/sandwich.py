@@ -64,7 +64,7 @@ from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig, encoder_widths
 from effjax.train import losses
 from effjax.train.state import TrainState
-from effjax.train.step import apply_gradients
+from effjax.train.step import apply_gradients, aux_total
 
 
 DEPTH_TARGETS = ("l1", "std", "l2std")
@@ -221,11 +221,6 @@ def project_conflict(small, large):
     cosine = gradient_cosine(small, large)
     coef = jnp.where(dot < 0, dot / jnp.maximum(large_sq, 1e-30), 0.0)
     return jax.tree.map(lambda s, g: s - (coef * g).astype(s.dtype), small, large), cosine
-
-
-def aux_total(mutated) -> jax.Array:
-    """Sum of the auxiliary losses the model sowed (MoE balance / z-loss, predictor distillation)."""
-    return sum((jnp.sum(x) for x in jax.tree.leaves(mutated.get(AUX_LOSS_COLLECTION, {}))), jnp.zeros((), jnp.float32))
 
 
 def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],

@@ -53,10 +53,6 @@ def trainable_mask(params, train_predictor: bool):
         {path: (PREDICTOR_MODULE in path) == train_predictor for path in flat})
 
 
-def _apply_masked_update(state: TrainState, grads, tx, mask, loss):
-    return apply_gradients(state, grads, loss, tx, trainable=mask)
-
-
 def attention_distillation_loss(intermediates) -> jax.Array:
     """Mean over layers of sum-MSE(approx attention, stop_gradient(dense attention rows 1..N-1)) per example."""
     layers = [v["attention"] for k, v in intermediates.items()
@@ -84,7 +80,7 @@ def make_predictor_distillation_step(setup, config) -> Callable:
             return weight * mse, mse
 
         (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state, grad_norm = _apply_masked_update(state, grads, tx, mask, loss)
+        new_state, grad_norm = apply_gradients(state, grads, loss, tx, trainable=mask)
         return new_state, {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                            "loss/attention_sum_mse": mse}
 
@@ -142,7 +138,7 @@ def make_sparse_finetune_step(setup, config, teacher_params=None) -> Callable:
             return total, {**per_task, "distill_logits": kd, "distill_tokens": token_mse}
 
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state, grad_norm = _apply_masked_update(state, grads, tx, mask, loss)
+        new_state, grad_norm = apply_gradients(state, grads, loss, tx, trainable=mask)
         return new_state, {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                            **{f"loss/{k}": v for k, v in parts.items()}}
 

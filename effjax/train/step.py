@@ -20,9 +20,9 @@ from effjax.train import losses
 from effjax.train.state import TrainState
 
 
-def sum_aux_losses(mutated) -> jax.Array:
-    leaves = jax.tree.leaves(mutated.get(AUX_LOSS_COLLECTION, {}))
-    return sum((jnp.sum(x) for x in leaves), jnp.zeros((), jnp.float32))
+def aux_total(mutated) -> jax.Array:
+    """Sum of the auxiliary losses the model sowed (MoE balance / z-loss, predictor distillation)."""
+    return sum((jnp.sum(x) for x in jax.tree.leaves(mutated.get(AUX_LOSS_COLLECTION, {}))), jnp.zeros((), jnp.float32))
 
 
 def init_state_fn(model: nn.Module, tx: optax.GradientTransformation, image_shape, boxed: bool) -> Callable:
@@ -69,8 +69,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tasks: S
             preds, aux = model.apply({"params": params}, batch["image"], train=True,
                                      rngs={"params": rng, "dropout": rng}, mutable=[AUX_LOSS_COLLECTION])
             total, per_task = losses.multitask_loss(tasks, preds, batch, task_weights)
-            aux_total = sum_aux_losses(aux)
-            return total + aux_total, {**per_task, "aux": aux_total}
+            aux_loss = aux_total(aux)
+            return total + aux_loss, {**per_task, "aux": aux_loss}
 
         (loss, per_task), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new_state, grad_norm = apply_gradients(state, grads, loss, tx)
