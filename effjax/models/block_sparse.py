@@ -13,7 +13,11 @@ predictor but coarsens its scores:
 The class-token row (row 0) stays dense, as in the token-level mask. Attention then
 gathers, per query block, its kb whole key and value blocks (contiguous rows, one
 copy each) and computes the b x (kb b) logits, softmax and mixing as dense batched
-matmuls: the same O(N rho N d) work as the token-level path, in regular tiles.
+matmuls: the same O(N rho N d) work as the token-level path, in regular tiles. Where the
+gathered keys of one call pass `LOOP_ABOVE_BYTES` (and the einsums are plain), the query blocks
+go through a loop, `QUERY_BLOCKS_PER_STEP` at a time, instead of one gather of all nq * kb
+blocks: on this project's 2-core CPU that ran the forward pass 1.5-2.6x faster at N = 4096 with
+b = 16 or 32 and slower for gathers under ~15 MB (BENCHMARKS.md); the outputs agree to float rounding.
 Padded keys (N not a multiple of b) are masked out; padded query rows are dropped.
 
 `block_connectivity_mask` expands a block selection to the token mask [B, H, N, N]
@@ -33,6 +37,8 @@ from effjax.models.layers import einsum
 
 BLOCK_SIZES = (16, 32, 64, 128)
 NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
+QUERY_BLOCKS_PER_STEP = 4  # query blocks whose key/value blocks are gathered and multiplied in one loop step
+LOOP_ABOVE_BYTES = 24 << 20  # gathered keys of one call above this: loop over the query blocks (CPU timings)
 
 
 def check_block(block: int) -> None:
@@ -120,20 +126,36 @@ def block_sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, block_indic
     cls_weights = jax.nn.softmax(cls_logits, axis=-1).astype(q.dtype)
     cls_out = einsum("bhqk,bhkd->bhqd", cls_weights, v, mix_dot)
 
-    def gather(x):  # [B, H, N, d] -> the kept blocks of every query block, [B, H, nq, kb * block, d]
-        blocks = pad_blocks(x, nk, block)
-        picked = jnp.take_along_axis(blocks, block_indices.reshape(b, h, nq * kb, 1, 1), axis=2)
-        return picked.reshape(b, h, nq, kb * block, d)
+    k_blocks, v_blocks = pad_blocks(k, nk, block), pad_blocks(v, nk, block)
+
+    def rows(queries, indices):  # query blocks [B, H, c, block, d] and their key blocks [B, H, c, kb]
+        c = indices.shape[2]
+
+        def gather(blocks):  # the kept blocks of every query block, [B, H, c, kb * block, d]
+            picked = jnp.take_along_axis(blocks, indices.reshape(b, h, c * kb, 1, 1), axis=2)
+            return picked.reshape(b, h, c, kb * block, d)
+
+        logits = einsum("bhqid,bhqjd->bhqij", queries, gather(k_blocks), logits_dot).astype(jnp.float32)
+        if n % block:
+            key_pos = (indices[..., None] * block + jnp.arange(block)).reshape(b, h, c, 1, kb * block)
+            logits = jnp.where(key_pos < n, logits, jnp.finfo(jnp.float32).min)
+        # softmax with its normalization deferred past the mixing matmul: one division per output, not per logit
+        unnormalized = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+        out = einsum("bhqij,bhqjd->bhqid", unnormalized.astype(q.dtype), gather(v_blocks), mix_dot)
+        return out / unnormalized.sum(-1, keepdims=True).astype(q.dtype)
 
     queries = pad_blocks(q[:, :, 1:], nq, block) * jnp.asarray(scale, q.dtype)
-    logits = einsum("bhqid,bhqjd->bhqij", queries, gather(k), logits_dot).astype(jnp.float32)
-    if n % block:
-        key_pos = (block_indices[..., None] * block + jnp.arange(block)).reshape(b, h, nq, 1, kb * block)
-        logits = jnp.where(key_pos < n, logits, jnp.finfo(jnp.float32).min)
-    # softmax with its normalization deferred past the mixing matmul: one division per output, not per logit
-    unnormalized = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
-    rows_out = einsum("bhqij,bhqjd->bhqid", unnormalized.astype(q.dtype), gather(v), mix_dot)
-    rows_out = (rows_out / unnormalized.sum(-1, keepdims=True).astype(q.dtype)).reshape(b, h, nq * block, d)
+    steps = -(-nq // QUERY_BLOCKS_PER_STEP)
+    gathered_bytes = b * h * nq * kb * block * d * jnp.dtype(k.dtype).itemsize
+    if steps > 1 and gathered_bytes > LOOP_ABOVE_BYTES and dot_generals == NO_DOT_GENERALS:
+        pad = steps * QUERY_BLOCKS_PER_STEP - nq
+        by_step = lambda x: jnp.moveaxis(  # noqa: E731
+            jnp.pad(x, ((0, 0), (0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 3)).reshape(
+                b, h, steps, QUERY_BLOCKS_PER_STEP, *x.shape[3:]), 2, 0)
+        rows_out = jnp.moveaxis(jax.lax.map(lambda a: rows(*a), (by_step(queries), by_step(block_indices))), 0, 2)
+    else:  # injected dot_generals (AQT, qwix) are modules, which run outside JAX's loop transforms
+        rows_out = rows(queries, block_indices)
+    rows_out = rows_out.reshape(b, h, -1, d)
     return jnp.concatenate([cls_out, rows_out[:, :, :n - 1]], axis=2), cls_weights[:, :, 0]
 
 

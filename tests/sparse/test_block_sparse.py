@@ -43,8 +43,18 @@ def test_top_key_blocks_pick_the_highest_block_means():
     np.testing.assert_array_equal(idx[0, 0, :, 0], [2, 0, 2, 2])
 
 
-@pytest.mark.parametrize("n,block,rho", [(64, 16, 0.25), (50, 16, 0.3), (130, 32, 0.1), (97, 64, 0.5), (300, 128, 0.4)])
-def test_block_path_equals_masked_path_under_the_same_block_mask(n, block, rho):
+@pytest.fixture(params=[False, True], ids=["one_gather", "loop"])
+def loop(request, monkeypatch):
+    """Both ways the block path runs: one gather of every query block's key blocks, or a loop over the query blocks
+    (what it does above `LOOP_ABOVE_BYTES`, forced here at every size)."""
+    if request.param:
+        monkeypatch.setattr(bs, "LOOP_ABOVE_BYTES", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("n,block,rho", [(64, 16, 0.25), (50, 16, 0.3), (130, 32, 0.1), (97, 64, 0.5), (300, 128, 0.4),
+                                         (200, 16, 0.2)])
+def test_block_path_equals_masked_path_under_the_same_block_mask(n, block, rho, loop):
     q, k, v = _qkv(n, seed=n)
     scores = jax.random.normal(jax.random.PRNGKey(1), (2, 3, n - 1, n))
     idx = bs.top_key_blocks(scores, rho, block)
@@ -63,8 +73,8 @@ def test_block_path_equals_masked_path_under_the_same_block_mask(n, block, rho):
     np.testing.assert_array_equal(kept, expected[:, :, np.arange(n - 1) // block])
 
 
-def test_block_path_gradients_equal_the_masked_path():
-    n, block = 70, 16
+def test_block_path_gradients_equal_the_masked_path(loop):
+    n, block = 70, 16  # 5 query blocks: the loop runs 2 steps of 4, the last one padded
     q, k, v = _qkv(n, seed=3)
     idx = bs.random_key_blocks(jax.random.PRNGKey(2), (2, 3), n, 0.3, block)
     mask = bs.block_connectivity_mask(idx, n, block)
@@ -77,6 +87,7 @@ def test_block_path_gradients_equal_the_masked_path():
                       argnums=(0, 1, 2))
     blocked = jax.grad(lambda q, k, v: loss(lambda *a: bs.block_sparse_attention(*a, idx, scale, block)[0], q, k, v),
                        argnums=(0, 1, 2))
+    assert ("scan[" in str(jax.make_jaxpr(blocked)(q, k, v))) == loop  # lax.map is a scan
     for a, b in zip(jax.jit(blocked)(q, k, v), jax.jit(masked)(q, k, v)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
 
