@@ -94,10 +94,12 @@ def main():
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     blocks = tuple(map(int, args.blocks.split(",")))
+    changed = [f"--{k}={v}" for k, v in vars(args).items() if k != "no_write" and v != parser.get_default(k)]
+    command = " ".join(["python -m tools.bench_sparse_attention", *changed])
     rows = [measure(n, rho, blocks, args.rounds, with_gathered=True)
             for n in map(int, args.sizes.split(",")) for rho in map(float, args.rhos.split(","))]
     lines = ["## Sparse attention (dense vs Sparsifiner gathered vs block-sparse)", "",
-             "`python -m tools.bench_sparse_attention` - " + machine_line() + ". CPU only: no accelerator was lent.",
+             f"`{command}` - " + machine_line() + ". CPU only: no accelerator was lent.",
              f"Batch {BATCH}, {HEADS} heads of width {HEAD_DIM}; random selections; fastest of {args.rounds} "
              "interleaved rounds (each round in a shuffled order, every timed call after an untimed one of the same function). Raw: `benchmarks/sparse_attention.json`.", "",
              "**Token-level gathered path** (query rows in blocks of "
