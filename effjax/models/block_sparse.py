@@ -16,10 +16,9 @@ copy each) and computes the b x (kb b) logits, softmax and mixing as dense batch
 matmuls: the same O(N rho N d) work as the token-level path, in regular tiles. Where the
 gathered keys of one call pass `LOOP_ABOVE_BYTES` (and the einsums are plain), the query blocks
 go through a loop, `QUERY_BLOCKS_PER_STEP` at a time, instead of one gather of all nq * kb
-blocks: on this project's 2-core CPU that ran the forward pass 1.5-2.6x faster at N = 4096 with
-b = 16 or 32 and slower for gathers under ~15 MB (BENCHMARKS.md); the outputs agree to float rounding.
-Each step is rematerialized in the backward pass instead of storing every step's gathered blocks
-and logits (2.2x faster forward + backward at N = 4096, rho 0.1, b = 16; the same gradients).
+blocks, and the backward pass recomputes each step rather than storing every step's gathered
+blocks and logits (faster on CPU for large gathers, slower for small ones: BENCHMARKS.md); the
+outputs agree to float rounding.
 Padded keys (N not a multiple of b) are masked out; padded query rows are dropped.
 
 `block_connectivity_mask` expands a block selection to the token mask [B, H, N, N]
