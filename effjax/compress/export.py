@@ -237,13 +237,15 @@ def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[
     `pvq_cache`: the cache zero-shot evaluation filled (`quantized_params`), to write the codes it evaluated."""
     os.makedirs(directory, exist_ok=True)
     flat = flax.traverse_util.flatten_dict(params, sep="/")
-    chunks, index = [], []
+    chunks, index, offset = [], [], 0
 
     def add(name: str, array: np.ndarray):
+        nonlocal offset
         data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         index.append({"name": name, "dtype": array.dtype.str.lstrip("<>|="), "shape": list(array.shape),
-                      "offset": sum(map(len, chunks)), "nbytes": len(data)})
+                      "offset": offset, "nbytes": len(data)})
         chunks.append(data)
+        offset += len(data)
 
     for p in plans:
         if p.pvq is not None:

@@ -7,7 +7,7 @@
   between a task's preference and its performance (sign-flipped for lower-is-better
   metrics) over a preference sweep at a fixed budget; averaged over the swept tasks.
 - Hypervolume of (FLOPs, performance) points over a budget sweep: the search module's
-  exact `hypervolume`; `hypervolume_2d` is the same area as a 2-D staircase sum.
+  exact `hypervolume`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from scipy import stats
 from effjax.compress.control import relative_gain
 from effjax.data.specs import TaskSpec
 
-__all__ = ["controllability", "delta_m", "hypervolume", "hypervolume_2d", "oriented", "relative_gain"]
+__all__ = ["controllability", "delta_m", "hypervolume", "oriented", "relative_gain"]
 
 
 def oriented(task: TaskSpec, value: float) -> float:
@@ -49,25 +49,9 @@ def controllability(preferences: Sequence[float], performances: Sequence[float])
     return float(stats.spearmanr(p, y).statistic)
 
 
-def hypervolume_2d(points, ref_point, directions: Sequence[str] = ("min", "max")) -> float:
-    """Area dominated by 2-D `points` and bounded by `ref_point`; directions "min"/"max" per axis."""
-    pts = np.asarray(points, np.float64).reshape(-1, 2)
-    ref = np.asarray(ref_point, np.float64).reshape(2)
-    if any(d not in ("min", "max") for d in directions) or len(directions) != 2:
-        raise ValueError(f"directions={directions!r}: need two of 'min' / 'max'")
-    sign = np.array([1.0 if d == "max" else -1.0 for d in directions])
-    u = (pts - ref) * sign  # maximize u, reference at the origin
-    u = u[np.all(u > 0, axis=1)]
-    if len(u) == 0:
-        return 0.0
-    u = u[np.argsort(-u[:, 0], kind="stable")]
-    best_y = np.maximum.accumulate(u[:, 1])
-    gained = np.diff(np.concatenate([[0.0], best_y]))
-    return float(np.sum(u[:, 0] * gained))
-
-
 def hypervolume(points, ref_point, directions: Sequence[str] = ("min", "max")) -> float:
-    """`effjax.search.hypervolume` (any number of objectives; for two, the area `hypervolume_2d` sums)."""
+    """The volume dominated by `points` and bounded by `ref_point` (`effjax.search.hypervolume`, any number of
+    objectives); directions "min"/"max" per axis."""
     from effjax.search.hypervolume import hypervolume as search_hypervolume
 
     return float(search_hypervolume(np.asarray(points, np.float64), ref_point, list(directions)))

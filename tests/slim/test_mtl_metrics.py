@@ -29,10 +29,9 @@ def test_controllability_is_spearman_of_preference_and_performance():
         mtl_metrics.controllability([0.1], [1.0])
 
 
-def test_hypervolume_2d_and_the_search_module_agree():
+def test_hypervolume_is_the_staircase_area_of_the_non_dominated_points():
     points = np.array([[1.0, 0.5], [2.0, 0.8], [3.0, 0.9], [2.5, 0.6]])  # (FLOPs: min, score: max)
     ref = (4.0, 0.0)
     expected = 3.0 * 0.5 + 2.0 * 0.3 + 1.0 * 0.1  # staircase of the three non-dominated points
-    assert mtl_metrics.hypervolume_2d(points, ref) == pytest.approx(expected)
     assert mtl_metrics.hypervolume(points, ref) == pytest.approx(expected)
-    assert mtl_metrics.hypervolume_2d([[5.0, 1.0]], ref) == 0.0
+    assert mtl_metrics.hypervolume([[5.0, 1.0]], ref) == 0.0  # beyond the reference point: nothing dominated
