@@ -1,7 +1,9 @@
 """Benchmark: sparse attention paths against dense attention at N = 256, 1024, 4096 tokens.
 
 Writes the `sparse_attention` section of BENCHMARKS.md and its raw figures to
-benchmarks/sparse_attention.json. Run from the repo root:
+benchmarks/sparse_attention.json (with `--reuse_host_memory`, glibc keeping freed memory
+as the main job sets it on CPU: the `sparse_attention_reuse_host_memory` section and file).
+Run from the repo root:
 
   python -m tools.bench_sparse_attention
 
@@ -34,6 +36,7 @@ from effjax.compress.cost_sparse import attention_core_layers
 from effjax.models import block_sparse as bs
 from effjax.models import sparse_attention as sa
 from effjax.subnet import kept_key_count
+from effjax.train import host_memory
 from tools.bench_report import interleaved_seconds, machine_line, write_raw, write_section
 
 HEADS, HEAD_DIM, BATCH, QUERY_BLOCK = 4, 32, 1, 128
@@ -91,17 +94,27 @@ def main():
     parser.add_argument("--rhos", default="0.25,0.1")
     parser.add_argument("--blocks", default="16,32,64,128")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--reuse_host_memory", action="store_true",
+                        help="keep freed host memory in the process, as effjax.main does on CPU (its own section)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    section = "sparse_attention"
+    allocator = "glibc malloc defaults"
+    if args.reuse_host_memory:
+        if not host_memory.keep_freed_memory():
+            parser.error("--reuse_host_memory: this C library has no mallopt (glibc only)")
+        section = "sparse_attention_reuse_host_memory"
+        allocator = "freed host memory kept in the process (effjax.main's CPU default)"
     blocks = tuple(map(int, args.blocks.split(",")))
     changed = [f"--{k}={v}" for k, v in vars(args).items() if k != "no_write" and v != parser.get_default(k)]
     command = " ".join(["python -m tools.bench_sparse_attention", *changed])
     rows = [measure(n, rho, blocks, args.rounds, with_gathered=True)
             for n in map(int, args.sizes.split(",")) for rho in map(float, args.rhos.split(","))]
-    lines = ["## Sparse attention (dense vs Sparsifiner gathered vs block-sparse)", "",
-             f"`{command}` - " + machine_line() + ". CPU only: no accelerator was lent.",
+    title = "dense vs Sparsifiner gathered vs block-sparse" + (", freed memory kept" if args.reuse_host_memory else "")
+    lines = [f"## Sparse attention ({title})", "",
+             f"`{command}` - " + machine_line() + f". CPU only: no accelerator was lent. Allocator: {allocator}.",
              f"Batch {BATCH}, {HEADS} heads of width {HEAD_DIM}; random selections; fastest of {args.rounds} "
-             "interleaved rounds (each round in a shuffled order, every timed call after an untimed one of the same function). Raw: `benchmarks/sparse_attention.json`.", "",
+             f"interleaved rounds (each round in a shuffled order, every timed call after an untimed one of the same function). Raw: `benchmarks/{section}.json`.", "",
              "**Token-level gathered path** (query rows in blocks of "
              f"{QUERY_BLOCK}; FLOPs: logits + softmax + mixing from the cost model), forward:", "",
              "| N tokens | rho | keys kept k | dense ms | gathered ms | wall-clock ratio | FLOPs ratio |",
@@ -132,8 +145,9 @@ def main():
     met = sum(v.count("met") for v in verdicts)
     lines += ["", f"Target met in {met} of {2 * len(verdicts)} (size, rho, b, pass) cells at N in {list(TARGET_SIZES)}."]
     if not args.no_write:
-        write_raw("sparse_attention", {"machine": machine_line(), "rounds": args.rounds, "rows": rows})
-        write_section("sparse_attention", "\n".join(lines))
+        write_raw(section, {"machine": machine_line(), "rounds": args.rounds, "allocator": allocator,
+                            "rows": rows})
+        write_section(section, "\n".join(lines))
     else:
         print("\n".join(lines))
 

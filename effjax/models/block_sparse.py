@@ -13,12 +13,15 @@ predictor but coarsens its scores:
 The class-token row (row 0) stays dense, as in the token-level mask. Attention then
 gathers, per query block, its kb whole key and value blocks (contiguous rows, one
 copy each) and computes the b x (kb b) logits, softmax and mixing as dense batched
-matmuls: the same O(N rho N d) work as the token-level path, in regular tiles. Where the
-gathered keys of one call pass `LOOP_ABOVE_BYTES` (and the einsums are plain), the query blocks
-go through a loop, `QUERY_BLOCKS_PER_STEP` at a time, instead of one gather of all nq * kb
-blocks, and the backward pass recomputes each step rather than storing every step's gathered
-blocks and logits (faster on CPU for large gathers, slower for small ones: BENCHMARKS.md); the
-outputs agree to float rounding.
+matmuls: the same O(N rho N d) work as the token-level path, in regular tiles. With plain
+einsums, large gathers go through loops over the query blocks, `QUERY_BLOCKS_PER_STEP` at a
+time: the forward where one call's gathered keys pass `LOOP_ABOVE_BYTES`, instead of one gather
+of all nq * kb blocks, and its backward then recomputes each step rather than storing every
+step's gathered blocks and logits. For the small blocks of `RECOMPUTED_BLOCK_SIZES`, past
+`BACKWARD_LOOP_ABOVE_BYTES`, the backward instead loops on its own, keeping only each row's
+log-sum-exp from the forward and recomputing a step's probabilities from it, as
+FlashAttention-2's backward does (Dao, 2023, Alg. 2). Each is faster on CPU where it is used and
+slower elsewhere (thresholds from CPU timings: BENCHMARKS.md); the results agree to float rounding.
 Padded keys (N not a multiple of b) are masked out; padded query rows are dropped.
 
 `block_connectivity_mask` expands a block selection to the token mask [B, H, N, N]
@@ -28,6 +31,7 @@ same outputs. Arrays are head-major: [B, H, N, d].
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -39,7 +43,9 @@ from effjax.models.layers import einsum
 BLOCK_SIZES = (16, 32, 64, 128)
 NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
 QUERY_BLOCKS_PER_STEP = 4  # query blocks whose key/value blocks are gathered and multiplied in one loop step
-LOOP_ABOVE_BYTES = 24 << 20  # gathered keys of one call above this: loop over the query blocks (CPU timings)
+LOOP_ABOVE_BYTES = 24 << 20  # gathered keys of one call above this: the forward loops over the query blocks
+RECOMPUTED_BLOCK_SIZES = (16, 32)  # block sizes whose backward may recompute probabilities from the log-sum-exp
+BACKWARD_LOOP_ABOVE_BYTES = 6 << 20  # ... when one call's gathered keys pass this (CPU timings)
 
 
 def check_block(block: int) -> None:
@@ -108,6 +114,104 @@ def pad_blocks(x: jax.Array, blocks: int, block: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), (0, 0), (0, blocks * block - n), (0, 0))).reshape(b, h, blocks, block, d)
 
 
+def _gather(blocks: jax.Array, indices: jax.Array, block: int) -> jax.Array:
+    """Key (or value) blocks [B, H, nk, block, d] picked by [B, H, c, kb] -> [B, H, c, kb * block, d]."""
+    b, h, c, kb = indices.shape
+    picked = jnp.take_along_axis(blocks, indices.reshape(b, h, c * kb, 1, 1), axis=2)
+    return picked.reshape(b, h, c, kb * block, blocks.shape[-1])
+
+
+def _scatter_add(total: jax.Array, indices: jax.Array, gathered: jax.Array) -> jax.Array:
+    """Adds gathered blocks [B, H, c, kb * block, d] back onto the blocks [B, H, nk, block, d] they came from."""
+    b, h, c, kb = indices.shape
+    rows = gathered.reshape(b, h, c * kb, *total.shape[3:])
+    return total.at[jnp.arange(b)[:, None, None], jnp.arange(h)[None, :, None], indices.reshape(b, h, -1)].add(rows)
+
+
+def _logits(queries, keys, indices, num_tokens: int, block: int, logits_dot=None) -> jax.Array:
+    """Float32 logits [B, H, c, block, kb * block] of query blocks against their gathered keys, padding at -max."""
+    b, h, c, kb = indices.shape
+    logits = einsum("bhqid,bhqjd->bhqij", queries, keys, logits_dot).astype(jnp.float32)
+    if num_tokens % block:
+        key_pos = (indices[..., None] * block + jnp.arange(block)).reshape(b, h, c, 1, kb * block)
+        logits = jnp.where(key_pos < num_tokens, logits, jnp.finfo(jnp.float32).min)
+    return logits
+
+
+def _attend(queries, indices, k_blocks, v_blocks, num_tokens: int, block: int, dot_generals=NO_DOT_GENERALS):
+    """Outputs [B, H, c, block, d] of scaled query blocks [B, H, c, block, d] over their key blocks [B, H, c, kb],
+    and each row's log-sum-exp of its logits [B, H, c, block] (float32)."""
+    logits_dot, mix_dot = dot_generals
+    logits = _logits(queries, _gather(k_blocks, indices, block), indices, num_tokens, block, logits_dot)
+    top = jax.lax.stop_gradient(logits.max(-1, keepdims=True))
+    unnormalized = jnp.exp(logits - top)
+    total = unnormalized.sum(-1, keepdims=True)
+    # softmax with its normalization deferred past the mixing matmul: one division per output, not per logit
+    out = einsum("bhqij,bhqjd->bhqid", unnormalized.astype(queries.dtype), _gather(v_blocks, indices, block), mix_dot)
+    return out / total.astype(queries.dtype), (top + jnp.log(total))[..., 0]
+
+
+def _by_step(x: jax.Array) -> jax.Array:
+    """[B, H, nq, ...] -> [steps, B, H, QUERY_BLOCKS_PER_STEP, ...], the query-block axis zero-padded."""
+    b, h, nq = x.shape[:3]
+    steps = -(-nq // QUERY_BLOCKS_PER_STEP)
+    padded = jnp.pad(x, ((0, 0), (0, 0), (0, steps * QUERY_BLOCKS_PER_STEP - nq)) + ((0, 0),) * (x.ndim - 3))
+    return jnp.moveaxis(padded.reshape(b, h, steps, QUERY_BLOCKS_PER_STEP, *x.shape[3:]), 2, 0)
+
+
+def _from_steps(x: jax.Array, nq: int) -> jax.Array:
+    """Inverse of `_by_step`: [steps, B, H, c, ...] -> [B, H, nq, ...]."""
+    x = jnp.moveaxis(x, 0, 2)
+    return x.reshape(*x.shape[:2], -1, *x.shape[4:])[:, :, :nq]
+
+
+def _forward_rows(queries, indices, k_blocks, v_blocks, num_tokens: int, block: int, remat: bool = False):
+    """`_attend` over all query blocks: one gather, or a loop over the query blocks past `LOOP_ABOVE_BYTES`
+    (`remat`: JAX's backward of the loop recomputes each step instead of storing its gathers and logits)."""
+    b, h, nq, kb = indices.shape
+    gathered_bytes = b * h * nq * kb * block * k_blocks.shape[-1] * k_blocks.dtype.itemsize
+    if gathered_bytes <= LOOP_ABOVE_BYTES:
+        return _attend(queries, indices, k_blocks, v_blocks, num_tokens, block)
+    step = lambda a: _attend(*a, k_blocks, v_blocks, num_tokens, block)  # noqa: E731
+    out, lse = jax.lax.map(jax.checkpoint(step) if remat else step, (_by_step(queries), _by_step(indices)))
+    return _from_steps(out, nq), _from_steps(lse, nq)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _recomputed_rows(queries, indices, k_blocks, v_blocks, num_tokens: int, block: int) -> jax.Array:
+    """`_attend`'s outputs whose backward loops over the query blocks, recomputing each step's probabilities
+    from the saved log-sum-exp (FlashAttention-2's backward, Dao 2023, Alg. 2) instead of storing them."""
+    return _forward_rows(queries, indices, k_blocks, v_blocks, num_tokens, block)[0]
+
+
+def _recomputed_rows_fwd(queries, indices, k_blocks, v_blocks, num_tokens, block):
+    out, lse = _forward_rows(queries, indices, k_blocks, v_blocks, num_tokens, block)
+    return out, (queries, indices, k_blocks, v_blocks, out, lse)
+
+
+def _recomputed_rows_bwd(num_tokens, block, residuals, d_out):
+    queries, indices, k_blocks, v_blocks, out, lse = residuals
+
+    def step(totals, a):
+        q, idx, d_o, o, row_lse = a
+        keys, values = _gather(k_blocks, idx, block), _gather(v_blocks, idx, block)
+        probs = jnp.exp(_logits(q, keys, idx, num_tokens, block) - row_lse[..., None])
+        d_values = jnp.einsum("bhqij,bhqid->bhqjd", probs.astype(d_o.dtype), d_o)
+        d_probs = jnp.einsum("bhqid,bhqjd->bhqij", d_o, values).astype(jnp.float32)
+        row_dot = (d_o.astype(jnp.float32) * o.astype(jnp.float32)).sum(-1, keepdims=True)
+        d_logits = (probs * (d_probs - row_dot)).astype(q.dtype)
+        d_q = jnp.einsum("bhqij,bhqjd->bhqid", d_logits, keys)
+        d_keys = jnp.einsum("bhqij,bhqid->bhqjd", d_logits, q)
+        return (_scatter_add(totals[0], idx, d_keys), _scatter_add(totals[1], idx, d_values)), d_q
+
+    (d_k, d_v), d_q = jax.lax.scan(step, (jnp.zeros_like(k_blocks), jnp.zeros_like(v_blocks)),
+                                   tuple(map(_by_step, (queries, indices, d_out, out, lse))))
+    return _from_steps(d_q, queries.shape[2]), None, d_k, d_v
+
+
+_recomputed_rows.defvjp(_recomputed_rows_fwd, _recomputed_rows_bwd)
+
+
 def block_sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, block_indices: jax.Array, scale: float,
                            block: int, *, dot_generals=NO_DOT_GENERALS) -> tuple[jax.Array, jax.Array]:
     """Outputs [B, H, N, d] and class-row weights [B, H, N] under the block selection [B, H, nq, kb].
@@ -128,35 +232,14 @@ def block_sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, block_indic
     cls_out = einsum("bhqk,bhkd->bhqd", cls_weights, v, mix_dot)
 
     k_blocks, v_blocks = pad_blocks(k, nk, block), pad_blocks(v, nk, block)
-
-    def rows(queries, indices):  # query blocks [B, H, c, block, d] and their key blocks [B, H, c, kb]
-        c = indices.shape[2]
-
-        def gather(blocks):  # the kept blocks of every query block, [B, H, c, kb * block, d]
-            picked = jnp.take_along_axis(blocks, indices.reshape(b, h, c * kb, 1, 1), axis=2)
-            return picked.reshape(b, h, c, kb * block, d)
-
-        logits = einsum("bhqid,bhqjd->bhqij", queries, gather(k_blocks), logits_dot).astype(jnp.float32)
-        if n % block:
-            key_pos = (indices[..., None] * block + jnp.arange(block)).reshape(b, h, c, 1, kb * block)
-            logits = jnp.where(key_pos < n, logits, jnp.finfo(jnp.float32).min)
-        # softmax with its normalization deferred past the mixing matmul: one division per output, not per logit
-        unnormalized = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
-        out = einsum("bhqij,bhqjd->bhqid", unnormalized.astype(q.dtype), gather(v_blocks), mix_dot)
-        return out / unnormalized.sum(-1, keepdims=True).astype(q.dtype)
-
     queries = pad_blocks(q[:, :, 1:], nq, block) * jnp.asarray(scale, q.dtype)
-    steps = -(-nq // QUERY_BLOCKS_PER_STEP)
     gathered_bytes = b * h * nq * kb * block * d * jnp.dtype(k.dtype).itemsize
-    if steps > 1 and gathered_bytes > LOOP_ABOVE_BYTES and dot_generals == NO_DOT_GENERALS:
-        pad = steps * QUERY_BLOCKS_PER_STEP - nq
-        by_step = lambda x: jnp.moveaxis(  # noqa: E731
-            jnp.pad(x, ((0, 0), (0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 3)).reshape(
-                b, h, steps, QUERY_BLOCKS_PER_STEP, *x.shape[3:]), 2, 0)
-        step = jax.checkpoint(lambda a: rows(*a))  # the backward recomputes a step's gathers and logits
-        rows_out = jnp.moveaxis(jax.lax.map(step, (by_step(queries), by_step(block_indices))), 0, 2)
-    else:  # injected dot_generals (AQT, qwix) are modules, which run outside JAX's loop transforms
-        rows_out = rows(queries, block_indices)
+    if dot_generals != NO_DOT_GENERALS or nq <= QUERY_BLOCKS_PER_STEP:  # AQT and qwix dot_generals are modules,
+        rows_out = _attend(queries, block_indices, k_blocks, v_blocks, n, block, dot_generals)[0]  # kept out of loops
+    elif block in RECOMPUTED_BLOCK_SIZES and gathered_bytes > BACKWARD_LOOP_ABOVE_BYTES:
+        rows_out = _recomputed_rows(queries, block_indices, k_blocks, v_blocks, n, block)
+    else:
+        rows_out = _forward_rows(queries, block_indices, k_blocks, v_blocks, n, block, remat=True)[0]
     rows_out = rows_out.reshape(b, h, -1, d)
     return jnp.concatenate([cls_out, rows_out[:, :, :n - 1]], axis=2), cls_weights[:, :, 0]
 

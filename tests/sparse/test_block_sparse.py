@@ -43,11 +43,15 @@ def test_top_key_blocks_pick_the_highest_block_means():
     np.testing.assert_array_equal(idx[0, 0, :, 0], [2, 0, 2, 2])
 
 
-@pytest.fixture(params=[False, True], ids=["one_gather", "loop"])
+@pytest.fixture(params=["one_gather", "backward_loop", "loop"])
 def loop(request, monkeypatch):
-    """Both ways the block path runs: one gather of every query block's key blocks, or a loop over the query blocks
-    (what it does above `LOOP_ABOVE_BYTES`, forced here at every size)."""
-    if request.param:
+    """Every way the block path runs, forced here at every size: one gather of all query blocks' key blocks
+    differentiated by JAX (small gathers); one gather forward and, for the block sizes of `RECOMPUTED_BLOCK_SIZES`,
+    the recomputing loop backward (past `BACKWARD_LOOP_ABOVE_BYTES`); a forward loop (past `LOOP_ABOVE_BYTES` too),
+    whose backward is JAX's with each step rematerialized or, for those block sizes, the recomputing loop."""
+    if request.param != "one_gather":
+        monkeypatch.setattr(bs, "BACKWARD_LOOP_ABOVE_BYTES", 0)
+    if request.param == "loop":
         monkeypatch.setattr(bs, "LOOP_ABOVE_BYTES", 0)
     return request.param
 
@@ -73,8 +77,8 @@ def test_block_path_equals_masked_path_under_the_same_block_mask(n, block, rho, 
     np.testing.assert_array_equal(kept, expected[:, :, np.arange(n - 1) // block])
 
 
-def test_block_path_gradients_equal_the_masked_path(loop):
-    n, block = 70, 16  # 5 query blocks: the loop runs 2 steps of 4, the last one padded
+@pytest.mark.parametrize("n,block", [(70, 16), (300, 64)])  # 5 query blocks: 2 loop steps of 4, the last padded
+def test_block_path_gradients_equal_the_masked_path(n, block, loop):
     q, k, v = _qkv(n, seed=3)
     idx = bs.random_key_blocks(jax.random.PRNGKey(2), (2, 3), n, 0.3, block)
     mask = bs.block_connectivity_mask(idx, n, block)
@@ -87,9 +91,25 @@ def test_block_path_gradients_equal_the_masked_path(loop):
                       argnums=(0, 1, 2))
     blocked = jax.grad(lambda q, k, v: loss(lambda *a: bs.block_sparse_attention(*a, idx, scale, block)[0], q, k, v),
                        argnums=(0, 1, 2))
-    assert ("scan[" in str(jax.make_jaxpr(blocked)(q, k, v))) == loop  # lax.map is a scan
+    forward = lambda q, k, v: bs.block_sparse_attention(q, k, v, idx, scale, block)[0]  # noqa: E731
+    recomputed = loop == "backward_loop" and block in bs.RECOMPUTED_BLOCK_SIZES
+    assert ("scan[" in str(jax.make_jaxpr(forward)(q, k, v))) == (loop == "loop")  # lax.map is a scan
+    assert ("scan[" in str(jax.make_jaxpr(blocked)(q, k, v))) == (loop == "loop" or recomputed)
     for a, b in zip(jax.jit(blocked)(q, k, v), jax.jit(masked)(q, k, v)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+
+
+def test_recomputing_backward_keeps_bfloat16_and_matches_float32(monkeypatch):
+    monkeypatch.setattr(bs, "BACKWARD_LOOP_ABOVE_BYTES", 0)
+    n, block = 90, 16
+    q, k, v = _qkv(n, seed=4)
+    idx = bs.random_key_blocks(jax.random.PRNGKey(5), (2, 3), n, 0.4, block)
+    grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(jnp.sin(bs.block_sparse_attention(q, k, v, idx, 0.35, block)[0])),
+                            argnums=(0, 1, 2)))
+    low = grad(*(x.astype(jnp.bfloat16) for x in (q, k, v)))
+    for a, b in zip(low, grad(q, k, v)):
+        assert a.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b), atol=0.1, rtol=0.05)
 
 
 def test_full_selection_is_dense_attention():
