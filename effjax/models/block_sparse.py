@@ -151,6 +151,11 @@ def _attend(queries, indices, k_blocks, v_blocks, num_tokens: int, block: int, d
     return out / total.astype(queries.dtype), (top + jnp.log(total))[..., 0]
 
 
+def _gathered_bytes(indices: jax.Array, k_blocks: jax.Array) -> int:
+    """Bytes of the keys one gather of every query block's kept blocks [B, H, nq, kb] would copy."""
+    return math.prod(indices.shape) * math.prod(k_blocks.shape[3:]) * k_blocks.dtype.itemsize
+
+
 def _by_step(x: jax.Array) -> jax.Array:
     """[B, H, nq, ...] -> [steps, B, H, QUERY_BLOCKS_PER_STEP, ...], the query-block axis zero-padded."""
     b, h, nq = x.shape[:3]
@@ -168,13 +173,11 @@ def _from_steps(x: jax.Array, nq: int) -> jax.Array:
 def _forward_rows(queries, indices, k_blocks, v_blocks, num_tokens: int, block: int, remat: bool = False):
     """`_attend` over all query blocks: one gather, or a loop over the query blocks past `LOOP_ABOVE_BYTES`
     (`remat`: JAX's backward of the loop recomputes each step instead of storing its gathers and logits)."""
-    b, h, nq, kb = indices.shape
-    gathered_bytes = b * h * nq * kb * block * k_blocks.shape[-1] * k_blocks.dtype.itemsize
-    if gathered_bytes <= LOOP_ABOVE_BYTES:
+    if _gathered_bytes(indices, k_blocks) <= LOOP_ABOVE_BYTES:
         return _attend(queries, indices, k_blocks, v_blocks, num_tokens, block)
     step = lambda a: _attend(*a, k_blocks, v_blocks, num_tokens, block)  # noqa: E731
     out, lse = jax.lax.map(jax.checkpoint(step) if remat else step, (_by_step(queries), _by_step(indices)))
-    return _from_steps(out, nq), _from_steps(lse, nq)
+    return _from_steps(out, indices.shape[2]), _from_steps(lse, indices.shape[2])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -225,7 +228,6 @@ def block_sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, block_indic
         raise ValueError(f"block_indices shape {block_indices.shape}: expected ({b}, {h}, {nq}, kb) "
                          f"for {n} tokens in blocks of {block}")
     logits_dot, mix_dot = dot_generals
-    kb = block_indices.shape[-1]
 
     cls_logits = einsum("bhqd,bhkd->bhqk", q[:, :, :1], k, logits_dot).astype(jnp.float32) * scale
     cls_weights = jax.nn.softmax(cls_logits, axis=-1).astype(q.dtype)
@@ -233,10 +235,9 @@ def block_sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, block_indic
 
     k_blocks, v_blocks = pad_blocks(k, nk, block), pad_blocks(v, nk, block)
     queries = pad_blocks(q[:, :, 1:], nq, block) * jnp.asarray(scale, q.dtype)
-    gathered_bytes = b * h * nq * kb * block * d * jnp.dtype(k.dtype).itemsize
     if dot_generals != NO_DOT_GENERALS or nq <= QUERY_BLOCKS_PER_STEP:  # AQT and qwix dot_generals are modules,
         rows_out = _attend(queries, block_indices, k_blocks, v_blocks, n, block, dot_generals)[0]  # kept out of loops
-    elif block in RECOMPUTED_BLOCK_SIZES and gathered_bytes > BACKWARD_LOOP_ABOVE_BYTES:
+    elif block in RECOMPUTED_BLOCK_SIZES and _gathered_bytes(block_indices, k_blocks) > BACKWARD_LOOP_ABOVE_BYTES:
         rows_out = _recomputed_rows(queries, block_indices, k_blocks, v_blocks, n, block)
     else:
         rows_out = _forward_rows(queries, block_indices, k_blocks, v_blocks, n, block, remat=True)[0]
