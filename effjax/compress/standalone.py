@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from effjax.quant import rtn
+
 _INLINED = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call",
             "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin")
 
@@ -117,13 +119,6 @@ def _bind(eqn, invals) -> list:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-def _unpack_int4(packed, shape: tuple[int, ...]):
-    """Inverse of `weight_quant.pack_int4` in jnp: low nibble first, codes offset by 8."""
-    packed = jnp.asarray(packed)
-    pairs = jnp.stack([packed & 0x0F, packed >> 4], axis=1).reshape(-1)[: int(np.prod(shape))]
-    return (pairs.astype(jnp.int8) - 8).reshape(shape)
-
-
 def _dequantize(codes, scale):
     return codes.astype(jnp.float32) * jnp.expand_dims(jnp.asarray(scale, jnp.float32), -2)
 
@@ -142,7 +137,7 @@ class Weight:
         if "q" in self.arrays:
             return _dequantize(jnp.asarray(self.arrays["q"]), self.arrays["scale"])
         if "q4" in self.arrays:
-            return _dequantize(_unpack_int4(self.arrays["q4"], self.active_shape), self.arrays["scale"])
+            return _dequantize(rtn.unpack_int4(self.arrays["q4"], self.active_shape, jnp), self.arrays["scale"])
         return jnp.asarray(self.arrays["float"], jnp.float32)
 
 

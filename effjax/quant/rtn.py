@@ -86,7 +86,8 @@ def pack_int4(codes: np.ndarray) -> np.ndarray:
     return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
 
 
-def unpack_int4(packed: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    lo, hi = packed & 0x0F, packed >> 4
-    flat = np.stack([lo, hi], axis=1).reshape(-1)[: int(np.prod(shape))]
-    return (flat.astype(np.int16) - 8).astype(np.int8).reshape(tuple(shape))
+def unpack_int4(packed, shape: Sequence[int], xp=np):
+    """Inverse of `pack_int4`: int8 codes of `shape` (with jax.numpy, in the traced graph)."""
+    packed = xp.asarray(packed)
+    flat = xp.stack([packed & 0x0F, packed >> 4], axis=1).reshape(-1)[: int(np.prod(shape))]
+    return (flat.astype(xp.int8) - 8).reshape(tuple(shape))
