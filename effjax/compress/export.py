@@ -49,9 +49,8 @@ from effjax.compress.weight_quant import dequantize_kernel, is_kernel, payload_b
 from effjax.quant.rtn import fake_quantize, pack_int4, unpack_int4
 from effjax.data.specs import TaskSpec
 from effjax.models import param_names
-from effjax.quant.pvq import PVQSpec, QuantizedMatrix, decode_batch, dequantize_matrix, encode_batch, quantize_matrix
-from effjax.quant.pvq.counting import fits_uint64
-from effjax.quant.pvq.packing import pack_bits, unpack_bits
+from effjax.quant.pvq import PVQSpec, QuantizedMatrix, dequantize_matrix, quantize_matrix
+from effjax.quant.pvq.packing import decode_layer, layer_payload
 from effjax.subnet import SubnetConfig, slim_widths
 
 # 3: version 2 plus model.bin's sha256 and the input/output signature; 4: parameter paths in naming scheme 2
@@ -59,6 +58,8 @@ from effjax.subnet import SubnetConfig, slim_widths
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 PVQ_BITS = 0  # ParamPlan.bits of a PVQ-coded kernel (its `pvq` spec says how)
+PVQ_STREAMS = ("pvq_index", "pvq_scale", "pvq_codebook")  # a PVQ kernel's arrays, as `layer_payload` packs them
+PVQ_DTYPES = (np.uint8, np.uint8, "<f4")
 
 
 def _in_block(path: str) -> bool:
@@ -222,12 +223,9 @@ def quantized_params(params, plans: Sequence[ParamPlan], pvq_cache: dict | None 
 
 def _pvq_streams(matrices: Sequence[QuantizedMatrix]) -> dict[str, np.ndarray]:
     """The packed arrays of one PVQ kernel (a leading expert axis when there are several matrices)."""
-    spec = matrices[0].spec
-    index = [np.frombuffer(pack_bits(encode_batch(m.codewords, spec.pulses), spec.index_bits), np.uint8) for m in matrices]
-    scale = [np.frombuffer(pack_bits(m.scale_codes.astype(np.uint64), spec.scale_bits), np.uint8) for m in matrices]
-    codebook = [m.scale_codebook.astype(np.float32) for m in matrices]
-    return {name: (np.stack(arrays) if len(matrices) > 1 else arrays[0])
-            for name, arrays in (("pvq_index", index), ("pvq_scale", scale), ("pvq_codebook", codebook))}
+    payloads = zip(*(layer_payload(m) for m in matrices))  # indices, gain codes, codebooks of every matrix
+    arrays = [[np.frombuffer(b, dtype) for b in streams] for dtype, streams in zip(PVQ_DTYPES, payloads)]
+    return {name: np.stack(a) if len(matrices) > 1 else a[0] for name, a in zip(PVQ_STREAMS, arrays)}
 
 
 def write(directory: str, params, plans: Sequence[ParamPlan], metadata: Mapping[str, Any],
@@ -375,15 +373,9 @@ def _load_pvq(arrays: Mapping[str, np.ndarray], key: str, spec: PVQSpec, shape: 
     *experts, rows, cols = shape
     count = int(np.prod(experts, dtype=np.int64))
     groups = -(-rows // spec.group_size) * cols
-    streams = [np.asarray(arrays[f"{key}:{name}"]).reshape(count, -1) for name in ("pvq_index", "pvq_scale", "pvq_codebook")]
-    matrices = []
-    for index, scale, codebook in zip(*streams):
-        indices = unpack_bits(index.tobytes(), spec.index_bits, groups,
-                              as_python_ints=not fits_uint64(spec.group_size, spec.pulses))
-        codewords = decode_batch(indices, spec.group_size, spec.pulses)
-        codes = unpack_bits(scale.tobytes(), spec.scale_bits, groups).astype(np.uint16)
-        matrices.append(QuantizedMatrix(spec, (rows, cols), codewords, codes, codebook.astype(np.float32)))
-    return _dequantize_pvq(matrices, shape)
+    streams = [np.asarray(arrays[f"{key}:{name}"]).reshape(count, -1) for name in PVQ_STREAMS]
+    return _dequantize_pvq([decode_layer(spec, (rows, cols), groups, *(a.tobytes() for a in matrix))
+                            for matrix in zip(*streams)], shape)
 
 
 class ExportedModel:

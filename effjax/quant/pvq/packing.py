@@ -106,7 +106,8 @@ def unpack_mixed_radix(data: bytes, radix: int, count: int) -> list[int]:
     return indices
 
 
-def _layer_payload(quantized: QuantizedMatrix, index_coding: str) -> tuple[bytes, bytes, bytes]:
+def layer_payload(quantized: QuantizedMatrix, index_coding: str = "fixed") -> tuple[bytes, bytes, bytes]:
+    """The packed indices, the packed gain codes and the float32 codebook of one layer."""
     spec = quantized.spec
     indices = encode_batch(quantized.codewords, spec.pulses)
     if index_coding == "mixed_radix":
@@ -126,7 +127,7 @@ def save_checkpoint(path: str, layers: dict[str, QuantizedMatrix], index_coding:
         raise ValueError(f"index_coding must be one of {INDEX_CODINGS}, got {index_coding!r}")
     entries, payloads = [], []
     for name, quantized in layers.items():
-        indices, scales, codebook = _layer_payload(quantized, index_coding)
+        indices, scales, codebook = layer_payload(quantized, index_coding)
         spec = quantized.spec
         entries.append(
             {
@@ -164,28 +165,31 @@ def _read(path: str) -> tuple[dict, bytes, int]:
     return header, data, 8 + header_length
 
 
+def decode_layer(spec: PVQSpec, shape, count: int, indices: bytes, scales: bytes, codebook: bytes,
+                 index_coding: str = "fixed") -> QuantizedMatrix:
+    """Inverse of `layer_payload`: the QuantizedMatrix of `shape` with `count` groups."""
+    python_ints = not fits_uint64(spec.group_size, spec.pulses)
+    if index_coding == "mixed_radix":
+        indices = unpack_mixed_radix(indices, spec.num_codewords, count)
+        indices = np.array(indices, dtype=object if python_ints else np.uint64)
+    else:
+        indices = unpack_bits(indices, spec.index_bits, count, as_python_ints=python_ints)
+    codewords = decode_batch(indices, spec.group_size, spec.pulses)
+    codes = unpack_bits(scales, spec.scale_bits, count).astype(np.uint16)
+    return QuantizedMatrix(spec, tuple(shape), codewords, codes, np.frombuffer(codebook, "<f4").astype(np.float32))
+
+
 def load_checkpoint(path: str) -> dict[str, QuantizedMatrix]:
     """Read a `.pvq` file back into QuantizedMatrix layers (codewords decoded from indices)."""
     header, data, offset = _read(path)
     layers = {}
     for entry in header["layers"]:
         spec = PVQSpec(entry["group_size"], entry["pulses"], entry["scale_bits"], entry["rotate"], entry["seed"])
-        sizes = entry["bytes"]
         chunks = []
-        for size in sizes:
+        for size in entry["bytes"]:
             chunks.append(data[offset : offset + size])
             offset += size
-        count = entry["num_groups"]
-        python_ints = not fits_uint64(spec.group_size, spec.pulses)
-        if entry["index_coding"] == "mixed_radix":
-            indices = unpack_mixed_radix(chunks[0], spec.num_codewords, count)
-            indices = np.array(indices, dtype=object if python_ints else np.uint64)
-        else:
-            indices = unpack_bits(chunks[0], spec.index_bits, count, as_python_ints=python_ints)
-        codewords = decode_batch(indices, spec.group_size, spec.pulses)
-        codes = unpack_bits(chunks[1], spec.scale_bits, count).astype(np.uint16)
-        codebook = np.frombuffer(chunks[2], "<f4").astype(np.float32)
-        layers[entry["name"]] = QuantizedMatrix(spec, tuple(entry["shape"]), codewords, codes, codebook)
+        layers[entry["name"]] = decode_layer(spec, entry["shape"], entry["num_groups"], *chunks, entry["index_coding"])
     if offset != len(data):
         raise ValueError(f"{path}: {len(data) - offset} trailing bytes after the last layer")
     return layers
