@@ -52,6 +52,13 @@ class Cost:
         return dataclasses.asdict(self)
 
 
+def attention_pair_layers(prefix: str, pairs: int, heads: int, inner: int) -> list[LayerCost]:
+    """Attention's logits and mixing einsums over `pairs` query-key pairs per head (`inner` = heads x head size)."""
+    return [LayerCost(f"{prefix}/attention_logits", "attention", pairs * inner, 0, activation_only=True,
+                      elementwise_flops=heads * pairs * SOFTMAX_FLOPS_PER_ELEMENT),
+            LayerCost(f"{prefix}/attention_mix", "attention", pairs * inner, 0, activation_only=True)]
+
+
 def block_layers(prefix: str, n: int, d: int, heads: int, head_dim: int, mlp: int) -> list[LayerCost]:
     """One pre-norm transformer block on n tokens of width d: `heads` attention heads of `head_dim`, MLP `mlp`."""
     inner = heads * head_dim
@@ -60,9 +67,7 @@ def block_layers(prefix: str, n: int, d: int, heads: int, head_dim: int, mlp: in
                   float_params=4 * d),
         LayerCost(f"{prefix}/qkv", "attention", 3 * n * d * inner, 3 * (d * inner + inner), float_params=3 * inner,
                   quant_scales=3 * inner),
-        LayerCost(f"{prefix}/attention_logits", "attention", n * n * inner, 0, activation_only=True,
-                  elementwise_flops=heads * n * n * SOFTMAX_FLOPS_PER_ELEMENT),
-        LayerCost(f"{prefix}/attention_mix", "attention", n * n * inner, 0, activation_only=True),
+        *attention_pair_layers(prefix, n * n, heads, inner),
         LayerCost(f"{prefix}/out", "attention", n * inner * d, inner * d + d, float_params=d, quant_scales=d),
         LayerCost(f"{prefix}/mlp", "mlp", 2 * n * d * mlp, 2 * d * mlp + mlp + d,
                   elementwise_flops=n * mlp * GELU_FLOPS_PER_ELEMENT, float_params=mlp + d, quant_scales=mlp + d),

@@ -38,8 +38,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost, total_cost,
-                                  vit_layers)
+from effjax.compress.cost import (GELU_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, Cost, LayerCost,
+                                  attention_pair_layers, total_cost, vit_layers)
 from effjax.compress.cost_sparse import attention_core_layers, predictor_layers
 from effjax.models.block_sparse import block_counts, block_sparse_flops, kept_block_count
 from effjax.models.elastic_vit import elastic_fields
@@ -192,10 +192,7 @@ def block_sparse_core_layers(name: str, n: int, heads: int, head_dim: int, keep_
     pairs = block_sparse_flops(n, head_dim, heads, keep_ratio, block)["block_pairs"] // heads
     nq, _ = block_counts(n, block)
     copied = 2 * heads * nq * kept_block_count(keep_ratio, n, block) * block * head_dim
-    d = heads * head_dim
-    return [LayerCost(f"{name}/attention_logits", "attention", pairs * d, 0, activation_only=True,
-                      elementwise_flops=heads * pairs * SOFTMAX_FLOPS_PER_ELEMENT),
-            LayerCost(f"{name}/attention_mix", "attention", pairs * d, 0, activation_only=True),
+    return [*attention_pair_layers(name, pairs, heads, heads * head_dim),
             LayerCost(f"{name}/attention_gather", "attention", 0, 0, elementwise_flops=copied)]
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from effjax.compress.cost import SOFTMAX_FLOPS_PER_ELEMENT, LayerCost
+from effjax.compress.cost import SOFTMAX_FLOPS_PER_ELEMENT, LayerCost, attention_pair_layers
 from effjax.subnet import kept_key_count, predictor_rank
 
 # layer-name suffixes that make up the paper's "MHSA FLOPs"
@@ -29,11 +29,8 @@ MHSA_CORE_SUFFIXES = ("attention_logits", "attention_mix", "predictor_reduce", "
 
 
 def attention_core_layers(name: str, n: int, heads: int, head_dim: int, keep_ratio: float, sparse: bool) -> list[LayerCost]:
-    d = heads * head_dim
     pairs = n + (n - 1) * kept_key_count(keep_ratio, n) if sparse else n * n
-    return [LayerCost(f"{name}/attention_logits", "attention", pairs * d, 0, activation_only=True,
-                      elementwise_flops=heads * pairs * SOFTMAX_FLOPS_PER_ELEMENT),
-            LayerCost(f"{name}/attention_mix", "attention", pairs * d, 0, activation_only=True)]
+    return attention_pair_layers(name, pairs, heads, heads * head_dim)
 
 
 def predictor_layers(name: str, n: int, full_tokens: int, heads: int, head_dim: int, fields: dict) -> list[LayerCost]:
