@@ -83,11 +83,8 @@ def layer_group(path: str) -> str:
 
 
 def _task_of(path: str, tasks: Sequence[TaskSpec]) -> str | None:
-    for part in path.split("/"):
-        for t in tasks:
-            if part == f"heads_{t.name}":
-                return t.name
-    return None
+    heads = {f"heads_{t.name}": t.name for t in tasks}
+    return next((heads[part] for part in path.split("/") if part in heads), None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -146,7 +146,8 @@ class LayerInputCollector:
     def __init__(self, model: nn.Module, params, paths: Sequence[str] | None = None, batch_size: int = 128):
         self.model = model
         self.paths = list(kernel_paths(params) if paths is None else paths)
-        self.in_features = {p: int(np.prod(_leaf(params, p).shape[:-1])) for p in self.paths}
+        flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+        self.in_features = {p: int(np.prod(flat[p].shape[:-1])) for p in self.paths}
         self.batch_size = batch_size
         self.order: list[str] = []
         self._forward = jax.jit(self._forward_inputs)
@@ -184,13 +185,6 @@ def collect_layer_inputs(model: nn.Module, params, images: np.ndarray, paths: Se
                          batch_size: int = 128) -> dict[str, np.ndarray]:
     """{kernel path: that layer's inputs [rows, in_features] (float32)} over `images` (see LayerInputCollector)."""
     return LayerInputCollector(model, params, paths, batch_size)(params, images)
-
-
-def _leaf(params, path: str):
-    node = params
-    for key in path.split("/"):
-        node = node[key]
-    return node
 
 
 def calibration_images(dataset, split: str, count: int, seed: int = 0) -> np.ndarray:

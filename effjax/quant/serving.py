@@ -136,12 +136,8 @@ def drop_frozen_kernels(params, frozen_kernels: Iterable[tuple[tuple, tuple]]) -
     kernels' shapes (path -> ShapeDtypeStruct). `frozen_kernels`: (module path, shape) of each integer weight."""
     frozen = {(module, tuple(shape)) for module, shape in frozen_kernels}
     flat = flax.traverse_util.flatten_dict(params)
-    dropped = {}
-    for path in list(flat):
-        if (path[:-1], tuple(flat[path].shape)) in frozen:
-            dropped[path] = jax.ShapeDtypeStruct(flat[path].shape, flat[path].dtype)
-            del flat[path]
-    return flax.traverse_util.unflatten_dict(flat), dropped
+    dropped = {p: jax.ShapeDtypeStruct(x.shape, x.dtype) for p, x in flat.items() if (p[:-1], tuple(x.shape)) in frozen}
+    return flax.traverse_util.unflatten_dict({p: x for p, x in flat.items() if p not in dropped}), dropped
 
 
 def _plain_aqt(tree):

@@ -11,8 +11,6 @@ gptq (Hessian-aware PVQ), packing (checkpoint format), ptq (quantize a Flax para
 
 from __future__ import annotations
 
-import numpy as np
-
 from effjax.quant.pvq.counting import fits_uint64, index_bits, num_codewords, shape_bits_per_weight
 from effjax.quant.pvq.enumeration import decode, encode
 from effjax.quant.pvq.gptq import gptq_quantize_matrix, input_hessian
@@ -22,10 +20,7 @@ from effjax.quant.pvq.ptq import dequantize_into, quantize_params, quantize_tree
 from effjax.quant.pvq.reference_search import brute_force_search, correlation_objective, search_reference
 from effjax.quant.pvq.weights import PVQSpec, QuantizedMatrix, dequantize_matrix, quantize_matrix, rtn_quantize, sqnr_db
 
-
-def search(x, K: int) -> np.ndarray:
-    """Codeword(s) of P(L, K) nearest in angle to x ([L] or [..., L]): maximizes (x.y)^2/(y.y)."""
-    return search_batch(x, K)
+search = search_batch  # codeword(s) of P(L, K) nearest in angle to x ([L] or [..., L]): maximizes (x.y)^2/(y.y)
 
 
 __all__ = [
