@@ -20,7 +20,7 @@ from effjax.data.specs import TaskSpec
 from effjax.models import build_model
 from effjax.quant.aqt_config import QuantOptions
 from effjax.quant.qwix_backend import QWIX_COLLECTION, make_provider
-from effjax.quant.serving import ServingModel, drop_frozen_kernels, written_collection
+from effjax.quant.serving import ServingModel
 from effjax.subnet import SubnetConfig
 
 
@@ -46,15 +46,8 @@ def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int],
     options = options or QuantOptions()
     if subnet.weight_bits is None and subnet.activation_bits is None:
         raise ValueError(f"qwix convert: subnet {subnet} quantizes nothing; set weight_bits and/or activation_bits")
-    converter = quantized_model(model_config, tasks, subnet, options, "convert")
-    params, frozen = written_collection(converter, QWIX_COLLECTION, image_shape, params, subnet)
-    kept, dropped = _drop_replaced_kernels(params, frozen)
-    server = quantized_model(model_config, tasks, subnet, options, "serve")
-    return QwixServingModel(server, {"params": kept, QWIX_COLLECTION: frozen}, dropped, subnet, options)
-
-
-def _drop_replaced_kernels(params, frozen) -> tuple[dict, dict]:
-    """Remove each parameter whose module froze an integer copy of the same shape."""
-    # path = (..module path.., "QwixDotGeneral_0", "qvalue")
-    return drop_frozen_kernels(params, [(path[:-2], value.shape) for path, value in
-                                        flax.traverse_util.flatten_dict(frozen).items() if path[-1] == "qvalue"])
+    # integer weights sit at (..module path.., "QwixDotGeneral_0", "qvalue")
+    return QwixServingModel.converted(
+        lambda mode: quantized_model(model_config, tasks, subnet, options, mode),
+        lambda frozen: [(path[:-2], value.shape) for path, value in flax.traverse_util.flatten_dict(frozen).items()
+                        if path[-1] == "qvalue"], image_shape, params, subnet, options)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import ClassVar, Iterable, Mapping, Sequence
+from typing import Callable, ClassVar, Iterable, Mapping, Sequence
 
 import flax
 import flax.linen as nn
@@ -37,7 +37,7 @@ from aqt.jax.v2.utils import QuantMode
 from effjax.data.specs import TaskSpec
 from effjax.models import build_model
 from effjax.quant import rtn
-from effjax.quant.aqt_config import QUANT_COLLECTION, QuantOptions, make_provider, model_subnet
+from effjax.quant.aqt_config import MODES, QUANT_COLLECTION, QuantOptions, make_provider, model_subnet
 from effjax.subnet import SubnetConfig
 
 SERVING_METADATA = "serving.json"
@@ -94,6 +94,24 @@ class ServingModel:
         """Bytes of the serving variables in memory (int4 counted at half a byte)."""
         return int(sum(_array_bytes(x) for x in jax.tree.leaves(self.variables)))
 
+    @classmethod
+    def converted(cls, build: Callable[[str], nn.Module], frozen_kernels: Callable[[dict], Iterable[tuple]],
+                  image_shape: Sequence[int], params, subnet: SubnetConfig, options: QuantOptions) -> "ServingModel":
+        """TRAIN-mode `params` -> integer weights: one forward pass of `build("convert")` writes them into
+        `cls.collection` (nothing when only activations are quantized), each float kernel they replace is dropped
+        (`frozen_kernels(written)`: module path and shape of each integer weight), and `build("serve")` reads them."""
+        params, converter = nn.unbox(params), build("convert")
+        sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+        _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, rngs=_RNG,
+                                                       mutable=[cls.collection], **call_kwargs(subnet)))(params)
+        frozen = flax.core.unfreeze(written).get(cls.collection, {})
+        replaced = {(module, tuple(shape)) for module, shape in frozen_kernels(frozen)}
+        flat = flax.traverse_util.flatten_dict(params)
+        dropped = {p: jax.ShapeDtypeStruct(x.shape, x.dtype) for p, x in flat.items()
+                   if (p[:-1], tuple(x.shape)) in replaced}
+        kept = flax.traverse_util.unflatten_dict({p: x for p, x in flat.items() if p not in dropped})
+        return cls(build("serve"), {"params": kept, cls.collection: frozen}, dropped, subnet, options)
+
 
 def _array_bytes(x) -> float:
     bits = jnp.iinfo(x.dtype).bits if jnp.issubdtype(x.dtype, jnp.integer) else jnp.finfo(x.dtype).bits
@@ -105,39 +123,11 @@ def convert(model_config, tasks: Sequence[TaskSpec], image_shape: Sequence[int],
     """TRAIN-mode parameters -> a ServingModel holding integer weights (AQT CONVERT)."""
     if subnet.weight_bits is None and subnet.activation_bits is None:
         raise ValueError(f"convert: subnet {subnet} quantizes nothing; set weight_bits and/or activation_bits")
-    converter = quantized_model(model_config, tasks, subnet, options, QuantMode.CONVERT)
-    params, frozen = written_collection(converter, QUANT_COLLECTION, image_shape, params, subnet)
-    kept, dropped = _drop_replaced_kernels(params, frozen)
-    server = quantized_model(model_config, tasks, subnet, options, QuantMode.SERVE)
-    return ServingModel(server, {"params": kept, QUANT_COLLECTION: frozen}, dropped, subnet, options)
-
-
-def written_collection(converter: nn.Module, collection: str, image_shape: Sequence[int], params,
-                       subnet: SubnetConfig) -> tuple[dict, dict]:
-    """(unboxed `params`, what one forward pass of the CONVERT-mode `converter` writes into `collection`);
-    the latter is empty when only activations are quantized."""
-    params = nn.unbox(params)
-    sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-    _, written = jax.jit(lambda p: converter.apply({"params": p}, sample, train=False, rngs=_RNG,
-                                                   mutable=[collection], **call_kwargs(subnet)))(params)
-    return params, flax.core.unfreeze(written).get(collection, {})
-
-
-def _drop_replaced_kernels(params, frozen) -> tuple[dict, dict]:
-    """Remove each parameter whose module froze an integer copy of the same shape."""
     # frozen QTensors sit at (..module path.., "AqtDotGeneral_0", "qrhs", "frozen")
-    return drop_frozen_kernels(params, [(path[:-3], qt.qvalue.shape) for path, qt in
-                                        flax.traverse_util.flatten_dict(frozen).items()
-                                        if isinstance(qt, aqt_tensor.QTensor)])
-
-
-def drop_frozen_kernels(params, frozen_kernels: Iterable[tuple[tuple, tuple]]) -> tuple[dict, dict]:
-    """`params` without each kernel whose module path holds a frozen integer copy of its shape, and the dropped
-    kernels' shapes (path -> ShapeDtypeStruct). `frozen_kernels`: (module path, shape) of each integer weight."""
-    frozen = {(module, tuple(shape)) for module, shape in frozen_kernels}
-    flat = flax.traverse_util.flatten_dict(params)
-    dropped = {p: jax.ShapeDtypeStruct(x.shape, x.dtype) for p, x in flat.items() if (p[:-1], tuple(x.shape)) in frozen}
-    return flax.traverse_util.unflatten_dict({p: x for p, x in flat.items() if p not in dropped}), dropped
+    return ServingModel.converted(
+        lambda mode: quantized_model(model_config, tasks, subnet, options, MODES[mode]),
+        lambda frozen: [(path[:-3], qt.qvalue.shape) for path, qt in flax.traverse_util.flatten_dict(frozen).items()
+                        if isinstance(qt, aqt_tensor.QTensor)], image_shape, params, subnet, options)
 
 
 def _plain_aqt(tree):

@@ -189,7 +189,8 @@ def load_checkpoint(path: str) -> dict[str, QuantizedMatrix]:
         for size in entry["bytes"]:
             chunks.append(data[offset : offset + size])
             offset += size
-        layers[entry["name"]] = decode_layer(spec, entry["shape"], entry["num_groups"], *chunks, entry["index_coding"])
+        layers[entry["name"]] = decode_layer(spec, entry["shape"], entry["num_groups"], *chunks,
+                                             entry["index_coding"])
     if offset != len(data):
         raise ValueError(f"{path}: {len(data) - offset} trailing bytes after the last layer")
     return layers
