@@ -88,13 +88,20 @@ def accumulate_routing_stats(stats_trees: Iterable[Mapping], max_logit_rows: int
     return dict(sorted(result.items(), key=lambda kv: _block_order(kv[0])))
 
 
-def _iter_router_entries(tree: Mapping, prefix: str = ""):
+def _subtrees(tree: Mapping, prefix: str = ""):
+    """(path, mapping) of `tree` and of every mapping below it, parents first."""
+    yield prefix, tree
     for key, value in tree.items():
-        match = _ROUTER_KEY.match(str(key))
-        if match and isinstance(value, (tuple, list)):
-            yield (prefix, int(match.group(1))), list(value)
-        elif isinstance(value, Mapping):
-            yield from _iter_router_entries(value, f"{prefix}/{key}" if prefix else str(key))
+        if isinstance(value, Mapping):
+            yield from _subtrees(value, f"{prefix}/{key}" if prefix else str(key))
+
+
+def _iter_router_entries(tree: Mapping):
+    for prefix, subtree in _subtrees(tree):
+        for key, value in subtree.items():
+            match = _ROUTER_KEY.match(str(key))
+            if match and isinstance(value, (tuple, list)):
+                yield (prefix, int(match.group(1))), list(value)
 
 
 def _block_order(path: str) -> tuple:
@@ -103,17 +110,7 @@ def _block_order(path: str) -> tuple:
 
 def find_moe_layers(params: Mapping) -> dict[str, Mapping]:
     """Path -> layer dict of every MoE layer in a parameter tree, in block order."""
-    found = {}
-
-    def visit(tree, prefix):
-        if all(k in tree for k in EXPERT_KEYS + ("router",)):
-            found[prefix] = tree
-            return
-        for key, value in tree.items():
-            if isinstance(value, Mapping):
-                visit(value, f"{prefix}/{key}" if prefix else str(key))
-
-    visit(params, "")
+    found = {path: tree for path, tree in _subtrees(params) if all(k in tree for k in EXPERT_KEYS + ("router",))}
     return dict(sorted(found.items(), key=lambda kv: _block_order(kv[0])))
 
 
