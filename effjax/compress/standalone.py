@@ -119,10 +119,6 @@ def _bind(eqn, invals) -> list:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-def _dequantize(codes, scale):
-    return codes.astype(jnp.float32) * jnp.expand_dims(jnp.asarray(scale, jnp.float32), -2)
-
-
 @dataclasses.dataclass(frozen=True)
 class Weight:
     """One parameter as the export stores it: `arrays` by role ("float", "q", "q4", "scale")."""
@@ -134,11 +130,11 @@ class Weight:
 
     def value(self):
         """The true-width float32 value, computed in the graph from the stored codes."""
-        if "q" in self.arrays:
-            return _dequantize(jnp.asarray(self.arrays["q"]), self.arrays["scale"])
-        if "q4" in self.arrays:
-            return _dequantize(rtn.unpack_int4(self.arrays["q4"], self.active_shape, jnp), self.arrays["scale"])
-        return jnp.asarray(self.arrays["float"], jnp.float32)
+        if "float" in self.arrays:
+            return jnp.asarray(self.arrays["float"], jnp.float32)
+        q = self.arrays.get("q")
+        codes = jnp.asarray(q) if q is not None else rtn.unpack_int4(self.arrays["q4"], self.active_shape, jnp)
+        return codes.astype(jnp.float32) * jnp.expand_dims(jnp.asarray(self.arrays["scale"], jnp.float32), -2)
 
 
 class StandaloneModel:
