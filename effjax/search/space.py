@@ -327,16 +327,8 @@ class Space:
 
     def neighbours(self, params: Params) -> list[Params]:
         """Configurations that differ from `params` in one discrete parameter by one step."""
-        out = []
-        for p in self.params:
-            if not p.is_discrete:
-                continue
-            i = p.index(params[p.name])
-            for j in p.neighbour_indices(i):
-                q = dict(params)
-                q[p.name] = p.values[j]
-                out.append(q)
-        return out
+        return [{**params, p.name: p.values[j]} for p in self.params if p.is_discrete
+                for j in p.neighbour_indices(p.index(params[p.name]))]
 
     def random_params(self, rng: np.random.Generator) -> Params:
         return self.decode(rng.random(self.dim))
