@@ -358,11 +358,8 @@ def make_knob_eval_step(model, tasks: Sequence[TaskSpec], encoder_width: float, 
 
 def _decoded_float_bops(layers, first_last_bits: int) -> float:
     """BOPs of a PVQ point: float activations, body weights decoded to float32, first/last layers integer."""
-    bops = 0.0
-    for layer in layers:
-        weight_bits = first_last_bits if layer.group in ("embed", "head") else FLOAT_BITS
-        bops += layer.macs * (FLOAT_BITS if layer.activation_only else weight_bits) * FLOAT_BITS
-    return bops
+    return sum((layer.macs * (first_last_bits if layer.group in ("embed", "head") and not layer.activation_only
+                              else FLOAT_BITS) * FLOAT_BITS for layer in layers), 0.0)
 
 
 def cost_limits(search_config) -> dict[str, float]:
@@ -477,13 +474,8 @@ def _log_ticks(ax, values) -> None:
     from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter
 
     low, high = min(values), max(values)
-    ticks = []
-    for mult in (1, 2, 5):
-        for k in range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1):
-            t = mult * 10.0**k
-            if low / 1.25 <= t <= high * 1.25:
-                ticks.append(t)
-    ticks = sorted(ticks)
+    decades = range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
+    ticks = sorted(t for t in (mult * 10.0**k for mult in (1, 2, 5) for k in decades) if low / 1.25 <= t <= high * 1.25)
     while len(ticks) > 6:
         ticks = ticks[::2]
     if len(ticks) < 2:
