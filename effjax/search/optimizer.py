@@ -148,13 +148,10 @@ class Optimizer:
         self._pool: CandidatePool | None = None
         self.proposal_seconds: list[float] = []
         if workdir is not None:
-            storage.check_search_file(workdir, self._describe())
+            storage.check_search_file(workdir, {"space": self.space.describe(), "objectives": [
+                [o.name, o.direction, o.is_computed] for o in self.objectives]})
             for record in storage.read_evaluations(workdir):
                 self._record(record.get("id"), record["params"], record["values"], persist=False)
-
-    def _describe(self) -> dict:
-        return {"space": self.space.describe(),
-                "objectives": [[o.name, o.direction, o.is_computed] for o in self.objectives]}
 
     # ----- public API -----------------------------------------------------------------
 
