@@ -38,9 +38,8 @@ def _check_values(kind: str, name: str, values: Sequence[Any]) -> tuple:
     if len(values) == 0:
         raise ValueError(f"{kind} {name!r}: values must be a non-empty sequence, got {values!r}")
     for i, a in enumerate(values):
-        for b in values[i + 1:]:
-            if a == b:
-                raise ValueError(f"{kind} {name!r}: values must be distinct, {a!r} appears twice")
+        if any(a == b for b in values[i + 1:]):
+            raise ValueError(f"{kind} {name!r}: values must be distinct, {a!r} appears twice")
     return values
 
 
