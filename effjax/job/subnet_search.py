@@ -343,11 +343,8 @@ def make_knob_eval_step(model, tasks: Sequence[TaskSpec], encoder_width: float, 
 
     def eval_step(params, batch, decoder_index, keep_ratio, top_k):
         images = batch["image"]
-        if max_top_k:
-            tokens = model.apply({"params": params}, images, encoder_width, keep_ratio, top_k, max_top_k,
-                                 method="encode")
-        else:
-            tokens = model.apply({"params": params}, images, encoder_width, method="encode")
+        knobs = (keep_ratio, top_k, max_top_k) if max_top_k else ()
+        tokens = model.apply({"params": params}, images, encoder_width, *knobs, method="encode")
         hw = images.shape[1:3]
         preds = {t.name: jax.lax.switch(decoder_index[i], [decoder_branch(t.name, w, hw) for w in menu], params, tokens)
                  for i, t in enumerate(tasks)}
