@@ -203,17 +203,14 @@ def _posterior_mean(state: GPState, m: int | jax.Array, x_new: jax.Array):
     return p, k_new, p.mean + k_new @ state.alpha[m]
 
 
-def posterior_one(state: GPState, m: int | jax.Array, x_new: jax.Array):
-    """Latent posterior mean (n,) and covariance (n, n) of objective m at x_new (standardized units)."""
-    p, k_new, mean = _posterior_mean(state, m, x_new)
-    v = jax.scipy.linalg.solve_triangular(state.chol[m], k_new.T, lower=True)
-    cov = matern52(x_new, x_new, p.log_lengthscale, p.log_outputscale) - v.T @ v
-    return mean, cov
-
-
 @jax.jit
 def _posterior_all(state: GPState, x_new):
-    return jax.vmap(lambda m: posterior_one(state, m, x_new))(jnp.arange(state.alpha.shape[0]))
+    """Latent posterior means (M, n) and covariances (M, n, n) at x_new (standardized units)."""
+    def one(m):
+        p, k_new, mean = _posterior_mean(state, m, x_new)
+        v = jax.scipy.linalg.solve_triangular(state.chol[m], k_new.T, lower=True)
+        return mean, matern52(x_new, x_new, p.log_lengthscale, p.log_outputscale) - v.T @ v
+    return jax.vmap(one)(jnp.arange(state.alpha.shape[0]))
 
 
 @jax.jit
