@@ -427,9 +427,7 @@ def pvq_dict(pvq: PVQSpec | None) -> dict | None:
 
 def pvq_from_point(point: Mapping[str, Any]) -> PVQSpec | None:
     entry = point.get("pvq")
-    if not entry:
-        return None
-    return PVQSpec(**{f.name: entry[f.name] for f in dataclasses.fields(PVQSpec)})
+    return PVQSpec(**{f.name: entry[f.name] for f in dataclasses.fields(PVQSpec)}) if entry else None
 
 
 def full_point(evaluator: SubnetEvaluator, config) -> dict:
