@@ -260,10 +260,7 @@ class Optimizer:
         if self._design is None:
             self._design = self._initial_design()
         seen = self._seen_keys()
-        for p in self._design:
-            if self.space.key(p) not in seen:
-                return dict(p)
-        return None
+        return next((dict(p) for p in self._design if self.space.key(p) not in seen), None)
 
     def _initial_design(self) -> list[Params]:
         """`initial_params`, then scrambled Sobol points, rounded, feasible and distinct."""
