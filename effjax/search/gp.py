@@ -160,9 +160,7 @@ def neg_log_posterior_and_grad(theta: np.ndarray, x: np.ndarray, y: np.ndarray) 
     grad_ls = (a.sum(axis=1) @ (z * z)) - np.einsum("ji,jk,ki->i", z, a, z)
     grad = np.concatenate([grad_ls, [0.5 * np.sum(weights * k_f), 0.5 * noise * np.trace(weights), -np.sum(alpha)]])
     prior, d_ls, d_os, d_noise = _log_prior_and_grad(log_ls, log_os, log_noise)
-    grad[:d] -= d_ls
-    grad[d] -= d_os
-    grad[d + 1] -= d_noise
+    grad[:d + 2] -= np.concatenate([d_ls, [d_os, d_noise]])
     return float((value - prior) / n), grad / n
 
 
