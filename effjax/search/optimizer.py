@@ -408,10 +408,9 @@ def optimize(fn: Callable[[dict], dict], space: Space, objectives: Sequence[Obje
     """
     if not callable(fn):
         raise ValueError(f"fn: expected a callable params -> dict of objective values, got {fn!r}")
-    if isinstance(budget, bool) or int(budget) != budget or budget < 1:
-        raise ValueError(f"budget: must be an integer >= 1, got {budget!r}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    for name, value in (("budget", budget), ("batch_size", batch_size)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
     budget, batch_size = int(budget), int(batch_size)
     if n_initial is None and isinstance(space, Space):
         n_initial = min(2 * (len(space.params) + 1), max(2, budget // 3))
