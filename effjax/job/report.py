@@ -45,11 +45,8 @@ def search_trace(points) -> list[tuple[int, float, float]]:
     top_bits = max(p["cost"]["bits"] for p in ordered) or 1.0
     values = np.array([[p["metrics"]["score"], p["cost"]["flops"] / top_flops, p["cost"]["bits"] / top_bits]
                        for p in ordered], np.float64)
-    trace = []
-    for n in range(1, len(values) + 1):
-        hv = hypervolume(values[:n], [0.0, 1.1, 1.1], ["max", "min", "min"])
-        trace.append((n, float(hv), float(values[:n, 0].max())))
-    return trace
+    return [(n, float(hypervolume(values[:n], [0.0, 1.1, 1.1], ["max", "min", "min"])), float(values[:n, 0].max()))
+            for n in range(1, len(values) + 1)]
 
 
 STUDY = "experiments/supernet_vs_standalone"

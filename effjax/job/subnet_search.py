@@ -343,11 +343,8 @@ def make_knob_eval_step(model, tasks: Sequence[TaskSpec], encoder_width: float, 
 
     def eval_step(params, batch, decoder_index, keep_ratio, top_k):
         images = batch["image"]
-        if max_top_k:
-            tokens = model.apply({"params": params}, images, encoder_width, keep_ratio, top_k, max_top_k,
-                                 method="encode")
-        else:
-            tokens = model.apply({"params": params}, images, encoder_width, method="encode")
+        knobs = (keep_ratio, top_k, max_top_k) if max_top_k else ()
+        tokens = model.apply({"params": params}, images, encoder_width, *knobs, method="encode")
         hw = images.shape[1:3]
         preds = {t.name: jax.lax.switch(decoder_index[i], [decoder_branch(t.name, w, hw) for w in menu], params, tokens)
                  for i, t in enumerate(tasks)}
@@ -358,11 +355,8 @@ def make_knob_eval_step(model, tasks: Sequence[TaskSpec], encoder_width: float, 
 
 def _decoded_float_bops(layers, first_last_bits: int) -> float:
     """BOPs of a PVQ point: float activations, body weights decoded to float32, first/last layers integer."""
-    bops = 0.0
-    for layer in layers:
-        weight_bits = first_last_bits if layer.group in ("embed", "head") else FLOAT_BITS
-        bops += layer.macs * (FLOAT_BITS if layer.activation_only else weight_bits) * FLOAT_BITS
-    return bops
+    return sum((layer.macs * (first_last_bits if layer.group in ("embed", "head") and not layer.activation_only
+                              else FLOAT_BITS) * FLOAT_BITS for layer in layers), 0.0)
 
 
 def cost_limits(search_config) -> dict[str, float]:
@@ -433,9 +427,7 @@ def pvq_dict(pvq: PVQSpec | None) -> dict | None:
 
 def pvq_from_point(point: Mapping[str, Any]) -> PVQSpec | None:
     entry = point.get("pvq")
-    if not entry:
-        return None
-    return PVQSpec(**{f.name: entry[f.name] for f in dataclasses.fields(PVQSpec)})
+    return PVQSpec(**{f.name: entry[f.name] for f in dataclasses.fields(PVQSpec)}) if entry else None
 
 
 def full_point(evaluator: SubnetEvaluator, config) -> dict:
@@ -477,13 +469,8 @@ def _log_ticks(ax, values) -> None:
     from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter
 
     low, high = min(values), max(values)
-    ticks = []
-    for mult in (1, 2, 5):
-        for k in range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1):
-            t = mult * 10.0**k
-            if low / 1.25 <= t <= high * 1.25:
-                ticks.append(t)
-    ticks = sorted(ticks)
+    decades = range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
+    ticks = sorted(t for t in (mult * 10.0**k for mult in (1, 2, 5) for k in decades) if low / 1.25 <= t <= high * 1.25)
     while len(ticks) > 6:
         ticks = ticks[::2]
     if len(ticks) < 2:

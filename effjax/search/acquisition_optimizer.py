@@ -191,16 +191,14 @@ def maximize_discrete(acq, space: Space, rng: np.random.Generator, computed: Com
     by_key: dict[tuple, Params] = {}
 
     def score_new(candidates: list[Params]) -> None:
-        fresh, fresh_keys = [], {}  # a dict keeps the candidates' order
+        fresh = {}  # key -> params, in the candidates' order
         for p in candidates:
             k = space.key(p)
-            if k in seen or k in exclude or k in fresh_keys or not space.is_feasible(p):
-                continue
-            fresh.append(p)
-            fresh_keys[k] = None
+            if k not in seen and k not in exclude and k not in fresh and space.is_feasible(p):
+                fresh[k] = p
         if fresh:
-            values = _score(acq, fresh, space.encode_many(fresh), computed)
-            for k, p, v in zip(fresh_keys, fresh, values):
+            values = _score(acq, list(fresh.values()), space.encode_many(list(fresh.values())), computed)
+            for (k, p), v in zip(fresh.items(), values):
                 seen[k], by_key[k] = float(v), p
 
     initial = [space.random_params(rng) for _ in range(n_random)]

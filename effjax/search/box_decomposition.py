@@ -34,10 +34,6 @@ def _clean_front(u: np.ndarray) -> np.ndarray:
     return u[non_dominated_mask(u, deduplicate=True)]
 
 
-def _weakly_dominated_by(p: np.ndarray, front: np.ndarray) -> bool:
-    return len(front) > 0 and bool(np.any(np.all(front >= p, axis=1)))
-
-
 def _staircase(front: Sequence[Sequence[float]], dominated: bool) -> list[tuple[float, float, float, float]]:
     """2-objective cells (lower_x, lower_y, upper_x, upper_y) of a front sorted by x descending (so y ascending)."""
     xs = [np.inf] + [x for x, _ in front] + [0.0]
@@ -59,9 +55,7 @@ def _cells_3d(u: np.ndarray, dominated: bool) -> tuple[np.ndarray, np.ndarray]:
         if any(fx >= x and fy >= y for fx, fy in front):
             continue
         front = sorted([(fx, fy) for fx, fy in front if not (x >= fx and y >= fy)] + [(x, y)], key=lambda p: -p[0])
-        updated = {}
-        for cell in _staircase(front, dominated):
-            updated[cell] = active.get(cell, z)
+        updated = {cell: active.get(cell, z) for cell in _staircase(front, dominated)}
         for cell, top in active.items():
             if cell not in updated and top > z:
                 boxes.append((cell, z, top))
@@ -77,10 +71,8 @@ def _cells_3d(u: np.ndarray, dominated: bool) -> tuple[np.ndarray, np.ndarray]:
 def _cells(u: np.ndarray, dominated: bool) -> tuple[np.ndarray, np.ndarray]:
     """Cells of the (non-)dominated region of a clean front `u` (n, M), reference at 0."""
     n, m = u.shape
-    if not dominated and n == 0:
-        return np.zeros((1, m)), np.full((1, m), np.inf)
-    if dominated and n == 0:
-        return np.zeros((0, m)), np.zeros((0, m))
+    if n == 0:
+        return (np.zeros((0, m)), np.zeros((0, m))) if dominated else (np.zeros((1, m)), np.full((1, m), np.inf))
     if m == 1:
         top = u[:, 0].max()
         return (np.zeros((1, 1)), np.array([[top]])) if dominated else (np.array([[top]]), np.array([[np.inf]]))
@@ -114,10 +106,9 @@ def _cells(u: np.ndarray, dominated: bool) -> tuple[np.ndarray, np.ndarray]:
     change_front(front, np.inf)
     for j in range(n):
         projected = p[j, :-1]
-        if _weakly_dominated_by(projected, front):
+        if np.any(np.all(front >= projected, axis=1)):
             continue  # the (M-1)-front is unchanged, so this slab merges with the previous one
-        keep = ~np.all(projected >= front, axis=1) if len(front) else np.zeros(0, dtype=bool)
-        front = np.concatenate([front[keep], projected[None]], axis=0)
+        front = np.concatenate([front[~np.all(projected >= front, axis=1)], projected[None]], axis=0)
         change_front(front, p[j, -1])
     for a, b, top in active.values():  # everything still open reaches down to the reference
         if top > 0.0:

@@ -28,6 +28,7 @@ turns every triangular solve downstream into a matrix product.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -159,9 +160,7 @@ def neg_log_posterior_and_grad(theta: np.ndarray, x: np.ndarray, y: np.ndarray) 
     grad_ls = (a.sum(axis=1) @ (z * z)) - np.einsum("ji,jk,ki->i", z, a, z)
     grad = np.concatenate([grad_ls, [0.5 * np.sum(weights * k_f), 0.5 * noise * np.trace(weights), -np.sum(alpha)]])
     prior, d_ls, d_os, d_noise = _log_prior_and_grad(log_ls, log_os, log_noise)
-    grad[:d] -= d_ls
-    grad[d] -= d_os
-    grad[d + 1] -= d_noise
+    grad[:d + 2] -= np.concatenate([d_ls, [d_os, d_noise]])
     return float((value - prior) / n), grad / n
 
 
@@ -195,48 +194,47 @@ def _condition(thetas: np.ndarray, x: np.ndarray, y_standard: np.ndarray, n_pad:
                        jnp.asarray(chol), jnp.asarray(alpha), jnp.asarray(chol_inv))
 
 
-def posterior_one(state: GPState, m: int | jax.Array, x_new: jax.Array):
-    """Latent posterior mean (n,) and covariance (n, n) of objective m at x_new (standardized units)."""
+def _posterior_mean(state: GPState, m: int | jax.Array, x_new: jax.Array):
+    """(hyperparameters of objective m, k(x_new, X) (n, N), latent posterior mean (n,) at x_new, standardized)."""
     p = jax.tree_util.tree_map(lambda a: a[m], state.params)
     k_new = jnp.where(state.valid[None, :], matern52(x_new, state.x, p.log_lengthscale, p.log_outputscale), 0.0)
-    mean = p.mean + k_new @ state.alpha[m]
-    v = jax.scipy.linalg.solve_triangular(state.chol[m], k_new.T, lower=True)
-    cov = matern52(x_new, x_new, p.log_lengthscale, p.log_outputscale) - v.T @ v
-    return mean, cov
+    return p, k_new, p.mean + k_new @ state.alpha[m]
 
 
 @jax.jit
 def _posterior_all(state: GPState, x_new):
-    return jax.vmap(lambda m: posterior_one(state, m, x_new))(jnp.arange(state.alpha.shape[0]))
+    """Latent posterior means (M, n) and covariances (M, n, n) at x_new (standardized units)."""
+    def one(m):
+        p, k_new, mean = _posterior_mean(state, m, x_new)
+        v = jax.scipy.linalg.solve_triangular(state.chol[m], k_new.T, lower=True)
+        return mean, matern52(x_new, x_new, p.log_lengthscale, p.log_outputscale) - v.T @ v
+    return jax.vmap(one)(jnp.arange(state.alpha.shape[0]))
 
 
 @jax.jit
 def _mean_and_grad(state: GPState, m, x_new):
     """Posterior mean (n,) of objective m at x_new (n, D), standardized units, and its gradient (n, D)."""
     def total(x):
-        p = jax.tree_util.tree_map(lambda a: a[m], state.params)
-        k_new = jnp.where(state.valid[None, :], matern52(x, state.x, p.log_lengthscale, p.log_outputscale), 0.0)
-        mean = p.mean + k_new @ state.alpha[m]
+        mean = _posterior_mean(state, m, x)[2]
         return jnp.sum(mean), mean
     (_, mean), grad = jax.value_and_grad(total, has_aux=True)(x_new)
     return mean, grad
 
 
+@dataclasses.dataclass(eq=False)
 class FittedGP:
     """Independent exact GPs for M outcomes observed at the same inputs.
 
-    `fit(x, y)` takes x (n, D) in the unit cube and y (n, M) in original units. Exact
+    `fit_gp(x, y)` takes x (n, D) in the unit cube and y (n, M) in original units. Exact
     duplicate rows of x are merged first (their outcomes averaged).
     """
 
-    def __init__(self, state: GPState, y_mean: np.ndarray, y_std: np.ndarray, n_train: int,
-                 neg_log_posterior: np.ndarray, x_train: np.ndarray):
-        self.state = state
-        self.y_mean = y_mean
-        self.y_std = y_std
-        self.n_train = n_train
-        self.neg_log_posterior = neg_log_posterior
-        self.x_train = x_train
+    state: GPState
+    y_mean: np.ndarray
+    y_std: np.ndarray
+    n_train: int
+    neg_log_posterior: np.ndarray
+    x_train: np.ndarray
 
     @property
     def n_outputs(self) -> int:

@@ -75,7 +75,5 @@ def hypervolume(points, ref_point, directions: Sequence[str] | str | None = None
     if not np.all(np.isfinite(ref)):
         raise ValueError("ref_point: every value must be finite")
     directions = check_directions(directions, pts.shape[1])
-    if len(pts) == 0:
-        return 0.0
-    u = to_maximization(pts, directions) - to_maximization(ref[None], directions)
+    u = to_maximization(pts, directions) - to_maximization(ref[None], directions)  # no points: 0 below
     return hypervolume_positive(u)

@@ -17,24 +17,17 @@ import scipy.stats
 
 from effjax.search.objectives import Objective, check_objectives
 from effjax.search.optimizer import Evaluation, SearchResult, pareto_subset
+from effjax.search.pareto import non_dominated_mask
 from effjax.search.space import Params, Space
 
 
 def non_dominated_ranks(y: np.ndarray) -> np.ndarray:
     """Front index of every row of y (n, M), maximization; 0 is the Pareto front."""
-    n = len(y)
-    ge = np.all(y[None, :, :] >= y[:, None, :], axis=-1)
-    gt = np.any(y[None, :, :] > y[:, None, :], axis=-1)
-    dominates = (ge & gt).T  # dominates[i, j]: i dominates j
-    counts = dominates.sum(axis=0)
-    ranks = np.full(n, -1)
-    current = np.flatnonzero(counts == 0)
+    ranks = np.full(len(y), -1)
     rank = 0
-    while len(current):
-        ranks[current] = rank
-        counts = counts - dominates[current].sum(axis=0)
-        counts[ranks >= 0] = -1
-        current = np.flatnonzero(counts == 0)
+    while np.any(ranks < 0):  # front k: the non-dominated points of those in no earlier front
+        rest = np.flatnonzero(ranks < 0)
+        ranks[rest[non_dominated_mask(y[rest])]] = rank
         rank += 1
     return ranks
 

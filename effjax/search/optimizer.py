@@ -148,13 +148,10 @@ class Optimizer:
         self._pool: CandidatePool | None = None
         self.proposal_seconds: list[float] = []
         if workdir is not None:
-            storage.check_search_file(workdir, self._describe())
+            storage.check_search_file(workdir, {"space": self.space.describe(), "objectives": [
+                [o.name, o.direction, o.is_computed] for o in self.objectives]})
             for record in storage.read_evaluations(workdir):
                 self._record(record.get("id"), record["params"], record["values"], persist=False)
-
-    def _describe(self) -> dict:
-        return {"space": self.space.describe(),
-                "objectives": [[o.name, o.direction, o.is_computed] for o in self.objectives]}
 
     # ----- public API -----------------------------------------------------------------
 
@@ -263,10 +260,7 @@ class Optimizer:
         if self._design is None:
             self._design = self._initial_design()
         seen = self._seen_keys()
-        for p in self._design:
-            if self.space.key(p) not in seen:
-                return dict(p)
-        return None
+        return next((dict(p) for p in self._design if self.space.key(p) not in seen), None)
 
     def _initial_design(self) -> list[Params]:
         """`initial_params`, then scrambled Sobol points, rounded, feasible and distinct."""
@@ -414,10 +408,9 @@ def optimize(fn: Callable[[dict], dict], space: Space, objectives: Sequence[Obje
     """
     if not callable(fn):
         raise ValueError(f"fn: expected a callable params -> dict of objective values, got {fn!r}")
-    if isinstance(budget, bool) or int(budget) != budget or budget < 1:
-        raise ValueError(f"budget: must be an integer >= 1, got {budget!r}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    for name, value in (("budget", budget), ("batch_size", batch_size)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
     budget, batch_size = int(budget), int(batch_size)
     if n_initial is None and isinstance(space, Space):
         n_initial = min(2 * (len(space.params) + 1), max(2, budget // 3))

@@ -76,8 +76,7 @@ def _non_dominated_mask_large(y: np.ndarray, deduplicate: bool) -> np.ndarray:
     while len(remaining):
         best = remaining[0]
         front.append(best)
-        beats = np.any(y[remaining] > y[best], axis=1)
-        remaining = remaining[beats]
+        remaining = remaining[np.any(y[remaining] > y[best], axis=1)]  # those that beat it somewhere
     mask = np.zeros(len(y), dtype=bool)
     mask[np.array(front)] = True
     if not deduplicate:  # points equal to a front point are non-dominated too

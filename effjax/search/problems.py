@@ -72,11 +72,9 @@ class Problem:
 class BraninCurrin(Problem):
     name = "BraninCurrin"
     n_objectives = 2
-
-    def __init__(self):
-        self.bounds = np.array([[0.0, 1.0], [0.0, 1.0]])
-        self.ref_point = np.array([18.0, 6.0])
-        self.max_hv = 59.36011874867746
+    bounds = np.array([[0.0, 1.0], [0.0, 1.0]])
+    ref_point = np.array([18.0, 6.0])
+    max_hv = 59.36011874867746
 
     def evaluate(self, x):
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
@@ -152,11 +150,9 @@ class DTLZ2(Problem):
 class VehicleSafety(Problem):
     name = "VehicleSafety"
     n_objectives = 3
-
-    def __init__(self):
-        self.bounds = np.array([[1.0, 3.0]] * 5)
-        self.ref_point = np.array([1864.72022, 11.81993945, 0.2903999384])
-        self.max_hv = 246.81607081187002
+    bounds = np.array([[1.0, 3.0]] * 5)
+    ref_point = np.array([1864.72022, 11.81993945, 0.2903999384])
+    max_hv = 246.81607081187002
 
     def evaluate(self, x):
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
@@ -200,11 +196,9 @@ class CompressionMixed(Problem):
     widths = (1, 8)
     keeps = (0.2, 1.0)
     log10_lrs = (-4.0, -1.0)
-
-    def __init__(self):
-        self.bounds = np.array([self.depths, self.widths, (0, len(self.blocks) - 1), self.keeps, self.log10_lrs], float)
-        self.ref_point = np.array([1.0, 2.0])
-        self.max_hv = 1.7366346002064368
+    bounds = np.array([depths, widths, (0, len(blocks) - 1), keeps, log10_lrs], float)
+    ref_point = np.array([1.0, 2.0])
+    max_hv = 1.7366346002064368
 
     @property
     def space(self) -> Space:

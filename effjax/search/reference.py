@@ -218,26 +218,19 @@ def describe(policy: str = DEFAULT_POLICY, margin: float = DEFAULT_MARGIN) -> st
 
 
 def _what(policy: str) -> str:
+    alpha_front = f"the nadir of the observed Pareto front without its alpha-dominated points (alpha {ALPHA:g})"
+    worse = "the worse of the observed Pareto front's nadir and a payoff-table nadir over the observations and the model's"
+    lex = "each objective optimized with a small weight on the others"
+    relative = "minus {m} of the larger of the range and the nadir's magnitude"
     return {"front": "the nadir of the observed Pareto front minus {m} of the front's range",
             "front_relative": "the nadir of the observed Pareto front minus {m} of the larger of the front's "
                               "range and the nadir's magnitude",
             "observed": "the worst observed value minus {m} of the observed range",
-            "alpha_relative": "the nadir of the observed Pareto front without its alpha-dominated points (alpha "
-                              f"{ALPHA:g}) minus {{m}} of the larger of that front's range and the nadir's magnitude",
-            "alpha_front": f"the nadir of the observed Pareto front without its alpha-dominated points (alpha {ALPHA:g}) "
-                           "minus {m} of that front's range",
-            "alpha_observed": "the nadir of the observed Pareto front without its alpha-dominated points (alpha "
-                              f"{ALPHA:g}) minus {{m}} of the observed range",
-            "payoff_relative": "the worse of the observed Pareto front's nadir and a payoff-table nadir over the "
-                               "observations and the model's predictions, minus {m} of the larger of the range and the "
-                               "nadir's magnitude",
-            "payoff_lex": "the worse of the observed Pareto front's nadir and a payoff-table nadir over the "
-                          "observations and the model's predictions (each objective optimized with a small weight on "
-                          "the others), minus {m} of the larger of the range and the nadir's magnitude",
-            "payoff_ucb": "the worse of the observed Pareto front's nadir and a payoff-table nadir over the "
-                          "observations and the model's optimistic predictions (mean + "
-                          f"{PAYOFF_KAPPA:g} standard deviations; each objective optimized with a small weight on the "
-                          "others), minus {m} of the larger of the range and the nadir's magnitude",
-            "payoff_alpha": "the worse of the nadir of the observed Pareto front without its alpha-dominated points "
-                            f"(alpha {ALPHA:g}) and a payoff-table nadir over the observations and the model's "
-                            "predictions, minus {m} of the larger of the range and the nadir's magnitude"}[policy]
+            "alpha_relative": f"{alpha_front} minus {{m}} of the larger of that front's range and the nadir's magnitude",
+            "alpha_front": f"{alpha_front} minus {{m}} of that front's range",
+            "alpha_observed": f"{alpha_front} minus {{m}} of the observed range",
+            "payoff_relative": f"{worse} predictions, {relative}",
+            "payoff_lex": f"{worse} predictions ({lex}), {relative}",
+            "payoff_ucb": f"{worse} optimistic predictions (mean + {PAYOFF_KAPPA:g} standard deviations; {lex}), {relative}",
+            "payoff_alpha": f"the worse of {alpha_front} and a payoff-table nadir over the observations and the model's "
+                            f"predictions, {relative}"}[policy]

@@ -38,9 +38,8 @@ def _check_values(kind: str, name: str, values: Sequence[Any]) -> tuple:
     if len(values) == 0:
         raise ValueError(f"{kind} {name!r}: values must be a non-empty sequence, got {values!r}")
     for i, a in enumerate(values):
-        for b in values[i + 1:]:
-            if a == b:
-                raise ValueError(f"{kind} {name!r}: values must be distinct, {a!r} appears twice")
+        if any(a == b for b in values[i + 1:]):
+            raise ValueError(f"{kind} {name!r}: values must be distinct, {a!r} appears twice")
     return values
 
 
@@ -327,16 +326,8 @@ class Space:
 
     def neighbours(self, params: Params) -> list[Params]:
         """Configurations that differ from `params` in one discrete parameter by one step."""
-        out = []
-        for p in self.params:
-            if not p.is_discrete:
-                continue
-            i = p.index(params[p.name])
-            for j in p.neighbour_indices(i):
-                q = dict(params)
-                q[p.name] = p.values[j]
-                out.append(q)
-        return out
+        return [{**params, p.name: p.values[j]} for p in self.params if p.is_discrete
+                for j in p.neighbour_indices(p.index(params[p.name]))]
 
     def random_params(self, rng: np.random.Generator) -> Params:
         return self.decode(rng.random(self.dim))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import numpy as np
 
@@ -32,21 +31,11 @@ class SearchMismatch(ValueError):
     """The workdir holds a search of another space or other objectives."""
 
 
-def to_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def check_search_file(workdir: str, description: dict) -> None:
     """Writes search.json, or checks that an existing one describes the same search."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, SEARCH_FILE)
-    description = to_json(description)
+    description = json.loads(json.dumps(description, default=np.generic.item))  # as read back: tuples as lists
     if os.path.exists(path):
         with open(path) as f:
             existing = json.load(f)
@@ -95,6 +84,6 @@ def _parse(path: str, number: int, line: bytes) -> dict:
 def append_evaluation(workdir: str, record: dict) -> None:
     path = os.path.join(workdir, EVALUATIONS_FILE)
     with open(path, "a") as f:
-        f.write(json.dumps(to_json(record), allow_nan=False) + "\n")
+        f.write(json.dumps(record, allow_nan=False, default=np.generic.item) + "\n")  # numpy scalars as numbers
         f.flush()
         os.fsync(f.fileno())
