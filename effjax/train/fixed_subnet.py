@@ -35,7 +35,7 @@ from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig
 from effjax.train import losses
 from effjax.train.state import TrainState
-from effjax.train.step import apply_gradients, aux_total
+from effjax.train.step import aux_total, update
 
 PREDICTOR_LOSS = "predictor_distillation"  # the name super_vit sows the Sparsifiner stage-1 loss under
 
@@ -94,15 +94,6 @@ def make_fixed_subnet_step(model, tx: optax.GradientTransformation, tasks: Seque
     def train_step(state: TrainState, batch, rng):
         del rng  # one static configuration: nothing is drawn
         (loss, (per_task, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        new_state, grad_norm = apply_gradients(state, grads, loss, tx)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step), "loss/aux": aux,
-                   **{f"loss/{k}": v for k, v in per_task.items()}}
-        return new_state, metrics
+        return update(state, grads, loss, tx, schedule, {"aux": aux, **per_task})
 
     return train_step
-
-
-def build_fixed_subnet_step(setup, config) -> Callable:
-    """Objective builder for `config.train.objective = "fixed_subnet"`; the configuration from `config.train.subnet`."""
-    return make_fixed_subnet_step(setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights),
-                                  setup.schedule, subnet_from_config(config))

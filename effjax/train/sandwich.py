@@ -64,7 +64,7 @@ from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig, encoder_widths
 from effjax.train import losses
 from effjax.train.state import TrainState
-from effjax.train.step import apply_gradients, aux_total
+from effjax.train.step import aux_total, update
 
 
 DEPTH_TARGETS = ("l1", "std", "l2std")
@@ -335,25 +335,14 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
         else:
             grads_small = jax.tree.map(jnp.subtract, grads, grads_max)
             cosine = gradient_cosine(grads_small, grads_max)
-        loss = loss_max + config_losses.sum()
-        new_state, grad_norm = apply_gradients(state, grads, loss, tx)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
-                   "grad_norm/max": optax.tree.norm(grads_max),
-                   "grad_norm/small": optax.tree.norm(grads_small), "grad_cosine/small_max": cosine,
-                   "kd_ramp": ramp, "menus_open": is_open.sum(),
-                   "loss/max": loss_max, "loss/min": config_losses[0], "loss/aux_max": aux_max,
-                   "loss/kd": parts["kd"].mean(), "loss/cikd": parts["cikd"].mean(),
-                   "loss/label_small": parts["label"].mean(),
-                   **{f"loss/{k}_small": v.mean() for k, v in parts.items() if "/" in k},
-                   **{f"loss/{k}": v for k, v in per_task.items()}}
+        new_state, metrics = update(state, grads, loss_max + config_losses.sum(), tx, schedule, {
+            "max": loss_max, "min": config_losses[0], "aux_max": aux_max, "kd": parts["kd"].mean(),
+            "cikd": parts["cikd"].mean(), "label_small": parts["label"].mean(),
+            **{f"{k}_small": v.mean() for k, v in parts.items() if "/" in k}, **per_task})
+        metrics.update({"grad_norm/max": optax.tree.norm(grads_max), "grad_norm/small": optax.tree.norm(grads_small),
+                        "grad_cosine/small_max": cosine, "kd_ramp": ramp, "menus_open": is_open.sum()})
         if options.num_random:
             metrics["loss/random"] = config_losses[1:].mean()
         return new_state, metrics
 
     return train_step
-
-
-def build_sandwich_step(setup, config) -> Callable:
-    """Objective builder for `config.train.objective = "sandwich"`; weights and n from `config.slim`."""
-    return make_sandwich_step(setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights),
-                              setup.schedule, SandwichOptions.from_config(config), int(config.train.num_steps))
