@@ -66,7 +66,6 @@ def make_fixed_subnet_loss(model, tasks: Sequence[TaskSpec], task_weights: Mappi
         raise ValueError(f"config.train.objective='fixed_subnet' needs the elastic model (config.model.name 'slim_vit' "
                          f"or 'super_vit'); got {type(model).__name__}")
     bits = subnet.weight_bits or FLOAT_BITS
-    weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
     call_subnet = subnet.without_bits()
     sparse_pass = predictor_pass and bool(model.sparse_layers) and subnet.attention_keep_ratio < 1
 
@@ -74,7 +73,7 @@ def make_fixed_subnet_loss(model, tasks: Sequence[TaskSpec], task_weights: Mappi
         params = fake_quantize_params(params, bits)
         preds, mutated = model.apply({"params": params}, batch["image"], train=True, subnet=call_subnet,
                                      mutable=[AUX_LOSS_COLLECTION])
-        total, per_task = losses.multitask_loss(tasks, preds, batch, weights)
+        total, per_task = losses.multitask_loss(tasks, preds, batch, task_weights)
         aux = aux_total(mutated)
         if sparse_pass:
             _, dense = model.apply({"params": params}, batch["image"], subnet.encoder_width, 1.0,

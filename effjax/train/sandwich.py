@@ -49,6 +49,7 @@ so compile size does not grow with `num_random`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Mapping, Sequence
 
 import jax
@@ -251,29 +252,24 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
     if options.progressive_opens and num_steps < 1:
         raise ValueError("config.slim.progressive_opens needs config.train.num_steps >= 1")
 
-    def encoder_branch(width: float) -> Callable:
-        def run(params, images, keep_ratio, top_k):
-            tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
-                                          method="encode", mutable=[AUX_LOSS_COLLECTION])
-            return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1]))), aux_total(mutated)
+    def encoder_branch(width: float, params, images, keep_ratio, top_k):
+        tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
+                                      method="encode", mutable=[AUX_LOSS_COLLECTION])
+        return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1]))), aux_total(mutated)
 
-        return run
-
-    def decoder_branch(task: str, width: float, image_hw) -> Callable:
-        def run(params, tokens, active):
-            return model.apply({"params": params}, tokens, task, width, image_hw, active, method="decode")
-
-        return run
+    def decoder_branch(task: str, width: float, image_hw, params, tokens, active):
+        return model.apply({"params": params}, tokens, task, width, image_hw, active, method="decode")
 
     def config_loss(params, batch, row, knobs, teacher_preds, teacher_tokens, ramp):
         images = batch["image"]
         hw = images.shape[1:3]
         if options.quantizes:
             params = fake_quantize_params(params, bits_menu[knobs[2]])
-        tokens, aux = jax.lax.switch(row[0], [encoder_branch(w) for w in menu], params, images,
+        tokens, aux = jax.lax.switch(row[0], [functools.partial(encoder_branch, w) for w in menu], params, images,
                                      keep_menu[knobs[0]], top_k_menu[knobs[1]])
         active = active_widths[row[0]]
-        preds = {t.name: jax.lax.switch(row[1 + i], [decoder_branch(t.name, w, hw) for w in menu], params, tokens, active)
+        preds = {t.name: jax.lax.switch(row[1 + i], [functools.partial(decoder_branch, t.name, w, hw) for w in menu],
+                                        params, tokens, active)
                  for i, t in enumerate(tasks)}
         kd_task = {t.name: distillation_loss(t, preds[t.name], teacher_preds[t.name], options.kd_temperature,
                                              options.kd_depth) for t in tasks}

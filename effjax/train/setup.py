@@ -59,9 +59,7 @@ def build(config, devices: Sequence[jax.Device] | None = None, dataset: Dataset 
     if dataset is None:
         try:
             dataset = load_dataset(config.data)
-        except validate.ConfigError:
-            raise
-        except ValueError as e:
+        except ValueError as e:  # the data sources raise ValueError, not ConfigError
             raise validate.ConfigError(str(e)) from None
     validate.validate_with_data(config, dataset)
     if dot_general_provider is None and "quant" in config:
