@@ -45,10 +45,8 @@ def field_comments(config_file: str | None) -> dict[str, str]:
                 lines = f.readlines()
         except OSError:
             continue
-        for line in lines:
-            m = _ASSIGNMENT.match(line)
-            if m:
-                comments.setdefault(m.group(1), m.group(2))
+        for m in filter(None, map(_ASSIGNMENT.match, lines)):
+            comments.setdefault(m.group(1), m.group(2))
     return comments
 
 
@@ -129,9 +127,7 @@ def _weight(arg: str, value: str) -> float:
 
 def apply_open_entries(config, entries: dict[str, float]) -> None:
     for path, weight in entries.items():
-        *parents, key = path.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
+        parent, _, key = path.rpartition(".")
+        node = config[parent]  # a ConfigDict reads a dotted path
         with node.unlocked():
             node[key] = weight

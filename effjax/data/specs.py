@@ -68,13 +68,10 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int) -> dict[str
 
 def with_value_statistics(tasks: tuple[TaskSpec, ...], train: Mapping[str, np.ndarray]) -> tuple[TaskSpec, ...]:
     """Depth tasks get the training split's mean/std so heads can predict normalized values."""
-    out = []
-    for t in tasks:
-        if t.kind == "depth":
-            v = np.asarray(train[t.name], np.float64)
-            t = dataclasses.replace(t, value_mean=float(v.mean()), value_std=float(max(v.std(), 1e-6)))
-        out.append(t)
-    return tuple(out)
+    def with_statistics(t: TaskSpec, v: np.ndarray) -> TaskSpec:
+        return dataclasses.replace(t, value_mean=float(v.mean()), value_std=float(max(v.std(), 1e-6)))
+
+    return tuple(with_statistics(t, np.asarray(train[t.name], np.float64)) if t.kind == "depth" else t for t in tasks)
 
 
 def split_sizes(ds: Dataset) -> dict[str, int]:
