@@ -97,14 +97,11 @@ def init_params_from(setup: Setup, params, workdir: str):
     source_ckpt.close()
     source = flax.traverse_util.flatten_dict(source_params, sep="/")
     flat = flax.traverse_util.flatten_dict(params, sep="/")
-    loaded = 0
-    for path, value in flat.items():
-        if path in source and tuple(source[path].shape) == tuple(value.shape):
-            flat[path] = jax.device_put(jnp.asarray(source[path], value.dtype), value.sharding)
-            loaded += 1
-    if loaded == 0:
+    loaded = [p for p, value in flat.items() if p in source and tuple(source[p].shape) == tuple(value.shape)]
+    if not loaded:
         raise validate.ConfigError(f"config.train.init_from={workdir!r}: no parameter matches this model's shapes")
-    log.info("initialized %d of %d parameter arrays from %s step %d", loaded, len(flat), directory, step)
+    flat.update({p: jax.device_put(jnp.asarray(source[p], flat[p].dtype), flat[p].sharding) for p in loaded})
+    log.info("initialized %d of %d parameter arrays from %s step %d", len(loaded), len(flat), directory, step)
     return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 

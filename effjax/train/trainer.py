@@ -212,8 +212,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                 writer.scalars(step, metrics_lib.eval_tags("val", metrics["val"], setup.dataset.tasks))
             if step % config.checkpoint.every_steps == 0 or step == tc.num_steps:
                 ckpt.save(step, state, data_iter)
-            halt = bool(tc.halt_after_steps) and step - start >= tc.halt_after_steps and step < tc.num_steps
-            if halt:
+            if tc.halt_after_steps and step - start >= tc.halt_after_steps and step < tc.num_steps:
                 ckpt.save(step, state, data_iter, wait=True)
                 interrupted = True
                 break
