@@ -29,6 +29,7 @@ import warnings
 from typing import Any, Optional
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 
 from effjax.models import param_names
@@ -101,8 +102,6 @@ class Checkpointer:
 
     def _write_manifest(self) -> None:
         """Orbax's post-finalization callback: the step's files are complete but not yet renamed."""
-        import jax
-
         step = self._saving_step
         if step is None or jax.process_index() != 0:
             return
@@ -148,8 +147,6 @@ class Checkpointer:
         damage (which would move the checkpoint aside): the run stops and names the
         first mismatching parameter instead.
         """
-        import jax
-
         step = self.manager.latest_step()
         if step is None:
             return
@@ -213,8 +210,6 @@ class Checkpointer:
             raise CheckpointCorrupt(f"checksum mismatch: {problem}")
 
     def _quarantine(self, step: int) -> str:
-        import jax
-
         target = os.path.join(os.path.dirname(self.directory), "checkpoints_corrupt", f"{step}-{int(time.time())}")
         if jax.process_index() == 0:
             os.makedirs(os.path.dirname(target), exist_ok=True)
