@@ -80,7 +80,6 @@ def _describe(key: str, comments: dict[str, str], section: str) -> str:
 def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], dict[str, float]]:
     """(argv without the open-map entries, {dotted path: weight}); raises OverrideError for an unknown path."""
     rest, open_entries = [], {}
-    comments = None
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -102,8 +101,7 @@ def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], 
                 if section in OPEN_MAPS and depth == len(parts) - 1:
                     open_entries[path] = _weight(arg, value)
                     break
-                if comments is None:
-                    comments = field_comments(config_file)
+                comments = field_comments(config_file)  # read only for the refusal
                 keys = sorted(node.keys())
                 where = f"config.{section}" if section else "the config"
                 hint = suggestions(part, keys, comments, section)
