@@ -50,17 +50,15 @@ class Setup:
     rules: tuple
 
 
-def build(config, devices: Sequence[jax.Device] | None = None, dataset: Dataset | None = None,
-          dot_general_provider=None) -> Setup:
+def build(config, devices: Sequence[jax.Device] | None = None, dot_general_provider=None) -> Setup:
     validate.validate_static(config)
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     rules = mesh_lib.rules_tuple(config.logical_axis_rules)
     validate.validate_batch(config, mesh_lib.data_parallel_size(mesh, rules))
-    if dataset is None:
-        try:
-            dataset = load_dataset(config.data)
-        except ValueError as e:  # the data sources raise ValueError, not ConfigError
-            raise validate.ConfigError(str(e)) from None
+    try:
+        dataset = load_dataset(config.data)
+    except ValueError as e:  # the data sources raise ValueError, not ConfigError
+        raise validate.ConfigError(str(e)) from None
     validate.validate_with_data(config, dataset)
     if dot_general_provider is None and "quant" in config:
         from effjax.quant import aqt_config  # AQT loads only for quantized runs
