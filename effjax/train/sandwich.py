@@ -236,7 +236,6 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
     if options.top_ks and not model.moe_every:
         raise ValueError("config.slim.top_ks: the model has no MoE blocks to sample them for (model.moe_every=0)")
     menu = tuple(sorted(model.width_menu))
-    max_dim = model.hidden_dim
     active_widths = jnp.asarray([encoder_widths(model.hidden_dim, model.num_heads, model.mlp_dim, w)[1] for w in menu])
     weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
     keep_menu = jnp.asarray(options.keep_ratios, jnp.float32)
@@ -255,7 +254,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
     def encoder_branch(width: float, params, images, keep_ratio, top_k):
         tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
                                       method="encode", mutable=[AUX_LOSS_COLLECTION])
-        return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1]))), aux_total(mutated)
+        return jnp.pad(tokens, ((0, 0), (0, 0), (0, model.hidden_dim - tokens.shape[-1]))), aux_total(mutated)
 
     def decoder_branch(task: str, width: float, image_hw, params, tokens, active):
         return model.apply({"params": params}, tokens, task, width, image_hw, active, method="decode")
@@ -322,7 +321,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
             skipped = jax.eval_shape(sub_configs, grads)
             grads, (config_losses, parts) = jax.lax.cond(
                 is_open.any(), sub_configs,
-                lambda g: (g, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), skipped[1])), grads)
+                lambda g: (g, jax.tree.map(jnp.zeros_like, skipped[1])), grads)
         else:
             grads, (config_losses, parts) = sub_configs(grads)
         if options.gradient_projection:
