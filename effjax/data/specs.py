@@ -1,4 +1,4 @@
-"""Dataset and task descriptions, and the registry that builds a dataset from its config.
+"""Dataset and task descriptions (`registry.py` builds a dataset from its config).
 
 A task is one prediction target per example: an image-level class
 (`classification`), a per-pixel class (`segmentation`) or a per-pixel value
