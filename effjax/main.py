@@ -18,6 +18,7 @@ import glob
 import json
 import logging
 import os
+import pathlib
 import sys
 
 from absl import app, flags
@@ -170,12 +171,9 @@ def _config_spec(argv) -> str | None:
 
 
 def _experiment_configs(folder: str) -> list[str]:
-    found = []
-    for path in sorted(glob.glob(os.path.join(folder or ".", "*.py"))):
-        with open(path) as f:
-            if "def get_config(" in f.read():
-                found.append(os.path.join(folder, os.path.basename(path)) if folder else os.path.basename(path))
-    return found
+    paths = sorted(glob.glob(os.path.join(folder or ".", "*.py")))
+    return [os.path.join(folder, os.path.basename(p)) for p in paths
+            if "def get_config(" in pathlib.Path(p).read_text()]
 
 
 def _check_overrides(argv):

@@ -45,10 +45,8 @@ def field_comments(config_file: str | None) -> dict[str, str]:
                 lines = f.readlines()
         except OSError:
             continue
-        for line in lines:
-            m = _ASSIGNMENT.match(line)
-            if m:
-                comments.setdefault(m.group(1), m.group(2))
+        for m in filter(None, map(_ASSIGNMENT.match, lines)):
+            comments.setdefault(m.group(1), m.group(2))
     return comments
 
 
@@ -82,7 +80,6 @@ def _describe(key: str, comments: dict[str, str], section: str) -> str:
 def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], dict[str, float]]:
     """(argv without the open-map entries, {dotted path: weight}); raises OverrideError for an unknown path."""
     rest, open_entries = [], {}
-    comments = None
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -104,8 +101,7 @@ def check(argv: list[str], config, config_file: str | None) -> tuple[list[str], 
                 if section in OPEN_MAPS and depth == len(parts) - 1:
                     open_entries[path] = _weight(arg, value)
                     break
-                if comments is None:
-                    comments = field_comments(config_file)
+                comments = field_comments(config_file)  # read only for the refusal
                 keys = sorted(node.keys())
                 where = f"config.{section}" if section else "the config"
                 hint = suggestions(part, keys, comments, section)
@@ -129,9 +125,7 @@ def _weight(arg: str, value: str) -> float:
 
 def apply_open_entries(config, entries: dict[str, float]) -> None:
     for path, weight in entries.items():
-        *parents, key = path.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
+        parent, _, key = path.rpartition(".")
+        node = config[parent]  # a ConfigDict reads a dotted path
         with node.unlocked():
             node[key] = weight

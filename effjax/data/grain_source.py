@@ -57,15 +57,12 @@ def _read(source, split: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
             raise ValueError(f"{split} source: record {i} lacks {missing}; it has {sorted(record)}")
         for n in names:
             columns[n].append(np.asarray(record[n]))
-    try:
-        return {n: np.stack(v) if v else np.zeros((0,)) for n, v in columns.items()}
-    except ValueError:
-        for n, values in columns.items():
-            odd = next((i for i, v in enumerate(values) if v.shape != values[0].shape), None)
-            if odd is not None:
-                raise ValueError(f"{split} source: record {odd} has {n!r} of shape {list(values[odd].shape)}, "
-                                 f"record 0 has {list(values[0].shape)}") from None
-        raise
+    for n, values in columns.items():
+        odd = next((i for i, v in enumerate(values) if v.shape != values[0].shape), None)
+        if odd is not None:
+            raise ValueError(f"{split} source: record {odd} has {n!r} of shape {list(values[odd].shape)}, "
+                             f"record 0 has {list(values[0].shape)}")
+    return {n: np.stack(v) if v else np.zeros((0,)) for n, v in columns.items()}
 
 
 def load(data_config) -> Dataset:

@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 
 from effjax.data import validate
-from effjax.data.specs import TASK_KINDS, Dataset, TaskSpec, split_indices
+from effjax.data.specs import SPLITS, TASK_KINDS, Dataset, TaskSpec, split_indices
 
 
 def parse_task(text: str) -> TaskSpec:
@@ -51,10 +51,7 @@ def load(data_config) -> Dataset:
             raise ValueError(f"{where}: array 'image_max' must be a scalar, got shape {shape}")
         image_max = float(arrays["image_max"])
     prefixed = all(f"train_{n}" in arrays for n in names)
-    if prefixed:
-        groups = {s: {n: f"{s}_{n}" for n in names} for s in ("train", "val", "test")}
-    else:
-        groups = {None: {n: n for n in names}}
+    groups = {s: {n: f"{s}_{n}" for n in names} for s in SPLITS} if prefixed else {None: {n: n for n in names}}
     missing = [key for group in groups.values() for key in group.values() if key not in arrays]
     if missing:
         raise ValueError(f"{where}: arrays {missing} missing; the file has {sorted(arrays)}")
@@ -67,10 +64,8 @@ def load(data_config) -> Dataset:
             validate.check_rows({key: arrays[key] for key in keys.values()}, keys["image"])
             image, rule = validate.scale_images(arrays[keys["image"]], f"array {keys['image']!r}", image_max,
                                                 largest)
-            columns = {"image": image}
-            for t in task_specs:
-                columns[t.name] = validate.check_labels(arrays[keys[t.name]], t, f"array {keys[t.name]!r}",
-                                                        image.shape[1:3])
+            columns = {"image": image, **{t.name: validate.check_labels(
+                arrays[keys[t.name]], t, f"array {keys[t.name]!r}", image.shape[1:3]) for t in task_specs}}
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         checked[split], rules = columns, rules | {rule}
@@ -79,7 +74,7 @@ def load(data_config) -> Dataset:
     else:
         index = split_indices(len(checked[None]["image"]), (0.1, 0.1), int(data_config.seed))
         splits = {s: {n: a[idx] for n, a in checked[None].items()} for s, idx in index.items()}
-    validate.check_split_sizes({s: len(splits[s]["image"]) for s in ("train", "val", "test")}, where)
+    validate.check_split_sizes({s: len(splits[s]["image"]) for s in SPLITS}, where)
     shapes = {s: splits[s]["image"].shape[1:] for s in splits}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"{where}: the splits' images differ in shape: {shapes}")

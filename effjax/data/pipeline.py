@@ -29,26 +29,15 @@ def process_rows(global_batch_size: int) -> slice:
     return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
 
 
-class _GatherRows:
-    """Picks this process's rows of a batch of indices and gathers those examples."""
-
-    def __init__(self, arrays: Mapping[str, np.ndarray], rows: slice):
-        self.arrays, self.rows = arrays, rows
-
-    def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        mine = indices[self.rows]
-        return {k: v[mine] for k, v in self.arrays.items()}
-
-
 def train_iterator(dataset: Dataset, global_batch_size: int, seed: int) -> grain.DatasetIterator:
     """An endless, per-epoch reshuffled iterator of this process's rows; has get_state/set_state."""
-    arrays = dataset.splits["train"]
+    arrays, rows = dataset.splits["train"], process_rows(global_batch_size)
     ds = (
         grain.MapDataset.range(dataset.num_examples("train"))
         .shuffle(seed=seed)
         .repeat(None)
         .batch(global_batch_size, drop_remainder=True)
-        .map(_GatherRows(arrays, process_rows(global_batch_size)))
+        .map(lambda indices: {k: v[indices[rows]] for k, v in arrays.items()})  # this process's rows, gathered
     )
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
 

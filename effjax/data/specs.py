@@ -1,4 +1,4 @@
-"""Dataset and task descriptions, and the registry that builds a dataset from its config.
+"""Dataset and task descriptions (`registry.py` builds a dataset from its config).
 
 A task is one prediction target per example: an image-level class
 (`classification`), a per-pixel class (`segmentation`) or a per-pixel value
@@ -58,12 +58,6 @@ class Dataset:
     def num_examples(self, split: str) -> int:
         return int(self.splits[split]["image"].shape[0])
 
-    def task(self, name: str) -> TaskSpec:
-        for t in self.tasks:
-            if t.name == name:
-                return t
-        raise KeyError(name)
-
 
 def split_indices(n: int, fractions: tuple[float, float], seed: int) -> dict[str, np.ndarray]:
     """A fixed permutation cut into train / val / test by the val and test fractions."""
@@ -74,13 +68,10 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int) -> dict[str
 
 def with_value_statistics(tasks: tuple[TaskSpec, ...], train: Mapping[str, np.ndarray]) -> tuple[TaskSpec, ...]:
     """Depth tasks get the training split's mean/std so heads can predict normalized values."""
-    out = []
-    for t in tasks:
-        if t.kind == "depth":
-            v = np.asarray(train[t.name], np.float64)
-            t = dataclasses.replace(t, value_mean=float(v.mean()), value_std=float(max(v.std(), 1e-6)))
-        out.append(t)
-    return tuple(out)
+    def with_statistics(t: TaskSpec, v: np.ndarray) -> TaskSpec:
+        return dataclasses.replace(t, value_mean=float(v.mean()), value_std=float(max(v.std(), 1e-6)))
+
+    return tuple(with_statistics(t, np.asarray(train[t.name], np.float64)) if t.kind == "depth" else t for t in tasks)
 
 
 def split_sizes(ds: Dataset) -> dict[str, int]:

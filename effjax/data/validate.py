@@ -74,7 +74,7 @@ def scale_images(image: np.ndarray, name: str, image_max: float | None = None,
 def check_labels(labels: np.ndarray, task: TaskSpec, name: str, image_hw: Sequence[int]) -> np.ndarray:
     """A task's target array, checked against the task: int32 classes or float32 values."""
     labels = np.asarray(labels)
-    per_pixel = task.kind in ("segmentation", "depth")
+    per_pixel = task.is_dense
     want = [-1] + list(image_hw) if per_pixel else [-1]
     shape_ok = labels.ndim == len(want) and all(w in (-1, s) for w, s in zip(want, labels.shape))
     if per_pixel and labels.ndim == 4 and labels.shape[-1] == 1:

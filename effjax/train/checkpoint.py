@@ -29,6 +29,7 @@ import warnings
 from typing import Any, Optional
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 
 from effjax.models import param_names
@@ -55,15 +56,6 @@ class CheckpointSaveError(OSError):
         super().__init__(code or 0, f"checkpoint step {step} could not be written: {reason}", directory)
 
 
-class _FailedWriteNoise(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" for Orbax's array writes (their siblings' failure is
-    the one the save raises)."""
-
-    def filter(self, record):
-        message = record.getMessage()
-        return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
-
-
 def quiet_failed_write_noise() -> None:
     """When one write of a save fails (a full disk), the save raises it (`CheckpointSaveError`), but TensorStore's
     other writes still in flight complete later into the asyncio loop Orbax has closed: each raises "Event loop is
@@ -77,9 +69,13 @@ def quiet_failed_write_noise() -> None:
         if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
             previous(unraisable)
 
+    def keep(record):  # asyncio's log of an unretrieved task error: dropped for Orbax's array writes
+        message = record.getMessage()
+        return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
+
     hook.drops_closed_loop = True
     sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(_FailedWriteNoise())
+    logging.getLogger("asyncio").addFilter(keep)
 
 
 class Checkpointer:
@@ -106,8 +102,6 @@ class Checkpointer:
 
     def _write_manifest(self) -> None:
         """Orbax's post-finalization callback: the step's files are complete but not yet renamed."""
-        import jax
-
         step = self._saving_step
         if step is None or jax.process_index() != 0:
             return
@@ -153,8 +147,6 @@ class Checkpointer:
         damage (which would move the checkpoint aside): the run stops and names the
         first mismatching parameter instead.
         """
-        import jax
-
         step = self.manager.latest_step()
         if step is None:
             return
@@ -209,7 +201,7 @@ class Checkpointer:
     def verify(self, step: int) -> None:
         """Raises CheckpointCorrupt when a file of `step` differs from its manifest (warns when it has none)."""
         step_dir = os.path.join(self.directory, str(step))
-        if not checkpoint_manifest.has_manifest(step_dir):
+        if not os.path.exists(os.path.join(step_dir, checkpoint_manifest.MANIFEST)):
             log.warning("checkpoint step %d in %s has no checksum manifest (written before effjax recorded them); "
                         "restoring it unverified", step, self.directory)
             return
@@ -218,8 +210,6 @@ class Checkpointer:
             raise CheckpointCorrupt(f"checksum mismatch: {problem}")
 
     def _quarantine(self, step: int) -> str:
-        import jax
-
         target = os.path.join(os.path.dirname(self.directory), "checkpoints_corrupt", f"{step}-{int(time.time())}")
         if jax.process_index() == 0:
             os.makedirs(os.path.dirname(target), exist_ok=True)

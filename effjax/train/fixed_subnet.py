@@ -35,7 +35,7 @@ from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig
 from effjax.train import losses
 from effjax.train.state import TrainState
-from effjax.train.step import apply_gradients, aux_total
+from effjax.train.step import aux_total, update
 
 PREDICTOR_LOSS = "predictor_distillation"  # the name super_vit sows the Sparsifiner stage-1 loss under
 
@@ -66,7 +66,6 @@ def make_fixed_subnet_loss(model, tasks: Sequence[TaskSpec], task_weights: Mappi
         raise ValueError(f"config.train.objective='fixed_subnet' needs the elastic model (config.model.name 'slim_vit' "
                          f"or 'super_vit'); got {type(model).__name__}")
     bits = subnet.weight_bits or FLOAT_BITS
-    weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
     call_subnet = subnet.without_bits()
     sparse_pass = predictor_pass and bool(model.sparse_layers) and subnet.attention_keep_ratio < 1
 
@@ -74,7 +73,7 @@ def make_fixed_subnet_loss(model, tasks: Sequence[TaskSpec], task_weights: Mappi
         params = fake_quantize_params(params, bits)
         preds, mutated = model.apply({"params": params}, batch["image"], train=True, subnet=call_subnet,
                                      mutable=[AUX_LOSS_COLLECTION])
-        total, per_task = losses.multitask_loss(tasks, preds, batch, weights)
+        total, per_task = losses.multitask_loss(tasks, preds, batch, task_weights)
         aux = aux_total(mutated)
         if sparse_pass:
             _, dense = model.apply({"params": params}, batch["image"], subnet.encoder_width, 1.0,
@@ -94,15 +93,6 @@ def make_fixed_subnet_step(model, tx: optax.GradientTransformation, tasks: Seque
     def train_step(state: TrainState, batch, rng):
         del rng  # one static configuration: nothing is drawn
         (loss, (per_task, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        new_state, grad_norm = apply_gradients(state, grads, loss, tx)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step), "loss/aux": aux,
-                   **{f"loss/{k}": v for k, v in per_task.items()}}
-        return new_state, metrics
+        return update(state, grads, loss, tx, schedule, {"aux": aux, **per_task})
 
     return train_step
-
-
-def build_fixed_subnet_step(setup, config) -> Callable:
-    """Objective builder for `config.train.objective = "fixed_subnet"`; the configuration from `config.train.subnet`."""
-    return make_fixed_subnet_step(setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights),
-                                  setup.schedule, subnet_from_config(config))

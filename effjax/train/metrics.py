@@ -18,14 +18,8 @@ import numpy as np
 
 def train_tags(values: Mapping[str, float], task_names: Sequence[str]) -> dict[str, float]:
     """A train step's metrics under `train/`: `loss/<task>` -> `train/<task>/loss`, others keep their name."""
-    tagged = {}
-    for name, value in values.items():
-        head, _, tail = name.partition("/")
-        if head == "loss" and tail in task_names:
-            tagged[f"train/{tail}/loss"] = value
-        else:
-            tagged[f"train/{name}"] = value
-    return tagged
+    per_task = {f"loss/{name}": f"train/{name}/loss" for name in task_names}
+    return {per_task.get(name, f"train/{name}"): value for name, value in values.items()}
 
 
 def eval_tags(split: str, values: Mapping[str, float], tasks) -> dict[str, float]:
@@ -66,10 +60,6 @@ class MetricWriter:
         if self.enabled:
             clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
             self._writer.add_hparams(clean, dict(metrics), name="hparams")
-
-    def flush(self):
-        if self.enabled:
-            self._writer.flush()
 
     def close(self):
         if self.enabled:

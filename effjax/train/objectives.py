@@ -15,14 +15,17 @@ from effjax.train import fixed_subnet, sandwich, sparsifiner_steps
 from effjax.train import step as step_lib
 
 
-def _multitask(setup, config) -> Callable:
-    return step_lib.make_train_step(setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights), setup.schedule)
+def _step_args(setup, config) -> tuple:
+    """What the supervised step makers take first: model, optimizer, tasks, task weights, schedule."""
+    return setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights), setup.schedule
 
 
 _BUILDERS: dict[str, Callable] = {
-    "multitask": _multitask,
-    "sandwich": sandwich.build_sandwich_step,
-    "fixed_subnet": fixed_subnet.build_fixed_subnet_step,
+    "multitask": lambda setup, config: step_lib.make_train_step(*_step_args(setup, config)),
+    "sandwich": lambda setup, config: sandwich.make_sandwich_step(  # weights and n from `config.slim`
+        *_step_args(setup, config), sandwich.SandwichOptions.from_config(config), int(config.train.num_steps)),
+    "fixed_subnet": lambda setup, config: fixed_subnet.make_fixed_subnet_step(  # from `config.train.subnet`
+        *_step_args(setup, config), fixed_subnet.subnet_from_config(config)),
     "sparsifiner_predictor": sparsifiner_steps.make_predictor_distillation_step,
     "sparsifiner_finetune": sparsifiner_steps.make_sparse_finetune_step,
 }

@@ -31,12 +31,8 @@ class Interrupted(BaseException):
     """
 
     def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
-
-    @property
-    def name(self) -> str:
-        return signal_name(self.signum)
+        self.signum, self.name = signum, signal.Signals(signum).name
+        super().__init__(self.name)
 
 
 def signal_name(signum: int | None) -> str:

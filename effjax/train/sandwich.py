@@ -49,6 +49,7 @@ so compile size does not grow with `num_random`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Mapping, Sequence
 
 import jax
@@ -64,7 +65,7 @@ from effjax.models.layers import AUX_LOSS_COLLECTION
 from effjax.subnet import FLOAT_BITS, SubnetConfig, encoder_widths
 from effjax.train import losses
 from effjax.train.state import TrainState
-from effjax.train.step import apply_gradients, aux_total
+from effjax.train.step import aux_total, update
 
 
 DEPTH_TARGETS = ("l1", "std", "l2std")
@@ -235,7 +236,6 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
     if options.top_ks and not model.moe_every:
         raise ValueError("config.slim.top_ks: the model has no MoE blocks to sample them for (model.moe_every=0)")
     menu = tuple(sorted(model.width_menu))
-    max_dim = model.hidden_dim
     active_widths = jnp.asarray([encoder_widths(model.hidden_dim, model.num_heads, model.mlp_dim, w)[1] for w in menu])
     weights = {t.name: float(task_weights.get(t.name, 1.0)) for t in tasks}
     keep_menu = jnp.asarray(options.keep_ratios, jnp.float32)
@@ -251,29 +251,24 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
     if options.progressive_opens and num_steps < 1:
         raise ValueError("config.slim.progressive_opens needs config.train.num_steps >= 1")
 
-    def encoder_branch(width: float) -> Callable:
-        def run(params, images, keep_ratio, top_k):
-            tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
-                                          method="encode", mutable=[AUX_LOSS_COLLECTION])
-            return jnp.pad(tokens, ((0, 0), (0, 0), (0, max_dim - tokens.shape[-1]))), aux_total(mutated)
+    def encoder_branch(width: float, params, images, keep_ratio, top_k):
+        tokens, mutated = model.apply({"params": params}, images, width, keep_ratio, top_k, max(top_ks),
+                                      method="encode", mutable=[AUX_LOSS_COLLECTION])
+        return jnp.pad(tokens, ((0, 0), (0, 0), (0, model.hidden_dim - tokens.shape[-1]))), aux_total(mutated)
 
-        return run
-
-    def decoder_branch(task: str, width: float, image_hw) -> Callable:
-        def run(params, tokens, active):
-            return model.apply({"params": params}, tokens, task, width, image_hw, active, method="decode")
-
-        return run
+    def decoder_branch(task: str, width: float, image_hw, params, tokens, active):
+        return model.apply({"params": params}, tokens, task, width, image_hw, active, method="decode")
 
     def config_loss(params, batch, row, knobs, teacher_preds, teacher_tokens, ramp):
         images = batch["image"]
         hw = images.shape[1:3]
         if options.quantizes:
             params = fake_quantize_params(params, bits_menu[knobs[2]])
-        tokens, aux = jax.lax.switch(row[0], [encoder_branch(w) for w in menu], params, images,
+        tokens, aux = jax.lax.switch(row[0], [functools.partial(encoder_branch, w) for w in menu], params, images,
                                      keep_menu[knobs[0]], top_k_menu[knobs[1]])
         active = active_widths[row[0]]
-        preds = {t.name: jax.lax.switch(row[1 + i], [decoder_branch(t.name, w, hw) for w in menu], params, tokens, active)
+        preds = {t.name: jax.lax.switch(row[1 + i], [functools.partial(decoder_branch, t.name, w, hw) for w in menu],
+                                        params, tokens, active)
                  for i, t in enumerate(tasks)}
         kd_task = {t.name: distillation_loss(t, preds[t.name], teacher_preds[t.name], options.kd_temperature,
                                              options.kd_depth) for t in tasks}
@@ -326,7 +321,7 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
             skipped = jax.eval_shape(sub_configs, grads)
             grads, (config_losses, parts) = jax.lax.cond(
                 is_open.any(), sub_configs,
-                lambda g: (g, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), skipped[1])), grads)
+                lambda g: (g, jax.tree.map(jnp.zeros_like, skipped[1])), grads)
         else:
             grads, (config_losses, parts) = sub_configs(grads)
         if options.gradient_projection:
@@ -335,25 +330,14 @@ def make_sandwich_step(model, tx: optax.GradientTransformation, tasks: Sequence[
         else:
             grads_small = jax.tree.map(jnp.subtract, grads, grads_max)
             cosine = gradient_cosine(grads_small, grads_max)
-        loss = loss_max + config_losses.sum()
-        new_state, grad_norm = apply_gradients(state, grads, loss, tx)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
-                   "grad_norm/max": optax.tree.norm(grads_max),
-                   "grad_norm/small": optax.tree.norm(grads_small), "grad_cosine/small_max": cosine,
-                   "kd_ramp": ramp, "menus_open": is_open.sum(),
-                   "loss/max": loss_max, "loss/min": config_losses[0], "loss/aux_max": aux_max,
-                   "loss/kd": parts["kd"].mean(), "loss/cikd": parts["cikd"].mean(),
-                   "loss/label_small": parts["label"].mean(),
-                   **{f"loss/{k}_small": v.mean() for k, v in parts.items() if "/" in k},
-                   **{f"loss/{k}": v for k, v in per_task.items()}}
+        new_state, metrics = update(state, grads, loss_max + config_losses.sum(), tx, schedule, {
+            "max": loss_max, "min": config_losses[0], "aux_max": aux_max, "kd": parts["kd"].mean(),
+            "cikd": parts["cikd"].mean(), "label_small": parts["label"].mean(),
+            **{f"{k}_small": v.mean() for k, v in parts.items() if "/" in k}, **per_task})
+        metrics.update({"grad_norm/max": optax.tree.norm(grads_max), "grad_norm/small": optax.tree.norm(grads_small),
+                        "grad_cosine/small_max": cosine, "kd_ramp": ramp, "menus_open": is_open.sum()})
         if options.num_random:
             metrics["loss/random"] = config_losses[1:].mean()
         return new_state, metrics
 
     return train_step
-
-
-def build_sandwich_step(setup, config) -> Callable:
-    """Objective builder for `config.train.objective = "sandwich"`; weights and n from `config.slim`."""
-    return make_sandwich_step(setup.model, setup.tx, setup.dataset.tasks, dict(config.loss.task_weights),
-                              setup.schedule, SandwichOptions.from_config(config), int(config.train.num_steps))

@@ -15,6 +15,7 @@ import logging
 import os
 
 from effjax.config.validate import ConfigError
+from effjax.job import json_safe
 
 RECORD_FILE = "schedule.json"
 FIELDS = ("num_steps", "learning_rate", "warmup_steps", "schedule", "optimizer")
@@ -25,13 +26,6 @@ def schedule_of(train_config) -> dict:
     """The fields the learning rate at each step depends on (a constant schedule ignores num_steps)."""
     return {field: train_config[field] for field in FIELDS
             if not (field == "num_steps" and train_config.schedule == "constant")}
-
-
-def _write(path: str, record: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
 
 
 def check(workdir: str, train_config, restored_step: int | None, write: bool) -> None:
@@ -67,4 +61,4 @@ def check(workdir: str, train_config, restored_step: int | None, write: bool) ->
             elif recorded == current:
                 return
     if write:
-        _write(path, current)
+        json_safe.dump(current, path, indent=1)

@@ -50,19 +50,15 @@ class Setup:
     rules: tuple
 
 
-def build(config, devices: Sequence[jax.Device] | None = None, dataset: Dataset | None = None,
-          dot_general_provider=None) -> Setup:
+def build(config, devices: Sequence[jax.Device] | None = None, dot_general_provider=None) -> Setup:
     validate.validate_static(config)
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     rules = mesh_lib.rules_tuple(config.logical_axis_rules)
     validate.validate_batch(config, mesh_lib.data_parallel_size(mesh, rules))
-    if dataset is None:
-        try:
-            dataset = load_dataset(config.data)
-        except validate.ConfigError:
-            raise
-        except ValueError as e:
-            raise validate.ConfigError(str(e)) from None
+    try:
+        dataset = load_dataset(config.data)
+    except ValueError as e:  # the data sources raise ValueError, not ConfigError
+        raise validate.ConfigError(str(e)) from None
     validate.validate_with_data(config, dataset)
     if dot_general_provider is None and "quant" in config:
         from effjax.quant import aqt_config  # AQT loads only for quantized runs
@@ -99,14 +95,11 @@ def init_params_from(setup: Setup, params, workdir: str):
     source_ckpt.close()
     source = flax.traverse_util.flatten_dict(source_params, sep="/")
     flat = flax.traverse_util.flatten_dict(params, sep="/")
-    loaded = 0
-    for path, value in flat.items():
-        if path in source and tuple(source[path].shape) == tuple(value.shape):
-            flat[path] = jax.device_put(jnp.asarray(source[path], value.dtype), value.sharding)
-            loaded += 1
-    if loaded == 0:
+    loaded = [p for p, value in flat.items() if p in source and tuple(source[p].shape) == tuple(value.shape)]
+    if not loaded:
         raise validate.ConfigError(f"config.train.init_from={workdir!r}: no parameter matches this model's shapes")
-    log.info("initialized %d of %d parameter arrays from %s step %d", loaded, len(flat), directory, step)
+    flat.update({p: jax.device_put(jnp.asarray(source[p], flat[p].dtype), flat[p].sharding) for p in loaded})
+    log.info("initialized %d of %d parameter arrays from %s step %d", len(loaded), len(flat), directory, step)
     return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 

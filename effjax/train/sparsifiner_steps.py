@@ -34,7 +34,7 @@ from effjax.subnet import SubnetConfig
 from effjax.train import losses
 from effjax.train.setup import init_params_from, init_state
 from effjax.train.state import TrainState
-from effjax.train.step import apply_gradients
+from effjax.train.step import update
 
 PREDICTOR_MODULE = "predictor"
 
@@ -80,9 +80,7 @@ def make_predictor_distillation_step(setup, config) -> Callable:
             return weight * mse, mse
 
         (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state, grad_norm = apply_gradients(state, grads, loss, tx, trainable=mask)
-        return new_state, {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
-                           "loss/attention_sum_mse": mse}
+        return update(state, grads, loss, tx, schedule, {"attention_sum_mse": mse}, trainable=mask)
 
     return train_step
 
@@ -138,8 +136,6 @@ def make_sparse_finetune_step(setup, config, teacher_params=None) -> Callable:
             return total, {**per_task, "distill_logits": kd, "distill_tokens": token_mse}
 
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state, grad_norm = apply_gradients(state, grads, loss, tx, trainable=mask)
-        return new_state, {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
-                           **{f"loss/{k}": v for k, v in parts.items()}}
+        return update(state, grads, loss, tx, schedule, parts, trainable=mask)
 
     return train_step

@@ -60,6 +60,14 @@ def apply_gradients(state: TrainState, grads, loss: jax.Array, tx: optax.Gradien
     return new_state, grad_norm
 
 
+def update(state: TrainState, grads, loss: jax.Array, tx: optax.GradientTransformation, schedule: optax.Schedule,
+           parts: Mapping[str, jax.Array], trainable=None) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`apply_gradients`, and the step's metrics: loss, gradient norm, learning rate and `loss/<k>` for each part."""
+    new_state, grad_norm = apply_gradients(state, grads, loss, tx, trainable)
+    return new_state, {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+                       **{f"loss/{k}": v for k, v in parts.items()}}
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tasks: Sequence[TaskSpec],
                     task_weights: Mapping[str, float], schedule: optax.Schedule) -> Callable:
     def train_step(state: TrainState, batch, rng):
@@ -73,10 +81,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, tasks: S
             return total + aux_loss, {**per_task, "aux": aux_loss}
 
         (loss, per_task), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state, grad_norm = apply_gradients(state, grads, loss, tx)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
-                   **{f"loss/{k}": v for k, v in per_task.items()}}
-        return new_state, metrics
+        return update(state, grads, loss, tx, schedule, per_task)
 
     return train_step
 

@@ -115,22 +115,17 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
     writer = MetricWriter(os.path.join(workdir, "tensorboard"))
     tc = config.train
 
-    root = jax.random.PRNGKey(config.seed)
-    init_rng, step_rng = jax.random.split(root)
+    init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     data_iter = pipeline.train_iterator(setup.dataset, tc.batch_size, seed=config.seed)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep, config.checkpoint.async_save)
-    try:
+    try:  # another model's checkpoint, or a resume below its step or with another schedule: a config error
         ckpt.check_compatible(setup.abstract_state)
+        start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
+        schedule_record.check(workdir, tc, start, write=is_main)
     except ValueError as e:
         ckpt.close()
         raise validate.ConfigError(str(e)) from None
-    start, state = ckpt.restore_latest(setup.abstract_state, data_iter)
     train_losses: dict[int, float] = {}
-    try:
-        schedule_record.check(workdir, tc, start, write=is_main)
-    except validate.ConfigError:
-        ckpt.close()
-        raise
     initializing = None
     # a worker thread: XLA compiles the initializer there while this thread traces the train step; later
     # it counts the step's FLOPs (for TensorBoard's TFLOP/s) while the first steps run
@@ -212,8 +207,7 @@ def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | Non
                 writer.scalars(step, metrics_lib.eval_tags("val", metrics["val"], setup.dataset.tasks))
             if step % config.checkpoint.every_steps == 0 or step == tc.num_steps:
                 ckpt.save(step, state, data_iter)
-            halt = bool(tc.halt_after_steps) and step - start >= tc.halt_after_steps and step < tc.num_steps
-            if halt:
+            if tc.halt_after_steps and step - start >= tc.halt_after_steps and step < tc.num_steps:
                 ckpt.save(step, state, data_iter, wait=True)
                 interrupted = True
                 break
