@@ -15,8 +15,6 @@ import hashlib
 import json
 import os
 
-from effjax.job import json_safe
-
 MANIFEST = "effjax_manifest.json"
 # Orbax rewrites the step metadata (commit timestamp) during the rename, after the manifest is written
 REWRITTEN_AT_COMMIT = ("_CHECKPOINT_METADATA",)
@@ -39,9 +37,16 @@ def _files(step_dir: str) -> list[str]:
 
 def write(step_dir: str) -> None:
     """Records every file of `step_dir` (size and SHA-256) in `step_dir/effjax_manifest.json`."""
-    paths = {rel: os.path.join(step_dir, rel) for rel in _files(step_dir)}
-    entries = {rel: {"sha256": _sha256(path), "size": os.path.getsize(path)} for rel, path in paths.items()}
-    json_safe.dump({"files": entries}, os.path.join(step_dir, MANIFEST), indent=1)  # keys in sorted order
+    entries = {}
+    for rel in _files(step_dir):
+        path = os.path.join(step_dir, rel)
+        entries[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    tmp = os.path.join(step_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"files": entries}, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(step_dir, MANIFEST))
 
 
 def verify(step_dir: str) -> str | None:

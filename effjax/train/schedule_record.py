@@ -15,7 +15,6 @@ import logging
 import os
 
 from effjax.config.validate import ConfigError
-from effjax.job import json_safe
 
 RECORD_FILE = "schedule.json"
 FIELDS = ("num_steps", "learning_rate", "warmup_steps", "schedule", "optimizer")
@@ -26,6 +25,13 @@ def schedule_of(train_config) -> dict:
     """The fields the learning rate at each step depends on (a constant schedule ignores num_steps)."""
     return {field: train_config[field] for field in FIELDS
             if not (field == "num_steps" and train_config.schedule == "constant")}
+
+
+def _write(path: str, record: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, path)
 
 
 def check(workdir: str, train_config, restored_step: int | None, write: bool) -> None:
@@ -61,4 +67,4 @@ def check(workdir: str, train_config, restored_step: int | None, write: bool) ->
             elif recorded == current:
                 return
     if write:
-        json_safe.dump(current, path, indent=1)
+        _write(path, current)

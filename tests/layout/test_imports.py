@@ -16,6 +16,7 @@ FORBIDDEN = {
     "effjax.subnet": ("effjax.models", "effjax.compress", "effjax.train", "effjax.search", "effjax.quant"),
     "effjax.models": ("effjax.compress", "effjax.train", "effjax.search"),
     "effjax.search": ("effjax.models", "effjax.compress", "effjax.train", "effjax.quant", "effjax.data"),
+    "effjax.train": ("effjax.job",),
 }
 
 
