@@ -16,8 +16,8 @@ The fit runs in float64 numpy/LAPACK with the analytic gradient (R&W Eq. 5.9): a
 sizes that is ~10x cheaper than differentiating a Cholesky factor on XLA:CPU. The fitted
 GP (`GPState`) lives in float64 JAX, where the acquisition differentiates through it.
 
-Robustness: JAX's Cholesky returns NaN instead of raising, so `robust_cholesky` checks
-the factor and retries with a jitter growing by 100x (relative to the mean diagonal).
+Robustness: `numpy_cholesky` retries a failed factorization with a jitter growing by 100x
+(relative to the mean diagonal).
 To avoid recompiling the acquisition as data arrive, the training set is padded to a
 power of two (at least `min_pad`): padded rows get unit prior variance, zero covariance
 and zero targets, which leaves the posterior and the marginal likelihood exactly
@@ -83,26 +83,6 @@ def matern52(x1: jax.Array, x2: jax.Array, log_lengthscale: jax.Array, log_outpu
     return jnp.exp(log_outputscale) * (1.0 + s5r + (5.0 / 3.0) * r2) * jnp.exp(-s5r)
 
 
-def robust_cholesky(matrix: jax.Array) -> jax.Array:
-    """Cholesky factor of a symmetric PSD matrix, adding the smallest jitter in JITTERS
-    (times the mean diagonal) that gives a finite factor; differentiable."""
-    n = matrix.shape[-1]
-    eye = jnp.eye(n, dtype=matrix.dtype)
-    scale = jax.lax.stop_gradient(jnp.mean(jnp.diagonal(matrix)))
-    frozen = jax.lax.stop_gradient(matrix)
-    jitters = jnp.asarray(JITTERS, dtype=matrix.dtype)
-
-    def failed(i):
-        factor = jnp.linalg.cholesky(frozen + jitters[i] * scale * eye)
-        return ~jnp.all(jnp.isfinite(factor))
-
-    def cond(i):
-        return (i < len(JITTERS) - 1) & failed(i)
-
-    index = jax.lax.while_loop(cond, lambda i: i + 1, jnp.asarray(0))
-    return jnp.linalg.cholesky(matrix + jitters[index] * scale * eye)
-
-
 def _log_prior_and_grad(log_ls, log_os, log_noise):
     """Log-priors of the hyperparameters, as functions of their logs, and their gradients.
 
@@ -121,7 +101,8 @@ def _log_prior_and_grad(log_ls, log_os, log_noise):
 
 
 def numpy_cholesky(matrix: np.ndarray) -> np.ndarray:
-    """Cholesky with the same jitter escalation as `robust_cholesky` (numpy raises, so we catch)."""
+    """Cholesky factor of a symmetric PSD matrix, adding the smallest jitter in JITTERS (times the mean diagonal)
+    with which the factorization succeeds."""
     scale = float(np.mean(np.diagonal(matrix)))
     for jitter in JITTERS:
         try:
