@@ -58,6 +58,12 @@ class Dataset:
     def num_examples(self, split: str) -> int:
         return int(self.splits[split]["image"].shape[0])
 
+    def task(self, name: str) -> TaskSpec:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
 
 def split_indices(n: int, fractions: tuple[float, float], seed: int) -> dict[str, np.ndarray]:
     """A fixed permutation cut into train / val / test by the val and test fractions."""

@@ -61,6 +61,10 @@ class MetricWriter:
             clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
             self._writer.add_hparams(clean, dict(metrics), name="hparams")
 
+    def flush(self):
+        if self.enabled:
+            self._writer.flush()
+
     def close(self):
         if self.enabled:
             self._writer.close()
