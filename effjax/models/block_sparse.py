@@ -58,6 +58,17 @@ def block_counts(num_tokens: int, block: int) -> tuple[int, int]:
     return -(-(num_tokens - 1) // block), -(-num_tokens // block)
 
 
+def checked_block_counts(q: jax.Array, block_indices: jax.Array, block: int) -> tuple[int, int]:
+    """`block_counts` of q [B, H, N, d], refusing a block size or a selection [B, H, nq, kb] that does not fit."""
+    check_block(block)
+    b, h, n, _ = q.shape
+    nq, nk = block_counts(n, block)
+    if block_indices.shape[:3] != (b, h, nq):
+        raise ValueError(f"block_indices shape {block_indices.shape}: expected ({b}, {h}, {nq}, kb) "
+                         f"for {n} tokens in blocks of {block}")
+    return nq, nk
+
+
 def kept_block_count(keep_ratio: float, num_tokens: int, block: int) -> int:
     """kb = ceil(rho N / b) key blocks per query block, at least 1 and at most the number of key blocks."""
     if not 0 < keep_ratio <= 1:
@@ -98,14 +109,16 @@ def random_key_blocks(rng: jax.Array, batch_heads: tuple[int, int], num_tokens: 
 
 def block_connectivity_mask(block_indices: jax.Array, num_tokens: int, block: int) -> jax.Array:
     """Token mask [B, H, N, N] of a block selection [B, H, nq, kb]; row 0 (class token) is all kept."""
-    b, h = block_indices.shape[:2]
-    n = num_tokens
-    nk = block_counts(n, block)[1]
-    chosen = jax.nn.one_hot(block_indices, nk, dtype=jnp.int32).sum(-2) > 0  # [B, H, nq, nk]
-    row_block = (np.arange(n - 1) // block)
-    key_block = (np.arange(n) // block)
-    rows = chosen[:, :, row_block][:, :, :, key_block]
-    return jnp.concatenate([jnp.ones((b, h, 1, n), bool), rows], axis=2)
+    nk = block_counts(num_tokens, block)[1]
+    return chosen_blocks_mask(jax.nn.one_hot(block_indices, nk, dtype=jnp.int32).sum(-2) > 0, num_tokens, block)
+
+
+def chosen_blocks_mask(chosen: jax.Array, num_tokens: int, block: int) -> jax.Array:
+    """Token mask [B, H, N, N] of the chosen (query block, key block) pairs [B, H, nq, nk] (bool); row 0 (class
+    token) is all kept."""
+    b, h = chosen.shape[:2]
+    rows = chosen[:, :, np.arange(num_tokens - 1) // block][:, :, :, np.arange(num_tokens) // block]
+    return jnp.concatenate([jnp.ones((b, h, 1, num_tokens), bool), rows], axis=2)
 
 
 def pad_blocks(x: jax.Array, blocks: int, block: int) -> jax.Array:
@@ -221,12 +234,8 @@ def block_sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, block_indic
 
     The key blocks of one query block must be distinct (as `top_key_blocks` gives them).
     """
-    check_block(block)
     b, h, n, d = q.shape
-    nq, nk = block_counts(n, block)
-    if block_indices.shape[:3] != (b, h, nq):
-        raise ValueError(f"block_indices shape {block_indices.shape}: expected ({b}, {h}, {nq}, kb) "
-                         f"for {n} tokens in blocks of {block}")
+    nq, nk = checked_block_counts(q, block_indices, block)
     logits_dot, mix_dot = dot_generals
 
     cls_logits = einsum("bhqd,bhkd->bhqk", q[:, :, :1], k, logits_dot).astype(jnp.float32) * scale

@@ -56,7 +56,6 @@ from typing import Any, Optional, Sequence, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from effjax.config.base import base_config
 from effjax.data.specs import TaskSpec
@@ -135,10 +134,7 @@ def kept_block_mask(scores: jax.Array, keep_ratio: Scalar, block: int) -> jax.Ar
     coarse = bs.coarsen_scores(scores, block)
     count = jnp.clip(jnp.ceil(jnp.asarray(keep_ratio, jnp.float32) * n / block - 1e-6), 1, coarse.shape[-1])
     rank = jnp.argsort(jnp.argsort(-coarse, axis=-1, stable=True), axis=-1)  # ties: lower block first, as top_k
-    chosen = rank < count.astype(jnp.int32)
-    rows = chosen[:, :, np.arange(n - 1) // block][:, :, :, np.arange(n) // block]
-    b, h = scores.shape[:2]
-    return jnp.concatenate([jnp.ones((b, h, 1, n), bool), rows], axis=2)
+    return bs.chosen_blocks_mask(rank < count.astype(jnp.int32), n, block)
 
 
 def predictor_distillation_loss(approx: jax.Array, dense_weights: jax.Array) -> jax.Array:
@@ -211,10 +207,9 @@ class Attention(nn.Module):
             return SlimDense(max_in, max_out, axes, "attention", dtype=self.dtype,
                              dot_general_provider=self.dot_general_provider, name=name)
 
-        heads_first = lambda t: t.reshape(t.shape[:-1] + (heads, self.head_dim)).transpose(0, 2, 1, 3)  # noqa: E731
-        q = heads_first(projection("query", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
-        k = heads_first(projection("key", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
-        v = heads_first(projection("value", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
+        q, k, v = (projection(name, ("embed", "heads"), self.max_in_features, max_inner)(x, inner)
+                   .reshape(x.shape[:-1] + (heads, self.head_dim)).transpose(0, 2, 1, 3)
+                   for name in ("query", "key", "value"))
         q = constrain(q, ("activation_batch", "activation_heads", "activation_length", None))
         scale = self.head_dim**-0.5
         static_dense = isinstance(keep_ratio, (int, float)) and keep_ratio >= 1
@@ -239,13 +234,12 @@ class Attention(nn.Module):
                          self.predictor_distill_weight * predictor_distillation_loss(approx, weights))
         else:
             scores = self._random_scores(q) if self.mask_scores == "random" else predictor(q, k, positions)
-            if path == "gathered" and self.block:
-                out, cls_weights, weights = sa.sparse_attention(
-                    q, k, v, sa.predicted_key_blocks(scores, keep_ratio, self.block), scale, "block_sparse",
-                    dot_generals=dots, block=self.block)
-            elif path == "gathered":
-                out, cls_weights, weights = sa.sparse_attention(q, k, v, sa.predicted_key_indices(scores, keep_ratio),
-                                                                scale, "gathered", dot_generals=dots)
+            if path == "gathered":
+                kept = (bs.top_key_blocks(scores, keep_ratio, self.block) if self.block
+                        else sa.predicted_key_indices(scores, keep_ratio))
+                out, cls_weights, weights = sa.sparse_attention(q, k, v, kept, scale,
+                                                                "block_sparse" if self.block else "gathered",
+                                                                dot_generals=dots, block=self.block)
             else:
                 mask = (kept_block_mask(scores, keep_ratio, self.block) if self.block
                         else kept_key_mask(scores, keep_ratio))

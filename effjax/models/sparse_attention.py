@@ -58,7 +58,6 @@ NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
 
 ATTENTION_PATHS = ("masked", "gathered")  # paths over token-level kept keys [B, H, N-1, k]
 BLOCK_PATHS = ("block_sparse",)  # paths over kept key blocks [B, H, nq, kb]
-MASK_SCORES = ("predictor", "random")
 
 
 def _softmax_f32(logits: jax.Array, dtype) -> jax.Array:
@@ -100,12 +99,6 @@ def connectivity_mask(key_indices: jax.Array, num_tokens: int) -> jax.Array:
     rows = jnp.zeros((b, h, num_tokens - 1, num_tokens), bool)
     rows = jnp.put_along_axis(rows, key_indices, True, axis=-1, inplace=False)
     return jnp.concatenate([jnp.ones((b, h, 1, num_tokens), bool), rows], axis=2)
-
-
-def masked_attention(q, k, v, key_indices: jax.Array, scale: float, *, dot_generals=NO_DOT_GENERALS
-                     ) -> tuple[jax.Array, jax.Array]:
-    """Dense logits with dropped (query, key) pairs masked out: (outputs, weights [B, H, N, N])."""
-    return attention_with_mask(q, k, v, connectivity_mask(key_indices, q.shape[2]), scale, dot_generals=dot_generals)
 
 
 def attention_with_mask(q, k, v, mask: jax.Array, scale: float, *, dot_generals=NO_DOT_GENERALS
@@ -224,8 +217,9 @@ def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, pa
     if key_indices is None:
         out, weights = dense_attention(q, k, v, scale, dot_generals=dot_generals)
         return out, weights[:, :, 0], weights
-    if path == "masked":
-        out, weights = masked_attention(q, k, v, key_indices, scale, dot_generals=dot_generals)
+    if path == "masked":  # dense logits with the dropped (query, key) pairs masked out
+        out, weights = attention_with_mask(q, k, v, connectivity_mask(key_indices, q.shape[2]), scale,
+                                           dot_generals=dot_generals)
         return out, weights[:, :, 0], weights
     if path == "block_sparse":
         out, cls_weights = block_sparse_attention_by_backend(q, k, v, key_indices, scale, block,
@@ -291,11 +285,6 @@ def predicted_key_indices(approx_attention: jax.Array, keep_ratio: float) -> jax
     """Top ceil(rho n) keys of each row of the approximate attention [B, H, n-1, n]."""
     n = approx_attention.shape[-1]
     return top_key_indices(approx_attention, kept_key_count(keep_ratio, n))
-
-
-def predicted_key_blocks(approx_attention: jax.Array, keep_ratio: float, block: int) -> jax.Array:
-    """Top ceil(rho n / b) key blocks of each query block of the approximate attention [B, H, n-1, n]."""
-    return block_sparse.top_key_blocks(approx_attention, keep_ratio, block)
 
 
 def random_key_indices(rng: jax.Array, shape: tuple[int, ...], keep_ratio: float) -> jax.Array:
