@@ -283,17 +283,8 @@ class Experts(nn.Module):
         e, m, big_d = self.num_experts, self.expert_dim, self.max_in_features
         router = self.param("router", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", None)),
                             (big_d, e), jnp.float32)
-        init = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        w = moe.ExpertWeights(
-            self.param("wi", nn.with_logical_partitioning(init, ("expert", "embed", "expert_mlp")), (e, big_d, m),
-                       jnp.float32)[:, :d],
-            self.param("bi", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "expert_mlp")), (e, m),
-                       jnp.float32),
-            self.param("wo", nn.with_logical_partitioning(init, ("expert", "expert_mlp", "embed")), (e, m, big_d),
-                       jnp.float32)[:, :, :d],
-            self.param("bo", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "embed")), (e, big_d),
-                       jnp.float32)[:, :d],
-        )
+        full = moe.expert_params(self, e, big_d, m, "expert_mlp")
+        w = moe.ExpertWeights(full.wi[:, :d], full.bi, full.wo[:, :, :d], full.bo[:, :d])  # the active token width
         static_k = isinstance(top_k, int)
         k_routed = top_k if static_k else max_top_k
         if not 1 <= k_routed <= e:
@@ -304,10 +295,7 @@ class Experts(nn.Module):
         if not static_k:
             valid = routing.valid & (jnp.arange(k_routed) < top_k)
             routing = routing._replace(valid=valid, gate=jnp.where(valid, routing.gate, 0.0))
-        if self.balance_weight:
-            self.sow(AUX_LOSS_COLLECTION, "balance_loss", self.balance_weight * moe.load_balance_loss(routing))
-        if self.z_loss_weight:
-            self.sow(AUX_LOSS_COLLECTION, "router_z_loss", self.z_loss_weight * moe.router_z_loss(routing.logits))
+        moe.sow_router_losses(self, routing, self.balance_weight, self.z_loss_weight)
         capacity = moe.expert_capacity(s, e, k_routed, self.capacity_factor)
         active_capacity = None
         if not static_k and self.capacity_factor > 0:  # the capacity a static top_k would have
