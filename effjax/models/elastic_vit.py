@@ -64,8 +64,8 @@ from effjax.models import moe, token_pruning
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, SlimDense, SlimLayerNorm, SlimMlp, constrain,
                                   einsum, injected_dot_general, resolve_dot_general)
-from effjax.models.vit import (MultiTaskFields, check_decoder_blocks, check_image_head, config_reader, head_input,
-                               patchify, pool_hidden, unpatchify, vit_fields)
+from effjax.models.vit import (MultiTaskFields, check_decoder_blocks, check_image_head, config_reader, patchify,
+                               unpatchify, vit_fields)
 from effjax.subnet import (SubnetConfig, decoder_width, encoder_widths, kept_token_count, moe_block_indices,
                            predictor_rank)
 
@@ -372,10 +372,12 @@ class TaskHead(nn.Module):
             tokens = Block(self.max_in, self.max_heads, self.max_mlp, dtype=self.dtype,
                            dot_general_provider=self.dot_general_provider, name=f"block{j}")(
                 tokens, block_heads, block_mlp, active=active)
-        x = SlimLayerNorm(self.max_in, self.dtype, name="ln")(head_input(tokens, self.task, self.image_head), active)
+        pool = not self.task.is_dense and self.image_head == "mean_pool"  # every token, averaged after `hidden`
+        x = tokens[:, 1:] if self.task.is_dense else tokens if pool else tokens[:, 0]
+        x = SlimLayerNorm(self.max_in, self.dtype, name="ln")(x, active)
         x = nn.gelu(SlimDense(self.max_in, self.max_decoder, ("embed", "decoder"), "head", dtype=self.dtype,
                               dot_general_provider=self.dot_general_provider, name="hidden")(x, hidden))
-        x = pool_hidden(x, self.task, self.image_head)
+        x = x.mean(axis=1) if pool else x
         outputs = self.task.out_channels * (self.patch_size**2 if self.task.is_dense else 1)
         y = SlimDense(self.max_decoder, outputs, ("decoder", "classes"), "head", dtype=self.dtype,
                       dot_general_provider=self.dot_general_provider, name="out")(x)
