@@ -522,16 +522,11 @@ class ElasticViT(MultiTaskFields):  # the fields' meanings and defaults: effjax/
         return self.heads[task](tokens, hidden, image_hw, active, block_heads, block_mlp)
 
     def check_subnet(self, subnet: SubnetConfig) -> None:
-        defaults = SubnetConfig()
-        others = {f.name: getattr(subnet, f.name) for f in dataclasses.fields(subnet)
-                  if f.name not in KNOBS and getattr(subnet, f.name) != getattr(defaults, f.name)}
+        others = subnet.non_default(KNOBS)
         if others:
             raise ValueError(f"the model reads only {list(KNOBS)} at call time (bits are applied to the weights: use "
                              f"subnet.without_bits()); got non-default {others}")
-        names = {t.name for t in self.tasks}
-        unknown = [name for name, _ in subnet.decoder_widths if name not in names]
-        if unknown:
-            raise ValueError(f"SubnetConfig.decoder_widths: unknown tasks {unknown}; tasks: {sorted(names)}")
+        subnet.check_tasks({t.name for t in self.tasks})
         if subnet.attention_keep_ratio < 1 and not self.sparse_layers:
             raise ValueError(f"SubnetConfig.attention_keep_ratio={subnet.attention_keep_ratio}: the model has no "
                              "Sparsifiner blocks (model.sparse_layers is empty)")

@@ -95,10 +95,8 @@ class MoeMultiTaskViT(MultiTaskFields):  # the fields' meanings and defaults: ef
             raise ValueError(f"dispatch={self.dispatch!r}: allowed: {list(DISPATCH_METHODS)}")
         if self.moe_every < 1:
             raise ValueError(f"moe_every={self.moe_every}: must be >= 1")
-        others = {f.name: getattr(subnet, f.name) for f in dataclasses.fields(subnet) if f.name not in _MOE_KNOBS}
-        defaults = {f.name: getattr(SubnetConfig(), f.name) for f in dataclasses.fields(subnet) if f.name not in _MOE_KNOBS}
-        if others != defaults:
-            changed = sorted(k for k in others if others[k] != defaults[k])
+        changed = sorted(subnet.non_default(_MOE_KNOBS))
+        if changed:
             raise ValueError(f"model moe_vit owns only the knobs {list(_MOE_KNOBS)}; got non-default {changed}")
         moe_layers = moe_block_indices(self.num_layers, self.moe_every)
         if self.router_groups is not None and len(self.router_groups) != len(moe_layers):
