@@ -68,24 +68,18 @@ def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, *, d
                     ) -> tuple[jax.Array, jax.Array]:
     """Plain softmax attention: (outputs [B, H, N, d], weights [B, H, N, N])."""
     logits_dot, mix_dot = dot_generals
-    weights = _softmax_f32(_logits(q, k, logits_dot) * scale, q.dtype)
-    return _mix(weights, v, mix_dot), weights
+    weights = _softmax_f32(_with_keys("bhqd,bhkd->bhqk", q, k, logits_dot) * scale, q.dtype)
+    return _with_keys("bhqk,bhkd->bhqd", weights, v, mix_dot), weights
 
 
-def _logits(q: jax.Array, k: jax.Array, dot_general) -> jax.Array:
-    """q k^T per head, [B, H, N, N]. Under an injected (quantizing) dot_general the keys enter token-major:
+def _with_keys(subscripts: str, lhs: jax.Array, keys: jax.Array, dot_general) -> jax.Array:
+    """`einsum(subscripts, lhs, keys)` with per-head keys or values [B, H, N, d] ("bhkd"): the logits q k^T or
+    the mixing weights v. Under an injected (quantizing) dot_general the keys enter token-major ("bkhd"):
     XLA's CPU backend rejects an int4 batched dot (qwix) whose operands both lead with the two batch axes.
     The float path keeps the heads-first layout (and XLA's reduction order with it)."""
     if dot_general is None:
-        return einsum("bhqd,bhkd->bhqk", q, k)
-    return einsum("bhqd,bkhd->bhqk", q, k.transpose(0, 2, 1, 3), dot_general)
-
-
-def _mix(weights: jax.Array, v: jax.Array, dot_general) -> jax.Array:
-    """weights v per head, [B, H, N, d]; values token-major under an injected dot_general (see `_logits`)."""
-    if dot_general is None:
-        return einsum("bhqk,bhkd->bhqd", weights, v)
-    return einsum("bhqk,bkhd->bhqd", weights, v.transpose(0, 2, 1, 3), dot_general)
+        return einsum(subscripts, lhs, keys)
+    return einsum(subscripts.replace("bhkd", "bkhd"), lhs, keys.transpose(0, 2, 1, 3), dot_general)
 
 
 def top_key_indices(scores: jax.Array, num_keys: int) -> jax.Array:
@@ -109,11 +103,11 @@ def attention_with_mask(q, k, v, mask: jax.Array, scale: float, *, dot_generals=
     (not NaN), so its output is zero.
     """
     logits_dot, mix_dot = dot_generals
-    logits = _logits(q, k, logits_dot).astype(jnp.float32) * scale
+    logits = _with_keys("bhqd,bhkd->bhqk", q, k, logits_dot).astype(jnp.float32) * scale
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1)
     weights = jnp.where(mask & mask.any(-1, keepdims=True), weights, 0.0).astype(q.dtype)
-    return _mix(weights, v, mix_dot), weights
+    return _with_keys("bhqk,bhkd->bhqd", weights, v, mix_dot), weights
 
 
 def _gather_rows(x: jax.Array, key_indices: jax.Array) -> jax.Array:
