@@ -448,14 +448,11 @@ class ElasticViT(MultiTaskFields):  # the fields' meanings and defaults: effjax/
             bs.check_block(self.attention_block)
         if self.moe_every and not 1 <= self.default_top_k <= self.num_experts:
             raise ValueError(f"model.top_k={self.default_top_k}: must be in [1, model.num_experts={self.num_experts}]")
-        attention = dict(predictor_channels=self.predictor_channels,
-                         predictor_token_reduction=self.predictor_token_reduction,
-                         predictor_top_coefficients=self.predictor_top_coefficients,
-                         predictor_basis_threshold=self.predictor_basis_threshold,
-                         predictor_distill_weight=self.predictor_distill_weight, block=self.attention_block,
-                         mask_scores=self.mask_scores)
-        experts = dict(num_experts=self.num_experts, expert_dim=self.expert_dim, capacity_factor=self.capacity_factor,
-                       balance_weight=self.balance_weight, z_loss_weight=self.z_loss_weight)
+        fields = lambda *names: {name: getattr(self, name) for name in names}  # noqa: E731
+        attention = fields("predictor_channels", "predictor_token_reduction", "predictor_top_coefficients",
+                           "predictor_basis_threshold", "predictor_distill_weight", "mask_scores")
+        experts = fields("num_experts", "expert_dim", "capacity_factor", "balance_weight", "z_loss_weight")
+        attention["block"] = self.attention_block
         return [Block(self.hidden_dim, self.num_heads, self.mlp_dim, i in self.sparse_layers, i in self.moe_blocks,
                       attention, experts, self.dtype, self.dot_general_provider, self.norm_widths)
                 for i in range(self.num_layers)]
