@@ -169,16 +169,16 @@ def _gathered_bytes(indices: jax.Array, k_blocks: jax.Array) -> int:
     return math.prod(indices.shape) * math.prod(k_blocks.shape[3:]) * k_blocks.dtype.itemsize
 
 
-def _by_step(x: jax.Array) -> jax.Array:
-    """[B, H, nq, ...] -> [steps, B, H, QUERY_BLOCKS_PER_STEP, ...], the query-block axis zero-padded."""
+def by_step(x: jax.Array, per_step: int = QUERY_BLOCKS_PER_STEP) -> jax.Array:
+    """[B, H, nq, ...] -> [steps, B, H, per_step, ...], axis 2 zero-padded: the inputs of a loop over axis 2."""
     b, h, nq = x.shape[:3]
-    steps = -(-nq // QUERY_BLOCKS_PER_STEP)
-    padded = jnp.pad(x, ((0, 0), (0, 0), (0, steps * QUERY_BLOCKS_PER_STEP - nq)) + ((0, 0),) * (x.ndim - 3))
-    return jnp.moveaxis(padded.reshape(b, h, steps, QUERY_BLOCKS_PER_STEP, *x.shape[3:]), 2, 0)
+    steps = -(-nq // per_step)
+    padded = jnp.pad(x, ((0, 0), (0, 0), (0, steps * per_step - nq)) + ((0, 0),) * (x.ndim - 3))
+    return jnp.moveaxis(padded.reshape(b, h, steps, per_step, *x.shape[3:]), 2, 0)
 
 
-def _from_steps(x: jax.Array, nq: int) -> jax.Array:
-    """Inverse of `_by_step`: [steps, B, H, c, ...] -> [B, H, nq, ...]."""
+def from_steps(x: jax.Array, nq: int) -> jax.Array:
+    """Inverse of `by_step`: [steps, B, H, c, ...] -> [B, H, nq, ...]."""
     x = jnp.moveaxis(x, 0, 2)
     return x.reshape(*x.shape[:2], -1, *x.shape[4:])[:, :, :nq]
 
@@ -189,8 +189,8 @@ def _forward_rows(queries, indices, k_blocks, v_blocks, num_tokens: int, block: 
     if _gathered_bytes(indices, k_blocks) <= LOOP_ABOVE_BYTES:
         return _attend(queries, indices, k_blocks, v_blocks, num_tokens, block)
     step = lambda a: _attend(*a, k_blocks, v_blocks, num_tokens, block)  # noqa: E731
-    out, lse = jax.lax.map(jax.checkpoint(step) if remat else step, (_by_step(queries), _by_step(indices)))
-    return _from_steps(out, indices.shape[2]), _from_steps(lse, indices.shape[2])
+    out, lse = jax.lax.map(jax.checkpoint(step) if remat else step, (by_step(queries), by_step(indices)))
+    return from_steps(out, indices.shape[2]), from_steps(lse, indices.shape[2])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -221,8 +221,8 @@ def _recomputed_rows_bwd(num_tokens, block, residuals, d_out):
         return (_scatter_add(totals[0], idx, d_keys), _scatter_add(totals[1], idx, d_values)), d_q
 
     (d_k, d_v), d_q = jax.lax.scan(step, (jnp.zeros_like(k_blocks), jnp.zeros_like(v_blocks)),
-                                   tuple(map(_by_step, (queries, indices, d_out, out, lse))))
-    return _from_steps(d_q, queries.shape[2]), None, d_k, d_v
+                                   tuple(map(by_step, (queries, indices, d_out, out, lse))))
+    return from_steps(d_q, queries.shape[2]), None, d_k, d_v
 
 
 _recomputed_rows.defvjp(_recomputed_rows_fwd, _recomputed_rows_bwd)

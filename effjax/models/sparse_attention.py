@@ -140,14 +140,9 @@ def gathered_attention(q, k, v, key_indices: jax.Array, scale: float, query_bloc
         if tuple(dot_generals) != NO_DOT_GENERALS:
             # injected dot_generals may be Flax modules, which cannot run inside lax.map
             raise ValueError("gathered_attention: query_block needs plain einsums; got injected dot_generals")
-        b, h, _, d = q.shape
-        pad = (-rows) % query_block
-        blocks = (rows + pad) // query_block
-        to_blocks = lambda x: jnp.moveaxis(  # noqa: E731
-            jnp.pad(x, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(b, h, blocks, query_block, x.shape[-1]), 2, 0)
         out = jax.lax.map(lambda blk: _attend_gathered(blk[0], k, v, blk[1], scale),
-                          (to_blocks(q_rows), to_blocks(key_indices)))
-        rows_out = jnp.moveaxis(out, 0, 2).reshape(b, h, blocks * query_block, d)[:, :, :rows]
+                          (block_sparse.by_step(q_rows, query_block), block_sparse.by_step(key_indices, query_block)))
+        rows_out = block_sparse.from_steps(out, rows)
     return jnp.concatenate([cls_out, rows_out], axis=2), cls_weights[:, :, 0]
 
 
