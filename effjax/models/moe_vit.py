@@ -154,12 +154,9 @@ class MoeMultiTaskViT(MultiTaskFields):  # the fields' meanings and defaults: ef
         if not top_k and not top_p:
             top_p = self.top_p
 
-        wanted = [t for t in self.tasks if task is None or t.name == task]
-        if self.task_routing == "shared":
-            tokens = encode(0)
-            return {t.name: heads[t.name](tokens, self.decoder_dim, (h, w)) for t in wanted}
-        index = {t.name: n for n, t in enumerate(self.tasks)}
-        return {t.name: heads[t.name](encode(index[t.name]), self.decoder_dim, (h, w)) for t in wanted}
+        shared_tokens = encode(0) if self.task_routing == "shared" else None  # one pass serves every task
+        return {t.name: heads[t.name](encode(n) if shared_tokens is None else shared_tokens, self.decoder_dim, (h, w))
+                for n, t in enumerate(self.tasks) if task is None or t.name == task}
 
 
 _SHARED = tuple(f.name for f in dataclasses.fields(MultiTaskFields)) + ("parent", "name")
