@@ -58,6 +58,17 @@ def block_counts(num_tokens: int, block: int) -> tuple[int, int]:
     return -(-(num_tokens - 1) // block), -(-num_tokens // block)
 
 
+def checked_block_counts(q: jax.Array, block_indices: jax.Array, block: int) -> tuple[int, int]:
+    """`block_counts` of q [B, H, N, d], refusing a block size or a selection [B, H, nq, kb] that does not fit."""
+    check_block(block)
+    b, h, n, _ = q.shape
+    nq, nk = block_counts(n, block)
+    if block_indices.shape[:3] != (b, h, nq):
+        raise ValueError(f"block_indices shape {block_indices.shape}: expected ({b}, {h}, {nq}, kb) "
+                         f"for {n} tokens in blocks of {block}")
+    return nq, nk
+
+
 def kept_block_count(keep_ratio: float, num_tokens: int, block: int) -> int:
     """kb = ceil(rho N / b) key blocks per query block, at least 1 and at most the number of key blocks."""
     if not 0 < keep_ratio <= 1:
@@ -98,14 +109,16 @@ def random_key_blocks(rng: jax.Array, batch_heads: tuple[int, int], num_tokens: 
 
 def block_connectivity_mask(block_indices: jax.Array, num_tokens: int, block: int) -> jax.Array:
     """Token mask [B, H, N, N] of a block selection [B, H, nq, kb]; row 0 (class token) is all kept."""
-    b, h = block_indices.shape[:2]
-    n = num_tokens
-    nk = block_counts(n, block)[1]
-    chosen = jax.nn.one_hot(block_indices, nk, dtype=jnp.int32).sum(-2) > 0  # [B, H, nq, nk]
-    row_block = (np.arange(n - 1) // block)
-    key_block = (np.arange(n) // block)
-    rows = chosen[:, :, row_block][:, :, :, key_block]
-    return jnp.concatenate([jnp.ones((b, h, 1, n), bool), rows], axis=2)
+    nk = block_counts(num_tokens, block)[1]
+    return chosen_blocks_mask(jax.nn.one_hot(block_indices, nk, dtype=jnp.int32).sum(-2) > 0, num_tokens, block)
+
+
+def chosen_blocks_mask(chosen: jax.Array, num_tokens: int, block: int) -> jax.Array:
+    """Token mask [B, H, N, N] of the chosen (query block, key block) pairs [B, H, nq, nk] (bool); row 0 (class
+    token) is all kept."""
+    b, h = chosen.shape[:2]
+    rows = chosen[:, :, np.arange(num_tokens - 1) // block][:, :, :, np.arange(num_tokens) // block]
+    return jnp.concatenate([jnp.ones((b, h, 1, num_tokens), bool), rows], axis=2)
 
 
 def pad_blocks(x: jax.Array, blocks: int, block: int) -> jax.Array:
@@ -156,16 +169,16 @@ def _gathered_bytes(indices: jax.Array, k_blocks: jax.Array) -> int:
     return math.prod(indices.shape) * math.prod(k_blocks.shape[3:]) * k_blocks.dtype.itemsize
 
 
-def _by_step(x: jax.Array) -> jax.Array:
-    """[B, H, nq, ...] -> [steps, B, H, QUERY_BLOCKS_PER_STEP, ...], the query-block axis zero-padded."""
+def by_step(x: jax.Array, per_step: int = QUERY_BLOCKS_PER_STEP) -> jax.Array:
+    """[B, H, nq, ...] -> [steps, B, H, per_step, ...], axis 2 zero-padded: the inputs of a loop over axis 2."""
     b, h, nq = x.shape[:3]
-    steps = -(-nq // QUERY_BLOCKS_PER_STEP)
-    padded = jnp.pad(x, ((0, 0), (0, 0), (0, steps * QUERY_BLOCKS_PER_STEP - nq)) + ((0, 0),) * (x.ndim - 3))
-    return jnp.moveaxis(padded.reshape(b, h, steps, QUERY_BLOCKS_PER_STEP, *x.shape[3:]), 2, 0)
+    steps = -(-nq // per_step)
+    padded = jnp.pad(x, ((0, 0), (0, 0), (0, steps * per_step - nq)) + ((0, 0),) * (x.ndim - 3))
+    return jnp.moveaxis(padded.reshape(b, h, steps, per_step, *x.shape[3:]), 2, 0)
 
 
-def _from_steps(x: jax.Array, nq: int) -> jax.Array:
-    """Inverse of `_by_step`: [steps, B, H, c, ...] -> [B, H, nq, ...]."""
+def from_steps(x: jax.Array, nq: int) -> jax.Array:
+    """Inverse of `by_step`: [steps, B, H, c, ...] -> [B, H, nq, ...]."""
     x = jnp.moveaxis(x, 0, 2)
     return x.reshape(*x.shape[:2], -1, *x.shape[4:])[:, :, :nq]
 
@@ -176,8 +189,8 @@ def _forward_rows(queries, indices, k_blocks, v_blocks, num_tokens: int, block: 
     if _gathered_bytes(indices, k_blocks) <= LOOP_ABOVE_BYTES:
         return _attend(queries, indices, k_blocks, v_blocks, num_tokens, block)
     step = lambda a: _attend(*a, k_blocks, v_blocks, num_tokens, block)  # noqa: E731
-    out, lse = jax.lax.map(jax.checkpoint(step) if remat else step, (_by_step(queries), _by_step(indices)))
-    return _from_steps(out, indices.shape[2]), _from_steps(lse, indices.shape[2])
+    out, lse = jax.lax.map(jax.checkpoint(step) if remat else step, (by_step(queries), by_step(indices)))
+    return from_steps(out, indices.shape[2]), from_steps(lse, indices.shape[2])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -208,8 +221,8 @@ def _recomputed_rows_bwd(num_tokens, block, residuals, d_out):
         return (_scatter_add(totals[0], idx, d_keys), _scatter_add(totals[1], idx, d_values)), d_q
 
     (d_k, d_v), d_q = jax.lax.scan(step, (jnp.zeros_like(k_blocks), jnp.zeros_like(v_blocks)),
-                                   tuple(map(_by_step, (queries, indices, d_out, out, lse))))
-    return _from_steps(d_q, queries.shape[2]), None, d_k, d_v
+                                   tuple(map(by_step, (queries, indices, d_out, out, lse))))
+    return from_steps(d_q, queries.shape[2]), None, d_k, d_v
 
 
 _recomputed_rows.defvjp(_recomputed_rows_fwd, _recomputed_rows_bwd)
@@ -221,12 +234,8 @@ def block_sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, block_indic
 
     The key blocks of one query block must be distinct (as `top_key_blocks` gives them).
     """
-    check_block(block)
     b, h, n, d = q.shape
-    nq, nk = block_counts(n, block)
-    if block_indices.shape[:3] != (b, h, nq):
-        raise ValueError(f"block_indices shape {block_indices.shape}: expected ({b}, {h}, {nq}, kb) "
-                         f"for {n} tokens in blocks of {block}")
+    nq, nk = checked_block_counts(q, block_indices, block)
     logits_dot, mix_dot = dot_generals
 
     cls_logits = einsum("bhqd,bhkd->bhqk", q[:, :, :1], k, logits_dot).astype(jnp.float32) * scale

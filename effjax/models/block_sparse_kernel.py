@@ -105,12 +105,8 @@ def block_rows_attention(q_blocks, k_blocks, v_blocks, block_indices, scale: flo
 def block_sparse_attention_pallas(q, k, v, block_indices, scale: float, block: int, interpret: bool = False,
                                   platform: str | None = None) -> tuple[jax.Array, jax.Array]:
     """`block_sparse.block_sparse_attention` with the query rows in the Pallas kernel: (outputs, class-row weights)."""
-    bs.check_block(block)
     b, h, n, d = q.shape
-    nq, nk = bs.block_counts(n, block)
-    if block_indices.shape[:3] != (b, h, nq):
-        raise ValueError(f"block_indices shape {block_indices.shape}: expected ({b}, {h}, {nq}, kb) "
-                         f"for {n} tokens in blocks of {block}")
+    nq, nk = bs.checked_block_counts(q, block_indices, block)
     cls_weights = jax.nn.softmax(jnp.einsum("bhd,bhkd->bhk", q[:, :, 0], k).astype(jnp.float32) * scale, axis=-1)
     cls_out = jnp.einsum("bhk,bhkd->bhd", cls_weights.astype(q.dtype), v)[:, :, None]
 

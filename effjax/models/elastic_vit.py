@@ -56,7 +56,6 @@ from typing import Any, Optional, Sequence, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from effjax.config.base import base_config
 from effjax.data.specs import TaskSpec
@@ -65,8 +64,8 @@ from effjax.models import moe, token_pruning
 from effjax.models import sparse_attention as sa
 from effjax.models.layers import (AUX_LOSS_COLLECTION, DotGeneralProvider, SlimDense, SlimLayerNorm, SlimMlp, constrain,
                                   einsum, injected_dot_general, resolve_dot_general)
-from effjax.models.vit import (MultiTaskFields, check_decoder_blocks, check_image_head, config_reader, head_input,
-                               patchify, pool_hidden, unpatchify, vit_fields)
+from effjax.models.vit import (MultiTaskFields, check_decoder_blocks, check_image_head, config_reader, patchify,
+                               unpatchify, vit_fields)
 from effjax.subnet import (SubnetConfig, decoder_width, encoder_widths, kept_token_count, moe_block_indices,
                            predictor_rank)
 
@@ -135,10 +134,7 @@ def kept_block_mask(scores: jax.Array, keep_ratio: Scalar, block: int) -> jax.Ar
     coarse = bs.coarsen_scores(scores, block)
     count = jnp.clip(jnp.ceil(jnp.asarray(keep_ratio, jnp.float32) * n / block - 1e-6), 1, coarse.shape[-1])
     rank = jnp.argsort(jnp.argsort(-coarse, axis=-1, stable=True), axis=-1)  # ties: lower block first, as top_k
-    chosen = rank < count.astype(jnp.int32)
-    rows = chosen[:, :, np.arange(n - 1) // block][:, :, :, np.arange(n) // block]
-    b, h = scores.shape[:2]
-    return jnp.concatenate([jnp.ones((b, h, 1, n), bool), rows], axis=2)
+    return bs.chosen_blocks_mask(rank < count.astype(jnp.int32), n, block)
 
 
 def predictor_distillation_loss(approx: jax.Array, dense_weights: jax.Array) -> jax.Array:
@@ -211,10 +207,9 @@ class Attention(nn.Module):
             return SlimDense(max_in, max_out, axes, "attention", dtype=self.dtype,
                              dot_general_provider=self.dot_general_provider, name=name)
 
-        heads_first = lambda t: t.reshape(t.shape[:-1] + (heads, self.head_dim)).transpose(0, 2, 1, 3)  # noqa: E731
-        q = heads_first(projection("query", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
-        k = heads_first(projection("key", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
-        v = heads_first(projection("value", ("embed", "heads"), self.max_in_features, max_inner)(x, inner))
+        q, k, v = (projection(name, ("embed", "heads"), self.max_in_features, max_inner)(x, inner)
+                   .reshape(x.shape[:-1] + (heads, self.head_dim)).transpose(0, 2, 1, 3)
+                   for name in ("query", "key", "value"))
         q = constrain(q, ("activation_batch", "activation_heads", "activation_length", None))
         scale = self.head_dim**-0.5
         static_dense = isinstance(keep_ratio, (int, float)) and keep_ratio >= 1
@@ -239,13 +234,12 @@ class Attention(nn.Module):
                          self.predictor_distill_weight * predictor_distillation_loss(approx, weights))
         else:
             scores = self._random_scores(q) if self.mask_scores == "random" else predictor(q, k, positions)
-            if path == "gathered" and self.block:
-                out, cls_weights, weights = sa.sparse_attention(
-                    q, k, v, sa.predicted_key_blocks(scores, keep_ratio, self.block), scale, "block_sparse",
-                    dot_generals=dots, block=self.block)
-            elif path == "gathered":
-                out, cls_weights, weights = sa.sparse_attention(q, k, v, sa.predicted_key_indices(scores, keep_ratio),
-                                                                scale, "gathered", dot_generals=dots)
+            if path == "gathered":
+                kept = (bs.top_key_blocks(scores, keep_ratio, self.block) if self.block
+                        else sa.predicted_key_indices(scores, keep_ratio))
+                out, cls_weights, weights = sa.sparse_attention(q, k, v, kept, scale,
+                                                                "block_sparse" if self.block else "gathered",
+                                                                dot_generals=dots, block=self.block)
             else:
                 mask = (kept_block_mask(scores, keep_ratio, self.block) if self.block
                         else kept_key_mask(scores, keep_ratio))
@@ -289,17 +283,8 @@ class Experts(nn.Module):
         e, m, big_d = self.num_experts, self.expert_dim, self.max_in_features
         router = self.param("router", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", None)),
                             (big_d, e), jnp.float32)
-        init = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        w = moe.ExpertWeights(
-            self.param("wi", nn.with_logical_partitioning(init, ("expert", "embed", "expert_mlp")), (e, big_d, m),
-                       jnp.float32)[:, :d],
-            self.param("bi", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "expert_mlp")), (e, m),
-                       jnp.float32),
-            self.param("wo", nn.with_logical_partitioning(init, ("expert", "expert_mlp", "embed")), (e, m, big_d),
-                       jnp.float32)[:, :, :d],
-            self.param("bo", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "embed")), (e, big_d),
-                       jnp.float32)[:, :d],
-        )
+        full = moe.expert_params(self, e, big_d, m, "expert_mlp")
+        w = moe.ExpertWeights(full.wi[:, :d], full.bi, full.wo[:, :, :d], full.bo[:, :d])  # the active token width
         static_k = isinstance(top_k, int)
         k_routed = top_k if static_k else max_top_k
         if not 1 <= k_routed <= e:
@@ -310,10 +295,7 @@ class Experts(nn.Module):
         if not static_k:
             valid = routing.valid & (jnp.arange(k_routed) < top_k)
             routing = routing._replace(valid=valid, gate=jnp.where(valid, routing.gate, 0.0))
-        if self.balance_weight:
-            self.sow(AUX_LOSS_COLLECTION, "balance_loss", self.balance_weight * moe.load_balance_loss(routing))
-        if self.z_loss_weight:
-            self.sow(AUX_LOSS_COLLECTION, "router_z_loss", self.z_loss_weight * moe.router_z_loss(routing.logits))
+        moe.sow_router_losses(self, routing, self.balance_weight, self.z_loss_weight)
         capacity = moe.expert_capacity(s, e, k_routed, self.capacity_factor)
         active_capacity = None
         if not static_k and self.capacity_factor > 0:  # the capacity a static top_k would have
@@ -390,10 +372,12 @@ class TaskHead(nn.Module):
             tokens = Block(self.max_in, self.max_heads, self.max_mlp, dtype=self.dtype,
                            dot_general_provider=self.dot_general_provider, name=f"block{j}")(
                 tokens, block_heads, block_mlp, active=active)
-        x = SlimLayerNorm(self.max_in, self.dtype, name="ln")(head_input(tokens, self.task, self.image_head), active)
+        pool = not self.task.is_dense and self.image_head == "mean_pool"  # every token, averaged after `hidden`
+        x = tokens[:, 1:] if self.task.is_dense else tokens if pool else tokens[:, 0]
+        x = SlimLayerNorm(self.max_in, self.dtype, name="ln")(x, active)
         x = nn.gelu(SlimDense(self.max_in, self.max_decoder, ("embed", "decoder"), "head", dtype=self.dtype,
                               dot_general_provider=self.dot_general_provider, name="hidden")(x, hidden))
-        x = pool_hidden(x, self.task, self.image_head)
+        x = x.mean(axis=1) if pool else x
         outputs = self.task.out_channels * (self.patch_size**2 if self.task.is_dense else 1)
         y = SlimDense(self.max_decoder, outputs, ("decoder", "classes"), "head", dtype=self.dtype,
                       dot_general_provider=self.dot_general_provider, name="out")(x)
@@ -464,14 +448,11 @@ class ElasticViT(MultiTaskFields):  # the fields' meanings and defaults: effjax/
             bs.check_block(self.attention_block)
         if self.moe_every and not 1 <= self.default_top_k <= self.num_experts:
             raise ValueError(f"model.top_k={self.default_top_k}: must be in [1, model.num_experts={self.num_experts}]")
-        attention = dict(predictor_channels=self.predictor_channels,
-                         predictor_token_reduction=self.predictor_token_reduction,
-                         predictor_top_coefficients=self.predictor_top_coefficients,
-                         predictor_basis_threshold=self.predictor_basis_threshold,
-                         predictor_distill_weight=self.predictor_distill_weight, block=self.attention_block,
-                         mask_scores=self.mask_scores)
-        experts = dict(num_experts=self.num_experts, expert_dim=self.expert_dim, capacity_factor=self.capacity_factor,
-                       balance_weight=self.balance_weight, z_loss_weight=self.z_loss_weight)
+        fields = lambda *names: {name: getattr(self, name) for name in names}  # noqa: E731
+        attention = fields("predictor_channels", "predictor_token_reduction", "predictor_top_coefficients",
+                           "predictor_basis_threshold", "predictor_distill_weight", "mask_scores")
+        experts = fields("num_experts", "expert_dim", "capacity_factor", "balance_weight", "z_loss_weight")
+        attention["block"] = self.attention_block
         return [Block(self.hidden_dim, self.num_heads, self.mlp_dim, i in self.sparse_layers, i in self.moe_blocks,
                       attention, experts, self.dtype, self.dot_general_provider, self.norm_widths)
                 for i in range(self.num_layers)]
@@ -538,16 +519,11 @@ class ElasticViT(MultiTaskFields):  # the fields' meanings and defaults: effjax/
         return self.heads[task](tokens, hidden, image_hw, active, block_heads, block_mlp)
 
     def check_subnet(self, subnet: SubnetConfig) -> None:
-        defaults = SubnetConfig()
-        others = {f.name: getattr(subnet, f.name) for f in dataclasses.fields(subnet)
-                  if f.name not in KNOBS and getattr(subnet, f.name) != getattr(defaults, f.name)}
+        others = subnet.non_default(KNOBS)
         if others:
             raise ValueError(f"the model reads only {list(KNOBS)} at call time (bits are applied to the weights: use "
                              f"subnet.without_bits()); got non-default {others}")
-        names = {t.name for t in self.tasks}
-        unknown = [name for name, _ in subnet.decoder_widths if name not in names]
-        if unknown:
-            raise ValueError(f"SubnetConfig.decoder_widths: unknown tasks {unknown}; tasks: {sorted(names)}")
+        subnet.check_tasks({t.name for t in self.tasks})
         if subnet.attention_keep_ratio < 1 and not self.sparse_layers:
             raise ValueError(f"SubnetConfig.attention_keep_ratio={subnet.attention_keep_ratio}: the model has no "
                              "Sparsifiner blocks (model.sparse_layers is empty)")

@@ -198,6 +198,19 @@ class ExpertWeights(NamedTuple):
     bo: jax.Array  # [E, d]
 
 
+def expert_params(module: nn.Module, e: int, d: int, m: int, mlp_axis: str = "mlp") -> ExpertWeights:
+    """The float32 parameters wi, bi, wo, bo of `module`'s E experts (call inside its compact `__call__`);
+    `mlp_axis` is the logical name of their hidden axis."""
+    def param(name, init, axes, shape):
+        return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+    init, zeros = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,)), nn.initializers.zeros
+    return ExpertWeights(param("wi", init, ("expert", "embed", mlp_axis), (e, d, m)),
+                         param("bi", zeros, ("expert", mlp_axis), (e, m)),
+                         param("wo", init, ("expert", mlp_axis, "embed"), (e, m, d)),
+                         param("bo", zeros, ("expert", "embed"), (e, d)))
+
+
 def expert_mlp(buffers: jax.Array, w: ExpertWeights, dot_generals=(lax.dot_general, lax.dot_general)) -> jax.Array:
     """Each expert's GELU MLP on its buffer: [G, E, C, d] -> [G, E, C, d].
 
@@ -385,6 +398,17 @@ def router_entropy(probs: jax.Array) -> jax.Array:
     return jnp.mean(-jnp.sum(probs * jnp.log(jnp.maximum(probs, 1e-9)), axis=-1))
 
 
+def sow_router_losses(module: nn.Module, routing: Routing, balance_weight: float, z_loss_weight: float,
+                      entropy_weight: float = 0.0) -> None:
+    """Sows the weighted auxiliary losses of `routing` (those of non-zero weight) into AUX_LOSS_COLLECTION."""
+    if balance_weight:
+        module.sow(AUX_LOSS_COLLECTION, "balance_loss", balance_weight * load_balance_loss(routing))
+    if z_loss_weight:
+        module.sow(AUX_LOSS_COLLECTION, "router_z_loss", z_loss_weight * router_z_loss(routing.logits))
+    if entropy_weight:
+        module.sow(AUX_LOSS_COLLECTION, "router_entropy", entropy_weight * router_entropy(routing.probs))
+
+
 class ExpertParallelPlan(NamedTuple):
     batch_axes: tuple[str, ...]  # the mesh axes the examples are split over
     expert_axes: tuple[str, ...]  # the mesh axes the experts are split over
@@ -497,17 +521,11 @@ class MoeMlp(nn.Module):
         e, m, outputs = self.num_experts, self.expert_dim, self.num_router_outputs
         router = self.param("router", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed", None)),
                             (self.num_routers, d, outputs), jnp.float32)
-        expert_init = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        w = ExpertWeights(
-            self.param("wi", nn.with_logical_partitioning(expert_init, ("expert", "embed", "mlp")), (e, d, m), jnp.float32),
-            self.param("bi", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "mlp")), (e, m), jnp.float32),
-            self.param("wo", nn.with_logical_partitioning(expert_init, ("expert", "mlp", "embed")), (e, m, d), jnp.float32),
-            self.param("bo", nn.with_logical_partitioning(nn.initializers.zeros, ("expert", "embed")), (e, d), jnp.float32),
-        )
+        w = expert_params(self, e, d, m)
         logits = einsum("bsd,de->bse", x.astype(jnp.float32), router[router_index],
                         injected_dot_general(self.dot_general_provider, "router"))
         routing = route(logits, top_k, top_p, self.renormalize_gates)
-        self._sow_losses(routing)
+        sow_router_losses(self, routing, self.balance_weight, self.z_loss_weight, self.entropy_weight)
         if self.router_groups is not None:
             routing = merge_duplicate_choices(
                 routing._replace(expert_index=jnp.asarray(self.router_groups, jnp.int32)[routing.expert_index]))
@@ -528,14 +546,6 @@ class MoeMlp(nn.Module):
         """The `expert` group's dot_general for each of the two expert kernels (one module each)."""
         return (resolve_dot_general(self.dot_general_provider, "expert"),
                 resolve_dot_general(self.dot_general_provider, "expert"))
-
-    def _sow_losses(self, routing: Routing):
-        if self.balance_weight:
-            self.sow(AUX_LOSS_COLLECTION, "balance_loss", self.balance_weight * load_balance_loss(routing))
-        if self.z_loss_weight:
-            self.sow(AUX_LOSS_COLLECTION, "router_z_loss", self.z_loss_weight * router_z_loss(routing.logits))
-        if self.entropy_weight:
-            self.sow(AUX_LOSS_COLLECTION, "router_entropy", self.entropy_weight * router_entropy(routing.probs))
 
     def _sow_stats(self, routing: Routing, router_index: int):
         if not self.is_mutable_collection(MOE_STATS_COLLECTION):

@@ -95,10 +95,8 @@ class MoeMultiTaskViT(MultiTaskFields):  # the fields' meanings and defaults: ef
             raise ValueError(f"dispatch={self.dispatch!r}: allowed: {list(DISPATCH_METHODS)}")
         if self.moe_every < 1:
             raise ValueError(f"moe_every={self.moe_every}: must be >= 1")
-        others = {f.name: getattr(subnet, f.name) for f in dataclasses.fields(subnet) if f.name not in _MOE_KNOBS}
-        defaults = {f.name: getattr(SubnetConfig(), f.name) for f in dataclasses.fields(subnet) if f.name not in _MOE_KNOBS}
-        if others != defaults:
-            changed = sorted(k for k in others if others[k] != defaults[k])
+        changed = sorted(subnet.non_default(_MOE_KNOBS))
+        if changed:
             raise ValueError(f"model moe_vit owns only the knobs {list(_MOE_KNOBS)}; got non-default {changed}")
         moe_layers = moe_block_indices(self.num_layers, self.moe_every)
         if self.router_groups is not None and len(self.router_groups) != len(moe_layers):
@@ -156,12 +154,9 @@ class MoeMultiTaskViT(MultiTaskFields):  # the fields' meanings and defaults: ef
         if not top_k and not top_p:
             top_p = self.top_p
 
-        wanted = [t for t in self.tasks if task is None or t.name == task]
-        if self.task_routing == "shared":
-            tokens = encode(0)
-            return {t.name: heads[t.name](tokens, self.decoder_dim, (h, w)) for t in wanted}
-        index = {t.name: n for n, t in enumerate(self.tasks)}
-        return {t.name: heads[t.name](encode(index[t.name]), self.decoder_dim, (h, w)) for t in wanted}
+        shared_tokens = encode(0) if self.task_routing == "shared" else None  # one pass serves every task
+        return {t.name: heads[t.name](encode(n) if shared_tokens is None else shared_tokens, self.decoder_dim, (h, w))
+                for n, t in enumerate(self.tasks) if task is None or t.name == task}
 
 
 _SHARED = tuple(f.name for f in dataclasses.fields(MultiTaskFields)) + ("parent", "name")

@@ -58,7 +58,6 @@ NO_DOT_GENERALS = (None, None)  # (logits, mix): plain jnp.einsum
 
 ATTENTION_PATHS = ("masked", "gathered")  # paths over token-level kept keys [B, H, N-1, k]
 BLOCK_PATHS = ("block_sparse",)  # paths over kept key blocks [B, H, nq, kb]
-MASK_SCORES = ("predictor", "random")
 
 
 def _softmax_f32(logits: jax.Array, dtype) -> jax.Array:
@@ -69,24 +68,18 @@ def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, *, d
                     ) -> tuple[jax.Array, jax.Array]:
     """Plain softmax attention: (outputs [B, H, N, d], weights [B, H, N, N])."""
     logits_dot, mix_dot = dot_generals
-    weights = _softmax_f32(_logits(q, k, logits_dot) * scale, q.dtype)
-    return _mix(weights, v, mix_dot), weights
+    weights = _softmax_f32(_with_keys("bhqd,bhkd->bhqk", q, k, logits_dot) * scale, q.dtype)
+    return _with_keys("bhqk,bhkd->bhqd", weights, v, mix_dot), weights
 
 
-def _logits(q: jax.Array, k: jax.Array, dot_general) -> jax.Array:
-    """q k^T per head, [B, H, N, N]. Under an injected (quantizing) dot_general the keys enter token-major:
+def _with_keys(subscripts: str, lhs: jax.Array, keys: jax.Array, dot_general) -> jax.Array:
+    """`einsum(subscripts, lhs, keys)` with per-head keys or values [B, H, N, d] ("bhkd"): the logits q k^T or
+    the mixing weights v. Under an injected (quantizing) dot_general the keys enter token-major ("bkhd"):
     XLA's CPU backend rejects an int4 batched dot (qwix) whose operands both lead with the two batch axes.
     The float path keeps the heads-first layout (and XLA's reduction order with it)."""
     if dot_general is None:
-        return einsum("bhqd,bhkd->bhqk", q, k)
-    return einsum("bhqd,bkhd->bhqk", q, k.transpose(0, 2, 1, 3), dot_general)
-
-
-def _mix(weights: jax.Array, v: jax.Array, dot_general) -> jax.Array:
-    """weights v per head, [B, H, N, d]; values token-major under an injected dot_general (see `_logits`)."""
-    if dot_general is None:
-        return einsum("bhqk,bhkd->bhqd", weights, v)
-    return einsum("bhqk,bkhd->bhqd", weights, v.transpose(0, 2, 1, 3), dot_general)
+        return einsum(subscripts, lhs, keys)
+    return einsum(subscripts.replace("bhkd", "bkhd"), lhs, keys.transpose(0, 2, 1, 3), dot_general)
 
 
 def top_key_indices(scores: jax.Array, num_keys: int) -> jax.Array:
@@ -102,12 +95,6 @@ def connectivity_mask(key_indices: jax.Array, num_tokens: int) -> jax.Array:
     return jnp.concatenate([jnp.ones((b, h, 1, num_tokens), bool), rows], axis=2)
 
 
-def masked_attention(q, k, v, key_indices: jax.Array, scale: float, *, dot_generals=NO_DOT_GENERALS
-                     ) -> tuple[jax.Array, jax.Array]:
-    """Dense logits with dropped (query, key) pairs masked out: (outputs, weights [B, H, N, N])."""
-    return attention_with_mask(q, k, v, connectivity_mask(key_indices, q.shape[2]), scale, dot_generals=dot_generals)
-
-
 def attention_with_mask(q, k, v, mask: jax.Array, scale: float, *, dot_generals=NO_DOT_GENERALS
                         ) -> tuple[jax.Array, jax.Array]:
     """Softmax attention over the True entries of `mask` [B, H, N, N].
@@ -116,11 +103,11 @@ def attention_with_mask(q, k, v, mask: jax.Array, scale: float, *, dot_generals=
     (not NaN), so its output is zero.
     """
     logits_dot, mix_dot = dot_generals
-    logits = _logits(q, k, logits_dot).astype(jnp.float32) * scale
+    logits = _with_keys("bhqd,bhkd->bhqk", q, k, logits_dot).astype(jnp.float32) * scale
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1)
     weights = jnp.where(mask & mask.any(-1, keepdims=True), weights, 0.0).astype(q.dtype)
-    return _mix(weights, v, mix_dot), weights
+    return _with_keys("bhqk,bhkd->bhqd", weights, v, mix_dot), weights
 
 
 def _gather_rows(x: jax.Array, key_indices: jax.Array) -> jax.Array:
@@ -153,14 +140,9 @@ def gathered_attention(q, k, v, key_indices: jax.Array, scale: float, query_bloc
         if tuple(dot_generals) != NO_DOT_GENERALS:
             # injected dot_generals may be Flax modules, which cannot run inside lax.map
             raise ValueError("gathered_attention: query_block needs plain einsums; got injected dot_generals")
-        b, h, _, d = q.shape
-        pad = (-rows) % query_block
-        blocks = (rows + pad) // query_block
-        to_blocks = lambda x: jnp.moveaxis(  # noqa: E731
-            jnp.pad(x, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(b, h, blocks, query_block, x.shape[-1]), 2, 0)
         out = jax.lax.map(lambda blk: _attend_gathered(blk[0], k, v, blk[1], scale),
-                          (to_blocks(q_rows), to_blocks(key_indices)))
-        rows_out = jnp.moveaxis(out, 0, 2).reshape(b, h, blocks * query_block, d)[:, :, :rows]
+                          (block_sparse.by_step(q_rows, query_block), block_sparse.by_step(key_indices, query_block)))
+        rows_out = block_sparse.from_steps(out, rows)
     return jnp.concatenate([cls_out, rows_out], axis=2), cls_weights[:, :, 0]
 
 
@@ -224,8 +206,9 @@ def sparse_attention(q, k, v, key_indices: Optional[jax.Array], scale: float, pa
     if key_indices is None:
         out, weights = dense_attention(q, k, v, scale, dot_generals=dot_generals)
         return out, weights[:, :, 0], weights
-    if path == "masked":
-        out, weights = masked_attention(q, k, v, key_indices, scale, dot_generals=dot_generals)
+    if path == "masked":  # dense logits with the dropped (query, key) pairs masked out
+        out, weights = attention_with_mask(q, k, v, connectivity_mask(key_indices, q.shape[2]), scale,
+                                           dot_generals=dot_generals)
         return out, weights[:, :, 0], weights
     if path == "block_sparse":
         out, cls_weights = block_sparse_attention_by_backend(q, k, v, key_indices, scale, block,
@@ -291,11 +274,6 @@ def predicted_key_indices(approx_attention: jax.Array, keep_ratio: float) -> jax
     """Top ceil(rho n) keys of each row of the approximate attention [B, H, n-1, n]."""
     n = approx_attention.shape[-1]
     return top_key_indices(approx_attention, kept_key_count(keep_ratio, n))
-
-
-def predicted_key_blocks(approx_attention: jax.Array, keep_ratio: float, block: int) -> jax.Array:
-    """Top ceil(rho n / b) key blocks of each query block of the approximate attention [B, H, n-1, n]."""
-    return block_sparse.top_key_blocks(approx_attention, keep_ratio, block)
 
 
 def random_key_indices(rng: jax.Array, shape: tuple[int, ...], keep_ratio: float) -> jax.Array:

@@ -64,18 +64,6 @@ def check_decoder_blocks(decoder_blocks) -> int:
     return int(decoder_blocks)
 
 
-def head_input(tokens: jax.Array, task: TaskSpec, image_head: str) -> jax.Array:
-    """The tokens a task head reads: patch tokens (dense task), the class token, or all tokens (mean_pool)."""
-    if task.is_dense:
-        return tokens[:, 1:]
-    return tokens if check_image_head(image_head) == "mean_pool" else tokens[:, 0]
-
-
-def pool_hidden(hidden: jax.Array, task: TaskSpec, image_head: str) -> jax.Array:
-    """Average the per-token hidden features of an image-level task under `mean_pool`."""
-    return hidden.mean(axis=1) if not task.is_dense and image_head == "mean_pool" else hidden
-
-
 class MultiTaskFields(nn.Module):
     """The constructor fields every multi-task ViT shares (`vit_fields` fills them from `config.model`)."""
 

@@ -9,7 +9,7 @@ config compiles once and is cached.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Collection, Optional, Sequence
 
 FLOAT_BITS = 32
 
@@ -48,6 +48,17 @@ class SubnetConfig:
 
     def decoder_width(self, task: str) -> float:
         return dict(self.decoder_widths).get(task, 1.0)
+
+    def non_default(self, ignore: Sequence[str] = ()) -> dict:
+        """{knob: value} of the knobs not at their default, except those in `ignore`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ignore and getattr(self, f.name) != f.default}
+
+    def check_tasks(self, tasks: Collection[str]) -> None:
+        """Refuses decoder widths of tasks not in `tasks` (task names)."""
+        unknown = [name for name, _ in self.decoder_widths if name not in tasks]
+        if unknown:
+            raise ValueError(f"SubnetConfig.decoder_widths: unknown tasks {unknown}; tasks: {sorted(tasks)}")
 
     def bits_for(self, group: str) -> tuple[int, int]:
         """(weight bits, activation bits) of a layer group; first/last layers are 'embed' and 'head'."""

@@ -60,17 +60,12 @@ class SlimWidths:
         return dict(self.decoders)[task]
 
 
-def check_width_subnet(subnet: SubnetConfig, tasks: Sequence[TaskSpec], model_name: str = "slim_vit") -> None:
+def check_width_subnet(subnet: SubnetConfig, tasks: Sequence[TaskSpec]) -> None:
     """A slimmable model owns only the width knobs: anything else must be at its default."""
-    defaults = SubnetConfig()
-    others = {f.name: getattr(subnet, f.name) for f in dataclasses.fields(subnet)
-              if f.name not in WIDTH_KNOBS and getattr(subnet, f.name) != getattr(defaults, f.name)}
+    others = subnet.non_default(WIDTH_KNOBS)
     if others:
-        raise ValueError(f"model {model_name} owns only {list(WIDTH_KNOBS)}; got non-default {others}")
-    names = {t.name for t in tasks}
-    unknown = [name for name, _ in subnet.decoder_widths if name not in names]
-    if unknown:
-        raise ValueError(f"SubnetConfig.decoder_widths: unknown tasks {unknown}; tasks: {sorted(names)}")
+        raise ValueError(f"model slim_vit owns only {list(WIDTH_KNOBS)}; got non-default {others}")
+    subnet.check_tasks({t.name for t in tasks})
 
 
 def encoder_widths(hidden_dim: int, num_heads: int, mlp_dim: int, width: float) -> tuple[int, int, int]:
@@ -97,12 +92,9 @@ def slim_widths(model_config, tasks: Sequence[TaskSpec], subnet: Optional[Subnet
     heads, hidden, mlp = encoder_widths(model_config.hidden_dim, model_config.num_heads, model_config.mlp_dim,
                                         subnet.encoder_width)
     decoders = tuple((t.name, decoder_width(model_config.decoder_dim, subnet.decoder_width(t.name))) for t in tasks)
-    blocks = []
-    for t in tasks:
-        block_heads, _, block_mlp = encoder_widths(model_config.hidden_dim, model_config.num_heads, model_config.mlp_dim,
-                                                   subnet.decoder_width(t.name))
-        blocks.append((t.name, block_heads, block_mlp))
-    return SlimWidths(heads, model_config.hidden_dim // model_config.num_heads, hidden, mlp, decoders, tuple(blocks))
+    blocks = tuple((t.name, *encoder_widths(model_config.hidden_dim, model_config.num_heads, model_config.mlp_dim,
+                                            subnet.decoder_width(t.name))[::2]) for t in tasks)  # heads, MLP width
+    return SlimWidths(heads, model_config.hidden_dim // model_config.num_heads, hidden, mlp, decoders, blocks)
 
 
 def kept_key_count(keep_ratio: float, num_tokens: int) -> int:
