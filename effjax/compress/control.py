@@ -59,8 +59,11 @@ def preference_decoder_widths(preference: Mapping[str, float], tasks: Sequence[T
     """Decoder width per task at decoder level `level`: monotone non-decreasing in the task's preference."""
     menu = sorted(menu)
     top = max(preference.values())
-    return tuple(sorted((t.name, next((w for w in menu if w >= level * preference[t.name] / top - 1e-9), menu[-1]))
-                        for t in tasks))
+    widths = []
+    for t in tasks:
+        want = level * preference[t.name] / top
+        widths.append((t.name, next((w for w in menu if w >= want - 1e-9), menu[-1])))
+    return tuple(sorted(widths))
 
 
 class TaskMetricTable:

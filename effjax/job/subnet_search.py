@@ -470,7 +470,8 @@ def _log_ticks(ax, values) -> None:
 
     low, high = min(values), max(values)
     decades = range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
-    ticks = sorted(t for t in (mult * 10.0**k for mult in (1, 2, 5) for k in decades) if low / 1.25 <= t <= high * 1.25)
+    candidates = [mult * 10.0**k for mult in (1, 2, 5) for k in decades]
+    ticks = sorted(t for t in candidates if low / 1.25 <= t <= high * 1.25)
     while len(ticks) > 6:
         ticks = ticks[::2]
     if len(ticks) < 2:
