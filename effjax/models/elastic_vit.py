@@ -373,7 +373,7 @@ class TaskHead(nn.Module):
                            dot_general_provider=self.dot_general_provider, name=f"block{j}")(
                 tokens, block_heads, block_mlp, active=active)
         pool = not self.task.is_dense and self.image_head == "mean_pool"  # every token, averaged after `hidden`
-        x = tokens[:, 1:] if self.task.is_dense else tokens if pool else tokens[:, 0]
+        x = tokens[:, 1:] if self.task.is_dense else (tokens if pool else tokens[:, 0])
         x = SlimLayerNorm(self.max_in, self.dtype, name="ln")(x, active)
         x = nn.gelu(SlimDense(self.max_in, self.max_decoder, ("embed", "decoder"), "head", dtype=self.dtype,
                               dot_general_provider=self.dot_general_provider, name="hidden")(x, hidden))
@@ -448,11 +448,11 @@ class ElasticViT(MultiTaskFields):  # the fields' meanings and defaults: effjax/
             bs.check_block(self.attention_block)
         if self.moe_every and not 1 <= self.default_top_k <= self.num_experts:
             raise ValueError(f"model.top_k={self.default_top_k}: must be in [1, model.num_experts={self.num_experts}]")
-        fields = lambda *names: {name: getattr(self, name) for name in names}  # noqa: E731
-        attention = fields("predictor_channels", "predictor_token_reduction", "predictor_top_coefficients",
-                           "predictor_basis_threshold", "predictor_distill_weight", "mask_scores")
-        experts = fields("num_experts", "expert_dim", "capacity_factor", "balance_weight", "z_loss_weight")
-        attention["block"] = self.attention_block
+        attention = {name: getattr(self, name) for name in (
+            "predictor_channels", "predictor_token_reduction", "predictor_top_coefficients",
+            "predictor_basis_threshold", "predictor_distill_weight", "mask_scores")} | {"block": self.attention_block}
+        experts = {name: getattr(self, name) for name in (
+            "num_experts", "expert_dim", "capacity_factor", "balance_weight", "z_loss_weight")}
         return [Block(self.hidden_dim, self.num_heads, self.mlp_dim, i in self.sparse_layers, i in self.moe_blocks,
                       attention, experts, self.dtype, self.dot_general_provider, self.norm_widths)
                 for i in range(self.num_layers)]

@@ -92,9 +92,12 @@ def slim_widths(model_config, tasks: Sequence[TaskSpec], subnet: Optional[Subnet
     heads, hidden, mlp = encoder_widths(model_config.hidden_dim, model_config.num_heads, model_config.mlp_dim,
                                         subnet.encoder_width)
     decoders = tuple((t.name, decoder_width(model_config.decoder_dim, subnet.decoder_width(t.name))) for t in tasks)
-    blocks = tuple((t.name, *encoder_widths(model_config.hidden_dim, model_config.num_heads, model_config.mlp_dim,
-                                            subnet.decoder_width(t.name))[::2]) for t in tasks)  # heads, MLP width
-    return SlimWidths(heads, model_config.hidden_dim // model_config.num_heads, hidden, mlp, decoders, blocks)
+    blocks = []
+    for t in tasks:
+        block_heads, _, block_mlp = encoder_widths(model_config.hidden_dim, model_config.num_heads, model_config.mlp_dim,
+                                                   subnet.decoder_width(t.name))
+        blocks.append((t.name, block_heads, block_mlp))
+    return SlimWidths(heads, model_config.hidden_dim // model_config.num_heads, hidden, mlp, decoders, tuple(blocks))
 
 
 def kept_key_count(keep_ratio: float, num_tokens: int) -> int:
